@@ -1,0 +1,254 @@
+"""Dataset loading: `load_dataset(name)` -> (x_train, y_train), (x_test, y_test).
+
+Images come back float32, NHWC, values in [0, 1]; labels int64.
+
+Splits (documented in docs/data.md and in every report):
+- `digits`: scikit-learn's bundled 1,797 real 8x8 digits, shuffled with a fixed
+  seed, first 80% train (1,437) and last 20% test (360).
+- `mnist` from `mnist_t10k.npz` (the official 10k MNIST test set, the only MNIST
+  shipped offline): first 8,000 images train, last 2,000 test. From keras'
+  `mnist.npz` or the download: the official 60k/10k split.
+- `cifar10` from `cifar10_subset.npz`: its own 5,085 train / 1,017 test split.
+  From the CIFAR-10 python archive or the download: the official 50k/10k split.
+"""
+
+import pathlib
+import pickle
+import tarfile
+
+import numpy as np
+
+from tfdefense import config
+from tfdefense._validation import check_labels, invalid_value
+
+MNIST_SUBSET_FILE = "mnist_t10k.npz"
+MNIST_SUBSET_TRAIN_SIZE = 8000
+MNIST_KERAS_FILE = "mnist.npz"
+CIFAR10_SUBSET_FILE = "cifar10_subset.npz"
+CIFAR10_KERAS_DIR = "cifar-10-batches-py"
+CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
+DIGITS_SPLIT_SEED = 0
+DIGITS_TRAIN_FRACTION = 0.8
+
+_LOADERS = {}
+
+
+def _register(name):
+    def wrap(fn):
+        _LOADERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_datasets():
+    """Names accepted by `load_dataset` (plus `npz:PATH`)."""
+    return sorted(_LOADERS) + ["npz:PATH"]
+
+
+def load_dataset(name, data_dir=None, image_size=None, download=True, **kwargs):
+    """Loads a dataset as `(x_train, y_train), (x_test, y_test)`.
+
+    Args:
+      name: "digits", "mnist", "cifar10", "imagenet" or "npz:PATH".
+      data_dir: folder holding local files. Defaults to $TFDEFENSE_DATA_DIR,
+        then ~/.tfdefense/data.
+      image_size: optional int or (height, width) to resize to (bilinear with
+        antialiasing, so values stay in [0, 1]). Required for "imagenet".
+      download: whether `mnist` / `cifar10` may fall back to the official keras
+        download when no local file is found.
+      **kwargs: loader-specific options (see `load_imagenet_folder`).
+    """
+    if not isinstance(name, str):
+        raise invalid_value("name", f"a dataset name, one of {list_datasets()}", name)
+    if name.startswith("npz:"):
+        if kwargs:
+            raise invalid_value("kwargs", "no extra options for npz datasets", kwargs)
+        (x_train, y_train), (x_test, y_test) = load_npz_arrays(name[len("npz:") :])
+    elif name == "imagenet":
+        return _load_imagenet(data_dir, image_size, **kwargs)
+    elif name in _LOADERS:
+        if kwargs:
+            raise invalid_value("kwargs", f"no extra options for dataset {name!r}", kwargs)
+        (x_train, y_train), (x_test, y_test) = _LOADERS[name](data_dir, download)
+    else:
+        raise invalid_value("name", f"one of {list_datasets()}", name)
+    if image_size is not None:
+        x_train, x_test = resize_images(x_train, image_size), resize_images(x_test, image_size)
+    return (x_train, y_train), (x_test, y_test)
+
+
+def resize_images(x, image_size, batch_size=1024):
+    """Resizes float images in [0, 1] with antialiased bilinear interpolation."""
+    import tensorflow as tf
+
+    size = _as_size(image_size)
+    if tuple(x.shape[1:3]) == size:
+        return x
+    parts = [
+        tf.image.resize(x[i : i + batch_size], size, method="bilinear", antialias=True).numpy()
+        for i in range(0, len(x), batch_size)
+    ]
+    # Bilinear weights are convex; this only removes float rounding (<1e-6).
+    return np.clip(np.concatenate(parts), 0.0, 1.0).astype(np.float32)
+
+
+def _as_size(image_size):
+    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool) and image_size > 0:
+        return (int(image_size), int(image_size))
+    if (
+        isinstance(image_size, (tuple, list))
+        and len(image_size) == 2
+        and all(isinstance(s, (int, np.integer)) and s > 0 for s in image_size)
+    ):
+        return (int(image_size[0]), int(image_size[1]))
+    raise invalid_value("image_size", "a positive int or (height, width)", image_size)
+
+
+def to_float_images(x, argument="x"):
+    """uint8 0-255 (N, H, W[, C]) -> float32 NHWC in [0, 1]; floats are checked, not rescaled."""
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4:
+        raise invalid_value(argument, "images of shape (N, H, W) or (N, H, W, C)", f"shape {x.shape}")
+    if x.dtype == np.uint8:
+        return (x.astype(np.float32) / 255.0).astype(np.float32)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise invalid_value(argument, "uint8 (0-255) or float (0-1) images", f"dtype {x.dtype}")
+    if x.size and not np.all(np.isfinite(x)):
+        raise invalid_value(argument, "finite pixel values", "an array containing NaN or inf")
+    if x.size and (x.min() < 0 or x.max() > 1):
+        raise invalid_value(
+            argument,
+            "float pixel values in [0, 1] (store 0-255 pixels as uint8)",
+            f"float values in [{x.min():.4g}, {x.max():.4g}]",
+        )
+    return x.astype(np.float32)
+
+
+def load_npz_arrays(path):
+    """A user's own arrays: an .npz with x_train, y_train, x_test, y_test."""
+    path = pathlib.Path(path).expanduser()
+    if not path.is_file():
+        raise invalid_value("name", "npz:PATH naming an existing .npz file", f"npz:{path}")
+    with np.load(path, allow_pickle=False) as data:
+        required = ("x_train", "y_train", "x_test", "y_test")
+        missing = [k for k in required if k not in data.files]
+        if missing:
+            raise invalid_value(
+                "name", f"an npz holding the arrays {list(required)} (missing {missing})", f"npz:{path} with {data.files}"
+            )
+        arrays = {k: data[k] for k in required}
+    x_train = to_float_images(arrays["x_train"], "x_train")
+    x_test = to_float_images(arrays["x_test"], "x_test")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise invalid_value("x_test", f"images of shape {x_train.shape[1:]} like x_train", f"shape {x_test.shape}")
+    y_train = check_labels(arrays["y_train"], "y_train", num_examples=len(x_train))
+    y_test = check_labels(arrays["y_test"], "y_test", num_examples=len(x_test))
+    return (x_train, y_train), (x_test, y_test)
+
+
+@_register("digits")
+def _load_digits(data_dir=None, download=False):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[..., None]
+    y = digits.target.astype(np.int64)
+    order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(len(x))
+    x, y = x[order], y[order]
+    n_train = int(round(DIGITS_TRAIN_FRACTION * len(x)))
+    return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
+
+
+@_register("mnist")
+def _load_mnist(data_dir=None, download=True):
+    folder = config.resolve_data_dir(data_dir)
+    looked = []
+    subset = folder / MNIST_SUBSET_FILE
+    looked.append(str(subset))
+    if subset.is_file():
+        with np.load(subset, allow_pickle=False) as data:
+            x, y = to_float_images(data["x"]), check_labels(data["y"])
+        n = MNIST_SUBSET_TRAIN_SIZE
+        return (x[:n], y[:n]), (x[n:], y[n:])
+    keras_file = folder / MNIST_KERAS_FILE
+    looked.append(str(keras_file))
+    if keras_file.is_file():
+        return _from_four_arrays(keras_file)
+    return _download_or_fail("mnist", data_dir, looked, download)
+
+
+@_register("cifar10")
+def _load_cifar10(data_dir=None, download=True):
+    folder = config.resolve_data_dir(data_dir)
+    looked = []
+    subset = folder / CIFAR10_SUBSET_FILE
+    looked.append(str(subset))
+    if subset.is_file():
+        return _from_four_arrays(subset)
+    batches = folder / CIFAR10_KERAS_DIR
+    looked.append(str(batches) + "/")
+    if batches.is_dir():
+        return _cifar_from_batches(lambda name: (batches / name).read_bytes())
+    archive = folder / CIFAR10_ARCHIVE
+    looked.append(str(archive))
+    if archive.is_file():
+        with tarfile.open(archive) as tar:
+            return _cifar_from_batches(lambda name: tar.extractfile(f"{CIFAR10_KERAS_DIR}/{name}").read())
+    return _download_or_fail("cifar10", data_dir, looked, download)
+
+
+def _from_four_arrays(path):
+    with np.load(path, allow_pickle=False) as data:
+        return (
+            (to_float_images(data["x_train"]), check_labels(data["y_train"])),
+            (to_float_images(data["x_test"]), check_labels(data["y_test"])),
+        )
+
+
+def _cifar_from_batches(read):
+    def batch(name):
+        entry = pickle.loads(read(name), encoding="bytes")
+        x = np.asarray(entry[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        return x, np.asarray(entry[b"labels"], np.int64)
+
+    train = [batch(f"data_batch_{i}") for i in range(1, 6)]
+    x_test, y_test = batch("test_batch")
+    x_train = np.concatenate([b[0] for b in train])
+    y_train = np.concatenate([b[1] for b in train])
+    return (to_float_images(x_train), y_train), (to_float_images(x_test), y_test)
+
+
+def _download_or_fail(name, data_dir, looked, download):
+    import keras
+
+    reason = "download=False"
+    if download:
+        try:
+            (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, name).load_data()
+            return (
+                (to_float_images(x_train), check_labels(y_train)),
+                (to_float_images(x_test), check_labels(y_test)),
+            )
+        except Exception as error:  # no network, blocked host, corrupt download
+            reason = f"the keras download failed: {type(error).__name__}: {error}"
+    raise ValueError(
+        f"Invalid value received for argument `data_dir`. Could not find dataset {name!r}. "
+        f"Data dir from {config.data_dir_sources(data_dir)}. Looked for: {', '.join(looked)}; "
+        f"then keras.datasets.{name}.load_data() ({reason}). Put one of those files in the data dir "
+        f"(e.g. set ${config.DATA_DIR_ENV} to the folder holding {looked[0].rsplit('/', 1)[-1]}). "
+        f"Received: data_dir={str(config.resolve_data_dir(data_dir))!r}"
+    )
+
+
+def _load_imagenet(data_dir, image_size, **kwargs):
+    from tfdefense.data.imagenet import load_imagenet_folder
+
+    folder = kwargs.pop("folder", None)
+    if folder is None:
+        folder = config.resolve_data_dir(data_dir) / "imagenet"
+    if image_size is None:
+        raise invalid_value("image_size", "an image size for imagenet (e.g. 299 for Inception-v3)", image_size)
+    return load_imagenet_folder(folder, image_size=image_size, **kwargs)

@@ -1,0 +1,26 @@
+"""Target classifiers (all return logits) and the classifier registry."""
+
+from tfdefense.models import applications, classifiers, densenet, resnet  # noqa: F401  (registers builders)
+from tfdefense.models.applications import ImageNetPreprocessing, imagenet_classifier
+from tfdefense.models.classifiers import model_a, model_b, model_c, model_d
+from tfdefense.models.densenet import small_densenet
+from tfdefense.models.registry import get_classifier, list_classifiers, register_classifier
+from tfdefense.models.resnet import cifar_resnet, resnet20
+from tfdefense.models.training import compile_classifier, train_classifier
+
+__all__ = [
+    "ImageNetPreprocessing",
+    "cifar_resnet",
+    "compile_classifier",
+    "get_classifier",
+    "imagenet_classifier",
+    "list_classifiers",
+    "model_a",
+    "model_b",
+    "model_c",
+    "model_d",
+    "register_classifier",
+    "resnet20",
+    "small_densenet",
+    "train_classifier",
+]

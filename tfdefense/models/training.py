@@ -1,0 +1,76 @@
+"""Training target classifiers: `train_classifier` (plain Keras `fit`)."""
+
+import pathlib
+
+import keras
+
+from tfdefense._validation import check_choice, check_images, check_labels, check_number
+from tfdefense.data.pipelines import make_pipeline
+
+AUGMENTATIONS = (None, "flip_shift", "shift")
+
+
+def _augmenter(kind, seed):
+    steps = []
+    if kind == "flip_shift":
+        steps.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    steps.append(keras.layers.RandomTranslation(0.125, 0.125, fill_mode="reflect", seed=seed))
+    return keras.Sequential(steps, name="augment")
+
+
+def compile_classifier(model, learning_rate=1e-3):
+    """Adam + sparse categorical cross-entropy on logits + accuracy."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def train_classifier(
+    model,
+    x_train,
+    y_train,
+    validation_data=None,
+    epochs=3,
+    batch_size=128,
+    learning_rate=1e-3,
+    augment=None,
+    seed=0,
+    backup_dir=None,
+    callbacks=(),
+    verbose="auto",
+):
+    """Trains a logits classifier with Adam; returns the keras History.
+
+    Args:
+      augment: None, "shift" (random translation up to 1/8) or "flip_shift"
+        (also horizontal flips; for CIFAR-10).
+      backup_dir: if set, training state is backed up every epoch and an
+        interrupted run resumes where it stopped (keras BackupAndRestore).
+    """
+    x_train = check_images(x_train, "x_train")
+    y_train = check_labels(y_train, "y_train", num_examples=len(x_train))
+    check_number("epochs", epochs, minimum=1, integer=True)
+    check_number("learning_rate", learning_rate, minimum=0)
+    check_choice("augment", augment, AUGMENTATIONS)
+    if not model.compiled:
+        compile_classifier(model, learning_rate)
+    dataset = make_pipeline(x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed)
+    if augment is not None:
+        import tensorflow as tf
+
+        augmenter = _augmenter(augment, seed)
+        dataset = dataset.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    validation = None
+    if validation_data is not None:
+        x_val, y_val = validation_data
+        x_val = check_images(x_val, "validation_data[0]")
+        validation = make_pipeline(x_val, check_labels(y_val, "validation_data[1]", len(x_val)), batch_size=512)
+    callbacks = list(callbacks)
+    if backup_dir is not None:
+        callbacks.append(keras.callbacks.BackupAndRestore(str(pathlib.Path(backup_dir)), delete_checkpoint=True))
+    return model.fit(
+        dataset, epochs=epochs, validation_data=validation, callbacks=callbacks, verbose=verbose, shuffle=False
+    )

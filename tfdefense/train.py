@@ -1,0 +1,82 @@
+"""`python -m tfdefense.train`: train target classifiers (and, later, purifiers).
+
+    python -m tfdefense.train classifier --model C --dataset mnist --out model_c.keras
+"""
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+
+def _classifier_parser(subparsers):
+    parser = subparsers.add_parser("classifier", help="train a target classifier, write a .keras file")
+    parser.add_argument("--model", required=True, help="registered classifier name (A, B, C, D, resnet20, ...)")
+    parser.add_argument("--dataset", required=True, help="digits, mnist, cifar10, imagenet or npz:PATH")
+    parser.add_argument("--out", required=True, help="output .keras path")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--image-size", type=int, default=None, help="resize images to this size")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--augment", default=None, choices=["shift", "flip_shift"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(run=run_classifier)
+
+
+def run_classifier(args):
+    import keras
+
+    from tfdefense import _io
+    from tfdefense.data import load_dataset
+    from tfdefense.evaluation import accuracy
+    from tfdefense.models import get_classifier, train_classifier
+
+    keras.utils.set_random_seed(args.seed)
+    (x_train, y_train), (x_test, y_test) = load_dataset(args.dataset, data_dir=args.data_dir, image_size=args.image_size)
+    num_classes = int(max(y_train.max(), y_test.max()) + 1)
+    model = get_classifier(args.model, input_shape=x_train.shape[1:], num_classes=num_classes)
+    out = pathlib.Path(args.out)
+    start = time.perf_counter()
+    train_classifier(
+        model,
+        x_train,
+        y_train,
+        validation_data=(x_test, y_test),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        augment=args.augment,
+        seed=args.seed,
+        backup_dir=out.with_name(out.name + ".backup"),
+        verbose=2,
+    )
+    seconds = time.perf_counter() - start
+    _io.save_model(model, out)
+    summary = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "train_examples": int(len(x_train)),
+        "test_examples": int(len(x_test)),
+        "epochs": args.epochs,
+        "test_accuracy": accuracy(model, x_test, y_test),
+        "train_seconds": round(seconds, 1),
+        "out": str(out),
+    }
+    _io.write_json(out.with_suffix(".json"), summary)
+    print(json.dumps(summary))
+    return summary
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m tfdefense.train", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _classifier_parser(subparsers)
+    args = parser.parse_args(argv)
+    args.run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
