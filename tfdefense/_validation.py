@@ -29,7 +29,7 @@ def _describe_array(x):
 def check_choice(argument, value, choices):
     """Checks that `value` is one of `choices` (a collection of names)."""
     if value not in choices:
-        raise invalid_value(argument, f"one of {sorted(choices)}", value)
+        raise invalid_value(argument, f"one of {list(choices)}", value)
     return value
 
 

@@ -19,7 +19,7 @@ def _transition(x, compression):
     filters = int(x.shape[-1] * compression)
     x = layers.ReLU()(layers.BatchNormalization()(x))
     x = layers.Conv2D(filters, 1, use_bias=False)(x)
-    return layers.AveragePooling2D()(x)
+    return layers.AveragePooling2D(pool_size=2)(x)
 
 
 def small_densenet(input_shape=(32, 32, 3), num_classes=10, depth=40, growth_rate=12, compression=0.5, name=None):

@@ -1,0 +1,122 @@
+import numpy as np
+import pytest
+
+from tfdefense.data import list_datasets, load_dataset, make_pipeline, take_balanced
+
+
+def _assert_images(x, y, shape, num_classes=10):
+    assert x.dtype == np.float32 and x.ndim == 4 and x.shape[1:] == shape
+    assert 0.0 <= x.min() and x.max() <= 1.0 and x.max() > 0.5
+    assert y.dtype == np.int64 and y.shape == (len(x),)
+    assert set(np.unique(y)) == set(range(num_classes))
+
+
+def test_digits_is_offline_and_resizable():
+    (x_train, y_train), (x_test, y_test) = load_dataset("digits")
+    _assert_images(x_train, y_train, (8, 8, 1))
+    assert len(x_train) + len(x_test) == 1797 and len(x_test) == 359
+    (x28, _), _ = load_dataset("digits", image_size=28)
+    _assert_images(x28, y_train, (28, 28, 1))
+
+
+def test_mnist_split_of_shared_subset(data_dir):
+    (x_train, y_train), (x_test, y_test) = load_dataset("mnist", data_dir=data_dir, download=False)
+    _assert_images(x_train, y_train, (28, 28, 1))
+    _assert_images(x_test, y_test, (28, 28, 1))
+    assert (len(x_train), len(x_test)) == (8000, 2000)
+    raw = np.load(data_dir / "mnist_t10k.npz")
+    np.testing.assert_array_equal(y_test, raw["y"][8000:])
+    np.testing.assert_allclose(x_train[0, ..., 0], raw["x"][0] / 255.0, atol=1e-7)
+
+
+def test_cifar10_subset(data_dir):
+    (x_train, y_train), (x_test, y_test) = load_dataset("cifar10", data_dir=data_dir, download=False)
+    _assert_images(x_train, y_train, (32, 32, 3))
+    assert (len(x_train), len(x_test)) == (5085, 1017)
+
+
+def test_data_dir_from_environment(monkeypatch, data_dir):
+    monkeypatch.setenv("TFDEFENSE_DATA_DIR", str(data_dir))
+    (x_train, _), _ = load_dataset("mnist", download=False)
+    assert len(x_train) == 8000
+
+
+def test_keras_mnist_npz_layout(tmp_path, rng):
+    x = rng.integers(0, 256, (20, 28, 28), dtype=np.uint8)
+    y = np.arange(20) % 10
+    np.savez(tmp_path / "mnist.npz", x_train=x[:15], y_train=y[:15], x_test=x[15:], y_test=y[15:])
+    (x_train, y_train), (x_test, _) = load_dataset("mnist", data_dir=tmp_path, download=False)
+    assert x_train.shape == (15, 28, 28, 1) and x_test.shape == (5, 28, 28, 1)
+    np.testing.assert_array_equal(y_train, y[:15])
+
+
+def test_missing_files_error_names_every_place(tmp_path):
+    with pytest.raises(ValueError, match="data_dir") as error:
+        load_dataset("cifar10", data_dir=tmp_path, download=False)
+    message = str(error.value)
+    for expected in ["cifar10_subset.npz", "cifar-10-batches-py", "cifar-10-python.tar.gz", "load_data", str(tmp_path)]:
+        assert expected in message
+
+
+def test_unknown_dataset_name():
+    with pytest.raises(ValueError, match="`name`.*svhn"):
+        load_dataset("svhn")
+    assert "digits" in list_datasets()
+
+
+def test_user_npz_and_its_errors(tmp_path, rng):
+    good = tmp_path / "good.npz"
+    np.savez(
+        good,
+        x_train=rng.random((6, 5, 5, 3), dtype=np.float32),
+        y_train=np.arange(6),
+        x_test=rng.random((2, 5, 5, 3), dtype=np.float32),
+        y_test=np.arange(2),
+    )
+    (x_train, y_train), (x_test, y_test) = load_dataset(f"npz:{good}")
+    assert x_train.shape == (6, 5, 5, 3) and y_test.tolist() == [0, 1]
+
+    np.savez(tmp_path / "missing.npz", x_train=np.zeros((2, 4, 4, 1), np.float32))
+    with pytest.raises(ValueError, match="missing.*y_train"):
+        load_dataset(f"npz:{tmp_path / 'missing.npz'}")
+
+    nan = rng.random((4, 4, 4, 1), dtype=np.float32)
+    nan[0, 0, 0, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", x_train=nan, y_train=np.arange(4), x_test=nan, y_test=np.arange(4))
+    with pytest.raises(ValueError, match="`x_train`.*NaN"):
+        load_dataset(f"npz:{tmp_path / 'nan.npz'}")
+
+    big = (rng.random((4, 4, 4, 1)) * 255).astype(np.float32)
+    np.savez(tmp_path / "big.npz", x_train=big, y_train=np.arange(4), x_test=big, y_test=np.arange(4))
+    with pytest.raises(ValueError, match=r"`x_train`.*\[0, 1\]"):
+        load_dataset(f"npz:{tmp_path / 'big.npz'}")
+
+    np.savez(tmp_path / "shape.npz", x_train=nan[:, :, :, 0, None][:, 0], y_train=np.arange(4), x_test=nan, y_test=np.arange(4))
+    with pytest.raises(ValueError, match="`x_train`"):
+        load_dataset(f"npz:{tmp_path / 'shape.npz'}")
+
+    labels = tmp_path / "labels.npz"
+    ok = rng.random((4, 4, 4, 1), dtype=np.float32)
+    np.savez(labels, x_train=ok, y_train=np.arange(3), x_test=ok, y_test=np.arange(4))
+    with pytest.raises(ValueError, match="`y_train`"):
+        load_dataset(f"npz:{labels}")
+
+
+def test_pipeline_is_seeded_and_checks_images(rng):
+    x = rng.random((50, 4, 4, 1), dtype=np.float32)
+    y = np.arange(50) % 10
+    first = [b[1].numpy().tolist() for b in make_pipeline(x, y, batch_size=16, shuffle=True, seed=3)]
+    second = [b[1].numpy().tolist() for b in make_pipeline(x, y, batch_size=16, shuffle=True, seed=3)]
+    assert first == second and sum(len(b) for b in first) == 50
+    assert first != [list(range(0, 16))]
+    with pytest.raises(ValueError, match=r"`x`.*\[0, 1\]"):
+        make_pipeline(x * 255, y)
+    with pytest.raises(ValueError, match="`x`.*uint8"):
+        make_pipeline((x * 255).astype(np.uint8), y)
+
+
+def test_take_balanced(mnist):
+    (x, y), _ = mnist
+    xb, yb = take_balanced(x, y, per_class=18, seed=0)
+    assert xb.shape == (180, 28, 28, 1)
+    assert np.bincount(yb).tolist() == [18] * 10

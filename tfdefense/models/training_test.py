@@ -1,0 +1,55 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from tfdefense.evaluation import accuracy
+from tfdefense.models import get_classifier, train_classifier
+from tfdefense.train import main as train_main
+
+
+def test_train_classifier_learns_digits():
+    from tfdefense.data import load_dataset
+
+    keras.utils.set_random_seed(0)
+    (x_train, y_train), (x_test, y_test) = load_dataset("digits")
+    model = get_classifier("resnet8", input_shape=(8, 8, 1))
+    history = train_classifier(model, x_train, y_train, epochs=10, batch_size=32, augment="shift", verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert accuracy(model, x_test, y_test) > 0.5
+
+
+def test_train_classifier_rejects_bad_input():
+    model = get_classifier("C")
+    with pytest.raises(ValueError, match="`x_train`.*255"):
+        train_classifier(model, np.full((4, 28, 28, 1), 255.0, np.float32), np.arange(4))
+    with pytest.raises(ValueError, match="`y_train`"):
+        train_classifier(model, np.zeros((4, 28, 28, 1), np.float32), np.arange(3))
+    with pytest.raises(ValueError, match="`augment`"):
+        train_classifier(model, np.zeros((4, 28, 28, 1), np.float32), np.arange(4), augment="mixup")
+
+
+def test_train_cli_writes_model_and_summary(tmp_path):
+    out = tmp_path / "c.keras"
+    train_main(["classifier", "--model", "C", "--dataset", "digits", "--image-size", "28", "--epochs", "8", "--out", str(out)])
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["test_examples"] == 359 and summary["test_accuracy"] > 0.8
+    model = keras.saving.load_model(out)
+    from tfdefense.data import load_dataset
+
+    _, (x_test, y_test) = load_dataset("digits", image_size=28)
+    assert accuracy(model, x_test, y_test) == pytest.approx(summary["test_accuracy"])
+    assert not out.with_name(out.name + ".backup").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, epochs", [("D", 15), ("resnet20", 20)])
+def test_cifar10_targets_beat_45_percent(cifar10, name, epochs):
+    keras.utils.set_random_seed(0)
+    (x_train, y_train), (x_test, y_test) = cifar10
+    model = get_classifier(name, input_shape=(32, 32, 3))
+    train_classifier(model, x_train, y_train, epochs=epochs, batch_size=64, augment="flip_shift", verbose=2)
+    score = accuracy(model, x_test, y_test)
+    print(f"{name} CIFAR-10 subset test accuracy after {epochs} epochs: {score:.4f}")
+    assert score > 0.45
