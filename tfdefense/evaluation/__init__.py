@@ -1,5 +1,23 @@
 """Evaluation: metrics, protocols, runner and reports."""
 
-from tfdefense.evaluation.metrics import accuracy, predict_labels
+from tfdefense.evaluation.metrics import (
+    accuracy,
+    attack_success_rate,
+    l2_distances,
+    mean_absolute_error,
+    predict_labels,
+    psnr,
+    seconds_per_image,
+    ssim,
+)
 
-__all__ = ["accuracy", "predict_labels"]
+__all__ = [
+    "accuracy",
+    "attack_success_rate",
+    "l2_distances",
+    "mean_absolute_error",
+    "predict_labels",
+    "psnr",
+    "seconds_per_image",
+    "ssim",
+]

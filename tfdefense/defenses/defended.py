@@ -1,0 +1,81 @@
+"""`DefendedClassifier(purifier, classifier)`: classifier(purifier(x)) as one Keras model.
+
+This is what an adaptive (white-box) attacker targets: gradients flow through
+the purifier into the classifier, so any attack of `tfdefense.attacks` can be
+run on the whole pipeline. A stochastic purifier (`Pix2PixDefense` with
+`inference_mode="train_mode"`) stays stochastic here (`stochastic` is True),
+so evaluate it with EOT and report it.
+"""
+
+import keras
+
+from tfdefense._validation import invalid_value
+
+
+def _image_shape(model):
+    shape = getattr(model, "input_shape", None)
+    if isinstance(shape, list):
+        return None
+    return None if shape is None else tuple(shape[1:])
+
+
+@keras.saving.register_keras_serializable(package="tfdefense")
+class DefendedClassifier(keras.Model):
+    """Logits of `classifier(purifier(x))`.
+
+    Args:
+      purifier: a Keras model mapping [0, 1] images to [0, 1] images (a
+        `Pix2PixDefense` or any generator).
+      classifier: a Keras model returning logits on [0, 1] images.
+
+    `training` is forwarded to both models (`training=True` trains/updates
+    both, including the purifier's batch statistics; freeze one with
+    `model.trainable = False` to keep it fixed).
+    """
+
+    def __init__(self, purifier, classifier, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(purifier, keras.Model):
+            raise invalid_value("purifier", "a keras.Model mapping images to images", purifier)
+        if not isinstance(classifier, keras.Model):
+            raise invalid_value("classifier", "a keras.Model returning logits", classifier)
+        purifier_in = getattr(purifier, "image_shape", None) or _image_shape(purifier)
+        classifier_in = _image_shape(classifier)
+        if purifier_in and classifier_in and tuple(purifier_in) != tuple(classifier_in):
+            raise invalid_value(
+                "classifier",
+                f"a model taking the purifier's images of shape {tuple(purifier_in)}",
+                f"a model taking shape {classifier_in}",
+            )
+        self.purifier = purifier
+        self.classifier = classifier
+        self.image_shape = tuple(purifier_in) if purifier_in else classifier_in
+        self.built = True
+
+    @property
+    def stochastic(self):
+        """Whether the purifier is stochastic / batch-dependent at inference."""
+        return bool(getattr(self.purifier, "stochastic", False))
+
+    def call(self, inputs, training=None):
+        return self.classifier(self.purifier(inputs, training=training), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return self.classifier.compute_output_shape(tuple(input_shape))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "purifier": keras.saving.serialize_keras_object(self.purifier),
+                "classifier": keras.saving.serialize_keras_object(self.classifier),
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["purifier"] = keras.saving.deserialize_keras_object(config["purifier"])
+        config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
+        return cls(**config)

@@ -1,0 +1,473 @@
+"""Pix2pix adversarial purifier: U-Net generator + conditional PatchGAN.
+
+Paper: Isola et al., "Image-to-Image Translation with Conditional Adversarial
+Networks" (https://arxiv.org/abs/1611.07004), used as a purifier of adversarial
+examples (pix2pix defense) and, with a VGG19 perceptual loss, a staged loss
+schedule and multi-attack training data, as the "versatile" defense.
+
+Objective (per batch, averaged over the global batch under tf.distribute):
+
+    D: d_loss  = 0.5 * [BCE(D(x_adv, x_clean), 1) + BCE(D(x_adv, G(x_adv)), 0)]
+    G: g_total = BCE(D(x_adv, G(x_adv)), 1)                          (g_gan)
+               + lambda_l1   * mean |G(x_adv) - x_clean|                  (l1)
+               + lambda_perc * sum_k mean |phi_k(G(x_adv)) - phi_k(x_clean)| (perceptual)
+               + lambda_cls  * consistency(C(G(x_adv)), target)            (cls)
+
+BCE is computed from the patch logits and averaged over the patches. The
+classifier-consistency term (needs `classifier=`) is, with
+`cls_loss="cross_entropy"`, the cross-entropy of the classifier's logits on the
+purified image to the label `y` when the dataset yields `(x_adv, x_clean, y)`,
+else to the classifier's prediction on the clean image; with `cls_loss="kl"`,
+KL(softmax(C(x_clean)) || softmax(C(G(x_adv)))) (soft targets, `y` unused).
+The feature extractor and the classifier are never updated.
+
+The lambdas live in non-trainable variables (`defense.lambda_l1` etc.) so
+callbacks such as `tfdefense.training.StagedLossWeights` can `assign` them
+during `fit`; a Python float would be frozen into the traced step.
+
+Inference: `defense(x)` purifies. By default it is deterministic (dropout off,
+stored batch-norm statistics). `inference_mode="train_mode"` reproduces the
+pix2pix habit of testing with dropout on and batch statistics (the stored
+statistics are not changed); such a purifier is stochastic and its output on
+one image depends on the rest of the batch, so it must be evaluated with EOT
+and fixed batch composition. `defense.stochastic` says which one you hold.
+
+Limits: the generator is built for one image size and channel count; the
+adversarial robustness comes from the training attacks only (an attacker that
+differentiates through `DefendedClassifier(defense, classifier)` is the honest
+evaluation).
+"""
+
+import numpy as np
+
+import keras
+
+from tfdefense._validation import check_choice, check_images, check_number, invalid_value
+
+INFERENCE_MODES = ("deterministic", "train_mode")
+CLS_LOSSES = ("cross_entropy", "kl")
+LOSS_WEIGHTS = ("lambda_l1", "lambda_perc", "lambda_cls")
+METRIC_NAMES = ("g_gan", "l1", "perceptual", "cls", "g_total", "d_loss")
+
+
+def default_optimizer():
+    """Adam(2e-4, beta_1=0.5), as in the pix2pix paper."""
+    return keras.optimizers.Adam(learning_rate=2e-4, beta_1=0.5)
+
+
+def _static_image_shape(model, argument):
+    shape = getattr(model, "input_shape", None)
+    if isinstance(shape, list):
+        shape = shape[0]
+    if shape is None or len(shape) != 4 or any(s is None for s in shape[1:]):
+        raise invalid_value(argument, "a built keras.Model taking (N, H, W, C) images of a fixed size", shape)
+    return tuple(int(s) for s in shape[1:])
+
+
+def _as_tuple(data):
+    """(x_adv, x_clean) or (x_adv, x_clean, y) from what keras hands train_step."""
+    if isinstance(data, dict):
+        keys = ("x_adv", "x_clean", "y")
+        return tuple(data.get(k) for k in keys)
+    data = tuple(data) if isinstance(data, (list, tuple)) else (data,)
+    if len(data) == 1 and isinstance(data[0], (list, tuple)):
+        data = tuple(data[0])
+    data = tuple(d for d in data if d is not None)
+    if len(data) == 2:
+        return data[0], data[1], None
+    if len(data) == 3:
+        return data
+    raise ValueError(
+        "Invalid value received for argument `data`. Expected batches of (x_adv, x_clean) or "
+        f"(x_adv, x_clean, y). Received: data with {len(data)} element(s)"
+    )
+
+
+def _integer_state(variable):
+    """Seed-generator states (integer) as opposed to batch-norm statistics (float)."""
+    return "int" in str(variable.dtype)
+
+
+@keras.saving.register_keras_serializable(package="tfdefense")
+class Pix2PixDefense(keras.Model):
+    """A pix2pix purifier trained with `fit` on `(x_adv, x_clean[, y])` batches.
+
+    Args:
+      generator: a `keras.Model` mapping [0, 1] images to [0, 1] images of the
+        same shape (e.g. `tfdefense.models.unet_generator`).
+      discriminator: a `keras.Model` taking `[x_adv, candidate]` and returning
+        patch logits (e.g. `tfdefense.models.patchgan_discriminator`).
+      feature_extractor: optional frozen model mapping images to a list of
+        feature maps (`tfdefense.models.perceptual_feature_extractor`) for the
+        perceptual loss.
+      classifier: optional target classifier returning logits, for the
+        classifier-consistency loss. Never trained here.
+      lambda_l1: weight of the L1 term (100 in the paper).
+      lambda_perc: weight of the perceptual term; default 100 with a feature
+        extractor, else 0.
+      lambda_cls: weight of the consistency term; default 1 with a classifier, else 0.
+      cls_loss: "cross_entropy" (to y, else to the clean prediction) or "kl".
+      inference_mode: "deterministic" (default) or "train_mode" (dropout on,
+        batch statistics; stochastic and batch-dependent, see module docs).
+    """
+
+    def __init__(
+        self,
+        generator,
+        discriminator,
+        feature_extractor=None,
+        classifier=None,
+        lambda_l1=100.0,
+        lambda_perc=None,
+        lambda_cls=None,
+        cls_loss="cross_entropy",
+        inference_mode="deterministic",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for argument, model in (("generator", generator), ("discriminator", discriminator)):
+            if not isinstance(model, keras.Model):
+                raise invalid_value(argument, "a keras.Model", model)
+        for argument, model in (("feature_extractor", feature_extractor), ("classifier", classifier)):
+            if model is not None and not isinstance(model, keras.Model):
+                raise invalid_value(argument, "a keras.Model or None", model)
+        image_shape = _static_image_shape(generator, "generator")
+        out_shape = tuple(generator.output_shape[1:]) if not isinstance(generator.output_shape, list) else None
+        if out_shape != image_shape:
+            raise invalid_value(
+                "generator", f"a model whose output shape equals its input shape {image_shape}", out_shape
+            )
+        d_inputs = discriminator.input_shape
+        if not isinstance(d_inputs, list) or len(d_inputs) != 2 or any(tuple(s[1:]) != image_shape for s in d_inputs):
+            raise invalid_value(
+                "discriminator", f"a model taking two inputs [x_adv, candidate] of shape {image_shape}", d_inputs
+            )
+        lambda_perc = (100.0 if feature_extractor is not None else 0.0) if lambda_perc is None else lambda_perc
+        lambda_cls = (1.0 if classifier is not None else 0.0) if lambda_cls is None else lambda_cls
+        for argument, value in (("lambda_l1", lambda_l1), ("lambda_perc", lambda_perc), ("lambda_cls", lambda_cls)):
+            check_number(argument, value, minimum=0)
+        if lambda_perc > 0 and feature_extractor is None:
+            raise invalid_value("lambda_perc", "0 when no feature_extractor is given", lambda_perc)
+        if lambda_cls > 0 and classifier is None:
+            raise invalid_value("lambda_cls", "0 when no classifier is given", lambda_cls)
+        self.cls_loss = check_choice("cls_loss", cls_loss, CLS_LOSSES)
+        self.inference_mode = check_choice("inference_mode", inference_mode, INFERENCE_MODES)
+
+        self.generator = generator
+        self.discriminator = discriminator
+        self.feature_extractor = feature_extractor
+        self.classifier = classifier
+        self.image_shape = image_shape
+        self._initial_weights = {
+            "lambda_l1": float(lambda_l1),
+            "lambda_perc": float(lambda_perc),
+            "lambda_cls": float(lambda_cls),
+        }
+        for weight, value in self._initial_weights.items():
+            variable = self.add_weight(
+                shape=(), initializer=keras.initializers.Constant(value), trainable=False, name=weight
+            )
+            setattr(self, weight, variable)
+        self.g_gan_tracker = keras.metrics.Mean(name="g_gan")
+        self.l1_tracker = keras.metrics.Mean(name="l1")
+        self.perceptual_tracker = keras.metrics.Mean(name="perceptual")
+        self.cls_tracker = keras.metrics.Mean(name="cls")
+        self.g_total_tracker = keras.metrics.Mean(name="g_total")
+        self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
+        self.g_optimizer = None
+        self.d_optimizer = None
+        self._purify_function = None
+        self.built = True
+
+    # ------------------------------------------------------------------ inference
+
+    @property
+    def stochastic(self):
+        """True when `defense(x)` runs with dropout on and batch statistics."""
+        return self.inference_mode == "train_mode"
+
+    def with_inference_mode(self, inference_mode):
+        """A Pix2PixDefense sharing this one's networks and weights in another inference mode."""
+        check_choice("inference_mode", inference_mode, INFERENCE_MODES)
+        twin = Pix2PixDefense(
+            self.generator,
+            self.discriminator,
+            feature_extractor=self.feature_extractor,
+            classifier=self.classifier,
+            cls_loss=self.cls_loss,
+            inference_mode=inference_mode,
+            **{k: float(keras.ops.convert_to_numpy(getattr(self, k))) for k in LOSS_WEIGHTS},
+        )
+        return twin
+
+    def _check_symbolic_shape(self, inputs):
+        shape = tuple(inputs.shape)
+        if len(shape) != 4 or any(s is not None and s != e for s, e in zip(shape[1:], self.image_shape)):
+            raise invalid_value(
+                "x", f"a batch of images of shape (N, {', '.join(map(str, self.image_shape))})", f"shape {shape}"
+            )
+
+    def call(self, inputs, training=None):
+        self._check_symbolic_shape(inputs)
+        if training:
+            return self.generator(inputs, training=True)
+        if self.stochastic:
+            return self._train_mode_call(inputs)
+        return self.generator(inputs, training=False)
+
+    def _train_mode_call(self, inputs):
+        """Dropout on, batch statistics, stored statistics untouched; dropout seeds advance."""
+        generator = self.generator
+        outputs, states = generator.stateless_call(
+            generator.trainable_variables, generator.non_trainable_variables, inputs, training=True
+        )
+        for variable, value in zip(generator.non_trainable_variables, states):
+            if _integer_state(variable):
+                variable.assign(value)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def purify(self, x, batch_size=256):
+        """Purifies a numpy batch of [0, 1] images; returns float32 numpy images.
+
+        Checks the images (values in [0, 1], shape and channels the generator
+        was built for). In train_mode the result depends on `batch_size`.
+        """
+        import tensorflow as tf
+
+        x = check_images(x, "x", allow_tensor=False)
+        if tuple(x.shape[1:]) != self.image_shape:
+            raise invalid_value(
+                "x",
+                f"images of shape {self.image_shape} (the generator's input)",
+                f"array of shape {tuple(x.shape)}",
+            )
+        check_number("batch_size", batch_size, minimum=1, integer=True)
+        if self._purify_function is None:
+            self._purify_function = tf.function(lambda batch: self(batch, training=False), reduce_retracing=True)
+        outputs = [np.asarray(self._purify_function(tf.constant(x[i : i + batch_size]))) for i in range(0, len(x), batch_size)]
+        if not outputs:
+            return np.zeros_like(x)
+        return np.concatenate(outputs).astype(np.float32, copy=False)
+
+    # ------------------------------------------------------------------ training
+
+    def compile(self, g_optimizer=None, d_optimizer=None, auto_scale_loss=True, **kwargs):
+        """Sets the generator and discriminator optimizers (default Adam(2e-4, beta_1=0.5)).
+
+        Other keyword arguments (`jit_compile`, `steps_per_execution`,
+        `run_eagerly`) go to `keras.Model.compile`. Call it inside the
+        strategy scope when training under tf.distribute. Under the
+        "mixed_float16" policy both optimizers are wrapped in a
+        LossScaleOptimizer (not needed for "mixed_bfloat16").
+        """
+        for argument in ("optimizer", "loss"):
+            if kwargs.get(argument) is not None:
+                raise invalid_value(argument, "None (use g_optimizer= and d_optimizer=; the losses are built in)", kwargs[argument])
+            kwargs.pop(argument, None)
+        g_optimizer = keras.optimizers.get(g_optimizer) if g_optimizer is not None else default_optimizer()
+        d_optimizer = keras.optimizers.get(d_optimizer) if d_optimizer is not None else default_optimizer()
+        if g_optimizer is d_optimizer:
+            raise invalid_value("d_optimizer", "an optimizer object other than g_optimizer", d_optimizer)
+        if auto_scale_loss and self.dtype_policy.name == "mixed_float16":
+            scale = keras.optimizers.LossScaleOptimizer
+            g_optimizer = g_optimizer if isinstance(g_optimizer, scale) else scale(g_optimizer)
+            d_optimizer = d_optimizer if isinstance(d_optimizer, scale) else scale(d_optimizer)
+        super().compile(optimizer=g_optimizer, auto_scale_loss=False, **kwargs)
+        self.g_optimizer = g_optimizer
+        self.d_optimizer = d_optimizer
+        # Built now (inside the caller's strategy scope) so that checkpoints
+        # restored at the start of fit (BackupAndRestore) find their slots.
+        if not g_optimizer.built:
+            g_optimizer.build(self.generator.trainable_variables)
+        if not d_optimizer.built:
+            d_optimizer.build(self.discriminator.trainable_variables)
+
+    def get_compile_config(self):
+        if self.g_optimizer is None:
+            return None
+        serialize = keras.saving.serialize_keras_object
+        return {"g_optimizer": serialize(self.g_optimizer), "d_optimizer": serialize(self.d_optimizer)}
+
+    def compile_from_config(self, config):
+        config = {k: keras.saving.deserialize_keras_object(v) for k, v in config.items()}
+        self.compile(**config)
+
+    @property
+    def metrics(self):
+        return [
+            self.g_gan_tracker,
+            self.l1_tracker,
+            self.perceptual_tracker,
+            self.cls_tracker,
+            self.g_total_tracker,
+            self.d_loss_tracker,
+        ]
+
+    def _per_example_losses(self, x_adv, x_clean, y, training):
+        """Per-example loss terms (float32, shape (N,)) and the purified batch."""
+        import tensorflow as tf
+
+        x_adv = tf.cast(x_adv, tf.float32)
+        x_clean = tf.cast(x_clean, tf.float32)
+        fake = self.generator(x_adv, training=training)
+        fake32 = tf.cast(fake, tf.float32)
+        d_real = tf.cast(self.discriminator([x_adv, x_clean], training=training), tf.float32)
+        d_fake = tf.cast(self.discriminator([x_adv, fake], training=training), tf.float32)
+        patch_axes = list(range(1, len(d_fake.shape)))
+        image_axes = [1, 2, 3]
+
+        def bce(logits, target):
+            labels = tf.ones_like(logits) if target else tf.zeros_like(logits)
+            return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), patch_axes)
+
+        losses = {
+            "g_gan": bce(d_fake, True),
+            "d_loss": 0.5 * (bce(d_real, True) + bce(d_fake, False)),
+            "l1": tf.reduce_mean(tf.abs(x_clean - fake32), image_axes),
+        }
+        zeros = tf.zeros_like(losses["l1"])
+        if self.feature_extractor is not None:
+            batch = tf.shape(fake32)[0]
+            features = self.feature_extractor(tf.concat([fake32, x_clean], 0), training=False)
+            features = features if isinstance(features, (list, tuple)) else [features]
+            perceptual = zeros
+            for feature in features:
+                feature = tf.cast(feature, tf.float32)
+                axes = list(range(1, len(feature.shape)))
+                perceptual += tf.reduce_mean(tf.abs(feature[:batch] - tf.stop_gradient(feature[batch:])), axes)
+            losses["perceptual"] = perceptual
+        else:
+            losses["perceptual"] = zeros
+        if self.classifier is not None:
+            logits_fake = tf.cast(self.classifier(fake32, training=False), tf.float32)
+            if self.cls_loss == "kl" or y is None:
+                logits_clean = tf.stop_gradient(tf.cast(self.classifier(x_clean, training=False), tf.float32))
+            if self.cls_loss == "kl":
+                p_clean = tf.nn.softmax(logits_clean)
+                losses["cls"] = tf.reduce_sum(
+                    p_clean * (tf.nn.log_softmax(logits_clean) - tf.nn.log_softmax(logits_fake)), -1
+                )
+            else:
+                target = tf.argmax(logits_clean, -1) if y is None else tf.reshape(tf.cast(y, tf.int64), [-1])
+                losses["cls"] = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target, logits=logits_fake)
+        else:
+            losses["cls"] = zeros
+
+        def weight(name):
+            return tf.cast(getattr(self, name), tf.float32)
+
+        losses["g_total"] = (
+            losses["g_gan"]
+            + weight("lambda_l1") * losses["l1"]
+            + weight("lambda_perc") * losses["perceptual"]
+            + weight("lambda_cls") * losses["cls"]
+        )
+        return losses, fake
+
+    def _update_metrics(self, losses):
+        import tensorflow as tf
+
+        for name in METRIC_NAMES:
+            getattr(self, f"{name}_tracker").update_state(tf.reduce_mean(losses[name]))
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        x_adv, x_clean, y = _as_tuple(data)
+        g_vars = self.generator.trainable_variables
+        d_vars = self.discriminator.trainable_variables
+        with tf.GradientTape(persistent=True) as tape:
+            losses, _ = self._per_example_losses(x_adv, x_clean, y, training=True)
+            # Averaged over the global batch: gradients are summed over replicas.
+            g_loss = self.g_optimizer.scale_loss(tf.nn.compute_average_loss(losses["g_total"]))
+            d_loss = self.d_optimizer.scale_loss(tf.nn.compute_average_loss(losses["d_loss"]))
+        g_grads = tape.gradient(g_loss, g_vars)
+        d_grads = tape.gradient(d_loss, d_vars)
+        del tape
+        self.g_optimizer.apply(g_grads, g_vars)
+        self.d_optimizer.apply(d_grads, d_vars)
+        return self._update_metrics(losses)
+
+    def test_step(self, data):
+        x_adv, x_clean, y = _as_tuple(data)
+        losses, _ = self._per_example_losses(x_adv, x_clean, y, training=False)
+        return self._update_metrics(losses)
+
+    def _check_fit_data(self, x, y, argument="x"):
+        import tensorflow as tf
+
+        if isinstance(x, tf.data.Dataset):
+            spec = x.element_spec
+            specs = spec if isinstance(spec, (tuple, list)) else (spec,)
+            if len(specs) not in (2, 3):
+                raise invalid_value(argument, "a dataset of (x_adv, x_clean) or (x_adv, x_clean, y) batches", spec)
+            for name, image_spec in zip(("x_adv", "x_clean"), specs[:2]):
+                shape = tuple(image_spec.shape)
+                if len(shape) != 4 or any(s is not None and s != e for s, e in zip(shape[1:], self.image_shape)):
+                    raise invalid_value(
+                        argument, f"{name} batches of shape (N, {', '.join(map(str, self.image_shape))})", spec
+                    )
+            return x, y
+        if x is None or isinstance(x, (str, dict)) or not hasattr(x, "shape"):
+            return x, y
+        x = check_images(x, "x")
+        if tuple(x.shape[1:]) != self.image_shape:
+            raise invalid_value("x", f"adversarial images of shape (N, {', '.join(map(str, self.image_shape))})", f"array of shape {tuple(x.shape)}")
+        if y is None:
+            raise invalid_value("y", "the clean images paired with x (x_adv)", y)
+        y = check_images(y, "y")
+        if tuple(y.shape) != tuple(x.shape):
+            raise invalid_value("y", f"clean images of the shape of x {tuple(x.shape)}", f"array of shape {tuple(y.shape)}")
+        return x, y
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit` on `(x_adv, x_clean[, y])` data.
+
+        Accepts `fit(x_adv, x_clean, ...)` with arrays (checked: [0, 1],
+        matching shapes and channels) or a `tf.data.Dataset` of
+        `(x_adv, x_clean)` / `(x_adv, x_clean, y)` batches (shapes checked;
+        build it with `tfdefense.data.make_paired_pipeline`, which checks
+        values). `validation_data` takes the same forms.
+        """
+        if self.g_optimizer is None:
+            raise RuntimeError("Call compile() before fit() (it sets g_optimizer and d_optimizer).")
+        x, y = self._check_fit_data(x, y)
+        validation = kwargs.get("validation_data")
+        if validation is not None and not hasattr(validation, "element_spec"):
+            if not isinstance(validation, (tuple, list)) or len(validation) not in (2, 3):
+                raise invalid_value("validation_data", "(x_adv, x_clean) arrays or a dataset", type(validation).__name__)
+            vx, vy = self._check_fit_data(validation[0], validation[1], "validation_data")
+            kwargs["validation_data"] = (vx, vy)
+        elif validation is not None:
+            self._check_fit_data(validation, None, "validation_data")
+        return super().fit(x, y, *args, **kwargs)
+
+    # ------------------------------------------------------------------ config
+
+    def get_config(self):
+        config = super().get_config()
+        serialize = keras.saving.serialize_keras_object
+        config.update(
+            {
+                "generator": serialize(self.generator),
+                "discriminator": serialize(self.discriminator),
+                "feature_extractor": None if self.feature_extractor is None else serialize(self.feature_extractor),
+                "classifier": None if self.classifier is None else serialize(self.classifier),
+                **self._initial_weights,
+                "cls_loss": self.cls_loss,
+                "inference_mode": self.inference_mode,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("generator", "discriminator", "feature_extractor", "classifier"):
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
