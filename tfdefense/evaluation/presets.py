@@ -1,0 +1,1 @@
+"""Built-in evaluation presets (registered on import)."""

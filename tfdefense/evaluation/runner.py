@@ -1,0 +1,217 @@
+"""Preset registry and runner behind `python -m tfdefense.evaluate`.
+
+A preset is a function `fn(run: Run)` registered with `register_preset`. It
+trains (or reuses) models through `run.model(...)`, records numbers with
+`run.add_row(...)`, wraps expensive, resumable pieces in `run.step(...)`, and
+adds plots with `run.add_plot(...)`. The runner writes report.md,
+results.json, results.csv atomically at the end.
+"""
+
+import dataclasses
+import fnmatch
+import hashlib
+import json
+import pathlib
+import time
+
+from tfdefense import _io
+from tfdefense._validation import check_choice, invalid_value
+from tfdefense.evaluation import reports
+
+SCALES = ("tiny", "quick", "full")
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    name: str
+    fn: object
+    description: str
+    paper: str
+
+
+_PRESETS = {}
+
+
+class PresetUnavailable(RuntimeError):
+    """A preset needs a defense or attack that the package does not provide yet."""
+
+
+def register_preset(name, description, paper=""):
+    def wrap(fn):
+        if name in _PRESETS:
+            raise ValueError(f"preset {name!r} is registered twice")
+        _PRESETS[name] = Preset(name, fn, description, paper)
+        return fn
+
+    return wrap
+
+
+def list_presets(filter="*"):
+    _load_builtin_presets()
+    return sorted(n for n in _PRESETS if fnmatch.fnmatch(n, filter))
+
+
+def get_preset(name):
+    _load_builtin_presets()
+    if name not in _PRESETS:
+        raise invalid_value("preset", f"one of {list_presets()}", name)
+    return _PRESETS[name]
+
+
+def _load_builtin_presets():
+    from tfdefense.evaluation import presets  # noqa: F401  (registers on import)
+
+
+def config_hash(config):
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Run:
+    """State of one preset run: output folder, options, rows, plots, caches."""
+
+    def __init__(
+        self,
+        preset,
+        out_dir,
+        scale="quick",
+        seed=0,
+        data_dir=None,
+        batch_size=None,
+        attacks=None,
+        defenses=None,
+        weights=None,
+        png_roundtrip=False,
+        progress=True,
+    ):
+        self.preset = preset
+        self.out_dir = pathlib.Path(out_dir)
+        self.scale = check_choice("scale", scale, SCALES)
+        self.seed = seed
+        self.data_dir = data_dir
+        self.batch_size = batch_size
+        self.attack_filter = attacks
+        self.defense_filter = defenses
+        self.weights = weights
+        self.png_roundtrip = png_roundtrip
+        self.progress = progress
+        self.rows = []
+        self.plots = []
+        self.notes = []
+        self.artifacts = {}
+        self.data = {"dataset": "", "description": ""}
+        self.models_dir = self.out_dir / "models"
+        self.cache_dir = self.out_dir / "cache"
+        self.steps_dir = self.out_dir / "steps"
+
+    # Selection ------------------------------------------------------------------
+    def pick(self, scales, **overrides):
+        """Returns the entry of `scales` ({"tiny": ..., "quick": ..., "full": ...}) for this run."""
+        value = scales[self.scale]
+        return {**value, **overrides} if isinstance(value, dict) else value
+
+    def wants_attack(self, name):
+        return self.attack_filter is None or name in self.attack_filter
+
+    def wants_defense(self, name):
+        return self.defense_filter is None or name in self.defense_filter
+
+    # Recording ------------------------------------------------------------------
+    def set_data(self, dataset, description):
+        self.data = {"dataset": dataset, "description": description}
+
+    def add_row(self, table, protocol, defense, attack, metric, value, n, attack_config=None, paper_value=None, eval_mode="tensor"):
+        row = {
+            "table": table,
+            "protocol": check_choice("protocol", protocol, reports.PROTOCOLS),
+            "defense": defense,
+            "attack": attack,
+            "attack_config": attack_config or {},
+            "metric": metric,
+            "value": None if value is None else float(value),
+            "paper_value": paper_value,
+            "n": int(n),
+            "eval_mode": check_choice("eval_mode", eval_mode, reports.EVAL_MODES),
+        }
+        self.rows.append(row)
+        return row
+
+    def add_plot(self, filename):
+        self.plots.append(filename)
+        return self.out_dir / filename
+
+    def note(self, text):
+        self.notes.append(text)
+
+    def log(self, message):
+        if self.progress:
+            print(f"[{self.preset}] {message}", flush=True)
+
+    # Caching --------------------------------------------------------------------
+    def step(self, name, config, fn):
+        """Runs `fn()` -> list of rows once per (name, config); re-runs reuse the stored rows."""
+        path = self.steps_dir / f"{name}-{config_hash(config)}.json"
+        if path.is_file():
+            try:
+                stored = json.loads(path.read_text())
+                if stored.get("config") == json.loads(json.dumps(config, default=str)):
+                    self.log(f"reusing step {name}")
+                    self.rows.extend(stored["rows"])
+                    return stored["rows"]
+            except (json.JSONDecodeError, KeyError):
+                self.log(f"step {name}: stored result unreadable, recomputing")
+        before = len(self.rows)
+        fn()
+        rows = self.rows[before:]
+        _io.write_json(path, {"config": config, "rows": rows})
+        return rows
+
+    def model(self, name, config, build, train):
+        """Loads `models/NAME-HASH.keras` if present, else `build()`, `train(model)` and saves it."""
+        import keras
+
+        path = self.models_dir / f"{name}-{config_hash(config)}.keras"
+        if path.is_file():
+            try:
+                model = keras.saving.load_model(path, compile=False)
+                self.log(f"reusing trained {name} ({path.name})")
+                return model
+            except Exception as error:  # a truncated or foreign file is retrained, never trusted
+                self.log(f"could not load {path.name} ({type(error).__name__}); retraining")
+        model = build()
+        start = time.perf_counter()
+        train(model)
+        self.log(f"trained {name} in {time.perf_counter() - start:.1f} s")
+        _io.save_model(model, path)
+        self.artifacts[f"model:{name}"] = str(path.relative_to(self.out_dir))
+        return model
+
+    # Output ---------------------------------------------------------------------
+    def results(self, wall_seconds):
+        return {
+            "schema_version": reports.SCHEMA_VERSION,
+            "preset": self.preset,
+            "scale": self.scale,
+            "seed": self.seed,
+            "data": self.data,
+            "wall_seconds": float(wall_seconds),
+            "environment": reports.environment(),
+            "notes": self.notes,
+            "artifacts": self.artifacts,
+            "rows": self.rows,
+        }
+
+
+def run_preset(name, out_dir, scale="quick", seed=0, **options):
+    """Runs preset `name`, writes the reports into `out_dir`, returns the results dict."""
+    import keras
+
+    preset = get_preset(name)
+    run = Run(preset.name, out_dir, scale=scale, seed=seed, **options)
+    keras.utils.set_random_seed(seed)
+    start = time.perf_counter()
+    preset.fn(run)
+    results = run.results(time.perf_counter() - start)
+    reports.validate_results(results)
+    reports.write_reports(run.out_dir, results, run.plots)
+    return results
