@@ -21,6 +21,7 @@ def _classifier_parser(subparsers):
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--augment", default=None, choices=["shift", "flip_shift"])
+    parser.add_argument("--schedule", default=None, choices=["cosine"], help="learning-rate schedule")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=run_classifier)
 
@@ -48,6 +49,7 @@ def run_classifier(args):
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         augment=args.augment,
+        schedule=args.schedule,
         seed=args.seed,
         backup_dir=out.with_name(out.name + ".backup"),
         verbose=2,

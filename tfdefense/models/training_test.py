@@ -49,7 +49,9 @@ def test_cifar10_targets_beat_45_percent(cifar10, name, epochs):
     keras.utils.set_random_seed(0)
     (x_train, y_train), (x_test, y_test) = cifar10
     model = get_classifier(name, input_shape=(32, 32, 3))
-    train_classifier(model, x_train, y_train, epochs=epochs, batch_size=64, augment="flip_shift", verbose=2)
+    train_classifier(
+        model, x_train, y_train, epochs=epochs, batch_size=64, augment="flip_shift", schedule="cosine", verbose=2
+    )
     score = accuracy(model, x_test, y_test)
     print(f"{name} CIFAR-10 subset test accuracy after {epochs} epochs: {score:.4f}")
     assert score > 0.45

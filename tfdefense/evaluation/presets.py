@@ -1,1 +1,0 @@
-"""Built-in evaluation presets (registered on import)."""
