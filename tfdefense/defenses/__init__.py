@@ -1,6 +1,14 @@
 """Purification defenses (keras.Model subclasses trained with `fit`)."""
 
 from tfdefense.defenses.defended import DefendedClassifier
+from tfdefense.defenses.paired import PairedExamples, make_attack_pairs, split_by_class
 from tfdefense.defenses.pix2pix import Pix2PixDefense, default_optimizer
 
-__all__ = ["DefendedClassifier", "Pix2PixDefense", "default_optimizer"]
+__all__ = [
+    "DefendedClassifier",
+    "PairedExamples",
+    "Pix2PixDefense",
+    "default_optimizer",
+    "make_attack_pairs",
+    "split_by_class",
+]

@@ -65,17 +65,17 @@ class DefendedClassifier(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "purifier": keras.saving.serialize_keras_object(self.purifier),
-                "classifier": keras.saving.serialize_keras_object(self.classifier),
-            }
-        )
+        # The classifier first: when the purifier holds the same classifier
+        # (consistency loss), keras' object sharing then marks both configs
+        # and loading rebuilds one shared model.
+        classifier = keras.saving.serialize_keras_object(self.classifier)
+        purifier = keras.saving.serialize_keras_object(self.purifier)
+        config.update({"purifier": purifier, "classifier": classifier})
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["purifier"] = keras.saving.deserialize_keras_object(config["purifier"])
         config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
+        config["purifier"] = keras.saving.deserialize_keras_object(config["purifier"])
         return cls(**config)

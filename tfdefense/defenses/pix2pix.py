@@ -83,6 +83,20 @@ def _as_tuple(data):
     )
 
 
+def _classifier_feature_layers(feature_extractor, classifier):
+    """Output layer names when `feature_extractor` is built from `classifier`'s layers, else None."""
+    if feature_extractor is None or classifier is None:
+        return None
+    owned = {id(layer) for layer in classifier.layers}
+    inner = [layer for layer in feature_extractor.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if not inner or not all(id(layer) in owned for layer in inner):
+        return None
+    try:
+        return [t._keras_history.operation.name for t in feature_extractor.outputs]
+    except AttributeError:
+        return None
+
+
 def _integer_state(variable):
     """Seed-generator states (integer) as opposed to batch-norm statistics (float)."""
     return "int" in str(variable.dtype)
@@ -330,14 +344,17 @@ class Pix2PixDefense(keras.Model):
         }
         zeros = tf.zeros_like(losses["l1"])
         if self.feature_extractor is not None:
-            batch = tf.shape(fake32)[0]
-            features = self.feature_extractor(tf.concat([fake32, x_clean], 0), training=False)
-            features = features if isinstance(features, (list, tuple)) else [features]
+            # Two calls, not one on the concatenated batch: the backward pass then
+            # runs through the extractor for the purified half only.
+            fake_features = self.feature_extractor(fake, training=False)
+            clean_features = self.feature_extractor(x_clean, training=False)
+            if not isinstance(fake_features, (list, tuple)):
+                fake_features, clean_features = [fake_features], [clean_features]
             perceptual = zeros
-            for feature in features:
-                feature = tf.cast(feature, tf.float32)
-                axes = list(range(1, len(feature.shape)))
-                perceptual += tf.reduce_mean(tf.abs(feature[:batch] - tf.stop_gradient(feature[batch:])), axes)
+            for a, b in zip(fake_features, clean_features):
+                a = tf.cast(a, tf.float32)
+                b = tf.stop_gradient(tf.cast(b, tf.float32))
+                perceptual += tf.reduce_mean(tf.abs(a - b), list(range(1, len(a.shape))))
             losses["perceptual"] = perceptual
         else:
             losses["perceptual"] = zeros
@@ -435,7 +452,11 @@ class Pix2PixDefense(keras.Model):
         """
         if self.g_optimizer is None:
             raise RuntimeError("Call compile() before fit() (it sets g_optimizer and d_optimizer).")
+        import tensorflow as tf
+
         x, y = self._check_fit_data(x, y)
+        if isinstance(x, tf.data.Dataset) and not args:
+            kwargs.setdefault("shuffle", False)  # a dataset is shuffled by its pipeline
         validation = kwargs.get("validation_data")
         if validation is not None and not hasattr(validation, "element_spec"):
             if not isinstance(validation, (tuple, list)) or len(validation) not in (2, 3):
@@ -451,12 +472,22 @@ class Pix2PixDefense(keras.Model):
     def get_config(self):
         config = super().get_config()
         serialize = keras.saving.serialize_keras_object
+        classifier = None if self.classifier is None else serialize(self.classifier)
+        shared = _classifier_feature_layers(self.feature_extractor, self.classifier)
+        if shared is not None:
+            # Built from the classifier's own layers: stored as layer names and
+            # rebuilt on load, so both share one set of weights again.
+            feature_extractor = {"classifier_layers": shared}
+        elif self.feature_extractor is not None:
+            feature_extractor = serialize(self.feature_extractor)
+        else:
+            feature_extractor = None
         config.update(
             {
                 "generator": serialize(self.generator),
                 "discriminator": serialize(self.discriminator),
-                "feature_extractor": None if self.feature_extractor is None else serialize(self.feature_extractor),
-                "classifier": None if self.classifier is None else serialize(self.classifier),
+                "feature_extractor": feature_extractor,
+                "classifier": classifier,
                 **self._initial_weights,
                 "cls_loss": self.cls_loss,
                 "inference_mode": self.inference_mode,
@@ -467,7 +498,12 @@ class Pix2PixDefense(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("generator", "discriminator", "feature_extractor", "classifier"):
-            if config.get(key) is not None:
-                config[key] = keras.saving.deserialize_keras_object(config[key])
+        for key in ("classifier", "generator", "discriminator", "feature_extractor"):
+            value = config.get(key)
+            if isinstance(value, dict) and "classifier_layers" in value:
+                from tfdefense.models.perceptual import perceptual_feature_extractor
+
+                config[key] = perceptual_feature_extractor(config["classifier"], list(value["classifier_layers"]))
+            elif value is not None:
+                config[key] = keras.saving.deserialize_keras_object(value)
         return cls(**config)

@@ -24,3 +24,18 @@ __all__ = [
     "small_densenet",
     "train_classifier",
 ]
+
+# pix2pix purifier networks and perceptual features.
+from tfdefense.models.patchgan import list_discriminator_presets, patchgan_discriminator, patchgan_preset  # noqa: E402
+from tfdefense.models.perceptual import perceptual_feature_extractor  # noqa: E402
+from tfdefense.models.unet import list_generator_presets, unet_generator, unet_generator_preset  # noqa: E402
+
+__all__ += [
+    "list_discriminator_presets",
+    "list_generator_presets",
+    "patchgan_discriminator",
+    "patchgan_preset",
+    "perceptual_feature_extractor",
+    "unet_generator",
+    "unet_generator_preset",
+]

@@ -62,7 +62,8 @@ def perceptual_feature_extractor(
             raise invalid_value("backbone", "a functional keras.Model (with symbolic inputs)", backbone)
         layers = _check_layers(layers, backbone)
         outputs = [backbone.get_layer(n).output for n in layers]
-        return keras.Model(backbone.inputs, outputs, name=name or f"{backbone.name}_features")
+        inputs = backbone.inputs[0] if len(backbone.inputs) == 1 else backbone.inputs
+        return keras.Model(inputs, outputs, name=name or f"{backbone.name}_features")
 
     check_choice("backbone", backbone, tuple(_VGG))
     weights = check_weights(weights)
@@ -73,7 +74,7 @@ def perceptual_feature_extractor(
     inner_h, inner_w = max(height, MIN_VGG_SIZE), max(width, MIN_VGG_SIZE)
     vgg = build(include_top=False, weights=weights, input_shape=(inner_h, inner_w, 3))
     layers = _check_layers(default_layers if layers is None else layers, vgg)
-    features = keras.Model(vgg.inputs, [vgg.get_layer(n).output for n in layers], name=f"{backbone}_features")
+    features = keras.Model(vgg.inputs[0], [vgg.get_layer(n).output for n in layers], name=f"{backbone}_features")
 
     inputs = keras.Input(shape=(height, width, channels), name="images")
     x = inputs

@@ -1,0 +1,101 @@
+"""Purification time per image: EGAN (and its lighter encoder) against APE-GAN.
+
+Runs each purifier's deterministic forward pass (`defense(x)`, compiled with
+tf.function) on the same MNIST-shaped batches (one image, and `--batch-size`
+images) and prints milliseconds per image and the ratio to APE-GAN (the
+reference), in one run:
+
+    python benchmarks/purification_time.py                   # untrained nets (timing only)
+    python benchmarks/purification_time.py --apegan a.keras --egan e.keras --batch-size 1
+
+Time does not depend on the weights, so untrained networks of the papers'
+architectures are timed unless saved models are given. `--threads` pins the
+TensorFlow thread pools (default: TensorFlow's choice).
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _build(args):
+    import keras
+
+    from tfdefense.defenses.apegan import APEGAN
+    from tfdefense.defenses.egan import EGAN
+    from tfdefense.models.dcgan import dcgan_preset
+    from tfdefense.models.egan_encoder import egan_encoder_preset
+
+    keras.utils.set_random_seed(0)
+    models = {}
+    models["APE-GAN (mnist)"] = keras.saving.load_model(args.apegan) if args.apegan else APEGAN.from_preset("mnist")
+    if args.egan:
+        models["EGAN (loaded)"] = keras.saving.load_model(args.egan)
+    else:
+        generator, _ = dcgan_preset("mnist")
+        models["EGAN (paper encoder)"] = EGAN(generator, egan_encoder_preset("paper"))
+        models["EGAN (light encoder)"] = EGAN(generator, egan_encoder_preset("light"))
+    return models
+
+
+def time_per_image(model, x, repeats):
+    """Best-of-`repeats` seconds per image of one compiled forward pass over `x`."""
+    import numpy as np
+    import tensorflow as tf
+
+    fn = tf.function(lambda batch: model(batch, training=False))
+    batch = tf.constant(x)
+    np.asarray(fn(batch))  # trace and warm up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.asarray(fn(batch))
+        best = min(best, time.perf_counter() - start)
+    return best / len(x)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--apegan", help="a saved APEGAN .keras (default: untrained mnist preset)")
+    parser.add_argument("--egan", help="a saved EGAN .keras (default: untrained paper and light encoders)")
+    parser.add_argument("--batch-size", type=int, default=100, help="images per forward pass (batch 1 is also timed)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="TensorFlow intra/inter-op threads")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1 or args.repeats < 1:
+        parser.error("--batch-size and --repeats must be >= 1")
+
+    import numpy as np
+    import tensorflow as tf
+
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    rng = np.random.default_rng(0)
+    models = _build(args)
+    results = {}
+    for batch_size in sorted({1, args.batch_size}):
+        x = rng.random((batch_size, 28, 28, 1), dtype=np.float32)
+        results[batch_size] = {name: time_per_image(model, x, args.repeats) for name, model in models.items()}
+    print(f"purification time per image (28x28x1), best of {args.repeats}; params = purifier only (no discriminator)")
+    header = "".join(f"{f'ms/img b={b}':>14}{'x APE-GAN':>11}" for b in results)
+    print(f"{'purifier':<24}{header}{'params':>12}")
+    for name, model in models.items():
+        cells = "".join(
+            f"{r[name] * 1e3:>14.3f}{r[name] / r['APE-GAN (mnist)']:>11.2f}" for r in results.values()
+        )
+        print(f"{name:<24}{cells}{_inference_params(model):>12,}")
+    return results
+
+
+def _inference_params(model):
+    """Parameters used by `model(x)`: the generator (APE-GAN) or encoder + generator (EGAN)."""
+    parts = [getattr(model, "encoder", None), getattr(model, "generator", None)]
+    parts = [p for p in parts if p is not None] or [model]
+    return sum(p.count_params() for p in parts)
+
+
+if __name__ == "__main__":
+    main()

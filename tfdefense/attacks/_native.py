@@ -1,0 +1,232 @@
+"""Building blocks of the native (TensorFlow graph) attacks.
+
+A native attack implements `_build_native(model_fn, num_classes)` returning a
+graph function `program(x, y, t, seed) -> x_adv` (x: float32 NHWC, y: true or
+reference labels, t: target labels (= y when untargeted), seed: int64[2] for
+stateless random ops). `NativeMixin` wraps it in one `tf.function` with a
+`None` batch dimension, traces it once per (model, image shape) and keeps the
+concrete function, so a configured attack compiles once and every call runs
+one graph with the iteration loop inside it (`tf.while_loop`).
+"""
+
+import contextlib
+import weakref
+
+import numpy as np
+import tensorflow as tf
+
+from tfdefense.attacks.base import call_model
+
+NATIVE_CHUNK = 1024  # images per graph call (memory bound only; results do not depend on it)
+
+
+@contextlib.contextmanager
+def dtype_policy_scope(model, compute_dtype):
+    """Temporarily runs every layer of a Keras `model` under a mixed policy.
+
+    Used only while *tracing* an attack graph: the traced graph keeps the
+    bf16/fp16 computation, the model itself is restored on exit. Variables
+    stay float32 (mixed policies), logits are cast back to float32.
+    """
+    if compute_dtype in (None, "float32"):
+        yield
+        return
+    import keras
+
+    if not isinstance(model, keras.Layer):
+        raise ValueError(
+            f"Invalid value received for argument `compute_dtype`. Expected None or 'float32' for a model "
+            f"that is not a Keras layer/model. Received: compute_dtype={compute_dtype!r}"
+        )
+    policy = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[compute_dtype]
+    layers = list(model._flatten_layers(include_self=True, recursive=True))
+    saved = [layer.dtype_policy for layer in layers]
+    try:
+        for layer in layers:
+            if layer.dtype_policy.quantization_mode is None:
+                layer.dtype_policy = policy
+        yield
+    finally:
+        for layer, old in zip(layers, saved):
+            layer.dtype_policy = old
+
+
+class NativeMixin:
+    """Compiles `_build_native` once per model and image shape; runs it in chunks."""
+
+    def _native_program(self, model, image_shape, num_classes):
+        try:
+            per_model = self._programs.setdefault(model, {})
+        except TypeError:  # not weak-referenceable: no caching
+            per_model = {}
+        key = (tuple(image_shape), num_classes)
+        if key not in per_model:
+            model_ref = _ref(model)
+
+            def model_fn(x):
+                return call_model(model_ref(), x)
+
+            program = self._build_native(model_fn, num_classes)
+            fn = tf.function(
+                program,
+                input_signature=[
+                    tf.TensorSpec([None, *image_shape], tf.float32, name="x"),
+                    tf.TensorSpec([None], tf.int64, name="y"),
+                    tf.TensorSpec([None], tf.int64, name="target"),
+                    tf.TensorSpec([2], tf.int64, name="seed"),
+                ],
+                autograph=True,
+            )
+            with dtype_policy_scope(model, self._params.get("compute_dtype")):
+                per_model[key] = fn.get_concrete_function()
+        return per_model[key]
+
+    def _run_native(self, model, x, y, targets):
+        program = self._native_program(model, x.shape[1:], num_classes_from(model, x))
+        t = y if targets is None else targets
+        out = []
+        for i in range(0, len(x), NATIVE_CHUNK):
+            sl = slice(i, i + NATIVE_CHUNK)
+            seed = tf.constant(self._next_seed(), tf.int64)
+            out.append(program(tf.constant(x[sl]), tf.constant(y[sl]), tf.constant(t[sl]), seed).numpy())
+        return np.concatenate(out)
+
+
+def num_classes_from(model, x):
+    from tfdefense.attacks.base import num_classes_of
+
+    return num_classes_of(model, x)
+
+
+def _ref(obj):
+    try:
+        return weakref.ref(obj)
+    except TypeError:
+        return lambda: obj
+
+
+# --------------------------------------------------------------------------- math
+
+
+def reduce_axes(x):
+    return list(range(1, len(x.shape)))
+
+
+def lp_norm(x, norm, keepdims=True):
+    """Per-example Lp norm (norm "inf", 2 or 1) of a batch."""
+    axes = reduce_axes(x)
+    if norm == "inf":
+        return tf.reduce_max(tf.abs(x), axes, keepdims=keepdims)
+    if norm == 2:
+        return tf.sqrt(tf.reduce_sum(tf.square(x), axes, keepdims=keepdims))
+    return tf.reduce_sum(tf.abs(x), axes, keepdims=keepdims)
+
+
+def project(delta, eps, norm):
+    """Projects perturbations onto the eps-ball (clipping, not normalising)."""
+    if norm == "inf":
+        return tf.clip_by_value(delta, -eps, eps)
+    norms = tf.sqrt(tf.maximum(tf.reduce_sum(tf.square(delta), reduce_axes(delta), keepdims=True), 1e-24))
+    return delta * tf.minimum(1.0, eps / norms)
+
+
+def steepest_step(grad, step, norm):
+    """The steepest-ascent step of size `step` for a linear objective (FGM)."""
+    if norm == "inf":
+        return step * tf.sign(grad)
+    norms = tf.sqrt(tf.maximum(tf.reduce_sum(tf.square(grad), reduce_axes(grad), keepdims=True), 1e-24))
+    return step * grad / norms
+
+
+def random_in_ball(shape, eps, norm, seed):
+    """Uniform samples in the eps-ball (Linf: uniform cube; L2: uniform ball)."""
+    if norm == "inf":
+        return tf.random.stateless_uniform(shape, seed, minval=-1.0, maxval=1.0) * eps
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    direction = tf.random.stateless_normal(shape, seeds[0])
+    flat = tf.reshape(direction, [shape[0], -1])
+    dim = tf.cast(tf.shape(flat)[1], tf.float32)
+    direction = flat / tf.maximum(tf.norm(flat, axis=1, keepdims=True), 1e-12)
+    radius = tf.pow(tf.random.stateless_uniform([shape[0], 1], seeds[1]), 1.0 / dim)
+    return tf.reshape(direction * radius * eps, shape)
+
+
+def margin(logits, labels, num_classes):
+    """max_{j != label} z_j - z_label (positive when the label is not predicted)."""
+    onehot = tf.one_hot(labels, num_classes, dtype=logits.dtype)
+    real = tf.reduce_sum(onehot * logits, axis=1)
+    other = tf.reduce_max(logits - onehot * 1e9, axis=1)
+    return other - real
+
+
+def objective(kind, logits, y, t, targeted, num_classes):
+    """Per-example value the attack *maximises*.
+
+    kind "ce": cross-entropy of y (untargeted) or minus cross-entropy of t
+    (targeted); "cw": the C&W margin; "dlr": Croce & Hein's difference of
+    logits ratio (targeted version uses both y and t).
+    """
+    if kind == "ce":
+        if targeted:
+            return -tf.nn.sparse_softmax_cross_entropy_with_logits(t, logits)
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)
+    if kind == "cw":
+        return -margin(logits, t, num_classes) if targeted else margin(logits, y, num_classes)
+    if kind == "dlr":
+        sorted_logits = tf.sort(logits, axis=1, direction="DESCENDING")
+        onehot_y = tf.one_hot(y, num_classes, dtype=logits.dtype)
+        z_y = tf.reduce_sum(onehot_y * logits, axis=1)
+        if targeted:
+            z_t = tf.reduce_sum(tf.one_hot(t, num_classes, dtype=logits.dtype) * logits, axis=1)
+            denom = sorted_logits[:, 0] - 0.5 * (sorted_logits[:, 2] + sorted_logits[:, 3]) + 1e-12
+            return -(z_y - z_t) / denom
+        z_other = tf.reduce_max(logits - onehot_y * 1e9, axis=1)
+        denom = sorted_logits[:, 0] - sorted_logits[:, 2] + 1e-12
+        return -(z_y - z_other) / denom
+    raise ValueError(f"unknown objective {kind!r}")
+
+
+def is_success(logits, y, t, targeted):
+    pred = tf.argmax(logits, axis=1, output_type=tf.int64)
+    return tf.equal(pred, t) if targeted else tf.not_equal(pred, y)
+
+
+def value_and_grad_fn(model_fn, objective_fn, eot_samples=1):
+    """Returns f(x) -> (objective [B], logits [B, K], d sum(objective) / dx).
+
+    With `eot_samples` > 1 the objective and gradient are averaged over that
+    many forward passes (Expectation over Transformation for stochastic models);
+    the logits are those of the last pass.
+    """
+
+    def single(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            logits = model_fn(x)
+            value = objective_fn(logits)
+            total = tf.reduce_sum(value)
+        return value, logits, tape.gradient(total, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    if eot_samples == 1:
+        return single
+
+    def averaged(x):
+        value, logits, grad = single(x)
+
+        def body(i, value_sum, logits_last, grad_sum):
+            v, lg, g = single(x)
+            return i + 1, value_sum + v, lg, grad_sum + g
+
+        _, value, logits, grad = tf.while_loop(
+            lambda i, *_: i < eot_samples, body, (tf.constant(1), value, logits, grad)
+        )
+        scale = 1.0 / eot_samples
+        return value * scale, logits, grad * scale
+
+    return averaged
+
+
+def where_batch(mask, a, b):
+    """Per-example select between two batches of images."""
+    shape = tf.concat([tf.shape(mask), tf.ones([tf.rank(a) - 1], tf.int32)], axis=0)
+    return tf.where(tf.reshape(mask, shape), a, b)

@@ -1,0 +1,138 @@
+"""Batched generation and the on-disk cache."""
+
+import json
+import shutil
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from tfdefense.attacks import generate, get_attack, model_fingerprint
+from tfdefense.attacks.generation import cache_key
+
+
+@pytest.fixture(scope="module")
+def data(mnist_eval_batch):
+    return mnist_eval_batch[0][:60], mnist_eval_batch[1][:60]
+
+
+def _bim():
+    return get_attack("bim", eps=0.1, eps_iter=0.02, nb_iter=5)
+
+
+def test_batched_generation_matches_one_call(mnist_model_c, data):
+    x, y = data
+    out, info = generate(_bim(), mnist_model_c, x, y, batch_size=25, progress=False, return_info=True)
+    np.testing.assert_allclose(out, _bim()(mnist_model_c, x, y), atol=1e-6)
+    assert out.dtype == np.float32 and out.shape == x.shape
+    assert info["cache"] == "disabled" and info["num_examples"] == 60 and 0 <= info["success_rate"] <= 1
+
+
+def test_seeded_generation_is_reproducible(mnist_model_c, data):
+    x, y = data
+    attack = get_attack("pgd", eps=0.1, eps_iter=0.02, nb_iter=3, seed=7)
+    first = generate(attack, mnist_model_c, x, y, batch_size=32, progress=False)
+    np.testing.assert_array_equal(first, generate(attack, mnist_model_c, x, y, batch_size=32, progress=False))
+
+
+def test_cache_hit_returns_identical_arrays(mnist_model_c, data, tmp_path):
+    x, y = data
+    attack = get_attack("pgd", eps=0.1, eps_iter=0.02, nb_iter=3)  # unseeded: a rerun would differ
+    first, info = generate(attack, mnist_model_c, x, y, cache_dir=tmp_path, progress=False, return_info=True)
+    assert info["cache"] == "miss"
+    second, info2 = generate(attack, mnist_model_c, x, y, cache_dir=tmp_path, progress=False, return_info=True)
+    assert info2["cache"] == "hit" and info2["path"] == info["path"]
+    np.testing.assert_array_equal(first, second)
+    assert second.dtype == np.float32
+    assert info2["success_rate"] == info["success_rate"]
+    meta = json.loads((tmp_path / (info["path"].rsplit("/", 1)[1][:-4] + ".json")).read_text())
+    assert meta["description"]["attack"]["params"]["eps"] == 0.1
+    assert meta["description"]["model"] == model_fingerprint(mnist_model_c)
+    # a new attack object with the same settings hits too
+    third = generate(get_attack("pgd", eps=0.1, eps_iter=0.02, nb_iter=3), mnist_model_c, x, y,
+                     cache_dir=tmp_path, progress=False)
+    np.testing.assert_array_equal(first, third)
+
+
+def test_changed_param_model_data_or_labels_miss(mnist_model_c, data, tmp_path):
+    x, y = data
+    base_key, _ = cache_key(_bim(), mnist_model_c, x, y)
+    generate(_bim(), mnist_model_c, x, y, cache_dir=tmp_path, progress=False)
+
+    other_model = keras.models.clone_model(mnist_model_c)
+    other_model.set_weights([w + 1e-3 for w in mnist_model_c.get_weights()])
+    assert model_fingerprint(other_model) != model_fingerprint(mnist_model_c)
+
+    variants = {
+        "param": (get_attack("bim", eps=0.1, eps_iter=0.02, nb_iter=6), mnist_model_c, x, y),
+        "backend": (get_attack("bim", backend="cleverhans", eps=0.1, eps_iter=0.02, nb_iter=5), mnist_model_c, x, y),
+        "model": (_bim(), other_model, x, y),
+        "data": (_bim(), mnist_model_c, np.clip(x + 1 / 255, 0, 1), y),
+        "labels": (_bim(), mnist_model_c, x, (y + 1) % 10),
+        "predicted labels": (_bim(), mnist_model_c, x, None),
+    }
+    keys = {base_key}
+    for name, (attack, model, xs, ys) in variants.items():
+        key, _ = cache_key(attack, model, xs, ys)
+        assert key not in keys, name
+        keys.add(key)
+    _, info = generate(*variants["model"], cache_dir=tmp_path, progress=False, return_info=True)
+    assert info["cache"] == "miss"
+    _, info = generate(*variants["param"], cache_dir=tmp_path, progress=False, return_info=True)
+    assert info["cache"] == "miss"
+    assert len(list(tmp_path.glob("*.npz"))) == 3
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "flip", "swap"])
+def test_corrupt_or_mismatched_entry_is_regenerated_with_a_warning(mnist_model_c, data, tmp_path, damage):
+    x, y = data
+    good, info = generate(_bim(), mnist_model_c, x, y, cache_dir=tmp_path, progress=False, return_info=True)
+    path = tmp_path / info["path"].rsplit("/", 1)[1]
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:200])
+    elif damage == "garbage":
+        path.write_bytes(b"not a zip file")
+    elif damage == "flip":  # a valid npz whose array no longer matches its checksum
+        with np.load(path) as npz:
+            arrays = dict(npz)
+        arrays["x_adv"] = arrays["x_adv"].copy()
+        arrays["x_adv"][0, 0, 0, 0] = 0.5
+        np.savez(path, **arrays)
+    else:  # another entry's file under this name
+        _, other = generate(get_attack("fgsm", eps=0.05), mnist_model_c, x, y, cache_dir=tmp_path, progress=False,
+                            return_info=True)
+        shutil.copy(other["path"], path)
+    with pytest.warns(RuntimeWarning, match="regenerating"):
+        again, info2 = generate(_bim(), mnist_model_c, x, y, cache_dir=tmp_path, progress=False, return_info=True)
+    assert info2["cache"] == "regenerated"
+    np.testing.assert_allclose(again, good, atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, info3 = generate(_bim(), mnist_model_c, x, y, cache_dir=tmp_path, progress=False, return_info=True)
+    assert info3["cache"] == "hit"
+
+
+def test_generate_checks_its_arguments(mnist_model_c, data, tmp_path):
+    x, y = data
+    with pytest.raises(ValueError, match="argument `attack`"):
+        generate("pgd", mnist_model_c, x, y)
+    with pytest.raises(ValueError, match="argument `batch_size`"):
+        generate(_bim(), mnist_model_c, x, y, batch_size=0)
+    with pytest.raises(ValueError, match="argument `y`"):
+        generate(_bim(), mnist_model_c, x, y[:3])
+    with pytest.raises(ValueError, match="argument `model`"):
+        generate(_bim(), lambda z: mnist_model_c(z), x, y, cache_dir=tmp_path)
+
+
+def test_targeted_generation_and_autoattack_components(mnist_model_c, data):
+    x, y = data
+    targets = (y + 3) % 10
+    attack = get_attack("bim", eps=0.3, eps_iter=0.03, nb_iter=10, targeted=True)
+    out, info = generate(attack, mnist_model_c, x, y, y_target=targets, batch_size=30, progress=False,
+                         return_info=True)
+    assert info["success_rate"] > 0.5
+    aa = get_attack("autoattack", eps=0.1, nb_iter=5, n_target_classes=1, nb_queries=20, seed=0)
+    _, info = generate(aa, mnist_model_c, x[:20], y[:20], batch_size=10, progress=False, return_info=True)
+    assert [c["name"] for c in info["components"]] == ["apgd-ce", "apgd-t", "square"]
+    assert sum(c["broken"] for c in info["components"]) == info["num_success"]

@@ -1,0 +1,349 @@
+"""AdvGAN: a perturbation generator and generative adversarial training.
+
+Paper: Xia and Liu, "Adversarial Examples Generation and Defense Based on
+Generative Adversarial Network" (after Xiao et al., "Generating Adversarial
+Examples with Adversarial Networks", https://arxiv.org/abs/1801.02610). A
+generator network G maps an image to a perturbation direction in [-1, 1]
+(tanh); the adversarial image is
+
+    x_adv = clip(x + eps * G(x), 0, 1)          (||x_adv - x||_inf <= eps)
+
+in one forward pass. G plays against the classifier D:
+
+    G: g_loss = -CE(D(x_adv), y)                       (maximise D's cross-entropy)
+    D: d_loss = clean_weight * CE(D(x), y) + (1 - clean_weight) * CE(D(x_adv), y)
+
+one G update then one D update per batch (`train_classifier=False` trains G
+only, against a fixed classifier: the attack). `y` is the label when the data
+yields `(x, y)`, else the classifier's prediction on x (no label leak).
+
+Uses:
+- attack: `get_attack("advgan", generator=advgan.generator, eps=0.3)(model, x)`
+  (`tfdefense.attacks.advgan_attack`), or `advgan.perturb(x)`;
+- defense: `advgan.classifier` after `fit` is the adversarially trained
+  classifier; `advgan(x)` returns its logits (deterministic, inference mode),
+  so `advgan` itself is a classifier usable by every attack and metric.
+
+`eps` and `clean_weight` live in non-trainable variables that callbacks may
+`assign` during `fit`. Losses are averaged over the global batch under
+tf.distribute.
+
+Limits: training against one generator family gives robustness against that
+family and one-step attacks of similar strength; it is not a certified or
+iterative-attack-proof defense (evaluate with PGD on `advgan.classifier`).
+"""
+
+import numpy as np
+
+import keras
+
+from tfdefense._validation import check_images, check_labels, check_number, invalid_value
+from tfdefense.defenses.apegan import (
+    batched_call,
+    check_image_array,
+    check_model,
+    check_symbolic_images,
+    compile_optimizers,
+    static_image_shape,
+)
+
+METRIC_NAMES = ("g_loss", "d_loss", "clean_acc", "adv_acc")
+
+
+def default_generator_optimizer():
+    """Adam(1e-3)."""
+    return keras.optimizers.Adam(learning_rate=1e-3)
+
+
+def default_classifier_optimizer():
+    """Adam(1e-3)."""
+    return keras.optimizers.Adam(learning_rate=1e-3)
+
+
+def advgan_generator(input_shape=(28, 28, 1), preset="mnist", name="advgan_generator", **overrides):
+    """The perturbation generator: the APE-GAN encoder-decoder with a tanh output in [-1, 1].
+
+    `preset` is an APE-GAN generator preset ("mnist", "cifar10", "imagenet", "tiny").
+    """
+    from tfdefense.models.apegan_nets import apegan_generator_preset
+
+    return apegan_generator_preset(preset, input_shape, output_activation="tanh", name=name, **overrides)
+
+
+def _unpack(data):
+    if isinstance(data, dict):
+        return data.get("x"), data.get("y")
+    data = tuple(data) if isinstance(data, (list, tuple)) else (data,)
+    x = data[0]
+    y = data[1] if len(data) > 1 else None
+    return x, y
+
+
+@keras.saving.register_keras_serializable(package="tfdefense")
+class AdvGAN(keras.Model):
+    """Perturbation generator G trained against classifier D, optionally alternating with D.
+
+    Args:
+      generator: `keras.Model` images -> same-shape perturbation directions in
+        [-1, 1] (`advgan_generator`).
+      classifier: the classifier D, a `keras.Model` returning logits.
+      eps: Linf bound of the perturbation, in [0, 1].
+      train_classifier: alternate G updates with D updates (generative
+        adversarial training); False trains G only (an attack on a fixed D).
+      clean_weight: weight of the clean-image cross-entropy in D's loss.
+    """
+
+    def __init__(self, generator, classifier, eps=0.3, train_classifier=True, clean_weight=0.5, **kwargs):
+        kwargs.setdefault("name", "advgan")
+        super().__init__(**kwargs)
+        check_model("generator", generator)
+        check_model("classifier", classifier)
+        image_shape = static_image_shape(generator, "generator")
+        out_shape = generator.output_shape
+        if isinstance(out_shape, list) or tuple(out_shape[1:]) != image_shape:
+            raise invalid_value("generator", f"a model whose output shape equals its input shape {image_shape}", out_shape)
+        c_shape = static_image_shape(classifier, "classifier")
+        if c_shape != image_shape:
+            raise invalid_value("classifier", f"a model taking the generator's images {image_shape}", c_shape)
+        check_number("eps", eps, minimum=0, maximum=1)
+        check_number("clean_weight", clean_weight, minimum=0, maximum=1)
+        if not isinstance(train_classifier, bool):
+            raise invalid_value("train_classifier", "a bool", train_classifier)
+        self.generator = generator
+        self.classifier = classifier
+        self.image_shape = image_shape
+        self.train_classifier = train_classifier
+        self._initial_weights = {"eps": float(eps), "clean_weight": float(clean_weight)}
+        for weight, value in self._initial_weights.items():
+            variable = self.add_weight(
+                shape=(), initializer=keras.initializers.Constant(value), trainable=False, name=weight
+            )
+            setattr(self, weight, variable)
+        self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
+        self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
+        self.clean_acc_tracker = keras.metrics.Mean(name="clean_acc")
+        self.adv_acc_tracker = keras.metrics.Mean(name="adv_acc")
+        self.g_optimizer = None
+        self.d_optimizer = None
+        self._perturb_function = None
+        self.built = True
+
+    @property
+    def stochastic(self):
+        return False
+
+    # ------------------------------------------------------------------ inference
+
+    def call(self, inputs, training=None):
+        """Logits of the classifier (the adversarially trained one after `fit`)."""
+        check_symbolic_images(inputs, self.image_shape)
+        return self.classifier(inputs, training=bool(training))
+
+    def compute_output_shape(self, input_shape):
+        return self.classifier.compute_output_shape(tuple(input_shape))
+
+    def _adversarial(self, x, training=False, eps=None):
+        import tensorflow as tf
+
+        x = tf.cast(x, tf.float32)
+        eps = tf.cast(self.eps if eps is None else eps, tf.float32)
+        delta = eps * tf.cast(self.generator(x, training=training), tf.float32)
+        return tf.clip_by_value(x + delta, 0.0, 1.0)
+
+    def perturb(self, x, eps=None, batch_size=256):
+        """clip(x + eps * G(x), 0, 1) for a numpy batch (checked); `eps` defaults to `self.eps`."""
+        import tensorflow as tf
+
+        x = check_image_array(x, self.image_shape)
+        check_number("eps", eps, minimum=0, maximum=1, allow_none=True)
+        eps_value = float(keras.ops.convert_to_numpy(self.eps)) if eps is None else float(eps)
+        if self._perturb_function is None:
+            self._perturb_function = tf.function(
+                lambda batch, e: self._adversarial(batch, training=False, eps=e), reduce_retracing=True, autograph=False
+            )
+        outputs = [
+            np.asarray(self._perturb_function(tf.constant(x[i : i + batch_size]), tf.constant(eps_value)))
+            for i in range(0, len(x), batch_size)
+        ]
+        return np.concatenate(outputs).astype(np.float32) if outputs else np.zeros_like(x)
+
+    # ------------------------------------------------------------------ training
+
+    def compile(self, g_optimizer=None, d_optimizer=None, auto_scale_loss=True, **kwargs):
+        """Sets the generator and classifier optimizers (default Adam(1e-3) each)."""
+        compile_optimizers(
+            self,
+            {
+                "g_optimizer": (g_optimizer, self.generator.trainable_variables, default_generator_optimizer),
+                "d_optimizer": (d_optimizer, self.classifier.trainable_variables, default_classifier_optimizer),
+            },
+            auto_scale_loss,
+            kwargs,
+        )
+
+    def get_compile_config(self):
+        if self.g_optimizer is None:
+            return None
+        serialize = keras.saving.serialize_keras_object
+        return {"g_optimizer": serialize(self.g_optimizer), "d_optimizer": serialize(self.d_optimizer)}
+
+    def compile_from_config(self, config):
+        self.compile(**{k: keras.saving.deserialize_keras_object(v) for k, v in config.items()})
+
+    @property
+    def metrics(self):
+        return [self.g_loss_tracker, self.d_loss_tracker, self.clean_acc_tracker, self.adv_acc_tracker]
+
+    def _targets(self, x, y):
+        import tensorflow as tf
+
+        if y is not None:
+            return tf.reshape(tf.cast(y, tf.int64), [-1])
+        return tf.stop_gradient(tf.argmax(self.classifier(x, training=False), axis=-1))
+
+    @staticmethod
+    def _ce(labels, logits):
+        import tensorflow as tf
+
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=tf.cast(logits, tf.float32))
+
+    @staticmethod
+    def _correct(labels, logits):
+        import tensorflow as tf
+
+        return tf.cast(tf.equal(tf.argmax(logits, axis=-1), labels), tf.float32)
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        x, y = _unpack(data)
+        x = tf.cast(x, tf.float32)
+        labels = self._targets(x, y)
+        g_vars = self.generator.trainable_variables
+        with tf.GradientTape() as tape:
+            x_adv = self._adversarial(x, training=True)
+            adv_logits = self.classifier(x_adv, training=False)
+            g_loss = -self._ce(labels, adv_logits)
+            scaled = self.g_optimizer.scale_loss(tf.nn.compute_average_loss(g_loss))
+        self.g_optimizer.apply(tape.gradient(scaled, g_vars), g_vars)
+
+        x_adv = tf.stop_gradient(self._adversarial(x, training=False))
+        if self.train_classifier:
+            d_vars = self.classifier.trainable_variables
+            with tf.GradientTape() as tape:
+                clean_logits = self.classifier(x, training=True)
+                adv_logits = self.classifier(x_adv, training=True)
+                weight = tf.cast(self.clean_weight, tf.float32)
+                d_loss = weight * self._ce(labels, clean_logits) + (1.0 - weight) * self._ce(labels, adv_logits)
+                scaled = self.d_optimizer.scale_loss(tf.nn.compute_average_loss(d_loss))
+            self.d_optimizer.apply(tape.gradient(scaled, d_vars), d_vars)
+        else:
+            clean_logits = self.classifier(x, training=False)
+            adv_logits = self.classifier(x_adv, training=False)
+            weight = tf.cast(self.clean_weight, tf.float32)
+            d_loss = weight * self._ce(labels, clean_logits) + (1.0 - weight) * self._ce(labels, adv_logits)
+        return self._update_metrics(
+            {
+                "g_loss": g_loss,
+                "d_loss": d_loss,
+                "clean_acc": self._correct(labels, clean_logits),
+                "adv_acc": self._correct(labels, adv_logits),
+            }
+        )
+
+    def test_step(self, data):
+        import tensorflow as tf
+
+        x, y = _unpack(data)
+        x = tf.cast(x, tf.float32)
+        labels = self._targets(x, y)
+        x_adv = self._adversarial(x, training=False)
+        clean_logits = self.classifier(x, training=False)
+        adv_logits = self.classifier(x_adv, training=False)
+        weight = tf.cast(self.clean_weight, tf.float32)
+        return self._update_metrics(
+            {
+                "g_loss": -self._ce(labels, adv_logits),
+                "d_loss": weight * self._ce(labels, clean_logits) + (1.0 - weight) * self._ce(labels, adv_logits),
+                "clean_acc": self._correct(labels, clean_logits),
+                "adv_acc": self._correct(labels, adv_logits),
+            }
+        )
+
+    def _update_metrics(self, values):
+        import tensorflow as tf
+
+        for name in METRIC_NAMES:
+            getattr(self, f"{name}_tracker").update_state(tf.reduce_mean(values[name]))
+        return {m.name: m.result() for m in self.metrics}
+
+    def _check_fit_data(self, x, y, argument="x"):
+        import tensorflow as tf
+
+        if isinstance(x, tf.data.Dataset):
+            spec = x.element_spec
+            image_spec = spec[0] if isinstance(spec, (tuple, list)) else spec
+            shape = tuple(getattr(image_spec, "shape", ()))
+            if len(shape) != 4 or any(s is not None and s != e for s, e in zip(shape[1:], self.image_shape)):
+                raise invalid_value(
+                    argument, f"a dataset of (x, y) batches of images of shape {self.image_shape}", spec
+                )
+            return x, y
+        if x is None or isinstance(x, (str, dict)) or not hasattr(x, "shape"):
+            return x, y
+        x = check_image_array(x, self.image_shape, argument)
+        if y is not None:
+            y = check_labels(y, "y", num_examples=len(x))
+        return x, y
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit` on `(x, y)` labelled images (arrays or a dataset); `y=None` uses predictions."""
+        import tensorflow as tf
+
+        if self.g_optimizer is None:
+            raise RuntimeError("Call compile() before fit() (it sets g_optimizer and d_optimizer).")
+        x, y = self._check_fit_data(x, y)
+        validation = kwargs.get("validation_data")
+        if isinstance(validation, (tuple, list)):
+            kwargs["validation_data"] = self._check_fit_data(validation[0], validation[1] if len(validation) > 1 else None, "validation_data")
+        if isinstance(x, tf.data.Dataset) and not args:
+            kwargs.setdefault("shuffle", False)  # a dataset shuffles itself
+        return super().fit(x, y, *args, **kwargs)
+
+    # ------------------------------------------------------------------ config
+
+    def get_config(self):
+        config = super().get_config()
+        serialize = keras.saving.serialize_keras_object
+        config.update(
+            {
+                "generator": serialize(self.generator),
+                "classifier": serialize(self.classifier),
+                **self._initial_weights,
+                "train_classifier": self.train_classifier,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("generator", "classifier"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+
+def advgan_perturb(generator, x, eps, batch_size=256):
+    """clip(x + eps * generator(x), 0, 1) on numpy images with one forward pass per batch."""
+    import tensorflow as tf
+
+    check_model("generator", generator)
+    x = check_images(x, "x", allow_tensor=False)
+    check_number("eps", eps, minimum=0, maximum=1)
+    check_number("batch_size", batch_size, minimum=1, integer=True)
+    outputs = []
+    for i in range(0, len(x), batch_size):
+        batch = tf.constant(x[i : i + batch_size])
+        delta = float(eps) * tf.cast(generator(batch, training=False), tf.float32)
+        outputs.append(np.asarray(tf.clip_by_value(batch + delta, 0.0, 1.0)))
+    return np.concatenate(outputs).astype(np.float32) if outputs else np.zeros_like(x)

@@ -1,0 +1,176 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfdefense.data import make_paired_pipeline
+from tfdefense.defenses.apegan import APEGAN, make_adversarial_pairs
+from tfdefense.evaluation import accuracy
+from tfdefense.models.apegan_nets import apegan_discriminator_preset, apegan_generator_preset
+
+METRICS = {"d_loss", "g_mse", "g_adv", "g_total"}
+
+
+def tiny_apegan(seed=0, **kwargs):
+    keras.utils.set_random_seed(seed)
+    return APEGAN.from_preset("tiny", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def fgsm_data(mnist, mnist_model_c):
+    """FGSM eps 0.3 on model C: 2000 training pairs (train split), 500 held-out test images."""
+    (x_train, y_train), (x_test, y_test) = mnist
+    x_adv, x_clean = make_adversarial_pairs(mnist_model_c, x_train[:2000], y_train[:2000], "fgsm", eps=0.3)
+    x_test_adv, _ = make_adversarial_pairs(mnist_model_c, x_test[:500], y_test[:500], "fgsm", eps=0.3)
+    return x_adv, x_clean, x_test_adv, x_test[:500], y_test[:500]
+
+
+@pytest.fixture(scope="module")
+def trained(fgsm_data):
+    """The paper's MNIST networks, 3 short epochs on 2000 pairs."""
+    x_adv, x_clean = fgsm_data[:2]
+    keras.utils.set_random_seed(0)
+    defense = APEGAN.from_preset("mnist")
+    defense.compile()
+    history = defense.fit(make_paired_pipeline(x_adv, x_clean, batch_size=32, seed=0), epochs=3, verbose=0)
+    return defense, history.history
+
+
+def test_training_lowers_the_loss_and_restores_accuracy(trained, fgsm_data, mnist_model_c):
+    defense, history = trained
+    _, _, x_test_adv, x_test, y_test = fgsm_data
+    assert set(history) == METRICS
+    g_mse = history["g_mse"]
+    assert g_mse[0] > g_mse[1] > g_mse[2] and g_mse[2] < 0.5 * g_mse[0]
+    no_defense = accuracy(mnist_model_c, x_test_adv, y_test)
+    purified = accuracy(mnist_model_c, defense.purify(x_test_adv), y_test)
+    clean = accuracy(mnist_model_c, defense.purify(x_test), y_test)
+    print(f"FGSM 0.3 accuracy: no defense {no_defense:.3f}, APE-GAN {purified:.3f}; clean through APE-GAN {clean:.3f}")
+    assert no_defense < 0.1
+    assert purified > no_defense + 0.3
+    assert clean > 0.9
+
+
+def test_two_generator_updates_per_discriminator_update_and_loss_terms(fgsm_data):
+    x_adv, x_clean = fgsm_data[0][:64], fgsm_data[1][:64]
+    defense = tiny_apegan()
+    assert float(defense.mse_weight) == pytest.approx(0.7) and float(defense.adv_weight) == pytest.approx(0.3)
+    defense.compile()
+    assert isinstance(defense.g_optimizer, keras.optimizers.Adam)
+    assert np.isclose(float(defense.g_optimizer.learning_rate), 2e-4)
+    defense.fit(x_adv, x_clean, batch_size=32, epochs=1, verbose=0)
+    assert defense.d_optimizer.iterations.numpy() == 2 and defense.g_optimizer.iterations.numpy() == 4
+    scores = defense.evaluate(x_adv, x_clean, batch_size=64, return_dict=True, verbose=0)
+    assert scores["g_total"] == pytest.approx(0.7 * scores["g_mse"] + 0.3 * scores["g_adv"], rel=1e-4)
+    # The loss weights are variables read by the compiled step.
+    defense.adv_weight.assign(0.0)
+    scores = defense.evaluate(x_adv, x_clean, batch_size=64, return_dict=True, verbose=0)
+    assert scores["g_total"] == pytest.approx(0.7 * scores["g_mse"], rel=1e-4)
+
+
+def test_purification_is_deterministic(trained, fgsm_data):
+    defense = trained[0]
+    x = fgsm_data[2][:16]
+    assert not defense.stochastic
+    np.testing.assert_array_equal(np.asarray(defense(x)), np.asarray(defense(x)))
+    # One image gives the same result alone or in a batch (stored BN statistics).
+    np.testing.assert_allclose(defense.purify(x[:1]), defense.purify(x)[:1], atol=1e-5)
+
+
+def test_keras_round_trip(tmp_path, trained, fgsm_data):
+    defense = trained[0]
+    x = fgsm_data[2][:32]
+    path = tmp_path / "apegan.keras"
+    defense.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, APEGAN) and loaded.generator_steps == 2
+    np.testing.assert_array_equal(loaded.purify(x), defense.purify(x))
+    assert loaded.g_optimizer.iterations.numpy() == defense.g_optimizer.iterations.numpy()
+    config = APEGAN.from_config(defense.get_config()).get_config()
+    assert config["mse_weight"] == 0.7 and config["generator"]["class_name"] == "Functional"
+
+
+def test_defended_classifier_and_saved_model(tmp_path, trained, fgsm_data, mnist_model_c):
+    from tfdefense.defenses import DefendedClassifier
+    from tfdefense.export import export_saved_model
+
+    defense = trained[0]
+    x = fgsm_data[2][:16]
+    pipeline = DefendedClassifier(defense, mnist_model_c)
+    expected = np.asarray(mnist_model_c(defense(x)))
+    np.testing.assert_allclose(np.asarray(pipeline(x)), expected, atol=1e-5)
+    # An attack through the whole pipeline (gradients flow through the purifier).
+    with tf.GradientTape() as tape:
+        inputs = tf.constant(x)
+        tape.watch(inputs)
+        logits = pipeline(inputs)
+    assert np.abs(np.asarray(tape.gradient(logits, inputs))).sum() > 0
+    path = export_saved_model(defense, tmp_path / "saved", classifier=mnist_model_c)
+    served = tf.saved_model.load(str(path))
+    np.testing.assert_allclose(np.asarray(served.purify(tf.constant(x))), defense.purify(x), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(served.classify(tf.constant(x))), expected, atol=1e-4)
+
+
+def test_bad_input_is_rejected(fgsm_data):
+    x_adv, x_clean = fgsm_data[0][:8], fgsm_data[1][:8]
+    defense = tiny_apegan()
+    with pytest.raises(ValueError, match="`x`.*1 channel.*Received: x=.?array of shape \\(2, 28, 28, 3\\)"):
+        defense.purify(np.zeros((2, 28, 28, 3), np.float32))
+    with pytest.raises(ValueError, match="`x`.*values in \\[0, 1\\].*Received: x=.?array"):
+        defense.purify(x_adv * 255.0)
+    with pytest.raises(ValueError, match="`x`.*Received: x=.?shape \\(2, 28, 28, 3\\)"):
+        defense(np.zeros((2, 28, 28, 3), np.float32))
+    with pytest.raises(ValueError, match="`mse_weight`.*Received: mse_weight=-1"):
+        tiny_apegan(mse_weight=-1)
+    with pytest.raises(ValueError, match="`generator_steps`.*Received: generator_steps=0"):
+        tiny_apegan(generator_steps=0)
+    with pytest.raises(ValueError, match="`discriminator`"):
+        APEGAN(apegan_generator_preset("tiny"), apegan_discriminator_preset("tiny", input_shape=(32, 32, 3)))
+    with pytest.raises(ValueError, match="`generator`.*Received: generator='unet'"):
+        APEGAN("unet", apegan_discriminator_preset("tiny"))
+    with pytest.raises(RuntimeError, match="compile"):
+        defense.fit(x_adv, x_clean, verbose=0)
+    defense.compile()
+    with pytest.raises(ValueError, match="`optimizer`"):
+        defense.compile(optimizer="adam")
+    with pytest.raises(ValueError, match="`y`.*Received: y=.?array of shape \\(7, 28, 28, 1\\)"):
+        defense.fit(x_adv, x_clean[:7], verbose=0)
+    with pytest.raises(ValueError, match="`x`.*values in \\[0, 1\\]"):
+        defense.fit(x_adv * 2.0 - 0.5, x_clean, verbose=0)
+    with pytest.raises(ValueError, match="`y`.*clean images"):
+        defense.fit(x_adv, None, verbose=0)
+
+
+def test_mirrored_strategy_matches_single_device(fgsm_data):
+    x_adv, x_clean = fgsm_data[0][:64], fgsm_data[1][:64]
+    results = []
+    for strategy in (None, tf.distribute.MirroredStrategy(["/cpu:0"])):
+        with strategy.scope() if strategy else tf.distribute.get_strategy().scope():
+            defense = tiny_apegan(seed=3)
+            defense.compile()
+        history = defense.fit(make_paired_pipeline(x_adv, x_clean, batch_size=32, shuffle=False), epochs=2, verbose=0)
+        results.append((history.history, defense.purify(x_adv[:8])))
+    (h1, out1), (h2, out2) = results
+    for name in METRICS:
+        np.testing.assert_allclose(h1[name], h2[name], rtol=1e-4)
+    np.testing.assert_allclose(out1, out2, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_paper_scale_mnist_error_rates(mnist, mnist_model_c):
+    """The paper's MNIST setup on the 8000/2000 split: FGSM eps 0.3 crafted on the training split."""
+    (x_train, y_train), (x_test, y_test) = mnist
+    x_adv, x_clean = make_adversarial_pairs(mnist_model_c, x_train, y_train, "fgsm", eps=0.3)
+    x_test_adv, _ = make_adversarial_pairs(mnist_model_c, x_test, y_test, "fgsm", eps=0.3)
+    keras.utils.set_random_seed(0)
+    defense = APEGAN.from_preset("mnist")
+    defense.compile()
+    # 8000 pairs: 15 epochs of batch 64 (1875 steps) is the paper's 2 epochs of 60000.
+    defense.fit(make_paired_pipeline(x_adv, x_clean, batch_size=64, seed=0), epochs=15, verbose=2)
+    base_clean = 1 - accuracy(mnist_model_c, x_test, y_test)
+    base_adv = 1 - accuracy(mnist_model_c, x_test_adv, y_test)
+    clean = 1 - accuracy(mnist_model_c, defense.purify(x_test), y_test)
+    adv = 1 - accuracy(mnist_model_c, defense.purify(x_test_adv), y_test)
+    print(f"error rates: clean {base_clean:.4f} -> {clean:.4f} with APE-GAN; FGSM 0.3 {base_adv:.4f} -> {adv:.4f}")
+    assert adv <= 0.05
+    assert clean <= base_clean + 0.01

@@ -1,0 +1,209 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfdefense.defenses.apegan import make_adversarial_pairs
+from tfdefense.defenses.egan import DCGAN, EGAN
+from tfdefense.evaluation import accuracy
+from tfdefense.models.dcgan import dcgan_generator, dcgan_preset
+from tfdefense.models.egan_encoder import egan_encoder, egan_encoder_preset
+
+
+@pytest.fixture(scope="module")
+def dcgan(mnist):
+    """A half-width MNIST DCGAN (z of 30), 3 epochs on the 8000 training digits, labels unused."""
+    (x_train, _), _ = mnist
+    keras.utils.set_random_seed(0)
+    generator, discriminator = dcgan_preset("mnist", base_filters=32)
+    gan = DCGAN(generator, discriminator, seed=0)
+    gan.compile()
+    history = gan.fit(x_train, batch_size=64, epochs=3, verbose=0)
+    return gan, history.history
+
+
+@pytest.fixture(scope="module")
+def egan(dcgan, mnist):
+    """The light encoder, 1 epoch (125 steps of 64 generated images)."""
+    (x_train, _), (x_test, _) = mnist
+    keras.utils.set_random_seed(0)
+    model = EGAN(dcgan[0].generator, egan_encoder_preset("light"), seed=0)
+    model.compile()
+    before = model.evaluate(x_test[:256], batch_size=128, return_dict=True, verbose=0)
+    generator_weights = [np.array(w) for w in model.generator.weights]
+    history = model.fit(x_train, batch_size=64, epochs=1, validation_data=x_test[:256], verbose=0)
+    for before_w, after_w in zip(generator_weights, model.generator.weights):  # G is frozen
+        np.testing.assert_array_equal(before_w, np.asarray(after_w))
+    return model, before, history.history
+
+
+def test_dcgan_learns_digits(dcgan, mnist_model_c):
+    gan, history = dcgan
+    assert set(history) == {"d_loss", "g_loss", "d_real", "d_fake"}
+    assert all(np.isfinite(v).all() for v in history.values())
+    samples = gan.sample(300, seed=1)
+    assert samples.shape == (300, 28, 28, 1) and 0 <= samples.min() and samples.max() <= 1
+    probabilities = tf.nn.softmax(mnist_model_c(samples)).numpy()
+    labels = probabilities.argmax(1)
+    print(f"DCGAN samples: mean max-probability {probabilities.max(1).mean():.3f}, classes {np.bincount(labels, minlength=10)}")
+    assert probabilities.max(1).mean() > 0.6  # model C reads the samples as digits
+    assert len(np.unique(labels)) >= 8  # of most classes (no mode collapse)
+    np.testing.assert_array_equal(gan.sample(4, seed=2), gan.sample(4, seed=2))
+
+
+def test_encoder_training_lowers_the_reconstruction_error(egan):
+    model, before, history = egan
+    assert history["mse"][0] < before["mse"]
+    assert history["val_real_mse"][-1] < 0.7 * before["real_mse"]  # real digits are reconstructed better too
+    assert model.e_optimizer.iterations.numpy() == 125
+
+
+def test_purification_beats_no_defense_under_fgsm(egan, mnist, mnist_model_c):
+    model = egan[0]
+    _, (x_test, y_test) = mnist
+    x, y = x_test[:500], y_test[:500]
+    x_adv, _ = make_adversarial_pairs(mnist_model_c, x, y, "fgsm", eps=0.3)
+    no_defense = accuracy(mnist_model_c, x_adv, y)
+    purified = accuracy(mnist_model_c, model.purify(x_adv), y)
+    clean = accuracy(mnist_model_c, model.purify(x), y)
+    print(f"FGSM 0.3: no defense {no_defense:.3f}, EGAN {purified:.3f}; clean through EGAN {clean:.3f}")
+    assert no_defense < 0.05
+    assert purified > no_defense + 0.1
+    assert clean > 0.4
+    # Purification is deterministic: G(E(x)) with stored batch-norm statistics.
+    np.testing.assert_allclose(model.purify(x[:1]), model.purify(x[:16])[:1], atol=1e-5)
+    codes = model.encode(x[:16])
+    np.testing.assert_allclose(np.asarray(model.generator(codes)), model.purify(x[:16]), atol=1e-5)
+
+
+def test_round_trip_defended_classifier_and_saved_model(tmp_path, egan, dcgan, mnist, mnist_model_c):
+    from tfdefense.defenses import DefendedClassifier
+    from tfdefense.export import export_saved_model
+
+    model = egan[0]
+    _, (x_test, _) = mnist
+    x = x_test[:16]
+    model.save(tmp_path / "egan.keras")
+    loaded = keras.saving.load_model(tmp_path / "egan.keras")
+    assert isinstance(loaded, EGAN)
+    np.testing.assert_array_equal(loaded.purify(x), model.purify(x))
+    dcgan[0].save(tmp_path / "dcgan.keras")
+    np.testing.assert_array_equal(keras.saving.load_model(tmp_path / "dcgan.keras").sample(4, seed=3), dcgan[0].sample(4, seed=3))
+    pipeline = DefendedClassifier(model, mnist_model_c)
+    expected = np.asarray(mnist_model_c(model(x)))
+    np.testing.assert_allclose(np.asarray(pipeline(x)), expected, atol=1e-5)
+    served = tf.saved_model.load(str(export_saved_model(model, tmp_path / "saved", classifier=mnist_model_c)))
+    np.testing.assert_allclose(np.asarray(served.purify(tf.constant(x))), model.purify(x), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(served.classify(tf.constant(x))), expected, atol=1e-4)
+
+
+def _tiny_egan(seed=0, **kwargs):
+    keras.utils.set_random_seed(seed)
+    generator, _ = dcgan_preset("tiny")
+    return EGAN(generator, egan_encoder_preset("tiny"), seed=seed, **kwargs)
+
+
+def test_latent_weight_and_backup_and_restore(tmp_path, mnist):
+    (x_train, _), _ = mnist
+    x = x_train[:128]
+    model = _tiny_egan(latent_weight=0.5)
+    model.compile()
+    scores = model.evaluate(x, batch_size=64, return_dict=True, verbose=0)
+    assert scores["loss"] == pytest.approx(scores["mse"] + 0.5 * scores["latent_mse"], rel=1e-4)
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("interrupted")
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    reference = _tiny_egan(seed=1)
+    reference.compile()
+    reference.fit(x, batch_size=64, epochs=2, verbose=0)
+    interrupted = _tiny_egan(seed=1)
+    interrupted.compile()
+    with pytest.raises(RuntimeError, match="interrupted"):
+        interrupted.fit(x, batch_size=64, epochs=2, verbose=0, callbacks=[backup, Interrupt()])
+    resumed = _tiny_egan(seed=1)
+    resumed.compile()
+    history = resumed.fit(x, batch_size=64, epochs=2, verbose=0, callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
+    assert len(history.history["loss"]) == 1  # only the second epoch ran
+    assert resumed.e_optimizer.iterations.numpy() == reference.e_optimizer.iterations.numpy() == 4
+    np.testing.assert_allclose(resumed.purify(x[:8]), reference.purify(x[:8]), atol=1e-4)
+
+
+def test_mirrored_strategy_matches_single_device(mnist):
+    (x_train, _), _ = mnist
+    x = x_train[:128]
+    results = []
+    for strategy in (None, tf.distribute.MirroredStrategy(["/cpu:0"])):
+        with strategy.scope() if strategy else tf.distribute.get_strategy().scope():
+            model = _tiny_egan(seed=2)
+            model.compile()
+        history = model.fit(tf.data.Dataset.from_tensor_slices(x).batch(32), epochs=1, verbose=0).history
+        results.append((history, model.purify(x[:8]), np.asarray(model.latent_seed)))
+    (h1, out1, seed1), (h2, out2, seed2) = results
+    np.testing.assert_allclose(h1["mse"], h2["mse"], rtol=1e-4)
+    np.testing.assert_allclose(out1, out2, atol=1e-5)
+    np.testing.assert_array_equal(seed1, [2, 4]) and np.testing.assert_array_equal(seed2, seed1)
+
+
+def test_bad_input_is_rejected(mnist):
+    (x_train, _), _ = mnist
+    model = _tiny_egan()
+    with pytest.raises(ValueError, match="`x`.*1 channel.*Received: x=.?array of shape \\(2, 28, 28, 3\\)"):
+        model.purify(np.zeros((2, 28, 28, 3), np.float32))
+    with pytest.raises(ValueError, match="`x`.*values in \\[0, 1\\].*255"):
+        model.purify(x_train[:4] * 255.0)
+    with pytest.raises(ValueError, match="`x`.*Received: x=.?shape \\(2, 28, 28, 3\\)"):
+        model(np.zeros((2, 28, 28, 3), np.float32))
+    with pytest.raises(ValueError, match="`latent_dim`.*Received: latent_dim=0"):
+        dcgan_generator(latent_dim=0)
+    with pytest.raises(ValueError, match="`latent_dim`.*Received: latent_dim=-2"):
+        egan_encoder(latent_dim=-2)
+    with pytest.raises(ValueError, match="`encoder`.*\\(N, 30\\)"):
+        EGAN(dcgan_generator(30, base_filters=4), egan_encoder((28, 28, 1), latent_dim=12, width=4, same_blocks=0))
+    with pytest.raises(ValueError, match="`encoder`.*\\(28, 28, 1\\)"):
+        EGAN(dcgan_generator(30, base_filters=4), egan_encoder((32, 32, 3), width=4, same_blocks=0))
+    with pytest.raises(ValueError, match="`latent_weight`.*Received: latent_weight=-1"):
+        _tiny_egan(latent_weight=-1)
+    with pytest.raises(ValueError, match="`z`.*\\(N, 30\\)"):
+        DCGAN.from_preset("tiny")(np.zeros((2, 12), np.float32))
+    gan = DCGAN.from_preset("tiny")
+    with pytest.raises(RuntimeError, match="compile"):
+        gan.fit(x_train[:8], verbose=0)
+    gan.compile()
+    with pytest.raises(ValueError, match="`x`.*values in \\[0, 1\\]"):
+        gan.fit(x_train[:8] * 3.0, verbose=0)
+    with pytest.raises(ValueError, match="`optimizer`"):
+        model.compile(optimizer="adam")
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    reason="the paper's >= 60% at FGSM eps 0.3 was not reached here: about 44-50% early in encoder training, "
+    "falling as the encoder inverts G better (docs/gans.md)",
+    strict=False,
+)
+def test_paper_scale_mnist(mnist, mnist_model_c, tmp_path):
+    """DCGAN (z 30) 40 epochs on the 8000 digits, then the paper's encoder; accuracy vs FGSM eps 0..1.
+
+    About 30 min for the DCGAN and 10-15 min per encoder epoch on 2 shared CPU cores.
+    """
+    (x_train, _), (x_test, y_test) = mnist
+    keras.utils.set_random_seed(0)
+    gan = DCGAN.from_preset("mnist", seed=0)
+    gan.compile()
+    gan.fit(x_train, batch_size=64, epochs=40, verbose=2)
+    model = EGAN(gan.generator, egan_encoder_preset("paper"), seed=0)
+    model.compile()
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "egan_backup"))
+    model.fit(x_train, batch_size=64, epochs=4, verbose=2, callbacks=[backup])
+    base_clean = accuracy(mnist_model_c, x_test, y_test)
+    results = {}
+    for eps in np.round(np.arange(0.0, 1.01, 0.1), 1):
+        x = x_test if eps == 0 else make_adversarial_pairs(mnist_model_c, x_test, y_test, "fgsm", eps=float(eps))[0]
+        results[eps] = accuracy(mnist_model_c, model.purify(x), y_test)
+        print(f"eps {eps:.1f}: EGAN accuracy {results[eps]:.4f}")
+    assert results[0.0] >= base_clean - 0.05
+    assert results[0.3] >= 0.6
