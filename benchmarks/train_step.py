@@ -302,7 +302,10 @@ def main(argv=None):
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     perceptual = {"both": (False, True), "on": (True,), "off": (False,)}[args.perceptual]
     rows = []
-    header = f"{'config':<11} {'VGG19':<6} {'variant':<15} {'img/s best':>10} {'median':>8} {'x ref':>6} {'x ref med':>9} {'GFLOP/s':>8}  finite"
+    header = (
+        f"{'config':<11} {'VGG19':<6} {'variant':<15} {'img/s best':>10} {'median':>8} "
+        f"{'x ref':>6} {'x ref med':>9} {'GFLOP/s':>8}  finite"
+    )
     print(header)
     print("-" * len(header))
     for name in args.configs:

@@ -92,8 +92,8 @@ def _add_seed_state(model, seed):
     )
 
 
-def _latent_codes(model, batch_size):
-    """N(0, I) codes of shape (batch_size, latent_dim); advances the seed state by one draw."""
+def _draw_seed(model):
+    """The next stateless seed (int64[2]) of `model.latent_seed`; folds in the replica id."""
     import tensorflow as tf
 
     seed = tf.identity(model.latent_seed)
@@ -102,6 +102,14 @@ def _latent_codes(model, batch_size):
     if context is not None:
         replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
         seed = seed + tf.stack([tf.constant(0, tf.int64), replica * (2**32)])
+    return seed
+
+
+def _latent_codes(model, batch_size, seed=None):
+    """N(0, I) codes of shape (batch_size, latent_dim); draws a new seed unless given."""
+    import tensorflow as tf
+
+    seed = _draw_seed(model) if seed is None else seed
     return tf.random.stateless_normal((batch_size, model.latent_dim), seed=seed)
 
 
@@ -320,6 +328,9 @@ class EGAN(keras.Model):
       encoder: `keras.Model` images -> (N, latent_dim)
         (`tfdefense.models.egan_encoder`).
       latent_weight: weight of the optional latent-code MSE (0, the paper's loss).
+      input_noise: beyond the paper, off by default: during training the encoder
+        sees G(z) plus random-sign noise of a random strength in [0, input_noise]
+        per image (clipped to [0, 1]) and must still recover G(z).
       seed: seed of the latent-code generator used in training.
 
     `fit(x_clean, ...)`: E is trained on G(z) of random z; the given images
@@ -327,12 +338,13 @@ class EGAN(keras.Model):
     `real_mse`, the reconstruction error of the given images.
     """
 
-    def __init__(self, generator, encoder, latent_weight=0.0, seed=None, **kwargs):
+    def __init__(self, generator, encoder, latent_weight=0.0, input_noise=0.0, seed=None, **kwargs):
         kwargs.setdefault("name", "egan")
         super().__init__(**kwargs)
         check_model("generator", generator)
         check_model("encoder", encoder)
         check_number("latent_weight", latent_weight, minimum=0)
+        check_number("input_noise", input_noise, minimum=0, maximum=1)
         check_number("seed", seed, integer=True, allow_none=True)
         self.latent_dim = _latent_dim(generator)
         self.image_shape = _generator_image_shape(generator)
@@ -345,6 +357,7 @@ class EGAN(keras.Model):
         self.generator = generator
         self.encoder = encoder
         self.seed = seed
+        self.input_noise = float(input_noise)
         self.latent_seed = _add_seed_state(self, seed)
         self._initial_weights = {"latent_weight": float(latent_weight)}
         self.latent_weight = self.add_weight(
@@ -407,9 +420,19 @@ class EGAN(keras.Model):
     def _generated_losses(self, batch_size, training):
         import tensorflow as tf
 
-        z = _latent_codes(self, batch_size)
+        seed = _draw_seed(self)
+        z = _latent_codes(self, batch_size, seed)
         target = tf.stop_gradient(tf.cast(self.generator(z, training=False), tf.float32))
-        z_hat = tf.cast(self.encoder(target, training=training), tf.float32)
+        inputs = target
+        if self.input_noise > 0 and training:
+            # Random-sign noise of a random strength in [0, input_noise] per image.
+            shape = tf.shape(target)
+            strength = tf.random.stateless_uniform(
+                tf.stack([shape[0], 1, 1, 1]), seed + tf.constant([1, 0], tf.int64), maxval=self.input_noise
+            )
+            signs = tf.sign(tf.random.stateless_uniform(shape, seed + tf.constant([2, 0], tf.int64), -1.0, 1.0))
+            inputs = tf.clip_by_value(target + strength * signs, 0.0, 1.0)
+        z_hat = tf.cast(self.encoder(inputs, training=training), tf.float32)
         recon = tf.cast(self.generator(z_hat, training=False), tf.float32)
         mse = tf.reduce_mean(tf.square(recon - target), axis=[1, 2, 3])
         latent_mse = tf.reduce_mean(tf.square(z_hat - z), axis=1)
@@ -459,6 +482,7 @@ class EGAN(keras.Model):
                 "generator": serialize(self.generator),
                 "encoder": serialize(self.encoder),
                 **self._initial_weights,
+                "input_noise": self.input_noise,
                 "seed": self.seed,
             }
         )

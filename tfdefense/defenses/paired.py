@@ -88,13 +88,15 @@ def resolve_attacks(attacks):
             resolved.append(spec)
         elif isinstance(spec, str):
             resolved.append(get_attack(spec))
-        elif isinstance(spec, (tuple, list)) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], dict):
+        elif isinstance(spec, (tuple, list)) and len(spec) == 2 and isinstance(spec[1], dict):
             resolved.append(get_attack(spec[0], **spec[1]))
         elif isinstance(spec, dict) and isinstance(spec.get("name"), str):
             params = {k: v for k, v in spec.items() if k != "name"}
             resolved.append(get_attack(spec["name"], **params))
         else:
-            raise invalid_value("attacks", "names, (name, params) pairs, {'name': ..., **params} dicts or attacks", attacks)
+            raise invalid_value(
+                "attacks", "names, (name, params) pairs, {'name': ..., **params} dicts or attacks", attacks
+            )
     return resolved
 
 

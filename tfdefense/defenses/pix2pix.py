@@ -261,7 +261,9 @@ class Pix2PixDefense(keras.Model):
         check_number("batch_size", batch_size, minimum=1, integer=True)
         if self._purify_function is None:
             self._purify_function = tf.function(lambda batch: self(batch, training=False), reduce_retracing=True)
-        outputs = [np.asarray(self._purify_function(tf.constant(x[i : i + batch_size]))) for i in range(0, len(x), batch_size)]
+        outputs = [
+            np.asarray(self._purify_function(tf.constant(x[i : i + batch_size]))) for i in range(0, len(x), batch_size)
+        ]
         if not outputs:
             return np.zeros_like(x)
         return np.concatenate(outputs).astype(np.float32, copy=False)
@@ -279,7 +281,9 @@ class Pix2PixDefense(keras.Model):
         """
         for argument in ("optimizer", "loss"):
             if kwargs.get(argument) is not None:
-                raise invalid_value(argument, "None (use g_optimizer= and d_optimizer=; the losses are built in)", kwargs[argument])
+                raise invalid_value(
+                    argument, "None (use g_optimizer= and d_optimizer=; the losses are built in)", kwargs[argument]
+                )
             kwargs.pop(argument, None)
         g_optimizer = keras.optimizers.get(g_optimizer) if g_optimizer is not None else default_optimizer()
         d_optimizer = keras.optimizers.get(d_optimizer) if d_optimizer is not None else default_optimizer()
@@ -433,12 +437,15 @@ class Pix2PixDefense(keras.Model):
             return x, y
         x = check_images(x, "x")
         if tuple(x.shape[1:]) != self.image_shape:
-            raise invalid_value("x", f"adversarial images of shape (N, {', '.join(map(str, self.image_shape))})", f"array of shape {tuple(x.shape)}")
+            expected = f"adversarial images of shape (N, {', '.join(map(str, self.image_shape))})"
+            raise invalid_value("x", expected, f"array of shape {tuple(x.shape)}")
         if y is None:
             raise invalid_value("y", "the clean images paired with x (x_adv)", y)
         y = check_images(y, "y")
         if tuple(y.shape) != tuple(x.shape):
-            raise invalid_value("y", f"clean images of the shape of x {tuple(x.shape)}", f"array of shape {tuple(y.shape)}")
+            raise invalid_value(
+                "y", f"clean images of the shape of x {tuple(x.shape)}", f"array of shape {tuple(y.shape)}"
+            )
         return x, y
 
     def fit(self, x=None, y=None, *args, **kwargs):
@@ -460,7 +467,9 @@ class Pix2PixDefense(keras.Model):
         validation = kwargs.get("validation_data")
         if validation is not None and not hasattr(validation, "element_spec"):
             if not isinstance(validation, (tuple, list)) or len(validation) not in (2, 3):
-                raise invalid_value("validation_data", "(x_adv, x_clean) arrays or a dataset", type(validation).__name__)
+                raise invalid_value(
+                    "validation_data", "(x_adv, x_clean) arrays or a dataset", type(validation).__name__
+                )
             vx, vy = self._check_fit_data(validation[0], validation[1], "validation_data")
             kwargs["validation_data"] = (vx, vy)
         elif validation is not None:

@@ -47,7 +47,8 @@ def purification_report(defense, classifier, x_test, y_test, attacks, cache_dir=
     successful = test.success & correct_before
     restored = predict_labels(classifier, defense.purify(test.x_adv[successful])) == test.y[successful]
     report["successful_adversarial"] = int(successful.sum())
-    report["no_defense_accuracy"] = float(np.mean(predict_labels(classifier, test.x_adv[successful]) == test.y[successful]))
+    undefended = predict_labels(classifier, test.x_adv[successful]) == test.y[successful]
+    report["no_defense_accuracy"] = float(np.mean(undefended))
     report["purified_accuracy"] = float(np.mean(restored))
     for k, name in enumerate(test.attack_names):
         mask = test.attack_index[successful] == k

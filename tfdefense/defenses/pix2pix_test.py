@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from tfdefense.data import make_paired_pipeline
-from tfdefense.defenses import DefendedClassifier, Pix2PixDefense
+from tfdefense.defenses import Pix2PixDefense
 from tfdefense.models import model_c, patchgan_preset, perceptual_feature_extractor, unet_generator_preset
 from tfdefense.training import StagedLossWeights
 
@@ -50,7 +50,9 @@ def test_fit_arrays_and_validation_data(pairs):
     x_adv, x_clean, _ = pairs
     defense = tiny_defense()
     defense.compile()
-    history = defense.fit(x_adv, x_clean, batch_size=32, epochs=1, validation_data=(x_adv[:16], x_clean[:16]), verbose=0)
+    history = defense.fit(
+        x_adv, x_clean, batch_size=32, epochs=1, validation_data=(x_adv[:16], x_clean[:16]), verbose=0
+    )
     assert "val_l1" in history.history and history.history["cls"] == [0.0]
 
 

@@ -44,7 +44,9 @@ def _normalize_stage(index, stage):
         stage = {"start": stage[0], "end": stage[1], **stage[2]}
     else:
         raise invalid_value(
-            f"stages[{index}]", 'a dict {"start": int, "end": int, "lambda_...": float} or (start, end, {weights})', stage
+            f"stages[{index}]",
+            'a dict {"start": int, "end": int, "lambda_...": float} or (start, end, {weights})',
+            stage,
         )
     for key in ("start", "end"):
         if key not in stage:

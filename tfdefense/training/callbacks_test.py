@@ -43,7 +43,10 @@ def test_default_is_the_versatile_schedule():
 def test_assigned_values_reach_the_compiled_step_and_logs(data):
     model = WeightsModel()
     model.compile(optimizer="sgd")
-    stages = [(0, 2, {"lambda_l1": 1.0, "lambda_perc": 0.0}), {"start": 2, "end": 3, "lambda_l1": 2.0, "lambda_perc": 0.5}]
+    stages = [
+        (0, 2, {"lambda_l1": 1.0, "lambda_perc": 0.0}),
+        {"start": 2, "end": 3, "lambda_l1": 2.0, "lambda_perc": 0.5},
+    ]
     history = model.fit(*data, batch_size=4, epochs=4, verbose=0, callbacks=[StagedLossWeights(stages)])
     assert history.history["loss"] == pytest.approx([1.0, 1.0, 502.0, 502.0])
     assert history.history["lambda_l1"] == [1.0, 1.0, 2.0, 2.0]
