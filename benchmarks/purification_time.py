@@ -2,8 +2,8 @@
 
 Runs each purifier's deterministic forward pass (`defense(x)`, compiled with
 tf.function) on the same MNIST-shaped batches (one image, and `--batch-size`
-images) and prints milliseconds per image and the ratio to APE-GAN (the
-reference), in one run:
+images) and prints milliseconds per image (wall and CPU time of this process) and the
+CPU-time ratio to APE-GAN (the reference), in one run:
 
     python benchmarks/purification_time.py                   # untrained nets (timing only)
     python benchmarks/purification_time.py --apegan a.keras --egan e.keras --batch-size 1
@@ -41,19 +41,24 @@ def _build(args):
 
 
 def time_per_image(model, x, repeats):
-    """Best-of-`repeats` seconds per image of one compiled forward pass over `x`."""
+    """(wall, cpu) seconds per image: best of `repeats` compiled forward passes over `x`.
+
+    The CPU time (all threads of this process) is disturbed much less than the
+    wall time by other jobs on a shared machine.
+    """
     import numpy as np
     import tensorflow as tf
 
-    fn = tf.function(lambda batch: model(batch, training=False))
+    fn = tf.function(lambda batch: model(batch, training=False), autograph=False)
     batch = tf.constant(x)
     np.asarray(fn(batch))  # trace and warm up
-    best = float("inf")
+    best_wall = best_cpu = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         np.asarray(fn(batch))
-        best = min(best, time.perf_counter() - start)
-    return best / len(x)
+        best_wall = min(best_wall, time.perf_counter() - wall)
+        best_cpu = min(best_cpu, time.process_time() - cpu)
+    return best_wall / len(x), best_cpu / len(x)
 
 
 def main(argv=None):
@@ -80,13 +85,14 @@ def main(argv=None):
         x = rng.random((batch_size, 28, 28, 1), dtype=np.float32)
         results[batch_size] = {name: time_per_image(model, x, args.repeats) for name, model in models.items()}
     print(f"purification time per image (28x28x1), best of {args.repeats}; params = purifier only (no discriminator)")
-    header = "".join(f"{f'ms/img b={b}':>14}{'x APE-GAN':>11}" for b in results)
-    print(f"{'purifier':<24}{header}{'params':>12}")
+    header = "".join(f"{f'wall ms b={b}':>14}{'cpu ms':>9}{'x APE':>7}" for b in results)
+    print(f"{'purifier':<22}{header}{'params':>12}")
     for name, model in models.items():
-        cells = "".join(
-            f"{r[name] * 1e3:>14.3f}{r[name] / r['APE-GAN (mnist)']:>11.2f}" for r in results.values()
-        )
-        print(f"{name:<24}{cells}{_inference_params(model):>12,}")
+        cells = ""
+        for r in results.values():
+            (wall, cpu), (_, ref_cpu) = r[name], r["APE-GAN (mnist)"]
+            cells += f"{wall * 1e3:>14.3f}{cpu * 1e3:>9.3f}{cpu / ref_cpu:>7.1f}"
+        print(f"{name:<22}{cells}{_inference_params(model):>12,}")
     return results
 
 

@@ -17,7 +17,9 @@ Rows, timed in one run with the variants interleaved (best and median of
     fit fp32 xla          ... compile(jit_compile=True)   (opt-in: --modes)
     fit bf16 xla          ... both                         (opt-in)
 
-GFLOP/s = images/s * (FLOPs of one step / batch). The FLOPs are counted
+"x ref cpu" is the ratio of images per CPU-second of this process (median),
+which other jobs on a shared machine disturb much less than wall time.
+GFLOP/s = images/s (best) * (FLOPs of one step / batch). The FLOPs are counted
 analytically from the layers (`analytic_step_flops`: the convolutions of the
 forward and backward passes the step needs); the tf.compat.v1 profiler's
 count on the traced step is printed beside it as an upper bound (the traced
@@ -155,6 +157,11 @@ def step_flops(train_step, config):
     return model_analyzer.profile(graph=graph, options=options).total_float_ops
 
 
+def _clock():
+    """(wall seconds, CPU seconds of this process, all threads)."""
+    return time.perf_counter(), time.process_time()
+
+
 class _StepTimer:
     """Keras callback: wall time from the end of the first batch of a fit call to the end of its last."""
 
@@ -167,7 +174,7 @@ class _StepTimer:
 
             def on_train_batch_end(self, batch, logs=None):
                 float(logs["g_total"])  # wait for the step's result
-                now = time.perf_counter()
+                now = _clock()
                 if self.start is None:
                     self.start = now
                 self.end = now
@@ -214,22 +221,23 @@ class Runner:
         self.losses = []
 
     def run(self, steps):
-        """Runs 1 + `steps` steps; returns the seconds of the last `steps`."""
+        """Runs 1 + `steps` steps; returns (wall, CPU) seconds of the last `steps`."""
         if self.defense is None:
             x, y = next(self.iterator)
             g_loss, d_loss = self.step(x, y)
             float(g_loss)
-            start = time.perf_counter()
+            start = _clock()
             for _ in range(steps):
                 x, y = next(self.iterator)
                 g_loss, d_loss = self.step(x, y)
             self.losses.append((float(g_loss), float(d_loss)))
-            return time.perf_counter() - start
+            end = _clock()
+            return end[0] - start[0], end[1] - start[1]
         history = self.defense.fit(
             self.dataset, epochs=1, steps_per_epoch=steps + 1, verbose=0, callbacks=[self.timer]
         )
         self.losses.append((history.history["g_total"][-1], history.history["d_loss"][-1]))
-        return self.timer.end - self.timer.start
+        return self.timer.end[0] - self.timer.start[0], self.timer.end[1] - self.timer.start[1]
 
 
 def benchmark(config_name, perceptual, modes, steps, repeats, warmup):
@@ -254,12 +262,16 @@ def benchmark(config_name, perceptual, modes, steps, repeats, warmup):
             times[mode].append(runner.run(steps))
     rows = []
     base = None
+    images = steps * config["batch"]
     for mode in modes:
-        best = steps * config["batch"] / min(times[mode])
-        median = steps * config["batch"] / statistics.median(times[mode])
+        wall = [t[0] for t in times[mode]]
+        cpu = [t[1] for t in times[mode]]
+        best = images / min(wall)
+        median = images / statistics.median(wall)
+        per_cpu = images / statistics.median(cpu)
         finite = all(np.isfinite(v).all() for v in runners[mode].losses)
         if mode == "reference fp32":
-            base = (best, median)
+            base = (best, median, per_cpu)
         rows.append(
             {
                 "config": f"{config['size']}px b{config['batch']}",
@@ -269,6 +281,8 @@ def benchmark(config_name, perceptual, modes, steps, repeats, warmup):
                 "images_per_s_median": median,
                 "ratio_best": best / base[0] if base else None,
                 "ratio_median": median / base[1] if base else None,
+                "images_per_cpu_s_median": per_cpu,
+                "ratio_cpu": per_cpu / base[2],
                 "gflop_per_step": flops / 1e9,
                 "profiler_gflop_per_step": profiler_flops / 1e9,
                 "gflops_best": flops * best / config["batch"] / 1e9,
@@ -304,7 +318,7 @@ def main(argv=None):
     rows = []
     header = (
         f"{'config':<11} {'VGG19':<6} {'variant':<15} {'img/s best':>10} {'median':>8} "
-        f"{'x ref':>6} {'x ref med':>9} {'GFLOP/s':>8}  finite"
+        f"{'x ref':>6} {'x ref med':>9} {'x ref cpu':>9} {'GFLOP/s':>8}  finite"
     )
     print(header)
     print("-" * len(header))
@@ -317,7 +331,8 @@ def main(argv=None):
                 print(
                     f"{row['config']:<11} {'yes' if with_vgg else 'no':<6} {row['mode']:<15} "
                     f"{row['images_per_s_best']:10.2f} {row['images_per_s_median']:8.2f} "
-                    f"{row['ratio_best']:6.2f} {row['ratio_median']:9.2f} {gflops}  {row['finite_losses']}",
+                    f"{row['ratio_best']:6.2f} {row['ratio_median']:9.2f} {row['ratio_cpu']:9.2f} {gflops}  "
+                    f"{row['finite_losses']}",
                     flush=True,
                 )
             print(

@@ -64,11 +64,13 @@ class AdvGANAttack(Attack):
 
         config = super().config()
         generator = self._params["generator"]
-        config["params"] = dict(config["params"], generator={"name": generator.name, "sha256": model_fingerprint(generator)})
+        identity = {"name": generator.name, "sha256": model_fingerprint(generator)}
+        config["params"] = dict(config["params"], generator=identity)
         return config
 
     def __repr__(self):
-        return f"<Attack advgan backend={self.backend!r} generator={self._params['generator'].name!r} eps={self._params['eps']}>"
+        generator, eps = self._params["generator"].name, self._params["eps"]
+        return f"<Attack advgan backend={self.backend!r} generator={generator!r} eps={eps}>"
 
     def _run_native(self, model, x, y, targets):
         import tensorflow as tf

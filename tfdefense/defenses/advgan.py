@@ -39,7 +39,6 @@ import keras
 
 from tfdefense._validation import check_images, check_labels, check_number, invalid_value
 from tfdefense.defenses.apegan import (
-    batched_call,
     check_image_array,
     check_model,
     check_symbolic_images,
@@ -101,7 +100,9 @@ class AdvGAN(keras.Model):
         image_shape = static_image_shape(generator, "generator")
         out_shape = generator.output_shape
         if isinstance(out_shape, list) or tuple(out_shape[1:]) != image_shape:
-            raise invalid_value("generator", f"a model whose output shape equals its input shape {image_shape}", out_shape)
+            raise invalid_value(
+                "generator", f"a model whose output shape equals its input shape {image_shape}", out_shape
+            )
         c_shape = static_image_shape(classifier, "classifier")
         if c_shape != image_shape:
             raise invalid_value("classifier", f"a model taking the generator's images {image_shape}", c_shape)
@@ -305,7 +306,8 @@ class AdvGAN(keras.Model):
         x, y = self._check_fit_data(x, y)
         validation = kwargs.get("validation_data")
         if isinstance(validation, (tuple, list)):
-            kwargs["validation_data"] = self._check_fit_data(validation[0], validation[1] if len(validation) > 1 else None, "validation_data")
+            labels = validation[1] if len(validation) > 1 else None
+            kwargs["validation_data"] = self._check_fit_data(validation[0], labels, "validation_data")
         if isinstance(x, tf.data.Dataset) and not args:
             kwargs.setdefault("shuffle", False)  # a dataset shuffles itself
         return super().fit(x, y, *args, **kwargs)

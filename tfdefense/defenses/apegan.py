@@ -5,7 +5,10 @@ with GAN" (https://arxiv.org/abs/1707.05474). A generator G maps an
 adversarial image to a clean one; a discriminator D tells clean images from
 G's reconstructions. Trained on paired `(x_adv, x_clean)` FGSM examples
 (MNIST eps 0.3, 2 epochs; CIFAR-10 eps 0.1, 10 epochs; ImageNet eps 8/255,
-30 epochs, 256 px, batch 16), Adam with learning rate 2e-4.
+30 epochs, 256 px, batch 16), Adam with learning rate 2e-4. Build the pairs
+with `tfdefense.defenses.make_attack_pairs(classifier, x_train, y_train,
+[("fgsm", {"eps": 0.3})], mode="all")` on the training split and evaluate on
+held-out images.
 
 Objective (per batch, averaged over the global batch under tf.distribute):
 
@@ -161,29 +164,6 @@ def bce_from_logits(logits, target):
     logits = tf.reshape(tf.cast(logits, tf.float32), [tf.shape(logits)[0], -1])
     labels = tf.ones_like(logits) if target else tf.zeros_like(logits)
     return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), axis=1)
-
-
-def make_adversarial_pairs(classifier, x, y=None, attack="fgsm", batch_size=500, **attack_params):
-    """Crafts `(x_adv, x_clean)` training pairs with a registered attack.
-
-    Example: `make_adversarial_pairs(model_c, x_train, y_train, "fgsm", eps=0.3)`
-    gives the APE-GAN paper's MNIST training data (craft it on the training
-    split; evaluate on held-out images). `attack` is a registry name or an
-    attack object callable as `attack(model, x, y)`.
-    """
-    from tfdefense.attacks import get_attack
-
-    x = check_images(x, "x", allow_tensor=False)
-    check_number("batch_size", batch_size, minimum=1, integer=True)
-    attack = get_attack(attack, **attack_params) if isinstance(attack, str) else attack
-    if not callable(attack):
-        raise invalid_value("attack", "an attack name or a callable attack(model, x, y)", attack)
-    parts = []
-    for i in range(0, len(x), batch_size):
-        labels = None if y is None else np.asarray(y)[i : i + batch_size]
-        parts.append(np.asarray(attack(classifier, x[i : i + batch_size], labels), np.float32))
-    x_adv = np.concatenate(parts) if parts else np.zeros_like(x)
-    return x_adv, x
 
 
 # --------------------------------------------------------------------- model
@@ -388,7 +368,9 @@ class APEGAN(keras.Model):
         validation = kwargs.get("validation_data")
         if validation is not None and not hasattr(validation, "element_spec"):
             if not isinstance(validation, (tuple, list)) or len(validation) not in (2, 3):
-                raise invalid_value("validation_data", "(x_adv, x_clean) arrays or a dataset", type(validation).__name__)
+                raise invalid_value(
+                    "validation_data", "(x_adv, x_clean) arrays or a dataset", type(validation).__name__
+                )
             kwargs["validation_data"] = self._check_fit_data(validation[0], validation[1], "validation_data")
         elif validation is not None:
             self._check_fit_data(validation, None, "validation_data")

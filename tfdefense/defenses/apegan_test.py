@@ -4,7 +4,9 @@ import pytest
 import tensorflow as tf
 
 from tfdefense.data import make_paired_pipeline
-from tfdefense.defenses.apegan import APEGAN, make_adversarial_pairs
+from tfdefense.attacks import get_attack
+from tfdefense.defenses.apegan import APEGAN
+from tfdefense.defenses.paired import make_attack_pairs
 from tfdefense.evaluation import accuracy
 from tfdefense.models.apegan_nets import apegan_discriminator_preset, apegan_generator_preset
 
@@ -20,9 +22,10 @@ def tiny_apegan(seed=0, **kwargs):
 def fgsm_data(mnist, mnist_model_c):
     """FGSM eps 0.3 on model C: 2000 training pairs (train split), 500 held-out test images."""
     (x_train, y_train), (x_test, y_test) = mnist
-    x_adv, x_clean = make_adversarial_pairs(mnist_model_c, x_train[:2000], y_train[:2000], "fgsm", eps=0.3)
-    x_test_adv, _ = make_adversarial_pairs(mnist_model_c, x_test[:500], y_test[:500], "fgsm", eps=0.3)
-    return x_adv, x_clean, x_test_adv, x_test[:500], y_test[:500]
+    pairs = make_attack_pairs(mnist_model_c, x_train[:2000], y_train[:2000], [("fgsm", {"eps": 0.3})], mode="all")
+    np.testing.assert_array_equal(pairs.source_index, np.arange(2000))
+    x_test_adv = get_attack("fgsm", eps=0.3)(mnist_model_c, x_test[:500], y_test[:500])
+    return pairs.x_adv, pairs.x_clean, x_test_adv, x_test[:500], y_test[:500]
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +163,9 @@ def test_mirrored_strategy_matches_single_device(fgsm_data):
 def test_paper_scale_mnist_error_rates(mnist, mnist_model_c):
     """The paper's MNIST setup on the 8000/2000 split: FGSM eps 0.3 crafted on the training split."""
     (x_train, y_train), (x_test, y_test) = mnist
-    x_adv, x_clean = make_adversarial_pairs(mnist_model_c, x_train, y_train, "fgsm", eps=0.3)
-    x_test_adv, _ = make_adversarial_pairs(mnist_model_c, x_test, y_test, "fgsm", eps=0.3)
+    pairs = make_attack_pairs(mnist_model_c, x_train, y_train, [("fgsm", {"eps": 0.3})], mode="all")
+    x_adv, x_clean = pairs.x_adv, pairs.x_clean
+    x_test_adv = get_attack("fgsm", eps=0.3)(mnist_model_c, x_test, y_test)
     keras.utils.set_random_seed(0)
     defense = APEGAN.from_preset("mnist")
     defense.compile()

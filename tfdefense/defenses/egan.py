@@ -361,7 +361,10 @@ class EGAN(keras.Model):
         self.latent_seed = _add_seed_state(self, seed)
         self._initial_weights = {"latent_weight": float(latent_weight)}
         self.latent_weight = self.add_weight(
-            shape=(), initializer=keras.initializers.Constant(float(latent_weight)), trainable=False, name="latent_weight"
+            shape=(),
+            initializer=keras.initializers.Constant(float(latent_weight)),
+            trainable=False,
+            name="latent_weight",
         )
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.mse_tracker = keras.metrics.Mean(name="mse")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfdefense.defenses.apegan import make_adversarial_pairs
+from tfdefense.attacks import get_attack
 from tfdefense.defenses.egan import DCGAN, EGAN
 from tfdefense.evaluation import accuracy
 from tfdefense.models.dcgan import dcgan_generator, dcgan_preset
@@ -24,14 +24,14 @@ def dcgan(mnist):
 
 @pytest.fixture(scope="module")
 def egan(dcgan, mnist):
-    """The light encoder, 1 epoch (125 steps of 64 generated images)."""
+    """The light encoder, 94 steps of 64 generated images (the 6000 images only set the step count)."""
     (x_train, _), (x_test, _) = mnist
     keras.utils.set_random_seed(0)
     model = EGAN(dcgan[0].generator, egan_encoder_preset("light"), seed=0)
     model.compile()
     before = model.evaluate(x_test[:256], batch_size=128, return_dict=True, verbose=0)
     generator_weights = [np.array(w) for w in model.generator.weights]
-    history = model.fit(x_train, batch_size=64, epochs=1, validation_data=x_test[:256], verbose=0)
+    history = model.fit(x_train[:6000], batch_size=64, epochs=1, validation_data=x_test[:256], verbose=0)
     for before_w, after_w in zip(generator_weights, model.generator.weights):  # G is frozen
         np.testing.assert_array_equal(before_w, np.asarray(after_w))
     return model, before, history.history
@@ -45,7 +45,8 @@ def test_dcgan_learns_digits(dcgan, mnist_model_c):
     assert samples.shape == (300, 28, 28, 1) and 0 <= samples.min() and samples.max() <= 1
     probabilities = tf.nn.softmax(mnist_model_c(samples)).numpy()
     labels = probabilities.argmax(1)
-    print(f"DCGAN samples: mean max-probability {probabilities.max(1).mean():.3f}, classes {np.bincount(labels, minlength=10)}")
+    counts = np.bincount(labels, minlength=10)
+    print(f"DCGAN samples: mean max-probability {probabilities.max(1).mean():.3f}, classes {counts}")
     assert probabilities.max(1).mean() > 0.6  # model C reads the samples as digits
     assert len(np.unique(labels)) >= 8  # of most classes (no mode collapse)
     np.testing.assert_array_equal(gan.sample(4, seed=2), gan.sample(4, seed=2))
@@ -55,14 +56,14 @@ def test_encoder_training_lowers_the_reconstruction_error(egan):
     model, before, history = egan
     assert history["mse"][0] < before["mse"]
     assert history["val_real_mse"][-1] < 0.7 * before["real_mse"]  # real digits are reconstructed better too
-    assert model.e_optimizer.iterations.numpy() == 125
+    assert model.e_optimizer.iterations.numpy() == 94
 
 
 def test_purification_beats_no_defense_under_fgsm(egan, mnist, mnist_model_c):
     model = egan[0]
     _, (x_test, y_test) = mnist
     x, y = x_test[:500], y_test[:500]
-    x_adv, _ = make_adversarial_pairs(mnist_model_c, x, y, "fgsm", eps=0.3)
+    x_adv = get_attack("fgsm", eps=0.3)(mnist_model_c, x, y)
     no_defense = accuracy(mnist_model_c, x_adv, y)
     purified = accuracy(mnist_model_c, model.purify(x_adv), y)
     clean = accuracy(mnist_model_c, model.purify(x), y)
@@ -88,7 +89,8 @@ def test_round_trip_defended_classifier_and_saved_model(tmp_path, egan, dcgan, m
     assert isinstance(loaded, EGAN)
     np.testing.assert_array_equal(loaded.purify(x), model.purify(x))
     dcgan[0].save(tmp_path / "dcgan.keras")
-    np.testing.assert_array_equal(keras.saving.load_model(tmp_path / "dcgan.keras").sample(4, seed=3), dcgan[0].sample(4, seed=3))
+    reloaded_gan = keras.saving.load_model(tmp_path / "dcgan.keras")
+    np.testing.assert_array_equal(reloaded_gan.sample(4, seed=3), dcgan[0].sample(4, seed=3))
     pipeline = DefendedClassifier(model, mnist_model_c)
     expected = np.asarray(mnist_model_c(model(x)))
     np.testing.assert_allclose(np.asarray(pipeline(x)), expected, atol=1e-5)
@@ -106,10 +108,11 @@ def _tiny_egan(seed=0, **kwargs):
 def test_latent_weight_and_backup_and_restore(tmp_path, mnist):
     (x_train, _), _ = mnist
     x = x_train[:128]
-    model = _tiny_egan(latent_weight=0.5)
+    model = _tiny_egan(latent_weight=0.5, input_noise=0.3)
     model.compile()
     scores = model.evaluate(x, batch_size=64, return_dict=True, verbose=0)
     assert scores["loss"] == pytest.approx(scores["mse"] + 0.5 * scores["latent_mse"], rel=1e-4)
+    assert EGAN.from_config(model.get_config()).input_noise == 0.3
 
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -126,7 +129,8 @@ def test_latent_weight_and_backup_and_restore(tmp_path, mnist):
         interrupted.fit(x, batch_size=64, epochs=2, verbose=0, callbacks=[backup, Interrupt()])
     resumed = _tiny_egan(seed=1)
     resumed.compile()
-    history = resumed.fit(x, batch_size=64, epochs=2, verbose=0, callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
+    restore = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    history = resumed.fit(x, batch_size=64, epochs=2, verbose=0, callbacks=[restore])
     assert len(history.history["loss"]) == 1  # only the second epoch ran
     assert resumed.e_optimizer.iterations.numpy() == reference.e_optimizer.iterations.numpy() == 4
     np.testing.assert_allclose(resumed.purify(x[:8]), reference.purify(x[:8]), atol=1e-4)
@@ -167,6 +171,8 @@ def test_bad_input_is_rejected(mnist):
         EGAN(dcgan_generator(30, base_filters=4), egan_encoder((32, 32, 3), width=4, same_blocks=0))
     with pytest.raises(ValueError, match="`latent_weight`.*Received: latent_weight=-1"):
         _tiny_egan(latent_weight=-1)
+    with pytest.raises(ValueError, match="`input_noise`.*Received: input_noise=1.5"):
+        _tiny_egan(input_noise=1.5)
     with pytest.raises(ValueError, match="`z`.*\\(N, 30\\)"):
         DCGAN.from_preset("tiny")(np.zeros((2, 12), np.float32))
     gan = DCGAN.from_preset("tiny")
@@ -179,31 +185,55 @@ def test_bad_input_is_rejected(mnist):
         model.compile(optimizer="adam")
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(
-    reason="the paper's >= 60% at FGSM eps 0.3 was not reached here: about 44-50% early in encoder training, "
-    "falling as the encoder inverts G better (docs/gans.md)",
-    strict=False,
-)
-def test_paper_scale_mnist(mnist, mnist_model_c, tmp_path):
-    """DCGAN (z 30) 40 epochs on the 8000 digits, then the paper's encoder; accuracy vs FGSM eps 0..1.
-
-    About 30 min for the DCGAN and 10-15 min per encoder epoch on 2 shared CPU cores.
-    """
-    (x_train, _), (x_test, y_test) = mnist
+@pytest.fixture(scope="module")
+def paper_dcgan(mnist):
+    """The MNIST DCGAN (z of 30), 40 epochs on the 8000 digits (~30 min on 2 shared cores; slow tests only)."""
+    (x_train, _), _ = mnist
     keras.utils.set_random_seed(0)
     gan = DCGAN.from_preset("mnist", seed=0)
     gan.compile()
     gan.fit(x_train, batch_size=64, epochs=40, verbose=2)
-    model = EGAN(gan.generator, egan_encoder_preset("paper"), seed=0)
+    return gan
+
+
+def _accuracy_vs_eps(model, classifier, x_test, y_test):
+    results = {}
+    for eps in np.round(np.arange(0.0, 1.01, 0.1), 1):
+        x = x_test if eps == 0 else get_attack("fgsm", eps=float(eps))(classifier, x_test, y_test)
+        results[float(eps)] = accuracy(classifier, model.purify(x), y_test)
+        print(f"eps {eps:.1f}: EGAN accuracy {results[float(eps)]:.4f}", flush=True)
+    return results
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    reason="the >= 60% target at FGSM eps 0.3 is not reached with the paper's loss: 44-50% early in encoder "
+    "training, falling as the encoder inverts G better; clean accuracy ~91% (docs/gans.md)",
+    strict=False,
+)
+def test_paper_encoder_paper_loss(paper_dcgan, mnist, mnist_model_c, tmp_path):
+    """The paper's encoder and loss, 4 epochs of 125 steps (~15 min per epoch on 2 shared cores)."""
+    (x_train, _), (x_test, y_test) = mnist
+    model = EGAN(paper_dcgan.generator, egan_encoder_preset("paper"), seed=0)
     model.compile()
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "egan_backup"))
     model.fit(x_train, batch_size=64, epochs=4, verbose=2, callbacks=[backup])
-    base_clean = accuracy(mnist_model_c, x_test, y_test)
-    results = {}
-    for eps in np.round(np.arange(0.0, 1.01, 0.1), 1):
-        x = x_test if eps == 0 else make_adversarial_pairs(mnist_model_c, x_test, y_test, "fgsm", eps=float(eps))[0]
-        results[eps] = accuracy(mnist_model_c, model.purify(x), y_test)
-        print(f"eps {eps:.1f}: EGAN accuracy {results[eps]:.4f}")
-    assert results[0.0] >= base_clean - 0.05
+    results = _accuracy_vs_eps(model, mnist_model_c, x_test, y_test)
+    assert results[0.0] >= accuracy(mnist_model_c, x_test, y_test) - 0.05
     assert results[0.3] >= 0.6
+
+
+@pytest.mark.slow
+def test_light_encoder_with_input_noise(paper_dcgan, mnist, mnist_model_c):
+    """Beyond the paper: random-sign input noise (input_noise=0.4) while training a light encoder, 6 epochs.
+
+    Measured 60.95% at FGSM eps 0.3 and 89.65% clean (model C alone: 97.6%).
+    """
+    (x_train, _), (x_test, y_test) = mnist
+    keras.utils.set_random_seed(0)
+    model = EGAN(paper_dcgan.generator, egan_encoder_preset("light"), input_noise=0.4, seed=0)
+    model.compile()
+    model.fit(x_train, batch_size=64, epochs=6, verbose=2)
+    results = _accuracy_vs_eps(model, mnist_model_c, x_test, y_test)
+    assert results[0.3] >= 0.55
+    assert results[0.0] >= 0.85

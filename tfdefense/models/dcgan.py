@@ -49,7 +49,8 @@ def dcgan_generator(latent_dim=30, image_shape=(28, 28, 1), base_filters=64, bn_
     x = layers.Conv2DTranspose(channels, 5, strides=2, padding="same", name="deconv_out")(x)
     crop_h, crop_w = 4 * start_h - height, 4 * start_w - width
     if crop_h or crop_w:
-        x = layers.Cropping2D(((crop_h // 2, crop_h - crop_h // 2), (crop_w // 2, crop_w - crop_w // 2)), name="crop")(x)
+        cropping = ((crop_h // 2, crop_h - crop_h // 2), (crop_w // 2, crop_w - crop_w // 2))
+        x = layers.Cropping2D(cropping, name="crop")(x)
     images = layers.Activation("sigmoid", dtype="float32", name="images")(x)
     return keras.Model(z, images, name=name)
 
