@@ -266,21 +266,25 @@ def test_gaussian_noise_sigma_and_variance(mnist_model_c, mnist_eval_batch):
     assert not np.array_equal(a, c)
 
 
-SLOW_CASES = [
-    ("cw_l2", "native", {}, 50),  # the cleverhans defaults: 5 binary steps x 1000 Adam steps
-    ("cw_l2", "cleverhans", {"binary_search_steps": 3, "max_iterations": 200, "learning_rate": 0.05}, 50),
-    ("deepfool", "art", {}, 50),
-    ("jsma", "art", {"gamma": 0.2, "seed": 0}, 50),
-    ("autoattack", "native", {"eps": 0.2, "seed": 0}, 50),
-    ("ead", "art", {"binary_search_steps": 3, "max_iterations": 50, "learning_rate": 0.1, "initial_const": 1.0}, 20),
-    ("cw_l0", "art", {"binary_search_steps": 2, "max_iterations": 20, "learning_rate": 0.1}, 10),
-    ("spsa", "native", {"eps": 0.3, "nb_iter": 50, "learning_rate": 0.05, "seed": 0}, 50),
+SLOW_CASES = [  # (name, backend, params, images, minimum success)
+    ("cw_l2", "native", {}, 50, 0.95),  # the cleverhans defaults: 5 binary steps x 1000 Adam steps
+    ("cw_l2", "cleverhans", {"binary_search_steps": 3, "max_iterations": 200, "learning_rate": 0.05,
+                             "initial_const": 1.0}, 50, 0.9),
+    ("deepfool", "art", {}, 50, 0.95),
+    ("jsma", "art", {"gamma": 0.2, "seed": 0}, 50, 0.8),
+    ("autoattack", "native", {"eps": 0.2, "seed": 0}, 50, 0.9),
+    ("ead", "art", {"binary_search_steps": 3, "max_iterations": 50, "learning_rate": 0.1, "initial_const": 1.0},
+     20, 0.9),
+    # ART's C&W-L0 reruns its L2 attack per pixel-fixing round: ~45 s per image here
+    ("cw_l0", "art", {"binary_search_steps": 2, "max_iterations": 20, "learning_rate": 0.1, "initial_const": 1.0},
+     5, 0.2),
+    ("spsa", "native", {"eps": 0.3, "nb_iter": 50, "learning_rate": 0.05, "seed": 0}, 50, 0.9),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,backend,params,n", SLOW_CASES, ids=[f"{c[0]}-{c[1]}" for c in SLOW_CASES])
-def test_full_strength_attacks(mnist_model_c, mnist_eval_batch, name, backend, params, n):
+@pytest.mark.parametrize("name,backend,params,n,minimum", SLOW_CASES, ids=[f"{c[0]}-{c[1]}" for c in SLOW_CASES])
+def test_full_strength_attacks(mnist_model_c, mnist_eval_batch, name, backend, params, n, minimum):
     x, y = mnist_eval_batch[0][:n], mnist_eval_batch[1][:n]
     attack = get_attack(name, backend=backend, **params)
     x_adv = attack(mnist_model_c, x, y)
@@ -288,4 +292,4 @@ def test_full_strength_attacks(mnist_model_c, mnist_eval_batch, name, backend, p
     rate = attack.last_run_info["success_rate"]
     print(f"{name} [{backend}] {params}: success {rate:.3f}, mean L2 {_l2(x, x_adv).mean():.3f}, "
           f"{attack.last_run_info['seconds']:.0f} s")
-    assert rate >= 0.5
+    assert rate >= minimum

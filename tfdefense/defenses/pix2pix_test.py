@@ -303,3 +303,29 @@ def test_mixed_bfloat16_training_has_no_nan(pairs):
     out = defense.purify(x_adv[:4])
     assert out.dtype == np.float32 and np.isfinite(out).all()
     assert defense.generator.get_layer("down0_conv").compute_dtype == "bfloat16"
+
+
+def test_fused_adam_matches_keras_adam():
+    from tfdefense.defenses import FusedAdam
+
+    rng = np.random.default_rng(0)
+    start = rng.standard_normal((6, 5)).astype(np.float32)
+    grads = [rng.standard_normal((6, 5)).astype(np.float32) for _ in range(4)]
+
+    def train(optimizer):
+        variable = keras.Variable(start.copy())
+
+        @tf.function
+        def step(grad):
+            optimizer.apply([grad], [variable])
+
+        for grad in grads:
+            step(tf.constant(grad))
+        return np.asarray(variable)
+
+    results = [train(keras.optimizers.Adam(1e-2, beta_1=0.5)), train(FusedAdam(1e-2, beta_1=0.5))]
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(results[0], start)
+    config = FusedAdam(3e-4, beta_1=0.5).get_config()
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(FusedAdam.from_config(config)))
+    assert isinstance(restored, FusedAdam) and restored.beta_1 == 0.5
