@@ -34,10 +34,13 @@ gradients). Usage:
 import argparse
 import json
 import os
+import pathlib
 import statistics
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a checkout
 
 CONFIGS = {
     "32": dict(size=32, channels=3, batch=64, generator="small_32", discriminator="small_32"),

@@ -38,7 +38,9 @@ import numpy as np
 import keras
 
 from tfdefense._validation import check_images, check_labels, check_number, invalid_value
-from tfdefense.defenses.apegan import (
+from tfdefense.defenses._gan import (
+    GANModelMixin,
+    dataset_fit_defaults,
     check_image_array,
     check_model,
     check_symbolic_images,
@@ -79,7 +81,9 @@ def _unpack(data):
 
 
 @keras.saving.register_keras_serializable(package="tfdefense")
-class AdvGAN(keras.Model):
+class AdvGAN(GANModelMixin, keras.Model):
+    nested_models = ("generator", "classifier")
+
     """Perturbation generator G trained against classifier D, optionally alternating with D.
 
     Args:
@@ -181,15 +185,6 @@ class AdvGAN(keras.Model):
             auto_scale_loss,
             kwargs,
         )
-
-    def get_compile_config(self):
-        if self.g_optimizer is None:
-            return None
-        serialize = keras.saving.serialize_keras_object
-        return {"g_optimizer": serialize(self.g_optimizer), "d_optimizer": serialize(self.d_optimizer)}
-
-    def compile_from_config(self, config):
-        self.compile(**{k: keras.saving.deserialize_keras_object(v) for k, v in config.items()})
 
     @property
     def metrics(self):
@@ -299,40 +294,26 @@ class AdvGAN(keras.Model):
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit` on `(x, y)` labelled images (arrays or a dataset); `y=None` uses predictions."""
-        import tensorflow as tf
-
-        if self.g_optimizer is None:
-            raise RuntimeError("Call compile() before fit() (it sets g_optimizer and d_optimizer).")
+        self.require_compiled()
         x, y = self._check_fit_data(x, y)
         validation = kwargs.get("validation_data")
         if isinstance(validation, (tuple, list)):
             labels = validation[1] if len(validation) > 1 else None
             kwargs["validation_data"] = self._check_fit_data(validation[0], labels, "validation_data")
-        if isinstance(x, tf.data.Dataset) and not args:
-            kwargs.setdefault("shuffle", False)  # a dataset shuffles itself
-        return super().fit(x, y, *args, **kwargs)
+        return super().fit(x, y, *args, **dataset_fit_defaults(x, args, kwargs))
 
     # ------------------------------------------------------------------ config
 
     def get_config(self):
         config = super().get_config()
-        serialize = keras.saving.serialize_keras_object
         config.update(
             {
-                "generator": serialize(self.generator),
-                "classifier": serialize(self.classifier),
+                **self.nested_model_config(),
                 **self._initial_weights,
                 "train_classifier": self.train_classifier,
             }
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("generator", "classifier"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
 
 
 def advgan_perturb(generator, x, eps, batch_size=256):

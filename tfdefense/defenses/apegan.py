@@ -35,11 +35,21 @@ APE-GAN is differentiable end to end, so an attacker who differentiates through
 The generator is built for one image size and channel count.
 """
 
-import numpy as np
-
 import keras
 
-from tfdefense._validation import check_images, check_number, invalid_value
+from tfdefense._validation import check_number, invalid_value
+from tfdefense.defenses._gan import (  # noqa: F401  (re-exported for older imports)
+    GANModelMixin,
+    batched_call,
+    bce_from_logits,
+    check_image_array,
+    check_model,
+    check_symbolic_images,
+    compile_optimizers,
+    prepare_paired_fit,
+    static_image_shape,
+    unpack_images,
+)
 
 METRIC_NAMES = ("d_loss", "g_mse", "g_adv", "g_total")
 LOSS_WEIGHTS = ("mse_weight", "adv_weight")
@@ -50,127 +60,11 @@ def default_optimizer(learning_rate=2e-4):
     return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.5)
 
 
-# --------------------------------------------------------------------- helpers
-# (shared by the APE-GAN, EGAN and AdvGAN modules)
-
-
-def static_image_shape(model, argument):
-    """(H, W, C) of a built keras.Model taking one batch of fixed-size images."""
-    shape = getattr(model, "input_shape", None)
-    if isinstance(shape, list):
-        shape = shape[0] if len(shape) == 1 else None
-    if shape is None or len(shape) != 4 or any(s is None for s in shape[1:]):
-        raise invalid_value(argument, "a built keras.Model taking (N, H, W, C) images of a fixed size", shape)
-    return tuple(int(s) for s in shape[1:])
-
-
-def check_model(argument, model, allow_none=False):
-    if model is None and allow_none:
-        return model
-    if not isinstance(model, keras.Model):
-        raise invalid_value(argument, "a keras.Model" + (" or None" if allow_none else ""), model)
-    return model
-
-
-def check_symbolic_images(inputs, image_shape, argument="x"):
-    """Checks the static shape of a (possibly symbolic) image batch."""
-    shape = tuple(inputs.shape)
-    if len(shape) != 4 or any(s is not None and s != e for s, e in zip(shape[1:], image_shape)):
-        raise invalid_value(
-            argument,
-            f"a batch of images of shape (N, {', '.join(map(str, image_shape))})"
-            + (f" ({image_shape[-1]} channel(s))" if len(shape) == 4 and shape[-1] != image_shape[-1] else ""),
-            f"shape {shape}",
-        )
-
-
-def check_image_array(x, image_shape, argument="x"):
-    """Checks a numpy batch: [0, 1], finite, float, shape (N, *image_shape)."""
-    x = check_images(x, argument, allow_tensor=False)
-    if tuple(x.shape[1:]) != tuple(image_shape):
-        raise invalid_value(
-            argument,
-            f"images of shape {tuple(image_shape)} ({image_shape[-1]} channel(s))",
-            f"array of shape {tuple(x.shape)}",
-        )
-    return x
-
-
-def unpack_images(data, names=("x_adv", "x_clean")):
-    """(x_adv, x_clean) (or more) from a batch `(a, b)`, `(a, b, y)` or a dict."""
-    if isinstance(data, dict):
-        return tuple(data.get(k) for k in names)
-    data = tuple(data) if isinstance(data, (list, tuple)) else (data,)
-    if len(data) == 1 and isinstance(data[0], (list, tuple)):
-        data = tuple(data[0])
-    data = tuple(d for d in data if d is not None)
-    if len(data) < len(names) or len(data) > len(names) + 1:
-        raise invalid_value(
-            "data", f"batches of ({', '.join(names)}) or ({', '.join(names)}, y)", f"a batch of {len(data)} element(s)"
-        )
-    return data[: len(names)]
-
-
-def compile_optimizers(model, named, auto_scale_loss=True, kwargs=None):
-    """Shared `compile` logic: rejects `optimizer=`/`loss=`, wraps for mixed_float16, builds.
-
-    `named` maps attribute names ("g_optimizer") to (optimizer or None,
-    variables, default factory). Returns the optimizers in order.
-    """
-    kwargs = dict(kwargs or {})
-    for argument in ("optimizer", "loss"):
-        if kwargs.get(argument) is not None:
-            names = " and ".join(f"{n}=" for n in named)
-            raise invalid_value(argument, f"None (use {names}; the losses are built in)", kwargs[argument])
-        kwargs.pop(argument, None)
-    optimizers = []
-    for attribute, (optimizer, _, factory) in named.items():
-        optimizer = keras.optimizers.get(optimizer) if optimizer is not None else factory()
-        if any(optimizer is other for other in optimizers):
-            raise invalid_value(attribute, "an optimizer object of its own (not shared)", optimizer)
-        if auto_scale_loss and model.dtype_policy.name == "mixed_float16":
-            if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        optimizers.append(optimizer)
-    keras.Model.compile(model, optimizer=optimizers[0], auto_scale_loss=False, **kwargs)
-    for (attribute, (_, variables, _)), optimizer in zip(named.items(), optimizers):
-        setattr(model, attribute, optimizer)
-        # Built now (inside the caller's strategy scope) so that checkpoints
-        # restored at the start of fit (BackupAndRestore) find their slots.
-        if not optimizer.built:
-            optimizer.build(variables)
-    return optimizers
-
-
-def batched_call(fn, x, batch_size, cache_owner, cache_name="_purify_function"):
-    """Runs a cached tf.function over numpy batches; returns float32 numpy."""
-    import tensorflow as tf
-
-    check_number("batch_size", batch_size, minimum=1, integer=True)
-    function = getattr(cache_owner, cache_name, None)
-    if function is None:
-        function = tf.function(fn, reduce_retracing=True, autograph=False)
-        setattr(cache_owner, cache_name, function)
-    outputs = [np.asarray(function(tf.constant(x[i : i + batch_size]))) for i in range(0, len(x), batch_size)]
-    if not outputs:
-        return np.zeros_like(x)
-    return np.concatenate(outputs).astype(np.float32, copy=False)
-
-
-def bce_from_logits(logits, target):
-    """Per-example binary cross-entropy of sigmoid(logits) against a 0/1 target."""
-    import tensorflow as tf
-
-    logits = tf.reshape(tf.cast(logits, tf.float32), [tf.shape(logits)[0], -1])
-    labels = tf.ones_like(logits) if target else tf.zeros_like(logits)
-    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), axis=1)
-
-
 # --------------------------------------------------------------------- model
 
 
 @keras.saving.register_keras_serializable(package="tfdefense")
-class APEGAN(keras.Model):
+class APEGAN(GANModelMixin, keras.Model):
     """APE-GAN purifier trained with `fit` on `(x_adv, x_clean[, y])` batches.
 
     Args:
@@ -269,15 +163,6 @@ class APEGAN(keras.Model):
             kwargs,
         )
 
-    def get_compile_config(self):
-        if self.g_optimizer is None:
-            return None
-        serialize = keras.saving.serialize_keras_object
-        return {"g_optimizer": serialize(self.g_optimizer), "d_optimizer": serialize(self.d_optimizer)}
-
-    def compile_from_config(self, config):
-        self.compile(**{k: keras.saving.deserialize_keras_object(v) for k, v in config.items()})
-
     @property
     def metrics(self):
         return [self.d_loss_tracker, self.g_mse_tracker, self.g_adv_tracker, self.g_total_tracker]
@@ -329,73 +214,19 @@ class APEGAN(keras.Model):
         losses["d_loss"] = self._discriminator_loss(x_clean, fake, training=False)
         return self._update_metrics(losses)
 
-    def _check_fit_data(self, x, y, argument="x"):
-        import tensorflow as tf
-
-        if isinstance(x, tf.data.Dataset):
-            spec = x.element_spec
-            specs = spec if isinstance(spec, (tuple, list)) else (spec,)
-            if len(specs) not in (2, 3):
-                raise invalid_value(argument, "a dataset of (x_adv, x_clean) or (x_adv, x_clean, y) batches", spec)
-            for image_spec in specs[:2]:
-                shape = tuple(image_spec.shape)
-                if len(shape) != 4 or any(s is not None and s != e for s, e in zip(shape[1:], self.image_shape)):
-                    raise invalid_value(
-                        argument,
-                        f"(x_adv, x_clean) batches of shape (N, {', '.join(map(str, self.image_shape))})",
-                        spec,
-                    )
-            return x, y
-        if x is None or isinstance(x, (str, dict)) or not hasattr(x, "shape"):
-            return x, y
-        x = check_image_array(x, self.image_shape, "x")
-        if y is None:
-            raise invalid_value("y", "the clean images paired with x (x_adv)", y)
-        y = check_image_array(y, self.image_shape, "y")
-        if len(y) != len(x):
-            raise invalid_value("y", f"{len(x)} clean images (one per x_adv)", f"array of shape {tuple(y.shape)}")
-        return x, y
-
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit` on paired data: `fit(x_adv, x_clean, ...)` (arrays, checked)
         or a `tf.data.Dataset` of `(x_adv, x_clean[, y])` batches
         (`tfdefense.data.make_paired_pipeline`)."""
-        import tensorflow as tf
-
-        if self.g_optimizer is None:
-            raise RuntimeError("Call compile() before fit() (it sets g_optimizer and d_optimizer).")
-        x, y = self._check_fit_data(x, y)
-        validation = kwargs.get("validation_data")
-        if validation is not None and not hasattr(validation, "element_spec"):
-            if not isinstance(validation, (tuple, list)) or len(validation) not in (2, 3):
-                raise invalid_value(
-                    "validation_data", "(x_adv, x_clean) arrays or a dataset", type(validation).__name__
-                )
-            kwargs["validation_data"] = self._check_fit_data(validation[0], validation[1], "validation_data")
-        elif validation is not None:
-            self._check_fit_data(validation, None, "validation_data")
-        if isinstance(x, tf.data.Dataset) and not args:
-            kwargs.setdefault("shuffle", False)  # a dataset shuffles itself
+        self.require_compiled()
+        x, y, kwargs = prepare_paired_fit(self.image_shape, x, y, args, kwargs)
         return super().fit(x, y, *args, **kwargs)
 
     # ------------------------------------------------------------------ config
 
     def get_config(self):
         config = super().get_config()
-        serialize = keras.saving.serialize_keras_object
         config.update(
-            {
-                "generator": serialize(self.generator),
-                "discriminator": serialize(self.discriminator),
-                **self._initial_weights,
-                "generator_steps": self.generator_steps,
-            }
+            {**self.nested_model_config(), **self._initial_weights, "generator_steps": self.generator_steps}
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("generator", "discriminator"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)

@@ -43,7 +43,9 @@ import random
 import keras
 
 from tfdefense._validation import check_number, invalid_value
-from tfdefense.defenses.apegan import (
+from tfdefense.defenses._gan import (
+    GANModelMixin,
+    dataset_fit_defaults,
     batched_call,
     bce_from_logits,
     check_image_array,
@@ -141,8 +143,6 @@ def _check_image_fit_data(model, x, argument="x"):
 
 def _prepare_image_fit(model, x, args, kwargs):
     """Checks `x` and `validation_data` (images or image datasets); returns x, edits kwargs."""
-    import tensorflow as tf
-
     validation = kwargs.get("validation_data")
     if validation is not None:
         if isinstance(validation, (tuple, list)):
@@ -150,13 +150,12 @@ def _prepare_image_fit(model, x, args, kwargs):
         else:
             validation = _check_image_fit_data(model, validation, "validation_data")
             kwargs["validation_data"] = validation if hasattr(validation, "element_spec") else (validation,)
-    if isinstance(x, tf.data.Dataset) and not args:
-        kwargs.setdefault("shuffle", False)  # a dataset shuffles itself
+    dataset_fit_defaults(x, args, kwargs)
     return _check_image_fit_data(model, x)
 
 
 @keras.saving.register_keras_serializable(package="tfdefense")
-class DCGAN(keras.Model):
+class DCGAN(GANModelMixin, keras.Model):
     """A DCGAN trained with `fit` on clean images (labels, if given, are ignored).
 
     Args:
@@ -225,15 +224,6 @@ class DCGAN(keras.Model):
             kwargs,
         )
 
-    def get_compile_config(self):
-        if self.g_optimizer is None:
-            return None
-        serialize = keras.saving.serialize_keras_object
-        return {"g_optimizer": serialize(self.g_optimizer), "d_optimizer": serialize(self.d_optimizer)}
-
-    def compile_from_config(self, config):
-        self.compile(**{k: keras.saving.deserialize_keras_object(v) for k, v in config.items()})
-
     @property
     def metrics(self):
         return [self.d_loss_tracker, self.g_loss_tracker, self.d_real_tracker, self.d_fake_tracker]
@@ -291,33 +281,26 @@ class DCGAN(keras.Model):
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit` on clean images (`fit(x_train, ...)` or an image dataset); `y` is ignored."""
-        if self.g_optimizer is None:
-            raise RuntimeError("Call compile() before fit() (it sets g_optimizer and d_optimizer).")
+        self.require_compiled()
         x = _prepare_image_fit(self, x, args, kwargs)
         return super().fit(x, y, *args, **kwargs)
 
     def get_config(self):
         config = super().get_config()
-        serialize = keras.saving.serialize_keras_object
         config.update(
             {
-                "generator": serialize(self.generator),
-                "discriminator": serialize(self.discriminator),
+                **self.nested_model_config(),
                 "seed": self.seed,
             }
         )
         return config
 
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("generator", "discriminator"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
-
 
 @keras.saving.register_keras_serializable(package="tfdefense")
-class EGAN(keras.Model):
+class EGAN(GANModelMixin, keras.Model):
+    nested_models = ("generator", "encoder")
+    optimizer_names = ("e_optimizer",)
+
     """EGAN purifier `G(E(x))` with a frozen generator G and a trained encoder E.
 
     Args:
@@ -408,14 +391,6 @@ class EGAN(keras.Model):
             kwargs,
         )
 
-    def get_compile_config(self):
-        if self.e_optimizer is None:
-            return None
-        return {"e_optimizer": keras.saving.serialize_keras_object(self.e_optimizer)}
-
-    def compile_from_config(self, config):
-        self.compile(**{k: keras.saving.deserialize_keras_object(v) for k, v in config.items()})
-
     @property
     def metrics(self):
         return [self.loss_tracker, self.mse_tracker, self.latent_mse_tracker, self.real_mse_tracker]
@@ -470,8 +445,7 @@ class EGAN(keras.Model):
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit`; `x` (images or an image dataset) sets batch size and steps; `y` is ignored."""
-        if self.e_optimizer is None:
-            raise RuntimeError("Call compile() before fit() (it sets e_optimizer).")
+        self.require_compiled()
         x = _prepare_image_fit(self, x, args, kwargs)
         return super().fit(x, y, *args, **kwargs)
 
@@ -479,21 +453,12 @@ class EGAN(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        serialize = keras.saving.serialize_keras_object
         config.update(
             {
-                "generator": serialize(self.generator),
-                "encoder": serialize(self.encoder),
+                **self.nested_model_config(),
                 **self._initial_weights,
                 "input_noise": self.input_noise,
                 "seed": self.seed,
             }
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("generator", "encoder"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)

@@ -38,11 +38,17 @@ differentiates through `DefendedClassifier(defense, classifier)` is the honest
 evaluation).
 """
 
-import numpy as np
-
 import keras
 
-from tfdefense._validation import check_choice, check_images, check_number, invalid_value
+from tfdefense._validation import check_choice, check_number, invalid_value
+from tfdefense.defenses._gan import (
+    GANModelMixin,
+    batched_call,
+    check_image_array,
+    compile_optimizers,
+    prepare_paired_fit,
+    static_image_shape,
+)
 
 INFERENCE_MODES = ("deterministic", "train_mode")
 CLS_LOSSES = ("cross_entropy", "kl")
@@ -96,15 +102,6 @@ def default_optimizer():
     return FusedAdam(learning_rate=2e-4, beta_1=0.5)
 
 
-def _static_image_shape(model, argument):
-    shape = getattr(model, "input_shape", None)
-    if isinstance(shape, list):
-        shape = shape[0]
-    if shape is None or len(shape) != 4 or any(s is None for s in shape[1:]):
-        raise invalid_value(argument, "a built keras.Model taking (N, H, W, C) images of a fixed size", shape)
-    return tuple(int(s) for s in shape[1:])
-
-
 def _as_tuple(data):
     """(x_adv, x_clean) or (x_adv, x_clean, y) from what keras hands train_step."""
     if isinstance(data, dict):
@@ -144,7 +141,7 @@ def _integer_state(variable):
 
 
 @keras.saving.register_keras_serializable(package="tfdefense")
-class Pix2PixDefense(keras.Model):
+class Pix2PixDefense(GANModelMixin, keras.Model):
     """A pix2pix purifier trained with `fit` on `(x_adv, x_clean[, y])` batches.
 
     Args:
@@ -186,7 +183,7 @@ class Pix2PixDefense(keras.Model):
         for argument, model in (("feature_extractor", feature_extractor), ("classifier", classifier)):
             if model is not None and not isinstance(model, keras.Model):
                 raise invalid_value(argument, "a keras.Model or None", model)
-        image_shape = _static_image_shape(generator, "generator")
+        image_shape = static_image_shape(generator, "generator")
         out_shape = tuple(generator.output_shape[1:]) if not isinstance(generator.output_shape, list) else None
         if out_shape != image_shape:
             raise invalid_value(
@@ -290,24 +287,8 @@ class Pix2PixDefense(keras.Model):
         Checks the images (values in [0, 1], shape and channels the generator
         was built for). In train_mode the result depends on `batch_size`.
         """
-        import tensorflow as tf
-
-        x = check_images(x, "x", allow_tensor=False)
-        if tuple(x.shape[1:]) != self.image_shape:
-            raise invalid_value(
-                "x",
-                f"images of shape {self.image_shape} (the generator's input)",
-                f"array of shape {tuple(x.shape)}",
-            )
-        check_number("batch_size", batch_size, minimum=1, integer=True)
-        if self._purify_function is None:
-            self._purify_function = tf.function(lambda batch: self(batch, training=False), reduce_retracing=True)
-        outputs = [
-            np.asarray(self._purify_function(tf.constant(x[i : i + batch_size]))) for i in range(0, len(x), batch_size)
-        ]
-        if not outputs:
-            return np.zeros_like(x)
-        return np.concatenate(outputs).astype(np.float32, copy=False)
+        x = check_image_array(x, self.image_shape)
+        return batched_call(lambda batch: self(batch, training=False), x, batch_size, self)
 
     # ------------------------------------------------------------------ training
 
@@ -320,39 +301,15 @@ class Pix2PixDefense(keras.Model):
         "mixed_float16" policy both optimizers are wrapped in a
         LossScaleOptimizer (not needed for "mixed_bfloat16").
         """
-        for argument in ("optimizer", "loss"):
-            if kwargs.get(argument) is not None:
-                raise invalid_value(
-                    argument, "None (use g_optimizer= and d_optimizer=; the losses are built in)", kwargs[argument]
-                )
-            kwargs.pop(argument, None)
-        g_optimizer = keras.optimizers.get(g_optimizer) if g_optimizer is not None else default_optimizer()
-        d_optimizer = keras.optimizers.get(d_optimizer) if d_optimizer is not None else default_optimizer()
-        if g_optimizer is d_optimizer:
-            raise invalid_value("d_optimizer", "an optimizer object other than g_optimizer", d_optimizer)
-        if auto_scale_loss and self.dtype_policy.name == "mixed_float16":
-            scale = keras.optimizers.LossScaleOptimizer
-            g_optimizer = g_optimizer if isinstance(g_optimizer, scale) else scale(g_optimizer)
-            d_optimizer = d_optimizer if isinstance(d_optimizer, scale) else scale(d_optimizer)
-        super().compile(optimizer=g_optimizer, auto_scale_loss=False, **kwargs)
-        self.g_optimizer = g_optimizer
-        self.d_optimizer = d_optimizer
-        # Built now (inside the caller's strategy scope) so that checkpoints
-        # restored at the start of fit (BackupAndRestore) find their slots.
-        if not g_optimizer.built:
-            g_optimizer.build(self.generator.trainable_variables)
-        if not d_optimizer.built:
-            d_optimizer.build(self.discriminator.trainable_variables)
-
-    def get_compile_config(self):
-        if self.g_optimizer is None:
-            return None
-        serialize = keras.saving.serialize_keras_object
-        return {"g_optimizer": serialize(self.g_optimizer), "d_optimizer": serialize(self.d_optimizer)}
-
-    def compile_from_config(self, config):
-        config = {k: keras.saving.deserialize_keras_object(v) for k, v in config.items()}
-        self.compile(**config)
+        compile_optimizers(
+            self,
+            {
+                "g_optimizer": (g_optimizer, self.generator.trainable_variables, default_optimizer),
+                "d_optimizer": (d_optimizer, self.discriminator.trainable_variables, default_optimizer),
+            },
+            auto_scale_loss,
+            kwargs,
+        )
 
     @property
     def metrics(self):
@@ -459,36 +416,6 @@ class Pix2PixDefense(keras.Model):
         losses, _ = self._per_example_losses(x_adv, x_clean, y, training=False)
         return self._update_metrics(losses)
 
-    def _check_fit_data(self, x, y, argument="x"):
-        import tensorflow as tf
-
-        if isinstance(x, tf.data.Dataset):
-            spec = x.element_spec
-            specs = spec if isinstance(spec, (tuple, list)) else (spec,)
-            if len(specs) not in (2, 3):
-                raise invalid_value(argument, "a dataset of (x_adv, x_clean) or (x_adv, x_clean, y) batches", spec)
-            for name, image_spec in zip(("x_adv", "x_clean"), specs[:2]):
-                shape = tuple(image_spec.shape)
-                if len(shape) != 4 or any(s is not None and s != e for s, e in zip(shape[1:], self.image_shape)):
-                    raise invalid_value(
-                        argument, f"{name} batches of shape (N, {', '.join(map(str, self.image_shape))})", spec
-                    )
-            return x, y
-        if x is None or isinstance(x, (str, dict)) or not hasattr(x, "shape"):
-            return x, y
-        x = check_images(x, "x")
-        if tuple(x.shape[1:]) != self.image_shape:
-            expected = f"adversarial images of shape (N, {', '.join(map(str, self.image_shape))})"
-            raise invalid_value("x", expected, f"array of shape {tuple(x.shape)}")
-        if y is None:
-            raise invalid_value("y", "the clean images paired with x (x_adv)", y)
-        y = check_images(y, "y")
-        if tuple(y.shape) != tuple(x.shape):
-            raise invalid_value(
-                "y", f"clean images of the shape of x {tuple(x.shape)}", f"array of shape {tuple(y.shape)}"
-            )
-        return x, y
-
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit` on `(x_adv, x_clean[, y])` data.
 
@@ -498,23 +425,8 @@ class Pix2PixDefense(keras.Model):
         build it with `tfdefense.data.make_paired_pipeline`, which checks
         values). `validation_data` takes the same forms.
         """
-        if self.g_optimizer is None:
-            raise RuntimeError("Call compile() before fit() (it sets g_optimizer and d_optimizer).")
-        import tensorflow as tf
-
-        x, y = self._check_fit_data(x, y)
-        if isinstance(x, tf.data.Dataset) and not args:
-            kwargs.setdefault("shuffle", False)  # a dataset is shuffled by its pipeline
-        validation = kwargs.get("validation_data")
-        if validation is not None and not hasattr(validation, "element_spec"):
-            if not isinstance(validation, (tuple, list)) or len(validation) not in (2, 3):
-                raise invalid_value(
-                    "validation_data", "(x_adv, x_clean) arrays or a dataset", type(validation).__name__
-                )
-            vx, vy = self._check_fit_data(validation[0], validation[1], "validation_data")
-            kwargs["validation_data"] = (vx, vy)
-        elif validation is not None:
-            self._check_fit_data(validation, None, "validation_data")
+        self.require_compiled()
+        x, y, kwargs = prepare_paired_fit(self.image_shape, x, y, args, kwargs)
         return super().fit(x, y, *args, **kwargs)
 
     # ------------------------------------------------------------------ config
