@@ -57,3 +57,48 @@ def worst_case_accuracy(model, candidates, y):
     for images in candidates:
         correct &= predict_labels(model, images) == y
     return float(np.mean(correct))
+
+
+ADAPTIVE_TABLE = "Papers' protocol vs adaptive (white-box through the defense)"
+
+
+def adaptive(run, defense, defended, classifier, x, y, attack="pgd", params=None, eot_samples=8, table=ADAPTIVE_TABLE):
+    """Adds the papers' number and the adaptive numbers of one defense side by side.
+
+    Rows (all accuracy on `x`):
+      - "<attack> on classifier": crafted on the bare classifier, evaluated
+        through the defense (the papers' protocol);
+      - "<attack> through defense": crafted on `defended`
+        (`DefendedClassifier`), with EOT over `eot_samples` passes when the
+        purifier is stochastic; BPDA comes from the defense's own forward
+        (non-differentiable transforms carry an identity backward pass);
+      - "... x2 iterations, restarts": the convergence check (iterations
+        doubled, step halved, 2 random restarts);
+      - "worst case": per example, wrong under any of the above.
+    Returns the worst-case accuracy.
+    """
+    from tfdefense.attacks import get_attack
+
+    params = dict(params or {})
+    stochastic = bool(getattr(defended, "stochastic", False))
+    through = dict(params, eot_samples=eot_samples) if stochastic else dict(params)
+    stronger = dict(through)
+    if "nb_iter" in params:
+        stronger["nb_iter"] = 2 * params["nb_iter"]
+        if "eps_iter" in params:
+            stronger["eps_iter"] = params["eps_iter"] / 2
+    if params.get("rand_init", attack == "pgd"):
+        stronger["nb_restarts"] = 2
+    candidates = [get_attack(attack, **params)(classifier, x, y)]
+    labels = [(f"{attack} on classifier (papers' protocol)", params, "whole_test_set")]
+    for label, config in ((f"{attack} through defense", through), (f"{attack} through defense, x2 iterations, 2 restarts", stronger)):
+        candidates.append(get_attack(attack, **config)(defended, x, y))
+        labels.append((label + (f", EOT {eot_samples}" if stochastic else ""), config, "adaptive"))
+    for images, (label, config, protocol) in zip(candidates, labels):
+        value = float(np.mean(predict_labels(defended, images) == y))
+        run.add_row(table, protocol, defense, label, "accuracy", value, len(y), attack_config=config)
+    worst = worst_case_accuracy(defended, candidates, y)
+    run.add_row(table, "adaptive", defense, f"{attack}: worst case of all rows", "accuracy", worst, len(y), attack_config=stronger)
+    if stochastic:
+        run.note(f"{defense} is stochastic at inference: its adaptive attacks average gradients over {eot_samples} passes (EOT).")
+    return worst

@@ -131,10 +131,30 @@ def to_markdown(results, plots=()):
                 f"{_format(row['value'], row['metric'])} | {_format(row.get('paper_value'), row['metric'])} | "
                 f"{row['n']} | {row['eval_mode']} |"
             )
+    lines += _png_differences(results["rows"])
     if plots:
         lines += ["", "## Plots", ""]
         lines += [f"![{name}]({name})" for name in plots]
     return "\n".join(lines) + "\n"
+
+
+def _png_differences(rows):
+    """A table of (PNG round trip - tensor) for every row measured both ways."""
+    key = lambda row: (row["table"], row["protocol"], row["defense"], row["attack"], row["metric"])  # noqa: E731
+    tensor = {key(r): r for r in rows if r["eval_mode"] == "tensor"}
+    pairs = [(tensor[key(r)], r) for r in rows if r["eval_mode"] == "png" and key(r) in tensor]
+    pairs = [(t, p) for t, p in pairs if t["value"] is not None and p["value"] is not None]
+    if not pairs:
+        return []
+    lines = ["", "## 8-bit PNG round trip vs tensor-direct", "",
+             "| table | defense | attack | tensor | PNG | PNG - tensor |", "|---|---|---|---|---|---|"]
+    for t, p in pairs:
+        scale = 100 if t["metric"] in ("accuracy", "error_rate", "success_rate") else 1
+        lines.append(
+            f"| {t['table']} | {t['defense']} | {t['attack']} | {_format(t['value'], t['metric'])} | "
+            f"{_format(p['value'], p['metric'])} | {scale * (p['value'] - t['value']):+.1f}{' pt' if scale == 100 else ''} |"
+        )
+    return lines
 
 
 def validate_results(results):

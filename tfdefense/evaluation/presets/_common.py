@@ -1,0 +1,65 @@
+"""Pieces shared by the paper presets: data, target classifiers, cached attacks, purifiers."""
+
+import numpy as np
+
+from tfdefense.evaluation import accuracy
+
+DATASETS = {
+    "mnist": dict(classifier_input=(28, 28, 1), description="real MNIST (first 8000 of the official t10k set for training, last 2000 for testing)"),
+    "cifar10": dict(classifier_input=(32, 32, 3), description="real CIFAR-10 subset of ../shared/data (seeded train/test split)"),
+    "digits": dict(classifier_input=(28, 28, 1), description="scikit-learn's bundled real 8x8 digits resized to 28x28"),
+}
+
+
+def load_data(run, dataset, train_images=None, test_images=None):
+    """(x_train, y_train), (x_test, y_test) of `dataset`, cut to the scale's sizes; records the data."""
+    from tfdefense.data import load_dataset
+
+    kwargs = {"image_size": 28} if dataset == "digits" else {}
+    (x_train, y_train), (x_test, y_test) = load_dataset(dataset, data_dir=run.data_dir, **kwargs)
+    if train_images:
+        x_train, y_train = x_train[:train_images], y_train[:train_images]
+    if test_images:
+        x_test, y_test = x_test[:test_images], y_test[:test_images]
+    description = DATASETS.get(dataset, {}).get("description", dataset)
+    run.set_data(dataset, f"{description}: {len(x_train)} train / {len(x_test)} test images used")
+    return (x_train, y_train), (x_test, y_test)
+
+
+def target_classifier(run, name, x_train, y_train, epochs, augment=None):
+    """Trains (or reuses) classifier `name` of the model registry on the run's data; frozen."""
+    from tfdefense.models import get_classifier, train_classifier
+
+    shape = tuple(x_train.shape[1:])
+    config = {"data": run.data, "epochs": epochs, "augment": augment, "seed": run.seed, "n": len(x_train)}
+
+    def train(model):
+        train_classifier(
+            model, x_train, y_train, epochs=epochs, batch_size=run.batch_size or 64, augment=augment, seed=run.seed, verbose=0
+        )
+
+    model = run.model(name, config, lambda: get_classifier(name, input_shape=shape), train)
+    model.trainable = False
+    return model
+
+
+def attacked(run, attack, params, model, x, y):
+    """Adversarial examples of `attack` on `model`, from the run's float32 cache when they match."""
+    from tfdefense.attacks import generate, get_attack
+
+    return generate(get_attack(attack, **params), model, x, y, cache_dir=run.cache_dir / "adversarial", progress=run.progress)
+
+
+def report_clean_accuracy(run, table, models, x, y):
+    for name, model in models.items():
+        run.add_row(table, "whole_test_set", name, "clean", "accuracy", accuracy(model, x, y), len(y))
+
+
+def subset(x, y, n):
+    return (x, y) if n is None else (x[:n], y[:n])
+
+
+def paired_training_data(x_adv_sets, x_clean, include_clean=False):
+    """Stacks per-attack adversarial sets with the clean images they came from (+ identity pairs)."""
+    x_adv = list(x_adv_sets) + ([x_clean] if include_clean else [])
+    return np.concatenate(x_adv), np.concatenate([x_clean] * len(x_adv))

@@ -1,0 +1,163 @@
+"""Pix2pix-defense presets: the paper's protocols on MNIST and the CIFAR-10 subset.
+
+- Accuracy on the successful adversarial examples only (FGSM, DeepFool, JSMA,
+  C&W-L2 with random targets), for two target models per dataset, each with
+  its own purifier trained on FGSM + PGD pairs crafted on it (plus identity
+  pairs); CIFAR-10 purifiers add the classifier-consistency loss.
+- Transfer: examples crafted on one target model, purified by the purifier of
+  the other, classified by the model they were crafted on.
+- Accuracy versus training epoch; perturbation L2 vs defense (purified - clean) L2.
+- The adaptive protocol (PGD through purifier + classifier).
+"""
+
+import numpy as np
+
+from tfdefense.evaluation import l2_distances, predict_labels, protocols
+from tfdefense.evaluation.presets import _common
+from tfdefense.evaluation.runner import register_preset
+
+TABLE = "Accuracy on successful adversarial examples (pix2pix paper protocol)"
+TRANSFER = "Transfer: crafted on one target model, purifier trained for the other"
+L2_TABLE = "Perturbation L2 vs defense L2 (mean per image)"
+
+SETTINGS = {
+    "mnist": dict(
+        models=(("C", None), ("A", None)), eps=0.3, lambda_cls=0.0, unet=dict(base_filters=16, max_filters=128),
+        scales={
+            "tiny": dict(train=300, test=40, expensive=8, classifier_epochs=2, epochs=2, unet=dict(base_filters=8, max_filters=32)),
+            "quick": dict(train=4000, test=1000, expensive=200, classifier_epochs=3, epochs=4),
+            "full": dict(train=None, test=None, expensive=None, classifier_epochs=10, epochs=10),
+        },
+    ),
+    "cifar10": dict(
+        models=(("D", "flip_shift"), ("resnet20", "flip_shift")), eps=8 / 255, lambda_cls=1.0,
+        unet=dict(base_filters=32, max_filters=256),
+        scales={
+            "tiny": dict(train=300, test=40, expensive=8, classifier_epochs=2, epochs=2, unet=dict(base_filters=8, max_filters=32)),
+            "quick": dict(train=None, test=500, expensive=200, classifier_epochs=12, epochs=4),
+            "full": dict(train=None, test=None, expensive=None, classifier_epochs=40, epochs=10),
+        },
+    ),
+}
+
+
+def _test_attacks(run, settings, eps):
+    quick = run.scale != "full"
+    cw = dict(targeted=True, target="random", seed=run.seed)
+    if quick:
+        cw.update(binary_search_steps=3, max_iterations=100 if run.scale == "quick" else 10, learning_rate=0.05, initial_const=1.0)
+    attacks = {
+        "fgsm": (dict(eps=eps), None),
+        "deepfool": (dict(max_iter=50 if run.scale != "tiny" else 10), settings["expensive"]),
+        "jsma": (dict(seed=run.seed), settings["expensive"]),
+        "cw_l2 (random target)": (cw, settings["expensive"]),
+    }
+    return {k: v for k, v in attacks.items() if run.wants_attack(k.split(" ")[0])}
+
+
+def _train_purifier(run, dataset, name, classifier, x_train, y_train, settings, monitor):
+    from tfdefense.data import make_paired_pipeline
+    from tfdefense.defenses import Pix2PixDefense
+    from tfdefense.models import patchgan_discriminator, unet_generator
+    import keras
+
+    spec = SETTINGS[dataset]
+    eps = spec["eps"]
+    pgd = dict(eps=eps, eps_iter=2.5 * eps / 20, nb_iter=20, rand_init=True, seed=run.seed)
+    x_adv = [_common.attacked(run, "fgsm", {"eps": eps}, classifier, x_train, y_train),
+             _common.attacked(run, "pgd", pgd, classifier, x_train, y_train)]
+    x_pairs, x_clean = _common.paired_training_data(x_adv, x_train, include_clean=True)
+    y_pairs = np.concatenate([y_train] * 3)
+    unet = dict(spec["unet"], **settings.get("unet", {}))
+    curve = []
+
+    class EpochAccuracy(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            x_mon, y_mon = monitor
+            curve.append(float(np.mean(predict_labels(classifier, self.model.purify(x_mon)) == y_mon)))
+
+    def build():
+        shape = x_train.shape[1:]
+        defense = Pix2PixDefense(
+            unet_generator(shape, **unet), patchgan_discriminator(shape, base_filters=unet["base_filters"], n_layers=2),
+            classifier=classifier if spec["lambda_cls"] else None, lambda_l1=100.0, lambda_cls=spec["lambda_cls"],
+        )
+        defense.compile()
+        return defense
+
+    def train(defense):
+        pairs = make_paired_pipeline(x_pairs, x_clean, y_pairs, batch_size=run.batch_size or 32, seed=run.seed)
+        defense.fit(pairs, epochs=settings["epochs"], verbose=0, callbacks=[EpochAccuracy()] if monitor else [])
+
+    config = {"data": run.data, "target": name, "pgd": pgd, "unet": unet, "epochs": settings["epochs"],
+              "lambda_cls": spec["lambda_cls"], "seed": run.seed}
+    purifier = run.model(f"pix2pix_for_{name}", config, build, train)
+    return purifier, curve
+
+
+def _run(run, dataset):
+    from tfdefense.defenses import DefendedClassifier
+    from tfdefense.evaluation import plots
+
+    spec = SETTINGS[dataset]
+    settings = run.pick(spec["scales"])
+    (x_train, y_train), (x_test, y_test) = _common.load_data(run, dataset, settings["train"], settings["test"])
+    attacks = _test_attacks(run, settings, spec["eps"])
+    targets, purifiers, examples, curves = {}, {}, {}, {}
+    for name, augment in spec["models"]:
+        classifier = _common.target_classifier(run, name, x_train, y_train, settings["classifier_epochs"], augment)
+        targets[name] = classifier
+        _common.report_clean_accuracy(run, "Clean accuracy", {f"model {name}": classifier}, x_test, y_test)
+        examples[name] = {}
+        for attack, (params, n) in attacks.items():
+            x, y = _common.subset(x_test, y_test, n)
+            examples[name][attack] = (_common.attacked(run, attack.split(" ")[0], params, classifier, x, y), params, y)
+        fooled = predict_labels(classifier, examples[name]["fgsm"][0]) != y_test if "fgsm" in attacks else None
+        monitor = (examples[name]["fgsm"][0][fooled][:500], y_test[fooled][:500]) if fooled is not None else None
+        purifier, curve = _train_purifier(run, dataset, name, classifier, x_train, y_train, settings, monitor)
+        purifiers[name] = purifier
+        if curve:
+            curves[f"model {name} (FGSM)"] = (list(range(1, len(curve) + 1)), curve)
+        defended = DefendedClassifier(purifier, classifier)
+        _common.report_clean_accuracy(run, "Clean accuracy", {f"pix2pix + model {name}": defended}, x_test, y_test)
+        for attack, (x_adv, params, y) in examples[name].items():
+            protocols.successful_only(run, TABLE, classifier, {f"pix2pix + model {name}": defended}, {attack: (x_adv, params)}, y)
+            x_clean = x_test[: len(x_adv)]
+            run.add_row(L2_TABLE, "quality", f"model {name}", f"{attack}: perturbation", "l2", float(np.mean(l2_distances(x_adv, x_clean))), len(y))
+            run.add_row(L2_TABLE, "quality", f"pix2pix + model {name}", f"{attack}: purified - clean", "l2",
+                        float(np.mean(l2_distances(purifier.purify(x_adv), x_clean))), len(y))
+
+    names = [n for n, _ in spec["models"]]
+    for crafted, purified_by in ((names[0], names[1]), (names[1], names[0])):
+        for attack, (x_adv, params, y) in examples[crafted].items():
+            defended = DefendedClassifier(purifiers[purified_by], targets[crafted])
+            protocols.successful_only(
+                run, TRANSFER, targets[crafted], {f"crafted on {crafted}, purifier of {purified_by}": defended},
+                {attack: (x_adv, params)}, y,
+            )
+    if curves:
+        plots.plot_curves(run.add_plot("accuracy_vs_epoch.png"), curves, "training epoch",
+                          title=f"{dataset}: purified accuracy on successful FGSM examples")
+
+    first = names[0]
+    eps = spec["eps"]
+    nb_iter = 10 if run.scale == "tiny" else 40
+    pgd = dict(eps=eps, eps_iter=2.5 * eps / nb_iter, nb_iter=nb_iter, rand_init=True, seed=run.seed)
+    x, y = _common.subset(x_test, y_test, None if run.scale == "full" else max(settings["expensive"], 40))
+    protocols.adaptive(run, f"pix2pix + model {first}", DefendedClassifier(purifiers[first], targets[first]), targets[first], x, y, "pgd", pgd)
+    if "fgsm" in attacks:
+        x_fgsm = examples[first]["fgsm"][0]
+        plots.plot_sample_grid(run.add_plot("samples.png"), {"clean": x_test, "fgsm": x_fgsm, "purified": purifiers[first].purify(x_fgsm[:8])})
+    run.note("Successful-only protocol: accuracy on the test images the attack made the bare target model misclassify (n per row); no defense is 0% by construction.")
+
+
+@register_preset("pix2pix-mnist", "pix2pix defense on MNIST: successful-only accuracy, transfer, accuracy vs epoch, L2, adaptive",
+                 paper="pix2pix purification defense")
+def pix2pix_mnist(run):
+    _run(run, "mnist")
+
+
+@register_preset("pix2pix-cifar10", "pix2pix defense (+ consistency loss) on the CIFAR-10 subset: same tables as pix2pix-mnist",
+                 paper="pix2pix purification defense")
+def pix2pix_cifar10(run):
+    _run(run, "cifar10")
