@@ -1,0 +1,747 @@
+"""Robust purification: a purifier trained against the whole pipeline, and Madry adversarial training.
+
+The published purifiers (pix2pix, APE-GAN, EGAN) are trained on examples
+crafted against the bare classifier; an attacker who differentiates through
+`classifier(purifier(x))` defeats them (0% under adaptive PGD on MNIST at
+eps 0.3). `RobustPurifier` closes that gap the way adversarial training does
+for classifiers (Madry et al. 2018, https://arxiv.org/abs/1706.06083): at
+every step it crafts PGD examples against the *whole pipeline* with the
+classifier frozen, and trains the purifier so that the classifier is right on
+its output for both adversarial and clean inputs.
+
+Per batch `(x, y)` (averaged over the global batch under tf.distribute):
+
+    x_adv = PGD_{attack_steps}(x; maximise attack_loss of C(G(x')) over the Linf ball eps, random start)
+            (generator in inference mode, classifier frozen, no gradient to the weights)
+    loss  = lambda_adv_cls   * CE(C(G(x_adv)), y)                             adv_cls
+          + lambda_clean_cls * CE(C(G(x)), y)                                 clean_cls
+          + lambda_trades    * KL(softmax C(G(x)) || softmax C(G(x_adv)))      trades
+          + lambda_rec       * 0.5 * (mean|G(x_adv) - x| + mean|G(x) - x|)     rec (L1)
+          + lambda_gan       * BCE(D([x_adv,] G(x_adv)), 1)                    gan (needs a discriminator)
+    D:  d_loss = 0.5 * [BCE(D([x_adv,] x), 1) + BCE(D([x_adv,] G(x_adv)), 0)]
+
+`attack_loss="ce"` (default) maximises the cross-entropy to the label (Madry),
+"kl" the TRADES objective KL(C(G(x)) || C(G(x'))) (Zhang et al. 2019,
+https://arxiv.org/abs/1901.08573). A discriminator taking two inputs is used
+conditionally (pix2pix PatchGAN on `[x_adv, candidate]`), one taking a single
+input unconditionally (APE-GAN's).
+
+`residual=True` makes the purifier `clip(x + 2 * G(x) - 1, 0, 1)`: with a
+sigmoid generator whose output starts near 0.5 this starts at the identity,
+so the pipeline starts at the classifier's clean accuracy.
+
+`attack_eps`, `attack_step_size` and the lambdas live in non-trainable
+variables: callbacks `assign` them during `fit` (`EpsilonRamp` is an eps
+curriculum), the traced step reads the new values. `attack_steps` is fixed
+(it sets the traced loop length).
+
+Works with any generator `keras.Model` mapping [0, 1] images to [0, 1] images
+of the same shape (the U-Nets of `tfdefense.models.unet`, APE-GAN's
+generators, ...) and any Keras classifier returning logits. The classifier
+is never updated.
+
+`AdversarialTraining(classifier, ...)` is the classifier-side baseline at the
+same settings: Madry PGD adversarial training of the classifier itself.
+
+Limits: robustness is certified by nothing; it is what the attack suite of
+`tfdefense.evaluation.robustness` measures. Training costs about
+`attack_steps + 1` forward/backward passes per example per epoch.
+"""
+
+import numpy as np
+
+import keras
+
+from tfdefense._validation import check_choice, check_labels, check_number, invalid_value
+from tfdefense.defenses._gan import (
+    batched_call,
+    bce_from_logits,
+    check_image_array,
+    check_model,
+    check_symbolic_images,
+    compile_optimizers,
+    dataset_fit_defaults,
+    static_image_shape,
+)
+from tfdefense.defenses.pix2pix import FusedAdam
+
+ATTACK_LOSSES = ("ce", "kl")
+LOSS_WEIGHTS = ("lambda_adv_cls", "lambda_clean_cls", "lambda_trades", "lambda_rec", "lambda_gan")
+METRIC_NAMES = ("loss", "adv_cls", "clean_cls", "trades", "rec", "gan", "d_loss", "adv_acc", "clean_acc")
+
+
+def default_generator_optimizer():
+    """Adam(1e-3): the classification terms dominate; pix2pix's 2e-4 trains slower here."""
+    return FusedAdam(learning_rate=1e-3)
+
+
+def default_discriminator_optimizer():
+    return FusedAdam(learning_rate=2e-4, beta_1=0.5)
+
+
+def _split_xy(data):
+    """(x, y) from what keras hands train_step: (x, y), (x, y, sample_weight) or a dict."""
+    if isinstance(data, dict):
+        return data.get("x"), data.get("y")
+    data = tuple(data) if isinstance(data, (list, tuple)) else (data,)
+    if len(data) == 1 and isinstance(data[0], (list, tuple)):
+        data = tuple(data[0])
+    if len(data) < 2 or data[1] is None:
+        raise invalid_value("data", "batches of (images, integer labels)", f"a batch of {len(data)} element(s)")
+    return data[0], data[1]
+
+
+def _kl(logits_p, logits_q):
+    """Per-example KL(softmax p || softmax q)."""
+    import tensorflow as tf
+
+    p = tf.nn.softmax(logits_p)
+    return tf.reduce_sum(p * (tf.nn.log_softmax(logits_p) - tf.nn.log_softmax(logits_q)), -1)
+
+
+def pgd_in_graph(logits_fn, x, y, eps, step_size, steps, seed, rand_init=True, loss="ce", reference_logits=None):
+    """Linf PGD inside a traced step: `steps` sign-gradient ascent steps (a `tf.while_loop`).
+
+    Args:
+      logits_fn: images -> float32 logits (the frozen pipeline).
+      x, y: float32 images in [0, 1], int labels.
+      eps, step_size: scalars (tensors or floats).
+      steps: Python int (the loop length).
+      seed: int32[2] stateless seed for the random start.
+      loss: "ce" (cross-entropy to y) or "kl" (KL from `reference_logits`).
+    Returns the adversarial batch (stop-gradient), in the eps-ball and [0, 1].
+    """
+    import tensorflow as tf
+
+    x = tf.stop_gradient(tf.cast(x, tf.float32))
+    y = tf.reshape(tf.cast(y, tf.int64), [-1])
+    eps = tf.cast(eps, tf.float32)
+    step_size = tf.cast(step_size, tf.float32)
+    if reference_logits is not None:
+        reference_logits = tf.stop_gradient(tf.cast(reference_logits, tf.float32))
+    if rand_init:
+        if loss == "kl":  # TRADES starts close to x (0.001 * N(0, 1) in the paper)
+            noise = 0.001 * tf.random.stateless_normal(tf.shape(x), seed)
+        else:
+            noise = tf.random.stateless_uniform(tf.shape(x), seed, -1.0, 1.0) * eps
+        x_adv = tf.clip_by_value(x + noise, 0.0, 1.0)
+    else:
+        x_adv = x
+
+    def objective(z):
+        logits = tf.cast(logits_fn(z), tf.float32)
+        if loss == "kl":
+            return tf.reduce_sum(_kl(reference_logits, logits))
+        return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+
+    def body(i, z):
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            value = objective(z)
+        grad = tape.gradient(value, z)
+        z = z + step_size * tf.sign(grad)
+        z = tf.clip_by_value(tf.clip_by_value(z, x - eps, x + eps), 0.0, 1.0)
+        return i + 1, tf.stop_gradient(z)
+
+    if steps > 0:
+        _, x_adv = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), x_adv))
+    return tf.stop_gradient(x_adv)
+
+
+def _check_attack_settings(attack_eps, attack_steps, attack_step_size, attack_loss):
+    check_number("attack_eps", attack_eps, minimum=0, maximum=1)
+    check_number("attack_steps", attack_steps, minimum=0, integer=True)
+    check_number("attack_step_size", attack_step_size, minimum=0, maximum=1, allow_none=True)
+    check_choice("attack_loss", attack_loss, ATTACK_LOSSES)
+    if attack_step_size is None:
+        return 2.5 * float(attack_eps) / max(int(attack_steps), 1)
+    return float(attack_step_size)
+
+
+def _check_xy_arrays(x, y, image_shape, num_classes=None):
+    x = check_image_array(x, image_shape, "x")
+    if y is None:
+        raise invalid_value("y", "integer class labels, one per image", y)
+    y = check_labels(y, "y", num_examples=len(x), num_classes=num_classes)
+    return x, y
+
+
+def _check_dataset(dataset, image_shape, argument="x"):
+    spec = dataset.element_spec
+    specs = spec if isinstance(spec, (tuple, list)) else (spec,)
+    if len(specs) < 2:
+        raise invalid_value(argument, "a dataset of (images, labels) batches", spec)
+    shape = tuple(specs[0].shape)
+    if len(shape) != 4 or any(s is not None and s != e for s, e in zip(shape[1:], image_shape)):
+        raise invalid_value(argument, f"image batches of shape (N, {', '.join(map(str, image_shape))})", spec)
+    if not specs[1].dtype.is_integer:
+        raise invalid_value(argument, "integer labels as the second element of each batch", spec)
+
+
+class _AttackSettingsMixin:
+    """The in-graph training attack's variables, shared by both trainers."""
+
+    def _init_attack(self, attack_eps, attack_steps, attack_step_size, attack_rand_init, attack_loss, seed):
+        step = _check_attack_settings(attack_eps, attack_steps, attack_step_size, attack_loss)
+        if not isinstance(attack_rand_init, (bool, np.bool_)):
+            raise invalid_value("attack_rand_init", "True or False", attack_rand_init)
+        check_number("seed", seed, integer=True, allow_none=True)
+        self.attack_steps = int(attack_steps)
+        self.attack_rand_init = bool(attack_rand_init)
+        self.attack_loss = attack_loss
+        self.seed = seed
+        self._attack_config = {
+            "attack_eps": float(attack_eps),
+            "attack_steps": int(attack_steps),
+            "attack_step_size": None if attack_step_size is None else float(attack_step_size),
+            "attack_rand_init": bool(attack_rand_init),
+            "attack_loss": attack_loss,
+            "seed": seed,
+        }
+        self.attack_eps = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(float(attack_eps)), trainable=False, name="attack_eps"
+        )
+        self.attack_step_size = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(step), trainable=False, name="attack_step_size"
+        )
+        self.seed_generator = keras.random.SeedGenerator(seed, name="attack_seed")
+
+    def _attack_seed(self):
+        import tensorflow as tf
+
+        # SeedGenerator state advances every step (it is saved with the model).
+        raw = keras.random.randint((2,), 0, 2**30, seed=self.seed_generator, dtype="int32")
+        return tf.cast(raw, tf.int32)
+
+
+class EpsilonRamp(keras.callbacks.Callback):
+    """Curriculum on the training attack's eps: linear from `start` to the model's target eps.
+
+    At the start of epoch e (0-based, absolute) assigns eps = start + (target -
+    start) * min(1, (e + 1) / ramp_epochs) to `model.attack_eps` (so the target
+    is reached at epoch ramp_epochs - 1; ramp_epochs=1 is no ramp) and scales
+    `model.attack_step_size` with it. Works with `RobustPurifier` and
+    `AdversarialTraining`; resuming lands at the right eps (epoch-indexed).
+    """
+
+    def __init__(self, ramp_epochs, start=0.0, target=None):
+        super().__init__()
+        check_number("ramp_epochs", ramp_epochs, minimum=1, integer=True)
+        check_number("start", start, minimum=0, maximum=1)
+        check_number("target", target, minimum=0, maximum=1, allow_none=True)
+        self.ramp_epochs = int(ramp_epochs)
+        self.start = float(start)
+        self.target = target
+        self._ratio = None
+
+    def on_train_begin(self, logs=None):
+        config = self.model._attack_config
+        self.target = config["attack_eps"] if self.target is None else self.target
+        step = _check_attack_settings(
+            config["attack_eps"], config["attack_steps"], config["attack_step_size"], config["attack_loss"]
+        )
+        self._ratio = step / config["attack_eps"] if config["attack_eps"] > 0 else 0.0
+
+    def eps_at(self, epoch):
+        return self.start + (self.target - self.start) * min(1.0, (epoch + 1) / self.ramp_epochs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        eps = self.eps_at(epoch)
+        self.model.attack_eps.assign(eps)
+        self.model.attack_step_size.assign(self._ratio * eps)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["attack_eps"] = float(keras.ops.convert_to_numpy(self.model.attack_eps))
+
+
+class ComputeBudget(keras.callbacks.Callback):
+    """Stops `fit` at the end of the epoch in which the process CPU time spent in `fit` reaches `cpu_seconds`.
+
+    For comparisons "at equal training compute": train one model, read its
+    `cpu_seconds` (also logged as `cpu_seconds` in the epoch logs), give the
+    other the same budget. CPU time (all threads of this process) is steadier
+    than wall time on a shared machine. `offset` adds seconds already spent
+    (a resumed run).
+    """
+
+    def __init__(self, cpu_seconds=None, offset=0.0):
+        super().__init__()
+        check_number("cpu_seconds", cpu_seconds, minimum=0, allow_none=True)
+        check_number("offset", offset, minimum=0)
+        self.cpu_seconds = cpu_seconds
+        self.offset = float(offset)
+        self.spent = float(offset)
+
+    def on_train_begin(self, logs=None):
+        import time
+
+        self._start = time.process_time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        import time
+
+        self.spent = self.offset + time.process_time() - self._start
+        if logs is not None:
+            logs["cpu_seconds"] = self.spent
+        if self.cpu_seconds is not None and self.spent >= self.cpu_seconds:
+            self.model.stop_training = True
+
+
+@keras.saving.register_keras_serializable(package="tfdefense")
+class RobustPurifier(_AttackSettingsMixin, keras.Model):
+    """A purifier trained with PGD crafted through `classifier(purifier(x))` (classifier frozen).
+
+    Args:
+      generator: a `keras.Model` mapping [0, 1] images to [0, 1] images of the
+        same shape (e.g. `unet_generator_preset("tiny")`). Dropout in the
+        generator is active only while training.
+      classifier: the target `keras.Model` returning logits; never updated.
+      discriminator: optional `keras.Model` for the GAN term: two inputs
+        `[x_adv, candidate]` (conditional, PatchGAN) or one input.
+      attack_eps: Linf radius of the training attack (0.3 for MNIST).
+      attack_steps: PGD iterations per training step (7).
+      attack_step_size: PGD step; None = 2.5 * eps / steps (scales with eps).
+      attack_rand_init: random start in the eps-ball.
+      attack_loss: "ce" (Madry) or "kl" (TRADES objective).
+      lambda_adv_cls, lambda_clean_cls: weights of the cross-entropy of the
+        classifier on the purified adversarial / clean images (1, 1).
+      lambda_trades: weight of KL(C(G(x)) || C(G(x_adv))) (0).
+      lambda_rec: weight of the L1 reconstruction to the clean image (1).
+      lambda_gan: weight of the generator's GAN term; default 1 with a
+        discriminator, else 0.
+      residual: purifier output clip(x + 2 G(x) - 1, 0, 1) instead of G(x).
+      seed: seed of the training attack's random starts.
+    """
+
+    def __init__(
+        self,
+        generator,
+        classifier,
+        discriminator=None,
+        attack_eps=0.3,
+        attack_steps=7,
+        attack_step_size=None,
+        attack_rand_init=True,
+        attack_loss="ce",
+        lambda_adv_cls=1.0,
+        lambda_clean_cls=1.0,
+        lambda_trades=0.0,
+        lambda_rec=1.0,
+        lambda_gan=None,
+        residual=False,
+        seed=None,
+        **kwargs,
+    ):
+        kwargs.setdefault("name", "robust_purifier")
+        super().__init__(**kwargs)
+        check_model("generator", generator)
+        check_model("classifier", classifier)
+        check_model("discriminator", discriminator, allow_none=True)
+        image_shape = static_image_shape(generator, "generator")
+        out_shape = generator.output_shape
+        if isinstance(out_shape, list) or tuple(out_shape[1:]) != image_shape:
+            raise invalid_value(
+                "generator", f"a model whose output shape equals its input shape {image_shape}", out_shape
+            )
+        classifier_shape = static_image_shape(classifier, "classifier")
+        if classifier_shape != image_shape:
+            raise invalid_value(
+                "classifier", f"a model taking the generator's images of shape {image_shape}", classifier_shape
+            )
+        self._conditional = False
+        if discriminator is not None:
+            d_inputs = discriminator.input_shape
+            if isinstance(d_inputs, list) and len(d_inputs) == 2:
+                if any(tuple(s[1:]) != image_shape for s in d_inputs):
+                    raise invalid_value(
+                        "discriminator", f"a model taking [x_adv, candidate] of shape {image_shape}", d_inputs
+                    )
+                self._conditional = True
+            elif static_image_shape(discriminator, "discriminator") != image_shape:
+                raise invalid_value("discriminator", f"a model taking images of shape {image_shape}", d_inputs)
+        lambda_gan = (1.0 if discriminator is not None else 0.0) if lambda_gan is None else lambda_gan
+        weights = {
+            "lambda_adv_cls": lambda_adv_cls,
+            "lambda_clean_cls": lambda_clean_cls,
+            "lambda_trades": lambda_trades,
+            "lambda_rec": lambda_rec,
+            "lambda_gan": lambda_gan,
+        }
+        for argument, value in weights.items():
+            check_number(argument, value, minimum=0)
+        if lambda_gan > 0 and discriminator is None:
+            raise invalid_value("lambda_gan", "0 when no discriminator is given", lambda_gan)
+        if not isinstance(residual, (bool, np.bool_)):
+            raise invalid_value("residual", "True or False", residual)
+        self._init_attack(attack_eps, attack_steps, attack_step_size, attack_rand_init, attack_loss, seed)
+        self.generator = generator
+        self.classifier = classifier
+        self.discriminator = discriminator
+        self.residual = bool(residual)
+        self.image_shape = image_shape
+        self._initial_weights = {k: float(v) for k, v in weights.items()}
+        for name, value in self._initial_weights.items():
+            setattr(
+                self,
+                name,
+                self.add_weight(shape=(), initializer=keras.initializers.Constant(value), trainable=False, name=name),
+            )
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
+        self.g_optimizer = None
+        self.d_optimizer = None
+        self._purify_function = None
+        self.built = True
+
+    # ------------------------------------------------------------------ inference
+
+    @property
+    def stochastic(self):
+        """Always False: inference uses stored batch statistics and no dropout."""
+        return False
+
+    def _purify(self, inputs, training):
+        import tensorflow as tf
+
+        out = tf.cast(self.generator(inputs, training=training), tf.float32)
+        if self.residual:
+            out = tf.clip_by_value(tf.cast(inputs, tf.float32) + 2.0 * out - 1.0, 0.0, 1.0)
+        return out
+
+    def call(self, inputs, training=None):
+        check_symbolic_images(inputs, self.image_shape)
+        return self._purify(inputs, bool(training))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def purify(self, x, batch_size=256):
+        """Purifies a numpy batch of [0, 1] images (checked); returns float32 numpy."""
+        x = check_image_array(x, self.image_shape)
+        return batched_call(lambda b: self(b, training=False), x, batch_size, self)
+
+    def pipeline_logits(self, x, training=False):
+        """Logits of classifier(purifier(x)) (the classifier always in inference mode)."""
+        import tensorflow as tf
+
+        return tf.cast(self.classifier(self._purify(x, training), training=False), tf.float32)
+
+    # ------------------------------------------------------------------ training
+
+    def compile(self, g_optimizer=None, d_optimizer=None, auto_scale_loss=True, **kwargs):
+        """Sets the optimizers: generator Adam(1e-3), discriminator Adam(2e-4, beta_1=0.5) by default."""
+        named = {"g_optimizer": (g_optimizer, self.generator.trainable_variables, default_generator_optimizer)}
+        if self.discriminator is not None:
+            named["d_optimizer"] = (d_optimizer, self.discriminator.trainable_variables,
+                                    default_discriminator_optimizer)
+        elif d_optimizer is not None:
+            raise invalid_value("d_optimizer", "None when no discriminator is given", d_optimizer)
+        compile_optimizers(self, named, auto_scale_loss, kwargs)
+
+    def get_compile_config(self):
+        if self.g_optimizer is None:
+            return None
+        serialize = keras.saving.serialize_keras_object
+        config = {"g_optimizer": serialize(self.g_optimizer)}
+        if self.d_optimizer is not None:
+            config["d_optimizer"] = serialize(self.d_optimizer)
+        return config
+
+    def compile_from_config(self, config):
+        self.compile(**{k: keras.saving.deserialize_keras_object(v) for k, v in config.items()})
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def craft(self, x, y):
+        """The training attack on a batch (graph-friendly): PGD through the frozen pipeline."""
+        import tensorflow as tf
+
+        reference = None
+        if self.attack_loss == "kl":
+            reference = self.pipeline_logits(x, training=False)
+        return pgd_in_graph(
+            lambda z: self.pipeline_logits(z, training=False),
+            x, y, self.attack_eps, self.attack_step_size, self.attack_steps, self._attack_seed(),
+            rand_init=self.attack_rand_init, loss=self.attack_loss, reference_logits=reference,
+        ) if self.attack_steps > 0 else tf.cast(x, tf.float32)
+
+    def _loss_terms(self, x, x_adv, y, training):
+        import tensorflow as tf
+
+        x = tf.cast(x, tf.float32)
+        y = tf.reshape(tf.cast(y, tf.int64), [-1])
+        n = tf.shape(x)[0]
+        both = self._purify(tf.concat([x_adv, x], 0), training)  # one pass: shared batch statistics
+        logits = tf.cast(self.classifier(both, training=False), tf.float32)
+        purified_adv, purified_clean = both[:n], both[n:]
+        logits_adv, logits_clean = logits[:n], logits[n:]
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits
+        axes = [1, 2, 3]
+        losses = {
+            "adv_cls": ce(labels=y, logits=logits_adv),
+            "clean_cls": ce(labels=y, logits=logits_clean),
+            "trades": _kl(logits_clean, logits_adv),
+            "rec": 0.5 * (tf.reduce_mean(tf.abs(purified_adv - x), axes) + tf.reduce_mean(tf.abs(purified_clean - x), axes)),
+            "adv_acc": tf.cast(tf.equal(tf.argmax(logits_adv, -1), y), tf.float32),
+            "clean_acc": tf.cast(tf.equal(tf.argmax(logits_clean, -1), y), tf.float32),
+        }
+        zeros = tf.zeros_like(losses["rec"])
+        if self.discriminator is not None:
+            def disc(candidate):
+                inputs = [x_adv, candidate] if self._conditional else candidate
+                return self.discriminator(inputs, training=training)
+
+            d_fake = disc(purified_adv)
+            d_real = disc(x)
+            losses["gan"] = bce_from_logits(d_fake, True)
+            losses["d_loss"] = 0.5 * (bce_from_logits(d_real, True) + bce_from_logits(d_fake, False))
+        else:
+            losses["gan"] = losses["d_loss"] = zeros
+
+        def w(name):
+            return tf.cast(getattr(self, name), tf.float32)
+
+        losses["loss"] = (
+            w("lambda_adv_cls") * losses["adv_cls"]
+            + w("lambda_clean_cls") * losses["clean_cls"]
+            + w("lambda_trades") * losses["trades"]
+            + w("lambda_rec") * losses["rec"]
+            + w("lambda_gan") * losses["gan"]
+        )
+        return losses
+
+    def _update_metrics(self, losses):
+        import tensorflow as tf
+
+        for name, tracker in self.trackers.items():
+            tracker.update_state(tf.reduce_mean(losses[name]))
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        x, y = _split_xy(data)
+        x = tf.cast(x, tf.float32)
+        x_adv = self.craft(x, y)
+        g_vars = self.generator.trainable_variables
+        d_vars = self.discriminator.trainable_variables if self.discriminator is not None else []
+        with tf.GradientTape(persistent=True) as tape:
+            losses = self._loss_terms(x, x_adv, y, training=True)
+            g_loss = self.g_optimizer.scale_loss(tf.nn.compute_average_loss(losses["loss"]))
+            if d_vars:
+                d_loss = self.d_optimizer.scale_loss(tf.nn.compute_average_loss(losses["d_loss"]))
+        self.g_optimizer.apply(tape.gradient(g_loss, g_vars), g_vars)
+        if d_vars:
+            self.d_optimizer.apply(tape.gradient(d_loss, d_vars), d_vars)
+        del tape
+        return self._update_metrics(losses)
+
+    def test_step(self, data):
+        x, y = _split_xy(data)
+        x_adv = self.craft(x, y)
+        return self._update_metrics(self._loss_terms(x, x_adv, y, training=False))
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit` on images and integer labels: arrays `(x, y)` or a dataset of `(x, y)` batches."""
+        if self.g_optimizer is None:
+            raise RuntimeError("Call compile() before fit() (it sets g_optimizer and d_optimizer).")
+        import tensorflow as tf
+
+        if isinstance(x, tf.data.Dataset):
+            _check_dataset(x, self.image_shape)
+        else:
+            x, y = _check_xy_arrays(x, y, self.image_shape)
+        validation = kwargs.get("validation_data")
+        if validation is not None:
+            if isinstance(validation, tf.data.Dataset):
+                _check_dataset(validation, self.image_shape, "validation_data")
+            elif isinstance(validation, (tuple, list)) and len(validation) == 2:
+                kwargs["validation_data"] = _check_xy_arrays(validation[0], validation[1], self.image_shape)
+            else:
+                raise invalid_value("validation_data", "(images, labels) arrays or a dataset", type(validation).__name__)
+        kwargs = dataset_fit_defaults(x, args, kwargs)
+        return super().fit(x, y, *args, **kwargs)
+
+    # ------------------------------------------------------------------ config
+
+    def get_config(self):
+        config = super().get_config()
+        serialize = keras.saving.serialize_keras_object
+        config.update(
+            {
+                # The classifier first: a DefendedClassifier holding the same
+                # classifier then shares one model on load.
+                "classifier": serialize(self.classifier),
+                "generator": serialize(self.generator),
+                "discriminator": None if self.discriminator is None else serialize(self.discriminator),
+                **self._attack_config,
+                **self._initial_weights,
+                "residual": self.residual,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("classifier", "generator", "discriminator"):
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="tfdefense")
+class AdversarialTraining(_AttackSettingsMixin, keras.Model):
+    """Madry PGD adversarial training of a classifier (the classifier-side baseline).
+
+    `call` returns the classifier's logits; `fit((x, y))` trains the
+    classifier on `lambda_adv * CE(C(x_adv), y) + lambda_clean * CE(C(x), y)`
+    with x_adv = PGD_{attack_steps} on the current classifier (inference
+    mode, random start). Madry et al. use lambda_clean = 0 (the default).
+    Use `.classifier` afterwards as an ordinary model.
+    """
+
+    def __init__(
+        self,
+        classifier,
+        attack_eps=0.3,
+        attack_steps=7,
+        attack_step_size=None,
+        attack_rand_init=True,
+        attack_loss="ce",
+        lambda_adv=1.0,
+        lambda_clean=0.0,
+        seed=None,
+        **kwargs,
+    ):
+        kwargs.setdefault("name", "adversarial_training")
+        super().__init__(**kwargs)
+        check_model("classifier", classifier)
+        self.image_shape = static_image_shape(classifier, "classifier")
+        check_number("lambda_adv", lambda_adv, minimum=0)
+        check_number("lambda_clean", lambda_clean, minimum=0)
+        self._init_attack(attack_eps, attack_steps, attack_step_size, attack_rand_init, attack_loss, seed)
+        self.classifier = classifier
+        self._initial_weights = {"lambda_adv": float(lambda_adv), "lambda_clean": float(lambda_clean)}
+        for name, value in self._initial_weights.items():
+            setattr(
+                self,
+                name,
+                self.add_weight(shape=(), initializer=keras.initializers.Constant(value), trainable=False, name=name),
+            )
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "adv_acc", "clean_acc")}
+        self.c_optimizer = None
+        self.built = True
+
+    def call(self, inputs, training=None):
+        return self.classifier(inputs, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return self.classifier.compute_output_shape(input_shape)
+
+    def compile(self, optimizer=None, **kwargs):
+        """Adam(1e-3) by default."""
+        if kwargs.get("loss") is not None:
+            raise invalid_value("loss", "None (the loss is built in)", kwargs["loss"])
+        kwargs.pop("loss", None)
+        optimizer = keras.optimizers.get(optimizer) if optimizer is not None else FusedAdam(learning_rate=1e-3)
+        keras.Model.compile(self, optimizer=optimizer, **kwargs)
+        self.c_optimizer = optimizer
+        if not optimizer.built:
+            optimizer.build(self.classifier.trainable_variables)
+
+    def get_compile_config(self):
+        if self.c_optimizer is None:
+            return None
+        return {"optimizer": keras.saving.serialize_keras_object(self.c_optimizer)}
+
+    def compile_from_config(self, config):
+        self.compile(optimizer=keras.saving.deserialize_keras_object(config["optimizer"]))
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def _logits(self, x, training=False):
+        import tensorflow as tf
+
+        return tf.cast(self.classifier(x, training=training), tf.float32)
+
+    def craft(self, x, y):
+        reference = self._logits(x) if self.attack_loss == "kl" else None
+        return pgd_in_graph(
+            self._logits, x, y, self.attack_eps, self.attack_step_size, self.attack_steps, self._attack_seed(),
+            rand_init=self.attack_rand_init, loss=self.attack_loss, reference_logits=reference,
+        )
+
+    def _loss_terms(self, x, x_adv, y, training):
+        import tensorflow as tf
+
+        y = tf.reshape(tf.cast(y, tf.int64), [-1])
+        n = tf.shape(x)[0]
+        logits = self._logits(tf.concat([x_adv, tf.cast(x, tf.float32)], 0), training=training)
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits
+        adv, clean = logits[:n], logits[n:]
+        loss = tf.cast(self.lambda_adv, tf.float32) * ce(labels=y, logits=adv) + tf.cast(
+            self.lambda_clean, tf.float32) * ce(labels=y, logits=clean)
+        return {
+            "loss": loss,
+            "adv_acc": tf.cast(tf.equal(tf.argmax(adv, -1), y), tf.float32),
+            "clean_acc": tf.cast(tf.equal(tf.argmax(clean, -1), y), tf.float32),
+        }
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        x, y = _split_xy(data)
+        x = tf.cast(x, tf.float32)
+        x_adv = self.craft(x, y)
+        variables = self.classifier.trainable_variables
+        with tf.GradientTape() as tape:
+            losses = self._loss_terms(x, x_adv, y, training=True)
+            loss = self.c_optimizer.scale_loss(tf.nn.compute_average_loss(losses["loss"]))
+        self.c_optimizer.apply(tape.gradient(loss, variables), variables)
+        for name, tracker in self.trackers.items():
+            tracker.update_state(tf.reduce_mean(losses[name]))
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def test_step(self, data):
+        import tensorflow as tf
+
+        x, y = _split_xy(data)
+        losses = self._loss_terms(x, self.craft(x, y), y, training=False)
+        for name, tracker in self.trackers.items():
+            tracker.update_state(tf.reduce_mean(losses[name]))
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit` on images and integer labels (arrays or a dataset of `(x, y)` batches)."""
+        if self.c_optimizer is None:
+            raise RuntimeError("Call compile() before fit().")
+        import tensorflow as tf
+
+        if isinstance(x, tf.data.Dataset):
+            _check_dataset(x, self.image_shape)
+        else:
+            x, y = _check_xy_arrays(x, y, self.image_shape)
+        kwargs = dataset_fit_defaults(x, args, kwargs)
+        return super().fit(x, y, *args, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "classifier": keras.saving.serialize_keras_object(self.classifier),
+                **self._attack_config,
+                **self._initial_weights,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
+        return cls(**config)

@@ -1,0 +1,149 @@
+"""RobustPurifier / AdversarialTraining: the mechanism at small scale, API, saving, export, errors."""
+
+import numpy as np
+import pytest
+
+import keras
+import tensorflow as tf
+
+from tfdefense.attacks import get_attack
+from tfdefense.defenses import AdversarialTraining, ComputeBudget, DefendedClassifier, EpsilonRamp, RobustPurifier
+from tfdefense.defenses.robust import pgd_in_graph
+from tfdefense.evaluation import accuracy
+from tfdefense.models.patchgan import patchgan_preset
+from tfdefense.models.unet import unet_generator, unet_generator_preset
+
+
+def _tiny_generator(seed=0):
+    keras.utils.set_random_seed(seed)
+    return unet_generator((28, 28, 1), base_filters=8, max_filters=32, depth=3, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def trained_pair(mnist, mnist_model_c):
+    """A robust purifier and a non-robust one (same U-Net, same data, same epochs, no training attack)."""
+    (x_train, y_train), _ = mnist
+    x, y = x_train[:1536], y_train[:1536]
+    classifier = mnist_model_c
+    robust = RobustPurifier(_tiny_generator(0), classifier, attack_eps=0.3, attack_steps=5, seed=0)
+    robust.compile()
+    robust.fit(x, y, batch_size=64, epochs=3, verbose=0, callbacks=[EpsilonRamp(2)])
+    plain = RobustPurifier(_tiny_generator(0), classifier, attack_steps=0, lambda_adv_cls=0.0, seed=0)
+    plain.compile()
+    plain.fit(x, y, batch_size=64, epochs=3, verbose=0)
+    return robust, plain
+
+
+def test_robust_training_beats_non_robust_purifier_under_adaptive_pgd(trained_pair, mnist_eval_batch, mnist_model_c):
+    robust, plain = trained_pair
+    x, y = mnist_eval_batch[0][:100], mnist_eval_batch[1][:100]
+    pgd = get_attack("pgd", eps=0.3, eps_iter=0.025, nb_iter=20, rand_init=True, seed=0)
+    scores = {}
+    for name, purifier in (("robust", robust), ("plain", plain)):
+        defended = DefendedClassifier(purifier, mnist_model_c)
+        scores[name] = (accuracy(defended, x, y), accuracy(defended, pgd(defended, x, y), y))
+    print("clean / adaptive PGD-20:", scores)
+    assert scores["plain"][1] <= 0.10  # the non-robust purifier falls under the adaptive attack
+    assert scores["robust"][1] >= 0.35  # the robust one keeps a large part after 3 short epochs
+    assert scores["robust"][1] - scores["plain"][1] >= 0.3
+    assert scores["robust"][0] >= 0.85
+
+
+def test_training_metrics_and_eps_ramp(trained_pair):
+    robust, _ = trained_pair
+    history = robust.history.history
+    for name in ("loss", "adv_cls", "clean_cls", "rec", "adv_acc", "clean_acc", "attack_eps"):
+        assert name in history, name
+    assert history["attack_eps"][0] == pytest.approx(0.15)  # ramped from 0 ...
+    assert history["attack_eps"][-1] == pytest.approx(0.3)  # ... to the target
+    assert float(robust.attack_step_size.numpy()) == pytest.approx(2.5 * 0.3 / 5)
+    assert history["adv_acc"][-1] > 0.3
+
+
+def test_pgd_in_graph_stays_in_the_ball_and_raises_the_loss(mnist_eval_batch, mnist_model_c):
+    x, y = mnist_eval_batch[0][:64], mnist_eval_batch[1][:64]
+    logits_fn = lambda z: mnist_model_c(z, training=False)  # noqa: E731
+    x_adv = pgd_in_graph(logits_fn, tf.constant(x), tf.constant(y), 0.3, 0.05, 10, tf.constant([1, 2])).numpy()
+    assert np.abs(x_adv - x).max() <= 0.3 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    assert accuracy(mnist_model_c, x_adv, y) < 0.2
+
+
+def test_save_load_roundtrip_defended_and_export(tmp_path, mnist_eval_batch, mnist_model_c):
+    x = mnist_eval_batch[0][:16]
+    disc = patchgan_preset("tiny")
+    purifier = RobustPurifier(unet_generator_preset("tiny", dropout=0.0), mnist_model_c, discriminator=disc,
+                              attack_steps=2, lambda_trades=0.5, attack_loss="kl", residual=True, seed=3)
+    purifier.compile()
+    history = purifier.fit(x, mnist_eval_batch[1][:16], batch_size=8, epochs=1, verbose=0)
+    assert history.history["d_loss"][0] > 0 and history.history["gan"][0] > 0
+    out = purifier.purify(x)
+    assert out.shape == x.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+    path = tmp_path / "robust.keras"
+    purifier.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, RobustPurifier) and loaded.residual and loaded.attack_loss == "kl"
+    np.testing.assert_allclose(loaded.purify(x), out, atol=1e-6)
+    assert loaded.get_config()["lambda_trades"] == 0.5 and loaded.discriminator is not None
+    defended = DefendedClassifier(loaded, loaded.classifier)
+    defended.save(tmp_path / "defended.keras")
+    again = keras.saving.load_model(tmp_path / "defended.keras")
+    np.testing.assert_allclose(np.asarray(again(x)), np.asarray(defended(x)), atol=1e-5)
+    from tfdefense.export import export_saved_model
+
+    exported = tf.saved_model.load(str(export_saved_model(loaded, tmp_path / "sm", classifier=mnist_model_c)))
+    np.testing.assert_allclose(exported.purify(tf.constant(x)).numpy(), out, atol=1e-5)
+    np.testing.assert_allclose(exported.classify(tf.constant(x)).numpy(), np.asarray(defended(x)), atol=1e-4)
+
+
+def test_adversarial_training_baseline_trains_and_roundtrips(tmp_path, mnist, mnist_model_c):
+    (x_train, y_train), _ = mnist
+    clone = keras.models.clone_model(mnist_model_c)
+    clone.set_weights(mnist_model_c.get_weights())
+    trainer = AdversarialTraining(clone, attack_eps=0.3, attack_steps=2, lambda_clean=0.5, seed=0)
+    trainer.compile()
+    budget = ComputeBudget(cpu_seconds=0.0)
+    history = trainer.fit(x_train[:256], y_train[:256], batch_size=64, epochs=5, verbose=0, callbacks=[budget])
+    assert len(history.history["loss"]) == 1  # the budget stopped it after the first epoch
+    assert history.history["cpu_seconds"][0] > 0
+    assert not np.allclose(clone.get_weights()[0], mnist_model_c.get_weights()[0])  # the classifier was trained
+    trainer.save(tmp_path / "at.keras")
+    loaded = keras.saving.load_model(tmp_path / "at.keras")
+    np.testing.assert_allclose(np.asarray(loaded(x_train[:4])), np.asarray(trainer(x_train[:4])), atol=1e-5)
+
+
+def test_invalid_arguments_name_the_argument(mnist_model_c):
+    generator = unet_generator_preset("tiny")
+    cases = [
+        (dict(attack_eps=-0.1), "attack_eps"),
+        (dict(attack_eps=2.0), "attack_eps"),
+        (dict(attack_steps=1.5), "attack_steps"),
+        (dict(attack_loss="mse"), "attack_loss"),
+        (dict(lambda_rec=-1.0), "lambda_rec"),
+        (dict(lambda_gan=1.0), "lambda_gan"),
+        (dict(residual="yes"), "residual"),
+        (dict(attack_rand_init=1), "attack_rand_init"),
+    ]
+    for kwargs, argument in cases:
+        with pytest.raises(ValueError, match=f"`{argument}`.*Received: {argument}="):
+            RobustPurifier(generator, mnist_model_c, **kwargs)
+    with pytest.raises(ValueError, match="`generator`"):
+        RobustPurifier("unet", mnist_model_c)
+    cifar_generator = unet_generator_preset("tiny", input_shape=(32, 32, 3))
+    with pytest.raises(ValueError, match="`classifier`"):
+        RobustPurifier(cifar_generator, mnist_model_c)
+    purifier = RobustPurifier(generator, mnist_model_c)
+    with pytest.raises(RuntimeError, match="compile"):
+        purifier.fit(np.zeros((4, 28, 28, 1), np.float32), np.zeros(4, np.int64))
+    purifier.compile()
+    with pytest.raises(ValueError, match="`y`"):
+        purifier.fit(np.zeros((4, 28, 28, 1), np.float32), None)
+    with pytest.raises(ValueError, match="`x`"):
+        purifier.fit(np.full((4, 28, 28, 1), 255.0, np.float32), np.zeros(4, np.int64))
+    with pytest.raises(ValueError, match="`y`"):
+        purifier.fit(np.zeros((4, 28, 28, 1), np.float32), np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match="`x`"):
+        purifier.purify(np.zeros((2, 32, 32, 1), np.float32))
+    with pytest.raises(ValueError, match="`ramp_epochs`"):
+        EpsilonRamp(0)
+    with pytest.raises(ValueError, match="`cpu_seconds`"):
+        ComputeBudget(-1)

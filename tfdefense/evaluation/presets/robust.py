@@ -1,0 +1,316 @@
+"""`robust`: a purifier trained against the whole pipeline, evaluated the way a skeptical reviewer asks.
+
+Trains the target classifier, then on the same training images:
+
+- `robust`: `RobustPurifier` (U-Net; PGD through purifier + frozen classifier
+  at every step, eps ramped up over the first epochs);
+- `madry`: Madry PGD adversarial training of the classifier itself, from the
+  same pretrained classifier, stopped at the robust purifier's training CPU
+  time (equal compute, `ComputeBudget`);
+- `pix2pix` and `apegan`: the non-robust purifiers trained the papers' way
+  (pairs crafted on the bare classifier);
+- `none`: the undefended classifier.
+
+Each is evaluated on held-out images with `tfdefense.evaluation.robustness`:
+white-box PGD with restarts, APGD-CE and APGD-T (AutoAttack; FAB-T has no
+implementation), Square (gradient-free), PGD transferred from the undefended
+classifier, FGSM, and the per-example worst case over all of them; then the
+sanity checks (iterative beats single-step, accuracy falls with eps and
+reaches ~0 at eps >= 0.5, no gradient masking, convergence). A failed check
+fails the run (`SanityCheckError`) after the report is written.
+
+Scales: `tiny` (tests: minutes), `quick` (2 CPU cores, ~15 min; weaker
+attacks than the reviewer's set, say so in the report), `full` (the
+reviewer's attack set on the whole MNIST test split, plus CIFAR-10 at eps
+8/255: hours on CPU).
+"""
+
+import json
+import time
+
+import numpy as np
+
+from tfdefense import _io
+from tfdefense.evaluation.runner import config_hash, register_preset
+
+DATASETS = {
+    "mnist": dict(eps=0.3, eps_grid=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6), classifier="C", apegan="mnist"),
+    "cifar10": dict(eps=8 / 255, eps_grid=(2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255, 0.25, 0.5),
+                    classifier="D", apegan="cifar10"),
+}
+
+SUITE_TINY = dict(pgd_iter=10, pgd_restarts=2, apgd_iter=10, n_target_classes=2, square_queries=100)
+SUITE_QUICK = dict(pgd_iter=50, pgd_restarts=3, apgd_iter=50, n_target_classes=3, square_queries=1000)
+SUITE_FULL = dict(pgd_iter=100, pgd_restarts=10, apgd_iter=100, n_target_classes=9, square_queries=5000)
+
+SCALES = {
+    "tiny": dict(
+        datasets=("mnist",), train_images=1000, test_images=40, classifier_epochs=2, robust_epochs=1,
+        unet=dict(base_filters=8, max_filters=32, depth=None), train_steps=3, eps_ramp=1, baseline_epochs=1,
+        suite=SUITE_TINY, sweep_iter=10, eps_grid={"mnist": (0.15, 0.3, 0.6)},
+    ),
+    "quick": dict(
+        datasets=("mnist",), train_images=None, test_images=100, classifier_epochs=5, robust_epochs=4,
+        unet=dict(base_filters=16, max_filters=64, depth=4), train_steps=5, eps_ramp=2, baseline_epochs=2,
+        suite=SUITE_QUICK, sweep_iter=20, eps_grid={"mnist": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)},
+    ),
+    "full": dict(
+        datasets=("mnist", "cifar10"), train_images=None, test_images=None, classifier_epochs=10, robust_epochs=30,
+        unet=dict(base_filters=32, max_filters=128, depth=4), train_steps=7, eps_ramp=3, baseline_epochs=5,
+        suite=SUITE_FULL, sweep_iter=100, eps_grid={},
+    ),
+}
+DEFENSES = ("none", "robust", "madry", "pix2pix", "apegan")
+
+
+def _train_classifier(run, name, dataset, x_train, y_train, settings):
+    from tfdefense.models import model_c, model_d, train_classifier
+
+    build = model_c if DATASETS[name]["classifier"] == "C" else model_d
+    epochs = settings["classifier_epochs"]
+
+    def train(model):
+        train_classifier(model, x_train, y_train, epochs=epochs, batch_size=128, seed=run.seed, verbose=0,
+                         augment="flip_shift" if name == "cifar10" else None)
+
+    config = {"data": dataset, "epochs": epochs, "seed": run.seed, "classifier": DATASETS[name]["classifier"]}
+    return run.model(f"{name}-classifier", config, lambda: build(input_shape=x_train.shape[1:]), train)
+
+
+def _cpu_record(run, key):
+    return run.models_dir / f"{key}.cpu.json"
+
+
+def _train_robust(run, name, dataset, classifier, x_train, y_train, settings, eps):
+    import keras
+
+    from tfdefense.defenses import ComputeBudget, EpsilonRamp, RobustPurifier
+    from tfdefense.models.unet import unet_generator
+
+    config = {"data": dataset, "classifier": DATASETS[name]["classifier"], "eps": eps, "unet": settings["unet"],
+              "steps": settings["train_steps"], "epochs": settings["robust_epochs"], "ramp": settings["eps_ramp"],
+              "seed": run.seed}
+    key = f"{name}-robust-{config_hash(config)}"
+    batch = run.batch_size or 64
+
+    def build():
+        generator = unet_generator(x_train.shape[1:], dropout=0.0, **settings["unet"])
+        model = RobustPurifier(generator, classifier, attack_eps=eps, attack_steps=settings["train_steps"],
+                               seed=run.seed)
+        model.compile()
+        return model
+
+    def train(model):
+        budget = ComputeBudget()
+        history = model.fit(
+            x_train, y_train, batch_size=batch, epochs=settings["robust_epochs"], verbose=0,
+            callbacks=[EpsilonRamp(settings["eps_ramp"]), budget,
+                       keras.callbacks.BackupAndRestore(str(run.out_dir / "backup" / key))],
+        )
+        _io.write_json(_cpu_record(run, key), {"cpu_seconds": budget.spent, "history": {
+            k: [float(v) for v in vs] for k, vs in history.history.items()}})
+
+    model = run.model(f"{name}-robust", config, build, train)
+    record = _cpu_record(run, key)
+    cpu = json.loads(record.read_text())["cpu_seconds"] if record.is_file() else None
+    return model, cpu
+
+
+def _train_madry(run, name, dataset, classifier, x_train, y_train, settings, eps, cpu_budget):
+    import keras
+
+    from tfdefense.defenses import AdversarialTraining, ComputeBudget, EpsilonRamp
+
+    config = {"data": dataset, "eps": eps, "steps": settings["train_steps"], "budget": cpu_budget,
+              "ramp": settings["eps_ramp"], "seed": run.seed}
+    key = f"{name}-madry-{config_hash(config)}"
+
+    def build():
+        clone = keras.models.clone_model(classifier)
+        clone.set_weights(classifier.get_weights())
+        clone.trainable = True
+        model = AdversarialTraining(clone, attack_eps=eps, attack_steps=settings["train_steps"], seed=run.seed)
+        model.compile()
+        return model
+
+    def train(model):
+        budget = ComputeBudget(cpu_budget)
+        epochs = settings["robust_epochs"] if cpu_budget is None else 1000
+        model.fit(x_train, y_train, batch_size=run.batch_size or 64, epochs=epochs, verbose=0,
+                  callbacks=[EpsilonRamp(settings["eps_ramp"]), budget,
+                             keras.callbacks.BackupAndRestore(str(run.out_dir / "backup" / key))])
+        _io.write_json(_cpu_record(run, key), {"cpu_seconds": budget.spent})
+
+    model = run.model(f"{name}-madry", config, build, train)
+    record = _cpu_record(run, key)
+    cpu = json.loads(record.read_text())["cpu_seconds"] if record.is_file() else None
+    return model.classifier, cpu
+
+
+def _train_baselines(run, name, dataset, classifier, x_train, y_train, settings, eps):
+    from tfdefense.attacks import generate, get_attack
+    from tfdefense.data import make_paired_pipeline
+    from tfdefense.defenses import APEGAN, Pix2PixDefense
+    from tfdefense.models.patchgan import patchgan_discriminator
+    from tfdefense.models.unet import unet_generator
+
+    out = {}
+    cache = run.cache_dir / "adversarial"
+    batch = run.batch_size or 64
+    fgsm = generate(get_attack("fgsm", eps=eps), classifier, x_train, y_train, cache_dir=cache, progress=False)
+    if run.wants_defense("pix2pix"):
+        pgd = generate(get_attack("pgd", eps=eps, eps_iter=2.5 * eps / 20, nb_iter=20, seed=run.seed), classifier,
+                       x_train, y_train, cache_dir=cache, progress=False)
+
+        def build_p2p():
+            shape = x_train.shape[1:]
+            model = Pix2PixDefense(unet_generator(shape, **settings["unet"]),
+                                   patchgan_discriminator(shape, base_filters=8, n_layers=1), lambda_l1=100.0)
+            model.compile()
+            return model
+
+        def train_p2p(model):
+            pairs = make_paired_pipeline(np.concatenate([fgsm, pgd, x_train]), np.concatenate([x_train] * 3),
+                                         batch_size=batch, seed=run.seed)
+            model.fit(pairs, epochs=settings["baseline_epochs"], verbose=0)
+
+        config = {"data": dataset, "eps": eps, "unet": settings["unet"], "epochs": settings["baseline_epochs"],
+                  "pairs": "fgsm+pgd20+identity", "seed": run.seed}
+        out["pix2pix"] = run.model(f"{name}-pix2pix", config, build_p2p, train_p2p)
+    if run.wants_defense("apegan"):
+        def build_ape():
+            model = APEGAN.from_preset(DATASETS[name]["apegan"], input_shape=x_train.shape[1:])
+            model.compile()
+            return model
+
+        def train_ape(model):
+            model.fit(make_paired_pipeline(fgsm, x_train, batch_size=batch, seed=run.seed),
+                      epochs=settings["baseline_epochs"], verbose=0)
+
+        config = {"data": dataset, "eps": eps, "epochs": settings["baseline_epochs"], "pairs": "fgsm", "seed": run.seed}
+        out["apegan"] = run.model(f"{name}-apegan", config, build_ape, train_ape)
+    return out
+
+
+def _add_rows(run, table, defense, result, eps):
+    for label in ["clean", *result.correct]:
+        if label == "clean":
+            value, protocol, config = result.clean_accuracy, "whole_test_set", {}
+        else:
+            kind = result.kinds[label]
+            value, config = result.accuracy(label), dict(result.configs[label])
+            protocol = "transfer" if kind == "transfer" else "adaptive"
+        run.add_row(table, protocol, defense, label, "accuracy", value, result.n, attack_config=config)
+    run.add_row(table, "adaptive", defense, "worst case (per example, all attacks)", "accuracy", result.worst_case,
+                result.n, attack_config={"eps": eps, "attacks": list(result.correct)})
+    for check in result.checks:
+        run.add_row("Sanity checks", "adaptive", defense, check["name"], "passed", 1.0 if check["passed"] else 0.0,
+                    result.n, attack_config={"detail": check["detail"]})
+
+
+def _evaluate_dataset(run, name, settings):
+    from tfdefense.data import load_dataset
+    from tfdefense.defenses import DefendedClassifier
+    from tfdefense.evaluation import accuracy, plots
+    from tfdefense.evaluation.robustness import evaluate_robustness, robustness_suite, sanity_checks
+
+    spec = DATASETS[name]
+    eps = spec["eps"]
+    (x_train, y_train), (x_test, y_test) = load_dataset(name, data_dir=run.data_dir)
+    if settings["train_images"]:
+        x_train, y_train = x_train[: settings["train_images"]], y_train[: settings["train_images"]]
+    if settings["test_images"]:
+        x_test, y_test = x_test[: settings["test_images"]], y_test[: settings["test_images"]]
+    dataset = f"{name}: {len(x_train)} train / {len(x_test)} test images"
+    run.log(dataset)
+
+    classifier = _train_classifier(run, name, dataset, x_train, y_train, settings)
+    classifier.trainable = False
+    run.log(f"{name} classifier clean accuracy {accuracy(classifier, x_test, y_test):.4f}")
+
+    models, train_cpu = {}, {}
+    if run.wants_defense("none"):
+        models["none"] = classifier
+    robust_cpu = None
+    if run.wants_defense("robust") or run.wants_defense("madry"):
+        robust, robust_cpu = _train_robust(run, name, dataset, classifier, x_train, y_train, settings, eps)
+        train_cpu["robust"] = robust_cpu
+        if run.wants_defense("robust"):
+            models["robust"] = DefendedClassifier(robust, classifier)
+    if run.wants_defense("madry"):
+        madry, train_cpu["madry"] = _train_madry(run, name, dataset, classifier, x_train, y_train, settings, eps,
+                                                 robust_cpu)
+        models["madry"] = madry
+    for defense, purifier in _train_baselines(run, name, dataset, classifier, x_train, y_train, settings, eps).items():
+        models[defense] = DefendedClassifier(purifier, classifier)
+    for defense, cpu in train_cpu.items():
+        if cpu is not None:
+            run.add_row(f"{name}: training compute", "timing", defense, "training", "cpu_seconds", cpu, len(x_train))
+
+    suite = robustness_suite(eps, seed=run.seed, **settings["suite"])
+    suite = [s for s in suite if run.wants_attack(s.label) or run.wants_attack(s.attack)]
+    table = f"{name} eps {eps:.4g}: accuracy under each attack and per-example worst case"
+    grid = settings["eps_grid"].get(name, spec["eps_grid"])
+    curves, failures = {}, []
+    for defense, model in models.items():
+        start = time.perf_counter()
+        run.log(f"{name} / {defense}: attack suite on {len(x_test)} images")
+        result = evaluate_robustness(model, x_test, y_test, suite, source=classifier,
+                                     log=lambda m, d=defense: run.log(f"  {d}: {m}"))
+        sanity_checks(model, x_test, y_test, result, eps, eps_grid=grid, sweep_iter=settings["sweep_iter"],
+                      seed=run.seed, log=lambda m, d=defense: run.log(f"  {d}: {m}"))
+        _add_rows(run, table, defense, result, eps)
+        run.add_row(f"{name}: evaluation time", "timing", defense, "attack suite + checks", "seconds",
+                    time.perf_counter() - start, len(x_test))
+        sweep = result.extra["sweep"]
+        curves[defense] = (sorted(sweep), [sweep[e] for e in sorted(sweep)])
+        failures += [dict(f, model=f"{name}/{defense}") for f in result.failures]
+        run.log(f"{name} / {defense}: clean {result.clean_accuracy:.4f}, worst case {result.worst_case:.4f}")
+    if curves:
+        plots.plot_curves(run.add_plot(f"{name}_accuracy_vs_eps.png"), curves, "PGD eps (Linf)",
+                          title=f"{name}: accuracy vs eps (white-box, whole pipeline)")
+    if "robust" in models and hasattr(models["robust"].purifier, "purify"):
+        from tfdefense.attacks import get_attack
+
+        params = dict(suite[1].params) if len(suite) > 1 else dict(eps=eps)
+        x_adv = get_attack("pgd", **params)(models["robust"], x_test[:8], y_test[:8])
+        plots.plot_sample_grid(run.add_plot(f"{name}_robust_samples.png"), {
+            "clean": x_test[:8], "adaptive PGD": x_adv, "purified": models["robust"].purifier.purify(x_adv)})
+    return failures
+
+
+@register_preset(
+    "robust",
+    "robust purifier trained through the whole pipeline vs Madry AT, pix2pix, APE-GAN; reviewer-proof attack suite "
+    "(PGD restarts, APGD-CE/T, Square, transfer, worst case, sanity checks)",
+    paper="Madry et al. 2018 (https://arxiv.org/abs/1706.06083); Carlini et al. 2019 (https://arxiv.org/abs/1902.06705)",
+)
+def robust(run):
+    from tfdefense.evaluation import reports
+    from tfdefense.evaluation.robustness import SanityCheckError
+
+    settings = run.pick(SCALES)
+    start = time.perf_counter()
+    run.set_data(
+        ",".join(settings["datasets"]),
+        "MNIST split (8000 train / 2000 test real digits), CIFAR-10 subset at full scale; "
+        f"{settings['test_images'] or 'all'} test images evaluated per dataset",
+    )
+    run.note(
+        "Every accuracy is on the same held-out images; white-box attacks differentiate through purifier + classifier. "
+        "The worst case counts an example as robust only if it survives every attack (and is right when clean). "
+        "FAB-T (AutoAttack) is not run: no backend implements it."
+    )
+    if run.scale != "full":
+        run.note(f"Scale {run.scale!r}: attack set {settings['suite']} (the reviewer's set is the full scale's "
+                 f"{SUITE_FULL}).")
+    failures = []
+    for name in settings["datasets"]:
+        failures += _evaluate_dataset(run, name, settings)
+    if failures:
+        for f in failures:
+            run.note(f"SANITY CHECK FAILED {f['model']}: {f['name']}: {f['detail']}")
+        results = run.results(time.perf_counter() - start)
+        reports.validate_results(results)
+        reports.write_reports(run.out_dir, results, run.plots)
+        raise SanityCheckError(failures)

@@ -1,0 +1,132 @@
+"""The reviewer-proof attack suite: worst case, sanity checks firing on a gradient-masked model, preset."""
+
+import numpy as np
+import pytest
+
+import keras
+import tensorflow as tf
+
+from tfdefense.defenses import DefendedClassifier
+from tfdefense.evaluation.robustness import (
+    RobustnessResult,
+    SanityCheckError,
+    SuiteAttack,
+    evaluate_robustness,
+    robustness_suite,
+    sanity_checks,
+)
+
+SMALL = dict(pgd_iter=10, pgd_restarts=2, apgd_iter=10, n_target_classes=2, square_queries=300)
+
+
+def _quantizing_purifier(levels=8):
+    """A 'purifier' that rounds pixels to `levels` steps: no gradient (tf.round), no robustness at eps 0.3."""
+    return keras.Sequential(
+        [keras.Input((28, 28, 1)), keras.layers.Lambda(lambda z: tf.round(z * levels) / levels)], name="quantizer"
+    )
+
+
+def test_default_suite_is_the_reviewers_set():
+    suite = {s.label: s for s in robustness_suite(0.3)}
+    assert set(suite) == {"fgsm", "pgd-100x10", "apgd-ce", "apgd-t", "square-5000", "transfer-pgd"}
+    pgd = suite["pgd-100x10"]
+    assert pgd.restarts == 10 and pgd.params["nb_iter"] == 100 and pgd.params["rand_init"] and pgd.kind == "white-box"
+    assert suite["square-5000"].params["nb_queries"] >= 5000 and suite["square-5000"].kind == "gradient-free"
+    assert suite["apgd-t"].params["n_target_classes"] == 9
+    assert suite["transfer-pgd"].kind == "transfer" and suite["fgsm"].kind == "single-step"
+    for spec in suite.values():
+        spec.build()  # every entry is a valid registry attack
+
+
+def test_suite_and_attack_arguments_are_checked():
+    with pytest.raises(ValueError, match="`eps`.*Received: eps=1.5"):
+        robustness_suite(1.5)
+    with pytest.raises(ValueError, match="`pgd_restarts`"):
+        robustness_suite(0.3, pgd_restarts=0)
+    with pytest.raises(ValueError, match="`autoattack`"):
+        robustness_suite(0.3, autoattack=("fab-t",))
+    with pytest.raises(ValueError, match="`kind`"):
+        SuiteAttack("x", "pgd", {}, "black-box")
+    with pytest.raises(ValueError, match="`suite`"):
+        evaluate_robustness(lambda z: z, np.zeros((2, 28, 28, 1), np.float32), np.zeros(2, np.int64), [])
+    with pytest.raises(ValueError, match="`eps_grid`"):
+        sanity_checks(None, np.zeros((2, 28, 28, 1), np.float32), np.zeros(2, np.int64),
+                      RobustnessResult(2, np.ones(2, bool), {}, {}, {}, {}), 0.3, eps_grid=(0.1, 0.3))
+
+
+def test_worst_case_is_per_example():
+    clean = np.array([1, 1, 1, 1, 0], bool)
+    result = RobustnessResult(
+        n=5, clean=clean,
+        correct={"a": np.array([1, 0, 1, 1, 1], bool), "b": np.array([1, 1, 0, 1, 1], bool)},
+        kinds={"a": "white-box", "b": "gradient-free"}, configs={}, seconds={},
+    )
+    assert result.accuracy("a") == pytest.approx(0.8) and result.accuracy("b") == pytest.approx(0.8)
+    assert result.worst_case == pytest.approx(0.4)  # examples 0 and 3 survive both, example 4 is wrong clean
+    assert result.worst_case_of(kinds=("white-box",)) == pytest.approx(0.6)
+    result.checks = [{"name": "convergence", "passed": False, "detail": "PGD-10 0.5 vs PGD-20 0.3", "values": {}}]
+    with pytest.raises(SanityCheckError, match="convergence: PGD-10"):
+        result.raise_on_failure("m")
+
+
+def test_sanity_checks_fire_on_a_gradient_masking_purifier(mnist_eval_batch, mnist_model_c):
+    x, y = mnist_eval_batch[0][:60], mnist_eval_batch[1][:60]
+    masked = DefendedClassifier(_quantizing_purifier(), mnist_model_c)
+    suite = robustness_suite(0.3, **SMALL)
+    result = evaluate_robustness(masked, x, y, suite, source=mnist_model_c)
+    checks = {c["name"]: c for c in sanity_checks(masked, x, y, result, 0.3, eps_grid=(0.3, 0.6), sweep_iter=10)}
+    # White-box attacks see zero gradients and stay near the clean accuracy; Square and transfer do not.
+    assert result.accuracy("pgd-10x2") > 0.8
+    assert result.accuracy("square-300") < result.accuracy("pgd-10x2") - 0.3
+    assert not checks["gradient_free_not_better"]["passed"]
+    assert not checks["transfer_not_better"]["passed"]
+    assert not checks["large_eps_near_zero"]["passed"]
+    assert result.worst_case <= min(result.accuracies.values())
+    with pytest.raises(SanityCheckError, match="gradient_free_not_better"):
+        result.raise_on_failure()
+
+
+def test_sanity_checks_pass_on_an_honestly_evaluated_model(mnist_eval_batch, mnist_model_c):
+    x, y = mnist_eval_batch[0][:60], mnist_eval_batch[1][:60]
+    suite = robustness_suite(0.3, **SMALL)
+    result = evaluate_robustness(mnist_model_c, x, y, suite, source=mnist_model_c)
+    checks = sanity_checks(mnist_model_c, x, y, result, 0.3, eps_grid=(0.1, 0.3, 0.6), sweep_iter=10, strict=True)
+    assert all(c["passed"] for c in checks), checks
+    assert {c["name"] for c in checks} == {
+        "iterative_beats_single_step", "monotonic_in_eps", "large_eps_near_zero", "gradient_free_not_better",
+        "transfer_not_better", "convergence"}
+    assert result.worst_case <= 0.05  # model C is not robust at eps 0.3
+    assert "pgd-20 (convergence)" in result.correct  # the doubled PGD joins the worst case
+    sweep = result.extra["sweep"]
+    assert sweep[0.0] == pytest.approx(1.0) and sweep[0.1] > sweep[0.6]
+
+
+def test_robust_preset_is_registered_with_three_scales():
+    from tfdefense.evaluation.presets import robust
+    from tfdefense.evaluation.runner import list_presets
+
+    assert "robust" in list_presets()
+    assert set(robust.SCALES) == {"tiny", "quick", "full"}
+    full = robust.SCALES["full"]["suite"]
+    assert full["pgd_iter"] >= 100 and full["pgd_restarts"] >= 10 and full["square_queries"] >= 5000
+    assert "cifar10" in robust.SCALES["full"]["datasets"]
+
+
+@pytest.mark.slow
+def test_robust_preset_runs_at_tiny_scale(tmp_path):
+    import json
+
+    from tfdefense.evaluation.runner import run_preset
+
+    try:
+        run_preset("robust", tmp_path, scale="tiny", progress=False)
+    except SanityCheckError:  # allowed at this scale: the report is written before the run fails
+        pass
+    results = json.loads((tmp_path / "results.json").read_text())
+    rows = results["rows"]
+    defenses = {r["defense"] for r in rows}
+    assert {"none", "robust", "madry", "pix2pix", "apegan"} <= defenses
+    worst = [r for r in rows if r["attack"].startswith("worst case")]
+    assert len(worst) == 5
+    assert (tmp_path / "report.md").is_file()
+    assert json.loads((tmp_path / "results.json").read_text())["preset"] == "robust"
