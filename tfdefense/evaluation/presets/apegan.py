@@ -29,7 +29,7 @@ SETTINGS = {
     "mnist": dict(
         classifier="C", augment=None, train_eps=0.3, eps_grid=(0.1, 0.2, 0.3, 0.4), pgd_eps=0.3,
         scales={
-            "tiny": dict(train=300, test=40, expensive=6, cw_l0=2, classifier_epochs=2, epochs=1, budget="tiny"),
+            "tiny": dict(train=300, test=40, expensive=4, cw_l0=1, classifier_epochs=2, epochs=1, budget="tiny"),
             "quick": dict(train=None, test=None, expensive=200, cw_l0=10, classifier_epochs=3, epochs=10, budget="quick"),
             "full": dict(train=None, test=None, expensive=None, cw_l0=100, classifier_epochs=10, epochs=15, budget="paper"),
         },
@@ -38,7 +38,7 @@ SETTINGS = {
         classifier="D", augment="flip_shift", train_eps=0.1, eps_grid=(4 / 255, 8 / 255, 12 / 255, 16 / 255),
         pgd_eps=8 / 255,
         scales={
-            "tiny": dict(train=300, test=40, expensive=6, cw_l0=2, classifier_epochs=2, epochs=1, budget="tiny"),
+            "tiny": dict(train=300, test=40, expensive=4, cw_l0=1, classifier_epochs=2, epochs=1, budget="tiny"),
             "quick": dict(train=None, test=None, expensive=200, cw_l0=10, classifier_epochs=15, epochs=10, budget="quick"),
             "full": dict(train=None, test=None, expensive=None, cw_l0=100, classifier_epochs=40, epochs=30, budget="paper"),
         },

@@ -33,7 +33,8 @@ SETTINGS = {
         models=(("D", "flip_shift"), ("resnet20", "flip_shift")), eps=8 / 255, lambda_cls=1.0,
         unet=dict(base_filters=32, max_filters=256),
         scales={
-            "tiny": dict(train=300, test=40, expensive=8, classifier_epochs=2, epochs=2, unet=dict(base_filters=8, max_filters=32)),
+            "tiny": dict(train=300, test=40, expensive=8, classifier_epochs=2, epochs=2, unet=dict(base_filters=8, max_filters=32),
+                         models=(("D", None), ("resnet8", None))),
             "quick": dict(train=None, test=500, expensive=200, classifier_epochs=12, epochs=4),
             "full": dict(train=None, test=None, expensive=None, classifier_epochs=40, epochs=10),
         },
@@ -104,7 +105,8 @@ def _run(run, dataset):
     (x_train, y_train), (x_test, y_test) = _common.load_data(run, dataset, settings["train"], settings["test"])
     attacks = _test_attacks(run, settings, spec["eps"])
     targets, purifiers, examples, curves = {}, {}, {}, {}
-    for name, augment in spec["models"]:
+    model_names = settings.get("models", spec["models"])
+    for name, augment in model_names:
         classifier = _common.target_classifier(run, name, x_train, y_train, settings["classifier_epochs"], augment)
         targets[name] = classifier
         _common.report_clean_accuracy(run, "Clean accuracy", {f"model {name}": classifier}, x_test, y_test)
@@ -127,7 +129,7 @@ def _run(run, dataset):
             run.add_row(L2_TABLE, "quality", f"pix2pix + model {name}", f"{attack}: purified - clean", "l2",
                         float(np.mean(l2_distances(purifier.purify(x_adv), x_clean))), len(y))
 
-    names = [n for n, _ in spec["models"]]
+    names = [n for n, _ in model_names]
     for crafted, purified_by in ((names[0], names[1]), (names[1], names[0])):
         for attack, (x_adv, params, y) in examples[crafted].items():
             defended = DefendedClassifier(purifiers[purified_by], targets[crafted])

@@ -148,6 +148,9 @@ def versatile(run):
     from tfdefense.evaluation import plots
 
     settings = run.pick(SCALES)
+    if settings["dataset"] == "imagenet" and not run.weights:
+        raise PresetUnavailable("the full versatile preset needs --weights (a local Inception-v3 weights file) "
+                                "and --data-dir with an ILSVRC class-folder tree")
     (x_train, y_train), (x_test, y_test) = _load(run, settings)
     classifier = _classifier(run, settings, x_train, y_train)
     eps, nb_iter = settings["eps"], settings["nb_iter"]

@@ -1,0 +1,145 @@
+"""EGAN preset (Perez-Bravo et al.): accuracy vs FGSM eps 0..1 and accuracy vs purification time.
+
+Defenses: none, APE-GAN, EGAN (DCGAN with z of 30, then an encoder inverting
+the frozen generator; purification G(E(x))), and every baseline of
+`tfdefense.defenses` that is available (input transformations, MagNet,
+Defense-GAN). FGSM is crafted on the bare classifier (the paper's protocol);
+the adaptive protocol adds PGD through each learned purifier.
+"""
+
+import time
+
+import numpy as np
+
+from tfdefense.evaluation import accuracy, protocols
+from tfdefense.evaluation.presets import _common
+from tfdefense.evaluation.runner import register_preset
+
+EPS_GRID = tuple(np.round(np.arange(0.0, 1.01, 0.1), 1))
+TABLE = "Accuracy vs FGSM eps (attacks on the classifier)"
+TIME_TABLE = "Accuracy vs purification time at FGSM eps 0.5"
+
+SCALES = {
+    "tiny": dict(train=400, test=60, classifier_epochs=2, dcgan_epochs=1, encoder_epochs=1, apegan_epochs=1,
+                 net="tiny", encoder="tiny", eps_grid=(0.0, 0.3, 0.5)),
+    "quick": dict(train=None, test=1000, classifier_epochs=3, dcgan_epochs=5, encoder_epochs=3, apegan_epochs=6,
+                  net="mnist", encoder="light", eps_grid=EPS_GRID),
+    "full": dict(train=None, test=None, classifier_epochs=10, dcgan_epochs=40, encoder_epochs=10, apegan_epochs=15,
+                 net="mnist", encoder="paper", eps_grid=EPS_GRID),
+}
+
+
+def _egan(run, settings, x_train):
+    from tfdefense.defenses import DCGAN, EGAN
+    from tfdefense.models.egan_encoder import egan_encoder_preset
+
+    dcgan_config = {"data": run.data, "net": settings["net"], "epochs": settings["dcgan_epochs"], "seed": run.seed}
+
+    def build_dcgan():
+        model = DCGAN.from_preset(settings["net"], seed=run.seed)
+        model.compile()
+        return model
+
+    dcgan = run.model("dcgan", dcgan_config, build_dcgan,
+                      lambda m: m.fit(x_train, batch_size=64, epochs=settings["dcgan_epochs"], verbose=0))
+
+    def build_egan():
+        model = EGAN(dcgan.generator, egan_encoder_preset(settings["encoder"]), seed=run.seed)
+        model.compile()
+        return model
+
+    egan_config = {"dcgan": dcgan_config, "encoder": settings["encoder"], "epochs": settings["encoder_epochs"], "seed": run.seed}
+    return run.model("egan", egan_config, build_egan,
+                     lambda m: m.fit(x_train, batch_size=64, epochs=settings["encoder_epochs"], verbose=0))
+
+
+def _apegan(run, settings, classifier, x_train, y_train):
+    from tfdefense.data import make_paired_pipeline
+    from tfdefense.defenses import APEGAN
+
+    x_adv = _common.attacked(run, "fgsm", {"eps": 0.3}, classifier, x_train, y_train)
+
+    def build():
+        model = APEGAN.from_preset(settings["net"])
+        model.compile()
+        return model
+
+    def train(model):
+        model.fit(make_paired_pipeline(x_adv, x_train, batch_size=64, seed=run.seed), epochs=settings["apegan_epochs"], verbose=0)
+
+    config = {"data": run.data, "net": settings["net"], "epochs": settings["apegan_epochs"], "seed": run.seed}
+    return run.model("apegan", config, build, train)
+
+
+def _baselines(run):
+    """The input-transformation baselines that exist in this install (deterministic ones first)."""
+    try:
+        from tfdefense.defenses import transforms
+    except ImportError:
+        run.note("input-transformation baselines not installed: skipped")
+        return {}
+    names = ("bit_depth", "median", "jpeg", "random_resize_pad", "pixel_deflection")
+    return {name: transforms.get_transform(name) for name in names if name in transforms.list_transforms() and run.wants_defense(name)}
+
+
+def _seconds_per_image(purifier, x):
+    fn = purifier.purify if hasattr(purifier, "purify") else (lambda batch: np.asarray(purifier(batch)))
+    fn(x[:32])  # warm-up (tracing)
+    start = time.perf_counter()
+    fn(x)
+    return (time.perf_counter() - start) / len(x)
+
+
+@register_preset("egan", "EGAN on MNIST: accuracy vs FGSM eps 0..1 and vs purification time, beside APE-GAN and baselines",
+                 paper="EGAN (Perez-Bravo et al.)")
+def egan(run):
+    from tfdefense.defenses import DefendedClassifier
+    from tfdefense.evaluation import plots
+
+    settings = run.pick(SCALES)
+    (x_train, y_train), (x_test, y_test) = _common.load_data(run, "mnist", settings["train"], settings["test"])
+    classifier = _common.target_classifier(run, "C", x_train, y_train, settings["classifier_epochs"])
+    purifiers = {}
+    if run.wants_defense("egan"):
+        purifiers["egan"] = _egan(run, settings, x_train)
+    if run.wants_defense("apegan"):
+        purifiers["apegan"] = _apegan(run, settings, classifier, x_train, y_train)
+    purifiers.update(_baselines(run))
+    models = {"none": classifier, **{name: DefendedClassifier(p, classifier) for name, p in purifiers.items()}}
+
+    curves = {name: ([], []) for name in models}
+    by_eps = {}
+    for eps in settings["eps_grid"]:
+        eps = float(eps)
+        x = x_test if eps == 0 else _common.attacked(run, "fgsm", {"eps": eps}, classifier, x_test, y_test)
+        by_eps[eps] = x
+        for name, model in models.items():
+            value = accuracy(model, x, y_test)
+            run.add_row(TABLE, "whole_test_set", name, f"fgsm eps {eps:.1f}", "accuracy", value, len(y_test),
+                        attack_config={"eps": eps})
+            curves[name][0].append(eps)
+            curves[name][1].append(value)
+    plots.plot_curves(run.add_plot("accuracy_vs_eps.png"), curves, "FGSM eps (Linf)", title="MNIST: accuracy vs FGSM eps")
+
+    x_half = by_eps.get(0.5)
+    if x_half is not None:
+        times, points = {}, {}
+        for name, purifier in purifiers.items():
+            seconds = _seconds_per_image(purifier, x_half)
+            times[name] = seconds
+            run.add_row(TIME_TABLE, "timing", name, "purification", "seconds_per_image", seconds, len(x_half))
+            points[name] = ([seconds * 1e3], [accuracy(models[name], x_half, y_test)])
+        if points:
+            plots.plot_curves(run.add_plot("accuracy_vs_time.png"), points, "purification time per image (ms)",
+                              title="FGSM eps 0.5: accuracy vs cost")
+
+    nb_iter = 10 if run.scale == "tiny" else 40
+    pgd = dict(eps=0.3, eps_iter=2.5 * 0.3 / nb_iter, nb_iter=nb_iter, rand_init=True, seed=run.seed)
+    x, y = _common.subset(x_test, y_test, None if run.scale == "full" else 200)
+    for name in ("egan", "apegan"):
+        if name in models:
+            protocols.adaptive(run, name, models[name], classifier, x, y, "pgd", pgd)
+    if "egan" in purifiers:
+        x_fgsm = by_eps.get(0.3, x_test)
+        plots.plot_sample_grid(run.add_plot("samples.png"), {"clean": x_test, "fgsm": x_fgsm, "G(E(x))": purifiers["egan"].purify(x_fgsm[:8])})
+    run.note("Purification time: wall seconds per image of `purify` over the test set after a warm-up call, on this machine.")
