@@ -38,11 +38,17 @@ def whole_test_set(run, table, classifiers, inputs, y, paper=None, protocol="who
                 )
 
 
-def successful_only(run, table, classifier, classifiers, inputs, y, paper=None):
-    """Accuracy on the adversarial examples that fool the bare `classifier` (pix2pix paper protocol)."""
+def successful_only(run, table, classifier, classifiers, inputs, y, paper=None, x_clean=None):
+    """Accuracy on the adversarial examples that fool the bare `classifier` (pix2pix paper protocol).
+
+    With `x_clean` (the clean images the examples were made from) only images
+    the classifier gets right when clean count: the attack flipped them.
+    """
     paper = paper or {}
     for attack, (images, config) in inputs.items():
         fooled = predict_labels(classifier, images) != y
+        if x_clean is not None:
+            fooled &= predict_labels(classifier, x_clean[: len(y)]) == y
         for defense, model in classifiers.items():
             value = float(np.mean(predict_labels(model, images[fooled]) == y[fooled])) if fooled.any() else None
             run.add_row(

@@ -114,7 +114,9 @@ def _run(run, dataset):
         for attack, (params, n) in attacks.items():
             x, y = _common.subset(x_test, y_test, n)
             examples[name][attack] = (_common.attacked(run, attack.split(" ")[0], params, classifier, x, y), params, y)
-        fooled = predict_labels(classifier, examples[name]["fgsm"][0]) != y_test if "fgsm" in attacks else None
+        fooled = None
+        if "fgsm" in attacks:
+            fooled = (predict_labels(classifier, examples[name]["fgsm"][0]) != y_test) & (predict_labels(classifier, x_test) == y_test)
         monitor = (examples[name]["fgsm"][0][fooled][:500], y_test[fooled][:500]) if fooled is not None else None
         purifier, curve = _train_purifier(run, dataset, name, classifier, x_train, y_train, settings, monitor)
         purifiers[name] = purifier
@@ -123,7 +125,8 @@ def _run(run, dataset):
         defended = DefendedClassifier(purifier, classifier)
         _common.report_clean_accuracy(run, "Clean accuracy", {f"pix2pix + model {name}": defended}, x_test, y_test)
         for attack, (x_adv, params, y) in examples[name].items():
-            protocols.successful_only(run, TABLE, classifier, {f"pix2pix + model {name}": defended}, {attack: (x_adv, params)}, y)
+            protocols.successful_only(run, TABLE, classifier, {f"pix2pix + model {name}": defended}, {attack: (x_adv, params)}, y,
+                                      x_clean=x_test)
             x_clean = x_test[: len(x_adv)]
             run.add_row(L2_TABLE, "quality", f"model {name}", f"{attack}: perturbation", "l2", float(np.mean(l2_distances(x_adv, x_clean))), len(y))
             run.add_row(L2_TABLE, "quality", f"pix2pix + model {name}", f"{attack}: purified - clean", "l2",
@@ -135,7 +138,7 @@ def _run(run, dataset):
             defended = DefendedClassifier(purifiers[purified_by], targets[crafted])
             protocols.successful_only(
                 run, TRANSFER, targets[crafted], {f"crafted on {crafted}, purifier of {purified_by}": defended},
-                {attack: (x_adv, params)}, y,
+                {attack: (x_adv, params)}, y, x_clean=x_test,
             )
     if curves:
         plots.plot_curves(run.add_plot("accuracy_vs_epoch.png"), curves, "training epoch",

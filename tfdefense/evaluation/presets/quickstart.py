@@ -92,7 +92,7 @@ def quickstart(run):
     inputs = {"clean": (x_test, {}), **test_adv}
     models = {"none": classifier, "pix2pix": defended}
     protocols.whole_test_set(run, "Accuracy, attacks on the bare classifier", models, inputs, y_test)
-    protocols.successful_only(run, "Accuracy on successful adversarial examples", classifier, models, test_adv, y_test)
+    protocols.successful_only(run, "Accuracy on successful adversarial examples", classifier, models, test_adv, y_test, x_clean=x_test)
 
     # Adaptive: the attacker differentiates through purifier + classifier.
     adaptive_curves = {}
