@@ -15,9 +15,12 @@ TensorFlow thread pools (default: TensorFlow's choice).
 
 import argparse
 import os
+import pathlib
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a checkout
 
 
 def _build(args):
