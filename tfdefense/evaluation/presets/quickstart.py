@@ -66,8 +66,9 @@ def quickstart(run):
     }
     if not train_adv:
         raise ValueError("quickstart needs at least one of the attacks fgsm, pgd (see --attacks)")
-    x_adv_train = np.concatenate(list(train_adv.values()))
-    x_clean_train = np.concatenate([x_train] * len(train_adv))
+    # Identity pairs (clean -> clean) teach the purifier to leave clean digits alone.
+    x_adv_train = np.concatenate([*train_adv.values(), x_train])
+    x_clean_train = np.concatenate([x_train] * (len(train_adv) + 1))
 
     def build_purifier():
         defense = Pix2PixDefense(unet_generator_preset("tiny"), patchgan_preset("tiny"), lambda_l1=100.0)
@@ -81,7 +82,7 @@ def quickstart(run):
             "pix2pix L1 loss per epoch: " + ", ".join(f"{v:.4f}" for v in history.history["l1"])
         )
 
-    purifier_config = {"classifier": run.data, "attacks": attacks, "epochs": settings["purifier_epochs"], "seed": run.seed}
+    purifier_config = {"classifier": run.data, "attacks": attacks, "identity_pairs": True, "epochs": settings["purifier_epochs"], "seed": run.seed}
     purifier = run.model("pix2pix", purifier_config, build_purifier, train_purifier)
     defended = DefendedClassifier(purifier, classifier)
 
@@ -98,19 +99,7 @@ def quickstart(run):
     adaptive_curves = {}
     if "pgd" in attacks:
         pgd = attacks["pgd"]
-        stronger = dict(pgd, nb_iter=2 * pgd["nb_iter"], eps_iter=pgd["eps_iter"] / 2, nb_restarts=2)
-        candidates = []
-        for label, params in (("pgd", pgd), ("pgd x2 iterations, 2 restarts", stronger)):
-            x_adaptive = get_attack("pgd", **params)(defended, x_test, y_test)
-            candidates.append(x_adaptive)
-            run.add_row(
-                "Adaptive: PGD through purifier + classifier", "adaptive", "pix2pix", label, "accuracy",
-                accuracy(defended, x_adaptive, y_test), len(y_test), attack_config=params,
-            )
-        run.add_row(
-            "Adaptive: PGD through purifier + classifier", "adaptive", "pix2pix", "worst case of both", "accuracy",
-            protocols.worst_case_accuracy(defended, candidates, y_test), len(y_test), attack_config=stronger,
-        )
+        protocols.adaptive(run, "pix2pix", defended, classifier, x_test, y_test, "pgd", pgd)
         for name, model, target in (("none", classifier, classifier), ("pix2pix (attack on classifier)", defended, classifier), ("pix2pix (adaptive)", defended, defended)):
             values = []
             for eps in settings["eps_grid"]:
