@@ -1,0 +1,455 @@
+"""Defense-GAN: project the input onto the range of a WGAN generator.
+
+Paper: Samangouei, Kabkab, Chellappa, "Defense-GAN: Protecting Classifiers
+Against Adversarial Attacks Using Generative Models", ICLR 2018
+(https://arxiv.org/abs/1805.06605); settings from the authors' released
+configuration (MNIST): WGAN-GP (critic 5 steps per generator step, gradient
+penalty 10, Adam(1e-4, beta_1=0.5, beta_2=0.9), batch 50, 200k generator
+iterations), latent dimension 128, and at test time R = 10 random restarts of
+L = 200 gradient-descent steps on z with learning rate 10 (momentum 0.7,
+z initialised from N(0, 1/latent_dim)), minimising the per-image mean squared
+reconstruction error; the classifier sees G(z*) of the best restart.
+
+Two models:
+
+* `WGANGP(generator, critic, critic_steps=5, gp_weight=10.0, seed=None)` -
+  trained with `fit` on clean images (labels ignored). Each `train_step` runs
+  `critic_steps` critic updates (the same real batch, fresh z and
+  interpolation weights each time; the paper's code draws a new real batch
+  per critic step) then one generator update. Metrics: `d_loss` (critic loss
+  with the penalty), `g_loss`, `gp`, `w_dist` (E D(real) - E D(fake), the
+  critic's Wasserstein estimate). `WGANGP.from_preset("mnist" | "light" |
+  "tiny")`: the paper's MNIST networks (net_dim 64: FC 4096-ReLU, reshape
+  4x4x256, Deconv 5x5 128-ReLU, crop 7x7, Deconv 64-ReLU, Deconv 1-sigmoid;
+  critic Conv 5x5 s2 64/128/256 + LeakyReLU 0.2, FC 1), `light` (net_dim
+  32, ~4x cheaper) and `tiny` (tests).
+* `DefenseGAN(generator, iterations=200, restarts=10, learning_rate=10.0,
+  ...)` - the purifier (`keras.Model`, images -> images): the projection runs
+  in a `tf.while_loop` inside `call`.
+
+Randomness: the restarts' initial codes are random, so the purifier is
+**stochastic** (`stochastic` is True; evaluate adaptive attacks with EOT).
+Each call draws a fresh stateless seed from a counter saved with the weights
+(`latent_seed`, `seed=` sets its start); `purify(x, seed=s)` is
+reproducible.
+
+Gradients (adaptive attacks): the projection is an inner optimisation, so
+by default (`backward="identity"`) its backward pass is the identity (BPDA,
+Athalye et al. 2018, which is how Defense-GAN was broken); `backward="unroll"`
+differentiates through all L unrolled steps (memory grows with L; practical
+only for small L and batches).
+
+Limits: the defense is only as good as the generator's range; with few
+training iterations G misses digit styles and clean accuracy drops. The
+projection costs L x R generator forward and backward passes per image.
+"""
+
+import keras
+import numpy as np
+from keras import layers
+
+from tfdefense._validation import check_choice, check_number, invalid_value
+from tfdefense.defenses._gan import (
+    check_image_array,
+    check_model,
+    check_symbolic_images,
+    compile_optimizers,
+    static_image_shape,
+)
+from tfdefense.defenses.egan import (
+    _add_seed_state,
+    _draw_seed,
+    _first_images,
+    _generator_image_shape,
+    _latent_dim,
+    _prepare_image_fit,
+)
+
+PRESETS = {
+    "mnist": dict(latent_dim=128, net_dim=64),  # the paper's configuration
+    "light": dict(latent_dim=128, net_dim=32),
+    "tiny": dict(latent_dim=16, net_dim=8),
+}
+BACKWARDS = ("identity", "unroll")
+
+
+def defensegan_generator(latent_dim=128, net_dim=64, image_shape=(28, 28, 1), name="defensegan_generator"):
+    """The paper's MNIST generator: z -> 28x28 images in [0, 1] (no batch norm, as configured)."""
+    check_number("latent_dim", latent_dim, minimum=1, integer=True)
+    check_number("net_dim", net_dim, minimum=1, integer=True)
+    if tuple(image_shape)[:2] != (28, 28):
+        raise invalid_value("image_shape", "(28, 28, C) (the MNIST generator)", image_shape)
+    channels = int(image_shape[-1])
+    z = keras.Input(shape=(latent_dim,), name="latent")
+    x = layers.Dense(4 * 4 * 4 * net_dim, activation="relu", name="fc")(z)
+    x = layers.Reshape((4, 4, 4 * net_dim), name="reshape")(x)
+    x = layers.Conv2DTranspose(2 * net_dim, 5, strides=2, padding="same", activation="relu", name="deconv0")(x)
+    x = layers.Cropping2D(((0, 1), (0, 1)), name="crop")(x)  # 8x8 -> 7x7
+    x = layers.Conv2DTranspose(net_dim, 5, strides=2, padding="same", activation="relu", name="deconv1")(x)
+    x = layers.Conv2DTranspose(channels, 5, strides=2, padding="same", name="deconv2")(x)
+    images = layers.Activation("sigmoid", dtype="float32", name="images")(x)
+    return keras.Model(z, images, name=name)
+
+
+def defensegan_critic(net_dim=64, image_shape=(28, 28, 1), name="defensegan_critic"):
+    """The paper's MNIST critic: Conv 5x5 stride 2 (net_dim, 2x, 4x) + LeakyReLU 0.2, FC(1), no sigmoid."""
+    check_number("net_dim", net_dim, minimum=1, integer=True)
+    inputs = keras.Input(shape=tuple(image_shape), name="images")
+    x = inputs
+    for i, mult in enumerate((1, 2, 4)):
+        x = layers.Conv2D(mult * net_dim, 5, strides=2, padding="same", name=f"conv{i}")(x)
+        x = layers.LeakyReLU(0.2, name=f"lrelu{i}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    outputs = layers.Dense(1, dtype="float32", name="critic")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def default_wgan_optimizer():
+    """Adam(1e-4, beta_1=0.5, beta_2=0.9) (WGAN-GP, Gulrajani et al.)."""
+    return keras.optimizers.Adam(learning_rate=1e-4, beta_1=0.5, beta_2=0.9)
+
+
+@keras.saving.register_keras_serializable(package="tfdefense")
+class WGANGP(keras.Model):
+    """A WGAN with gradient penalty trained with `fit` on clean images.
+
+    Args:
+      generator: `keras.Model` (N, latent_dim) -> (N, H, W, C) images in [0, 1].
+      critic: `keras.Model` images -> one unbounded score per image.
+      critic_steps: critic updates per generator update (5).
+      gp_weight: gradient-penalty weight lambda (10).
+      seed: seed of the latent codes and interpolation weights.
+
+    `wgan(z)` returns G(z); `wgan.sample(n, seed)` draws images.
+    """
+
+    def __init__(self, generator, critic, critic_steps=5, gp_weight=10.0, seed=None, **kwargs):
+        kwargs.setdefault("name", "wgan_gp")
+        super().__init__(**kwargs)
+        check_model("generator", generator)
+        check_model("critic", critic)
+        check_number("critic_steps", critic_steps, minimum=1, integer=True)
+        check_number("gp_weight", gp_weight, minimum=0)
+        check_number("seed", seed, integer=True, allow_none=True)
+        self.latent_dim = _latent_dim(generator)
+        self.image_shape = _generator_image_shape(generator)
+        c_shape = static_image_shape(critic, "critic")
+        if c_shape != self.image_shape:
+            raise invalid_value("critic", f"a model taking the generator's images {self.image_shape}", c_shape)
+        self.generator = generator
+        self.critic = critic
+        self.critic_steps = int(critic_steps)
+        self.seed = seed
+        self._gp_weight = float(gp_weight)
+        self.gp_weight = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(float(gp_weight)), trainable=False, name="gp_weight"
+        )
+        self.latent_seed = _add_seed_state(self, seed)
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in ("d_loss", "g_loss", "gp", "w_dist")}
+        self.g_optimizer = None
+        self.d_optimizer = None
+        self._sample_fn = None
+        self.built = True
+
+    @classmethod
+    def from_preset(cls, preset="mnist", image_shape=(28, 28, 1), seed=None, **kwargs):
+        check_choice("preset", preset, sorted(PRESETS))
+        p = PRESETS[preset]
+        generator = defensegan_generator(p["latent_dim"], p["net_dim"], image_shape)
+        critic = defensegan_critic(p["net_dim"], image_shape)
+        return cls(generator, critic, seed=seed, **kwargs)
+
+    def call(self, inputs, training=None):
+        shape = tuple(inputs.shape)
+        if len(shape) != 2 or (shape[1] is not None and shape[1] != self.latent_dim):
+            raise invalid_value("z", f"latent codes of shape (N, {self.latent_dim})", f"shape {shape}")
+        return self.generator(inputs, training=bool(training))
+
+    def sample(self, n, seed=None, batch_size=256):
+        """`n` generated images (numpy float32) from N(0, I) codes drawn with numpy `seed`."""
+        import tensorflow as tf
+
+        check_number("n", n, minimum=0, integer=True)
+        z = np.random.default_rng(seed).standard_normal((n, self.latent_dim)).astype(np.float32)
+        if self._sample_fn is None:
+            self._sample_fn = tf.function(lambda b: self.generator(b, training=False), reduce_retracing=True)
+        outs = [np.asarray(self._sample_fn(tf.constant(z[i : i + batch_size]))) for i in range(0, n, batch_size)]
+        return np.concatenate(outs) if outs else np.zeros((0, *self.image_shape), np.float32)
+
+    def compile(self, g_optimizer=None, d_optimizer=None, auto_scale_loss=True, **kwargs):
+        """Sets the optimizers (default Adam(1e-4, beta_1=0.5, beta_2=0.9) each)."""
+        compile_optimizers(
+            self,
+            {
+                "g_optimizer": (g_optimizer, self.generator.trainable_variables, default_wgan_optimizer),
+                "d_optimizer": (d_optimizer, self.critic.trainable_variables, default_wgan_optimizer),
+            },
+            auto_scale_loss,
+            kwargs,
+        )
+
+    def get_compile_config(self):
+        if self.g_optimizer is None:
+            return None
+        serialize = keras.saving.serialize_keras_object
+        return {"g_optimizer": serialize(self.g_optimizer), "d_optimizer": serialize(self.d_optimizer)}
+
+    def compile_from_config(self, config):
+        self.compile(**{k: keras.saving.deserialize_keras_object(v) for k, v in config.items()})
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def _critic_losses(self, x, training):
+        import tensorflow as tf
+
+        n = tf.shape(x)[0]
+        z = tf.random.stateless_normal((n, self.latent_dim), seed=_draw_seed(self))
+        fake = tf.stop_gradient(tf.cast(self.generator(z, training=training), tf.float32))
+        alpha = tf.random.stateless_uniform((n, 1, 1, 1), seed=_draw_seed(self))
+        mixed = x + alpha * (fake - x)
+        with tf.GradientTape() as gp_tape:
+            gp_tape.watch(mixed)
+            mixed_score = tf.reshape(tf.cast(self.critic(mixed, training=training), tf.float32), [-1])
+        grads = gp_tape.gradient(mixed_score, mixed)
+        slopes = tf.sqrt(tf.reduce_sum(tf.square(grads), axis=[1, 2, 3]) + 1e-12)
+        gp = tf.square(slopes - 1.0)
+        real_score = tf.reshape(tf.cast(self.critic(x, training=training), tf.float32), [-1])
+        fake_score = tf.reshape(tf.cast(self.critic(fake, training=training), tf.float32), [-1])
+        d_loss = fake_score - real_score + tf.cast(self.gp_weight, tf.float32) * gp
+        return d_loss, gp, real_score - fake_score
+
+    def _generator_loss(self, n, training):
+        import tensorflow as tf
+
+        z = tf.random.stateless_normal((n, self.latent_dim), seed=_draw_seed(self))
+        fake = tf.cast(self.generator(z, training=training), tf.float32)
+        return -tf.reshape(tf.cast(self.critic(fake, training=training), tf.float32), [-1])
+
+    def _record(self, values):
+        import tensorflow as tf
+
+        for name, tracker in self.trackers.items():
+            tracker.update_state(tf.reduce_mean(values[name]))
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        x = tf.cast(_first_images(data), tf.float32)
+        d_vars = self.critic.trainable_variables
+        g_vars = self.generator.trainable_variables
+        for _ in range(self.critic_steps):
+            with tf.GradientTape() as tape:
+                d_loss, gp, w_dist = self._critic_losses(x, training=True)
+                scaled = self.d_optimizer.scale_loss(tf.nn.compute_average_loss(d_loss))
+            self.d_optimizer.apply(tape.gradient(scaled, d_vars), d_vars)
+        with tf.GradientTape() as tape:
+            g_loss = self._generator_loss(tf.shape(x)[0], training=True)
+            scaled = self.g_optimizer.scale_loss(tf.nn.compute_average_loss(g_loss))
+        self.g_optimizer.apply(tape.gradient(scaled, g_vars), g_vars)
+        return self._record({"d_loss": d_loss, "g_loss": g_loss, "gp": gp, "w_dist": w_dist})
+
+    def test_step(self, data):
+        import tensorflow as tf
+
+        x = tf.cast(_first_images(data), tf.float32)
+        d_loss, gp, w_dist = self._critic_losses(x, training=False)
+        g_loss = self._generator_loss(tf.shape(x)[0], training=False)
+        return self._record({"d_loss": d_loss, "g_loss": g_loss, "gp": gp, "w_dist": w_dist})
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit` on clean images (arrays, checked, or a dataset); labels are ignored."""
+        if self.g_optimizer is None:
+            raise RuntimeError("Call compile() before fit() (it sets g_optimizer and d_optimizer).")
+        x = _prepare_image_fit(self, x, args, kwargs)
+        return super().fit(x, None, *args, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "generator": keras.saving.serialize_keras_object(self.generator),
+                "critic": keras.saving.serialize_keras_object(self.critic),
+                "critic_steps": self.critic_steps,
+                "gp_weight": self._gp_weight,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("generator", "critic"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="tfdefense")
+class DefenseGAN(keras.Model):
+    """Defense-GAN purifier: x -> G(z*), z* = best of R gradient-descent runs on ||G(z) - x||^2.
+
+    Args:
+      generator: `keras.Model` (N, latent_dim) -> images in [0, 1]
+        (`WGANGP.generator`).
+      iterations: L, gradient-descent steps per restart (200).
+      restarts: R, random restarts (10).
+      learning_rate: step size on z (10.0).
+      momentum: momentum of the z updates (0.7, the authors' code).
+      lr_decay, lr_decay_at: the step size is multiplied by `lr_decay` after
+        a fraction `lr_decay_at` of the iterations (1.0 = constant, default).
+      z_stddev: standard deviation of the initial codes (None:
+        1/sqrt(latent_dim), the authors' code).
+      backward: "identity" (BPDA, default) or "unroll" (exact gradient
+        through the unrolled steps).
+      seed: start of the restarts' seed stream.
+    """
+
+    def __init__(self, generator, iterations=200, restarts=10, learning_rate=10.0, momentum=0.7, lr_decay=1.0,
+                 lr_decay_at=0.8, z_stddev=None, backward="identity", seed=None, **kwargs):
+        kwargs.setdefault("name", "defensegan")
+        super().__init__(**kwargs)
+        check_model("generator", generator)
+        check_number("iterations", iterations, minimum=0, integer=True)
+        check_number("restarts", restarts, minimum=1, integer=True)
+        check_number("learning_rate", learning_rate, minimum=0)
+        check_number("momentum", momentum, minimum=0, maximum=1)
+        check_number("lr_decay", lr_decay, minimum=0)
+        check_number("lr_decay_at", lr_decay_at, minimum=0, maximum=1)
+        check_number("z_stddev", z_stddev, minimum=0, allow_none=True)
+        check_choice("backward", backward, BACKWARDS)
+        check_number("seed", seed, integer=True, allow_none=True)
+        self.generator = generator
+        self.latent_dim = _latent_dim(generator)
+        self.image_shape = _generator_image_shape(generator)
+        self.iterations = int(iterations)
+        self.restarts = int(restarts)
+        self.learning_rate = float(learning_rate)
+        self.momentum = float(momentum)
+        self.lr_decay = float(lr_decay)
+        self.lr_decay_at = float(lr_decay_at)
+        self.z_stddev = None if z_stddev is None else float(z_stddev)
+        self.backward = backward
+        self.seed = seed
+        self.latent_seed = _add_seed_state(self, seed)
+        self._purify_fn = None
+        self.built = True
+
+    @property
+    def stochastic(self):
+        """True: the restarts start from random codes (evaluate with EOT)."""
+        return True
+
+    # ------------------------------------------------------------------ projection
+
+    def _project(self, x, seed):
+        """(G(z*), per-image reconstruction MSE) for a batch x, restarts from `seed` (graph code)."""
+        import tensorflow as tf
+
+        x = tf.cast(x, tf.float32)
+        n = tf.shape(x)[0]
+        r = self.restarts
+        tiled = tf.repeat(x, r, axis=0)  # image i's restarts are rows i*R .. i*R+R-1
+        std = self.z_stddev if self.z_stddev is not None else 1.0 / np.sqrt(self.latent_dim)
+        z0 = tf.random.stateless_normal((n * r, self.latent_dim), seed=seed) * std
+        decay_step = int(np.ceil(self.iterations * self.lr_decay_at))
+
+        def rec_error(z):
+            out = tf.cast(self.generator(z, training=False), tf.float32)
+            return out, tf.reduce_mean(tf.square(out - tiled), axis=[1, 2, 3])
+
+        def step(i, z, velocity):
+            with tf.GradientTape() as tape:
+                tape.watch(z)
+                _, err = rec_error(z)
+                loss = tf.reduce_sum(err)
+            grad = tape.gradient(loss, z)
+            lr = tf.where(i >= decay_step, self.learning_rate * self.lr_decay, self.learning_rate)
+            velocity = self.momentum * velocity + grad
+            return i + 1, z - lr * velocity, velocity
+
+        if self.backward == "unroll":
+            z, velocity = z0, tf.zeros_like(z0)
+            for i in range(self.iterations):
+                _, z, velocity = step(tf.constant(i), z, velocity)
+        else:
+            _, z, _ = tf.while_loop(
+                lambda i, *_: i < self.iterations, step, (tf.constant(0), z0, tf.zeros_like(z0))
+            )
+            z = tf.stop_gradient(z)
+        out, err = rec_error(z)
+        err = tf.reshape(err, [n, r])
+        best = tf.argmin(err, axis=1, output_type=tf.int32) + tf.range(n) * r
+        return tf.gather(out, best), tf.reduce_min(err, axis=1)
+
+    def _forward(self, x, seed):
+        import tensorflow as tf
+
+        projected = self._project(x, seed)[0]
+        if self.backward == "unroll":
+            return projected
+        # BPDA with the identity: forward G(z*), backward d/dx = I (straight-through).
+        x = tf.cast(x, tf.float32)
+        return x + tf.stop_gradient(projected - x)
+
+    def call(self, inputs, training=None):
+        check_symbolic_images(inputs, self.image_shape)
+        return self._forward(inputs, _draw_seed(self))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def purify(self, x, batch_size=64, seed=None, return_errors=False):
+        """Projects a checked numpy batch; `seed` (int) makes it reproducible, None draws from the stream.
+
+        With `return_errors`, also returns each image's reconstruction MSE
+        (Defense-GAN's detection statistic).
+        """
+        import tensorflow as tf
+
+        x = check_image_array(x, self.image_shape)
+        check_number("batch_size", batch_size, minimum=1, integer=True)
+        check_number("seed", seed, integer=True, allow_none=True)
+        if self._purify_fn is None:
+            self._purify_fn = tf.function(self._project, reduce_retracing=True)
+        outs, errs = [], []
+        for k, i in enumerate(range(0, len(x), batch_size)):
+            if seed is None:
+                batch_seed = _draw_seed(self)
+            else:
+                batch_seed = tf.constant([seed, k], tf.int64)
+            out, err = self._purify_fn(tf.constant(x[i : i + batch_size]), batch_seed)
+            outs.append(np.asarray(out))
+            errs.append(np.asarray(err))
+        images = np.concatenate(outs).astype(np.float32) if outs else np.zeros_like(x)
+        if return_errors:
+            return images, (np.concatenate(errs) if errs else np.zeros((0,), np.float32))
+        return images
+
+    # ------------------------------------------------------------------ config
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "generator": keras.saving.serialize_keras_object(self.generator),
+                "iterations": self.iterations,
+                "restarts": self.restarts,
+                "learning_rate": self.learning_rate,
+                "momentum": self.momentum,
+                "lr_decay": self.lr_decay,
+                "lr_decay_at": self.lr_decay_at,
+                "z_stddev": self.z_stddev,
+                "backward": self.backward,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["generator"] = keras.saving.deserialize_keras_object(config["generator"])
+        return cls(**config)
