@@ -363,19 +363,10 @@ def sanity_checks(
     eps_grid = [float(check_number("eps_grid", e, minimum=0, maximum=1)) for e in eps_grid]
     if not eps_grid or max(eps_grid) < 0.5 or eps_grid != sorted(eps_grid):
         raise invalid_value("eps_grid", "increasing radii reaching at least 0.5", eps_grid)
-    checks = []
-    acc = result.accuracies
+    pgd_labels = [label for label, cfg in result.configs.items()
+                  if cfg["attack"] == "pgd" and result.kinds[label] == "white-box"]
 
-    # 1. iterative beats single-step
-    pgd_labels = [label for label, cfg in result.configs.items() if cfg["attack"] == "pgd" and result.kinds[label] == "white-box"]
-    single = [label for label, kind in result.kinds.items() if kind == "single-step"]
-    if pgd_labels and single:
-        it, ss = min(acc[label] for label in pgd_labels), min(acc[label] for label in single)
-        checks.append(_check("iterative_beats_single_step", it <= ss + tol_single_step,
-                             f"PGD accuracy {it:.4f} vs single-step {ss:.4f} (tolerance {tol_single_step})",
-                             iterative=it, single_step=ss))
-
-    # 2 + 3. accuracy vs eps
+    # The extra attacks: accuracy vs eps ...
     sweep = {0.0: result.clean_accuracy}
     for k, e in enumerate(eps_grid):
         if e == 0:
@@ -386,31 +377,86 @@ def sanity_checks(
         sweep[e] = float(np.mean(_predict(model, x_adv, 256) == y))
         if log is not None:
             log(f"sweep eps {e:.4f}: accuracy {sweep[e]:.4f}")
-    radii = sorted(sweep)
-    rises = [(a, b) for a, b in zip(radii, radii[1:]) if sweep[b] > sweep[a] + tol_monotonic]
-    checks.append(_check("monotonic_in_eps", not rises,
-                         "accuracy falls with eps" if not rises else
-                         "accuracy rises with eps: " + ", ".join(f"{sweep[a]:.3f}@{a:.3f} -> {sweep[b]:.3f}@{b:.3f}" for a, b in rises),
-                         sweep={str(k): v for k, v in sweep.items()}))
-    top = radii[-1]
-    checks.append(_check("large_eps_near_zero", sweep[top] <= zero_accuracy,
-                         f"accuracy {sweep[top]:.4f} at eps {top} (allowed <= {zero_accuracy})", eps=top, accuracy=sweep[top]))
+    result.extra["sweep"] = sweep
+
+    # ... and twice the iterations of the suite's PGD (one restart).
+    if convergence_label is None and pgd_labels:
+        convergence_label = pgd_labels[0]
+    if convergence_label is not None:
+        params = dict(result.configs[convergence_label]["params"])
+        n_iter = params.get("nb_iter", 40)
+        doubled = 2 * n_iter if convergence_iter is None else check_number(
+            "convergence_iter", convergence_iter, minimum=1, integer=True)
+        params.update(nb_iter=doubled, seed=seed + 200)
+        attack = get_attack("pgd", **params)
+        x_adv = np.concatenate([attack(model, x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+        correct = _predict(model, x_adv, 256) == y
+        base = result.extra.get(convergence_label, {}).get("first_restart")
+        base = base if base is not None else result.correct[convergence_label]
+        result.extra["convergence"] = {"iterations": n_iter, "doubled_iterations": doubled,
+                                       "base_correct": np.asarray(base), "doubled_correct": correct}
+        # The doubled PGD is one more white-box attack of the per-example worst case.
+        label = f"pgd-{doubled} (convergence)"
+        result.correct[label] = correct
+        result.kinds[label] = "white-box"
+        result.configs[label] = {"attack": "pgd", "params": params, "kind": "white-box", "restarts": 1}
+        if log is not None:
+            log(f"convergence: PGD-{n_iter} {np.mean(base):.4f} -> PGD-{doubled} {np.mean(correct):.4f}")
+    return check_outcomes(result, tol_single_step=tol_single_step, tol_monotonic=tol_monotonic,
+                          zero_accuracy=zero_accuracy, tol_masking=tol_masking, tol_convergence=tol_convergence,
+                          strict=strict)
+
+
+def check_outcomes(result, tol_single_step=0.01, tol_monotonic=0.02, zero_accuracy=0.1, tol_masking=0.03,
+                   tol_convergence=0.03, strict=False):
+    """The sanity checks from a result alone (its attacks, `extra["sweep"]`, `extra["convergence"]`).
+
+    `sanity_checks` runs the extra attacks and then this; results of several
+    chunks of a data set merged with `merge_results` are checked with it.
+    Stores the checks in `result.checks` and returns them.
+    """
+    checks = []
+    acc = result.accuracies
+
+    # 1. iterative beats single-step
+    pgd_labels = [label for label, cfg in result.configs.items()
+                  if cfg["attack"] == "pgd" and result.kinds[label] == "white-box"]
+    single = [label for label, kind in result.kinds.items() if kind == "single-step"]
+    if pgd_labels and single:
+        it, ss = min(acc[label] for label in pgd_labels), min(acc[label] for label in single)
+        checks.append(_check("iterative_beats_single_step", it <= ss + tol_single_step,
+                             f"PGD accuracy {it:.4f} vs single-step {ss:.4f} (tolerance {tol_single_step})",
+                             iterative=it, single_step=ss))
+
+    # 2 + 3. accuracy vs eps
+    sweep = result.extra.get("sweep")
+    if sweep:
+        radii = sorted(sweep)
+        rises = [(a, b) for a, b in zip(radii, radii[1:]) if sweep[b] > sweep[a] + tol_monotonic]
+        checks.append(_check("monotonic_in_eps", not rises,
+                             "accuracy falls with eps" if not rises else "accuracy rises with eps: " + ", ".join(
+                                 f"{sweep[a]:.3f}@{a:.3f} -> {sweep[b]:.3f}@{b:.3f}" for a, b in rises),
+                             sweep={str(k): v for k, v in sweep.items()}))
+        top = radii[-1]
+        checks.append(_check("large_eps_near_zero", sweep[top] <= zero_accuracy,
+                             f"accuracy {sweep[top]:.4f} at eps {top} (allowed <= {zero_accuracy})",
+                             eps=top, accuracy=sweep[top]))
 
     # 4 + 5. gradient-free / transfer must not beat white-box
-    white = result.worst_case_of(kinds=("white-box", "single-step"))
+    alive_white = result.clean.copy()
+    for label, k in result.kinds.items():
+        if k in ("white-box", "single-step"):
+            alive_white &= result.correct[label]
+    white = float(np.mean(alive_white)) if result.n else float("nan")
     for name, kind in (("gradient_free_not_better", "gradient-free"), ("transfer_not_better", "transfer")):
         labels = [label for label, k in result.kinds.items() if k == kind]
         if not labels:
             continue
-        other = result.worst_case_of(labels=labels)
-        # Per example: broken by the black-box attack but by no white-box attack.
-        alive_white = result.clean.copy()
-        for label, k in result.kinds.items():
-            if k in ("white-box", "single-step"):
-                alive_white &= result.correct[label]
         alive_other = result.clean.copy()
         for label in labels:
             alive_other &= result.correct[label]
+        other = float(np.mean(alive_other))
+        # Per example: broken by the black-box attack but by no white-box attack.
         only_other = float(np.mean(alive_white & ~alive_other))
         checks.append(_check(
             name, white - other <= tol_masking and only_other <= tol_masking,
@@ -420,32 +466,48 @@ def sanity_checks(
         ))
 
     # 6. convergence: twice the iterations
-    if convergence_label is None and pgd_labels:
-        convergence_label = pgd_labels[0]
-    if convergence_label is not None:
-        config = result.configs[convergence_label]
-        params = dict(config["params"])
-        n_iter = params.get("nb_iter", 40)
-        doubled = 2 * n_iter if convergence_iter is None else check_number("convergence_iter", convergence_iter, minimum=1, integer=True)
-        params.update(nb_iter=doubled, seed=seed + 200)
-        attack = get_attack("pgd", **params)
-        x_adv = np.concatenate([attack(model, x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)])
-        acc_doubled = float(np.mean(_predict(model, x_adv, 256) == y))
-        base = result.extra.get(convergence_label, {}).get("first_restart")
-        acc_base = float(np.mean(base)) if base is not None else acc[convergence_label]
-        result.extra["convergence"] = {"iterations": doubled, "accuracy": acc_doubled, "base_accuracy": acc_base}
-        # The doubled PGD is one more white-box attack of the per-example worst case.
-        label = f"pgd-{doubled} (convergence)"
-        result.correct[label] = _predict(model, x_adv, 256) == y
-        result.kinds[label] = "white-box"
-        result.configs[label] = {"attack": "pgd", "params": params, "kind": "white-box", "restarts": 1}
-        checks.append(_check("convergence", acc_base - acc_doubled <= tol_convergence,
-                             f"PGD-{n_iter} (1 restart) {acc_base:.4f} vs PGD-{doubled} {acc_doubled:.4f} "
-                             f"(tolerance {tol_convergence})", base=acc_base, doubled=acc_doubled))
-        if log is not None:
-            log(f"convergence: PGD-{n_iter} {acc_base:.4f} -> PGD-{doubled} {acc_doubled:.4f}")
-    result.extra["sweep"] = sweep
+    conv = result.extra.get("convergence")
+    if conv:
+        base, doubled = float(np.mean(conv["base_correct"])), float(np.mean(conv["doubled_correct"]))
+        checks.append(_check("convergence", base - doubled <= tol_convergence,
+                             f"PGD-{conv['iterations']} (1 restart) {base:.4f} vs PGD-{conv['doubled_iterations']} "
+                             f"{doubled:.4f} (tolerance {tol_convergence})", base=base, doubled=doubled))
     result.checks = checks
     if strict:
         result.raise_on_failure()
     return checks
+
+
+def merge_results(results):
+    """One `RobustnessResult` from several run on disjoint chunks of a data set (same suite).
+
+    Per-example outcomes are concatenated; the eps sweep is averaged weighted
+    by chunk size. Run `check_outcomes` on the merged result.
+    """
+    if not results:
+        raise invalid_value("results", "a non-empty list of RobustnessResult", results)
+    first = results[0]
+    labels = list(first.correct)
+    for r in results[1:]:
+        if list(r.correct) != labels:
+            raise invalid_value("results", f"results of the same attacks {labels}", list(r.correct))
+    n = sum(r.n for r in results)
+    merged = RobustnessResult(
+        n=n, clean=np.concatenate([r.clean for r in results]),
+        correct={label: np.concatenate([r.correct[label] for r in results]) for label in labels},
+        kinds=dict(first.kinds), configs=dict(first.configs),
+        seconds={label: sum(r.seconds.get(label, 0.0) for r in results) for label in labels},
+    )
+    if all("sweep" in r.extra for r in results):
+        radii = sorted(first.extra["sweep"])
+        merged.extra["sweep"] = {e: sum(r.extra["sweep"][e] * r.n for r in results) / n for e in radii}
+    if all("convergence" in r.extra for r in results):
+        conv = dict(first.extra["convergence"])
+        for key in ("base_correct", "doubled_correct"):
+            conv[key] = np.concatenate([r.extra["convergence"][key] for r in results])
+        merged.extra["convergence"] = conv
+    for label in labels:
+        infos = [r.extra.get(label, {}) for r in results]
+        if all(i.get("first_restart") is not None for i in infos):
+            merged.extra[label] = {"first_restart": np.concatenate([i["first_restart"] for i in infos])}
+    return merged

@@ -11,7 +11,9 @@ from tfdefense.evaluation.robustness import (
     RobustnessResult,
     SanityCheckError,
     SuiteAttack,
+    check_outcomes,
     evaluate_robustness,
+    merge_results,
     robustness_suite,
     sanity_checks,
 )
@@ -67,6 +69,33 @@ def test_worst_case_is_per_example():
     result.checks = [{"name": "convergence", "passed": False, "detail": "PGD-10 0.5 vs PGD-20 0.3", "values": {}}]
     with pytest.raises(SanityCheckError, match="convergence: PGD-10"):
         result.raise_on_failure("m")
+
+
+def test_merge_results_and_check_outcomes_from_chunks():
+    def chunk(correct_a, correct_sq, sweep, base, doubled):
+        result = RobustnessResult(
+            n=len(correct_a), clean=np.ones(len(correct_a), bool),
+            correct={"pgd": np.array(correct_a, bool), "sq": np.array(correct_sq, bool)},
+            kinds={"pgd": "white-box", "sq": "gradient-free"},
+            configs={"pgd": {"attack": "pgd", "params": {}}, "sq": {"attack": "square", "params": {}}}, seconds={},
+        )
+        result.extra["sweep"] = sweep
+        result.extra["convergence"] = {"iterations": 10, "doubled_iterations": 20,
+                                       "base_correct": np.array(base, bool), "doubled_correct": np.array(doubled, bool)}
+        return result
+
+    a = chunk([1, 1, 0, 1], [1, 1, 0, 1], {0.0: 1.0, 0.3: 0.75, 0.6: 0.0}, [1, 1, 0, 1], [1, 1, 0, 1])
+    b = chunk([1, 1, 1, 1], [0, 0, 1, 1], {0.0: 1.0, 0.3: 1.0, 0.6: 0.0}, [1, 1, 1, 1], [0, 0, 1, 1])
+    merged = merge_results([a, b])
+    assert merged.n == 8 and merged.accuracy("pgd") == pytest.approx(7 / 8)
+    assert merged.worst_case == pytest.approx(4 / 8)
+    assert merged.extra["sweep"][0.3] == pytest.approx(0.875)
+    checks = {c["name"]: c["passed"] for c in check_outcomes(merged)}
+    # chunk b: Square breaks 2 examples PGD did not, PGD-20 two more than PGD-10: both must fire
+    assert checks == {"monotonic_in_eps": True, "large_eps_near_zero": True, "gradient_free_not_better": False,
+                      "convergence": False}
+    with pytest.raises(ValueError, match="`results`"):
+        merge_results([])
 
 
 def test_sanity_checks_fire_on_a_gradient_masking_purifier(mnist_eval_batch, mnist_model_c):
