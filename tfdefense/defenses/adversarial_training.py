@@ -276,7 +276,7 @@ def adversarial_training(
     attack="pgd",
     epochs=10,
     batch_size=50,
-    learning_rate=1e-3,
+    learning_rate=None,
     validation_data=None,
     seed=0,
     backup_dir=None,
@@ -289,8 +289,9 @@ def adversarial_training(
     `attack` is "pgd" (Madry: eps 0.3, eps_iter 0.01, nb_iter 40, random
     start, 100 % adversarial) or "fgsm" (Goodfellow: 50/50 clean/adversarial
     loss); `attack_params` override `eps`, `eps_iter`, `nb_iter`,
-    `rand_init`, `mix`. Adam(`learning_rate`), shuffled batches of
-    `batch_size`, `epochs` passes. `backup_dir` resumes an interrupted run.
+    `rand_init`, `mix`. Adam(`learning_rate`; None: 1e-4 for "pgd" as Madry
+    et al., 1e-3 for "fgsm"), shuffled batches of `batch_size`, `epochs`
+    passes. `backup_dir` resumes an interrupted run.
     """
     import pathlib
 
@@ -301,7 +302,9 @@ def adversarial_training(
         raise invalid_value("attack_params", "eps, eps_iter, nb_iter, rand_init or mix", sorted(unknown))
     check_number("epochs", epochs, minimum=1, integer=True)
     check_number("batch_size", batch_size, minimum=1, integer=True)
-    check_number("learning_rate", learning_rate, minimum=0)
+    check_number("learning_rate", learning_rate, minimum=0, allow_none=True)
+    if learning_rate is None:
+        learning_rate = 1e-4 if attack == "pgd" else 1e-3
     x = check_images(x, "x", allow_tensor=False)
     y = check_labels(y, "y", num_examples=len(x))
     trainer = AdversarialTrainer(classifier, attack=attack, seed=seed, **attack_params)

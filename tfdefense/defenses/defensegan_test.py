@@ -141,3 +141,31 @@ def test_bad_input_is_rejected():
     gan = WGANGP(generator, defensegan_critic(4))
     with pytest.raises(RuntimeError, match="compile"):
         gan.fit(np.zeros((4, 28, 28, 1), np.float32), verbose=0)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    reason="Measured 16 % under FGSM 0.3 (clean 98 %) with a 4000-iteration WGAN-GP, far below the paper's "
+    "~95-99 % (200k iterations): the short-trained generator also fits the FGSM noise (docs/baselines.md)",
+    strict=False,
+)
+def test_paper_setting_projection_with_a_trained_wgan(mnist, mnist_model_c):
+    """WGAN-GP (the paper's MNIST networks at net_dim 32, `light`; 25 epochs = 4000 generator
+    iterations of batch 50, the paper trains 200k) and the paper's projection (L=200, R=10, lr 10)
+    on 200 held-out digits, FGSM eps 0.3 crafted on model C. About 35 min on 2 shared cores.
+    """
+    (x_train, _), (x_test, y_test) = mnist
+    from tfdefense.data.pipelines import make_pipeline
+
+    keras.utils.set_random_seed(0)
+    gan = WGANGP.from_preset("light", seed=0)
+    gan.compile()
+    gan.fit(make_pipeline(x_train, batch_size=50, shuffle=True, seed=0, drop_remainder=True), epochs=25, verbose=0)
+    x, y = x_test[:200], y_test[:200]
+    defense = DefenseGAN(gan.generator, iterations=200, restarts=10, learning_rate=10.0, seed=0)
+    x_adv = get_attack("fgsm", eps=0.3)(mnist_model_c, x, y)
+    clean = accuracy(mnist_model_c, defense.purify(x, seed=0), y)
+    defended = accuracy(mnist_model_c, defense.purify(x_adv, seed=1), y)
+    print(f"Defense-GAN paper setting: clean {clean:.3f}, FGSM 0.3 {defended:.3f}")
+    assert clean > 0.9
+    assert defended > 0.85  # the paper's MNIST numbers minus 10 points
