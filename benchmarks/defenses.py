@@ -5,7 +5,8 @@ on the same batch of real MNIST test digits (28x28x1) for every input
 transformation of `tfdefense.defenses.transforms` and every learned purifier
 that can be built: Pix2PixDefense, APE-GAN and EGAN untrained presets, and the
 MagNet / Defense-GAN / DnCNN / autoencoder modules when they are importable
-(skipped with a printed note otherwise). Prints seconds per image (wall and CPU
+(skipped with a printed note otherwise; Defense-GAN, ~1000x slower, is timed
+on `--slow-batch` images in one pass). Prints seconds per image (wall and CPU
 time of this process, best of `--repeats`) and the ratio to the fastest defense:
 
     python benchmarks/defenses.py                         # all defenses, batch 100
@@ -26,7 +27,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-OPTIONAL_MODULES = ("magnet", "defensegan", "dncnn", "autoencoder")
+SLOW = ("defensegan",)  # timed on --slow-batch images, once
 
 
 def _note(text):
@@ -80,38 +81,36 @@ def _learned(args):
         models["egan (paper encoder)"] = EGAN(generator, egan_encoder_preset("paper"))
     except Exception as e:  # noqa: BLE001
         _note(f"EGAN skipped: {type(e).__name__}: {e}")
-    for module_name in OPTIONAL_MODULES:
-        models.update(_optional_module(module_name))
+    models.update(_optional_defenses())
     return models
 
 
-def _optional_module(module_name):
-    """Defenses of tfdefense.defenses.<module_name> that have a `from_preset` (mnist preset)."""
-    import inspect
-
+def _optional_defenses():
+    """MagNet, Defense-GAN, DnCNN and the autoencoder, when their modules are importable."""
     import keras
 
-    try:
-        module = importlib.import_module(f"tfdefense.defenses.{module_name}")
-    except ImportError as e:
-        _note(f"{module_name} skipped: module not importable ({e})")
-        return {}
+    builders = {
+        "magnet": [("magnet (mnist)", lambda m: m.MagNet.from_preset("mnist"))],
+        # Defense-GAN's paper settings: L=200 steps x R=10 restarts per image (slow: fewer images timed).
+        "defensegan": [("defensegan (L=200,R=10)", lambda m: m.DefenseGAN(m.WGANGP.from_preset("mnist").generator))],
+        "denoisers": [
+            ("dncnn (paper)", lambda m: m.Denoiser.dncnn("paper")),
+            ("autoencoder (default)", lambda m: m.Denoiser.autoencoder("default")),
+        ],
+    }
     found = {}
-    for attr, obj in vars(module).items():
-        if not (inspect.isclass(obj) and issubclass(obj, keras.Model) and obj.__module__ == module.__name__):
+    for module_name, entries in builders.items():
+        try:
+            module = importlib.import_module(f"tfdefense.defenses.{module_name}")
+        except ImportError as e:
+            _note(f"{module_name} skipped: module not importable ({e})")
             continue
-        if not hasattr(obj, "from_preset"):
-            continue
-        for call in (lambda: obj.from_preset("mnist"), lambda: obj.from_preset()):
+        for label, build in entries:
             try:
-                found[f"{module_name}.{attr}"] = call()
-                break
+                keras.utils.set_random_seed(0)
+                found[label] = build(module)
             except Exception as e:  # noqa: BLE001
-                error = e
-        else:
-            _note(f"{module_name}.{attr} skipped: from_preset failed ({type(error).__name__}: {error})")
-    if not found:
-        _note(f"{module_name} skipped: no keras.Model class with a from_preset() found")
+                _note(f"{label} skipped: {type(e).__name__}: {e}")
     return found
 
 
@@ -161,6 +160,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="timed passes (the best is kept)")
     parser.add_argument("--only", default=None, help="wildcard on defense names, e.g. '*wavelet*'")
     parser.add_argument("--sr", default=None, help="a saved super-resolution .keras for superres_wavelet")
+    parser.add_argument("--slow-batch", type=int, default=5, help="images (and 1 pass) for Defense-GAN")
     parser.add_argument("--no-learned", action="store_true", help="time the input transformations only")
     parser.add_argument("--threads", type=int, default=None, help="TensorFlow intra/inter-op threads")
     parser.add_argument("--data-dir", default=None, help="dir with mnist_t10k.npz (default: TFDEFENSE_DATA_DIR)")
@@ -184,8 +184,15 @@ def main(argv=None):
         parser.error(f"no defense matches --only {args.only!r}")
     results = {}
     for name, model in models.items():
-        wall, cpu = time_per_image(model, x, args.repeats)
+        slow = name.startswith(SLOW)
+        batch = x[: args.slow_batch] if slow else x
+        try:
+            wall, cpu = time_per_image(model, batch, 1 if slow else args.repeats)
+        except Exception as e:  # noqa: BLE001
+            _note(f"{name} skipped: forward pass failed ({type(e).__name__}: {e})")
+            continue
         results[name] = {
+            "images": len(batch),
             "wall_s_per_image": wall,
             "cpu_s_per_image": cpu,
             "stochastic": bool(getattr(model, "stochastic", False)),

@@ -20,7 +20,6 @@ for the wavelet step, which backpropagates as the identity (BPDA) by default.
 """
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import layers
 
@@ -143,7 +142,7 @@ def train_super_resolution(x_train, scale=2, epochs=5, batch_size=64, filters=32
     if validation_data is not None:
         val = pairs(check_images(validation_data, "validation_data", allow_tensor=False), False)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mae")
-    model.history = model.fit(pairs(x_train, True), epochs=epochs, validation_data=val, verbose=verbose)
+    model.history = model.fit(pairs(x_train, True), epochs=epochs, validation_data=val, verbose=verbose, shuffle=False)
     return model
 
 

@@ -28,7 +28,6 @@ https://arxiv.org/abs/1802.00420 and docs/baselines.md.
 
 import fnmatch
 import inspect
-import math
 
 import keras
 import numpy as np

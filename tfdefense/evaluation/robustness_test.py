@@ -88,7 +88,7 @@ def test_merge_results_and_check_outcomes_from_chunks():
     b = chunk([1, 1, 1, 1], [0, 0, 1, 1], {0.0: 1.0, 0.3: 1.0, 0.6: 0.0}, [1, 1, 1, 1], [0, 0, 1, 1])
     merged = merge_results([a, b])
     assert merged.n == 8 and merged.accuracy("pgd") == pytest.approx(7 / 8)
-    assert merged.worst_case == pytest.approx(4 / 8)
+    assert merged.worst_case == pytest.approx(5 / 8)
     assert merged.extra["sweep"][0.3] == pytest.approx(0.875)
     checks = {c["name"]: c["passed"] for c in check_outcomes(merged)}
     # chunk b: Square breaks 2 examples PGD did not, PGD-20 two more than PGD-10: both must fire
