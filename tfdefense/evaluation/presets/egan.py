@@ -7,11 +7,9 @@ Defense-GAN). FGSM is crafted on the bare classifier (the paper's protocol);
 the adaptive protocol adds PGD through each learned purifier.
 """
 
-import time
-
 import numpy as np
 
-from tfdefense.evaluation import accuracy, protocols
+from tfdefense.evaluation import accuracy, protocols, seconds_per_image
 from tfdefense.evaluation.presets import _common
 from tfdefense.evaluation.runner import register_preset
 
@@ -82,14 +80,6 @@ def _baselines(run):
     return {name: transforms.get_transform(name) for name in names if name in transforms.list_transforms() and run.wants_defense(name)}
 
 
-def _seconds_per_image(purifier, x):
-    fn = purifier.purify if hasattr(purifier, "purify") else (lambda batch: np.asarray(purifier(batch)))
-    fn(x[:32])  # warm-up (tracing)
-    start = time.perf_counter()
-    fn(x)
-    return (time.perf_counter() - start) / len(x)
-
-
 @register_preset("egan", "EGAN on MNIST: accuracy vs FGSM eps 0..1 and vs purification time, beside APE-GAN and baselines",
                  paper="EGAN (Perez-Bravo et al.)")
 def egan(run):
@@ -125,7 +115,7 @@ def egan(run):
     if x_half is not None:
         times, points = {}, {}
         for name, purifier in purifiers.items():
-            seconds = _seconds_per_image(purifier, x_half)
+            seconds = seconds_per_image(purifier.purify, x_half)
             times[name] = seconds
             run.add_row(TIME_TABLE, "timing", name, "purification", "seconds_per_image", seconds, len(x_half))
             points[name] = ([seconds * 1e3], [accuracy(models[name], x_half, y_test)])
@@ -142,4 +132,4 @@ def egan(run):
     if "egan" in purifiers:
         x_fgsm = by_eps.get(0.3, x_test)
         plots.plot_sample_grid(run.add_plot("samples.png"), {"clean": x_test, "fgsm": x_fgsm, "G(E(x))": purifiers["egan"].purify(x_fgsm[:8])})
-    run.note("Purification time: wall seconds per image of `purify` over the test set after a warm-up call, on this machine.")
+    run.note("Purification time: best of 3 wall times of `purify` over the test set after a warm-up call, per image, on this machine.")
