@@ -6,10 +6,10 @@ from tfdefense.defenses.defended import DefendedClassifier
 from tfdefense.defenses.egan import DCGAN, EGAN
 from tfdefense.defenses.paired import PairedExamples, make_attack_pairs, split_by_class
 from tfdefense.defenses.pix2pix import FusedAdam, Pix2PixDefense, default_optimizer
-from tfdefense.defenses.robust import AdversarialTraining, ComputeBudget, EpsilonRamp, RobustPurifier
+from tfdefense.defenses.robust import RobustPurifier
+from tfdefense.defenses.training_attack import ComputeBudget, EpsilonRamp
 
 __all__ = [
-    "AdversarialTraining",
     "ComputeBudget",
     "EpsilonRamp",
     "RobustPurifier",

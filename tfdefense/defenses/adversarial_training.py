@@ -17,27 +17,34 @@ trained in place: after `fit`, `trainer.classifier` (the same object that was
 passed in) is the robust model, and `trainer(x)` returns its logits.
 `adversarial_training(classifier, x, y, ...)` is the one-call recipe.
 
-`eps`, `eps_iter` and `mix` live in non-trainable variables (callbacks may
-`assign` them, e.g. an eps warm-up). Metrics: `loss`, `clean_loss`,
+eps, the step size and `mix` live in non-trainable variables (`attack_eps`,
+`attack_step_size`, `mix`: callbacks may `assign` them; `EpsilonRamp` is an
+eps warm-up, `ComputeBudget` stops at a CPU-time budget). Metrics: `loss`, `clean_loss`,
 `adv_loss`, `clean_acc`, `adv_acc` (accuracy on the batch's crafted examples).
 
 Limits: the robustness is to the threat model trained on (Linf eps-ball);
 FGSM training on MNIST at large eps is known to mask gradients (high FGSM
 accuracy, low PGD accuracy; Tramer et al. 2018), so evaluate with PGD. The
 result is a classifier, not a purifier: use it alone or as the `classifier`
-of `DefendedClassifier`. (`tfdefense.defenses.robust.AdversarialTraining` is
-the PGD-only variant of the robust-purifier work; this trainer adds FGSM and
-the clean/adversarial mix.)
+of `DefendedClassifier`. The robust preset uses it as the classifier-side
+baseline of `RobustPurifier` at equal training compute (`ComputeBudget`).
 """
 
 import keras
 
 from tfdefense._validation import check_choice, check_images, check_labels, check_number, invalid_value
-from tfdefense.defenses._gan import check_model, compile_optimizers
-from tfdefense.defenses.egan import _add_seed_state, _draw_seed
+from tfdefense.defenses._gan import check_model, compile_optimizers, dataset_fit_defaults, static_image_shape
+from tfdefense.defenses.training_attack import (
+    AttackSettingsMixin,
+    check_xy_arrays,
+    check_xy_dataset,
+    pgd_in_graph,
+    split_xy,
+)
 
 ATTACKS = ("fgsm", "pgd")
 DEFAULT_MIX = {"fgsm": 0.5, "pgd": 0.0}
+METRIC_NAMES = ("loss", "clean_loss", "adv_loss", "clean_acc", "adv_acc")
 
 
 def default_classifier_optimizer():
@@ -45,14 +52,8 @@ def default_classifier_optimizer():
     return keras.optimizers.Adam(learning_rate=1e-3)
 
 
-def _cross_entropy(logits, y):
-    import tensorflow as tf
-
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=tf.cast(logits, tf.float32))
-
-
 @keras.saving.register_keras_serializable(package="tfdefense")
-class AdversarialTrainer(keras.Model):
+class AdversarialTrainer(AttackSettingsMixin, keras.Model):
     """Trains `classifier` on attacks crafted on itself in every training step.
 
     Args:
@@ -65,6 +66,10 @@ class AdversarialTrainer(keras.Model):
       mix: weight of the clean loss, the rest is the adversarial loss
         (None: 0.0 for "pgd" as Madry, 0.5 for "fgsm" as Goodfellow).
       seed: seed of the random starts.
+
+    The attack's eps and step size are the variables `attack_eps` and
+    `attack_step_size` (shared with `RobustPurifier`, so `EpsilonRamp` and
+    `ComputeBudget` work here too); `mix` is a variable as well.
     """
 
     def __init__(
@@ -89,28 +94,21 @@ class AdversarialTrainer(keras.Model):
         if not isinstance(rand_init, bool):
             raise invalid_value("rand_init", "True or False", rand_init)
         check_number("mix", mix, minimum=0, maximum=1, allow_none=True)
-        check_number("seed", seed, integer=True, allow_none=True)
         if attack == "pgd" and eps_iter > eps:
             raise invalid_value("eps_iter", f"a value <= eps ({eps})", eps_iter)
         self.classifier = classifier
+        self.image_shape = static_image_shape(classifier, "classifier")
         self.attack = attack
         self.nb_iter = int(nb_iter) if attack == "pgd" else 1
         self.rand_init = bool(rand_init) if attack == "pgd" else False
-        self.seed = seed
-        self._init = {
-            "eps": float(eps),
-            "eps_iter": float(eps_iter),
-            "mix": float(DEFAULT_MIX[attack] if mix is None else mix),
-        }
-        self._nb_iter_arg, self._rand_init_arg, self._mix_arg = int(nb_iter), bool(rand_init), mix
-        for name, value in self._init.items():
-            variable = self.add_weight(
-                shape=(), initializer=keras.initializers.Constant(value), trainable=False, name=name
-            )
-            setattr(self, name, variable)
-        self.latent_seed = _add_seed_state(self, seed)
-        names = ("loss", "clean_loss", "adv_loss", "clean_acc", "adv_acc")
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
+        step = float(eps_iter) if attack == "pgd" else float(eps)
+        self._init_attack(float(eps), self.nb_iter, step, self.rand_init, "ce", seed)
+        self._arguments = {"eps": float(eps), "eps_iter": float(eps_iter), "nb_iter": int(nb_iter),
+                           "rand_init": bool(rand_init), "mix": mix}
+        initial_mix = float(DEFAULT_MIX[attack] if mix is None else mix)
+        self.mix = self.add_weight(shape=(), initializer=keras.initializers.Constant(initial_mix), trainable=False,
+                                   name="mix")
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
         self.c_optimizer = None
         self.built = True
 
@@ -125,33 +123,17 @@ class AdversarialTrainer(keras.Model):
     def compute_output_shape(self, input_shape):
         return self.classifier.compute_output_shape(tuple(input_shape))
 
-    # ------------------------------------------------------------------ attack in the graph
+    def _logits(self, x, training=False):
+        import tensorflow as tf
+
+        return tf.cast(self.classifier(x, training=training), tf.float32)
 
     def craft(self, x, y):
         """Adversarial examples for `(x, y)` on the current classifier (graph-friendly, no gradient)."""
-        import tensorflow as tf
-
-        x = tf.cast(x, tf.float32)
-        y = tf.cast(y, tf.int64)
-        eps = tf.cast(self.eps, tf.float32)
-        step = eps if self.attack == "fgsm" else tf.cast(self.eps_iter, tf.float32)
-        if self.rand_init:
-            start = x + tf.random.stateless_uniform(tf.shape(x), _draw_seed(self), -1.0, 1.0) * eps
-            start = tf.clip_by_value(start, 0.0, 1.0)
-        else:
-            start = x
-
-        def body(i, x_adv):
-            with tf.GradientTape() as tape:
-                tape.watch(x_adv)
-                loss = tf.reduce_sum(_cross_entropy(self.classifier(x_adv, training=False), y))
-            grad = tape.gradient(loss, x_adv)
-            x_adv = x_adv + step * tf.sign(grad)
-            x_adv = tf.clip_by_value(x + tf.clip_by_value(x_adv - x, -eps, eps), 0.0, 1.0)
-            return i + 1, x_adv
-
-        _, x_adv = tf.while_loop(lambda i, _: i < self.nb_iter, body, (tf.constant(0), start))
-        return tf.stop_gradient(x_adv)
+        return pgd_in_graph(
+            self._logits, x, y, self.attack_eps, self.attack_step_size, self.attack_steps, self._attack_seed(),
+            rand_init=self.rand_init,
+        )
 
     # ------------------------------------------------------------------ training
 
@@ -179,10 +161,13 @@ class AdversarialTrainer(keras.Model):
     def _compute_losses(self, x, y, x_adv, training):
         import tensorflow as tf
 
-        clean_logits = self.classifier(x, training=training)
-        adv_logits = self.classifier(x_adv, training=training)
-        clean_loss = _cross_entropy(clean_logits, y)
-        adv_loss = _cross_entropy(adv_logits, y)
+        y = tf.reshape(tf.cast(y, tf.int64), [-1])
+        n = tf.shape(x)[0]
+        logits = self._logits(tf.concat([x_adv, tf.cast(x, tf.float32)], 0), training=training)
+        adv_logits, clean_logits = logits[:n], logits[n:]
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits
+        clean_loss = ce(labels=y, logits=clean_logits)
+        adv_loss = ce(labels=y, logits=adv_logits)
         mix = tf.cast(self.mix, tf.float32)
         loss = mix * clean_loss + (1.0 - mix) * adv_loss
 
@@ -197,15 +182,6 @@ class AdversarialTrainer(keras.Model):
             "adv_acc": acc(adv_logits),
         }
 
-    def _unpack(self, data):
-        import tensorflow as tf
-
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        if y is None:
-            raise invalid_value("y", "integer labels (adversarial training needs the true labels)", y)
-        y = tf.cast(tf.reshape(y, [-1]), tf.int64)
-        return tf.cast(x, tf.float32), y
-
     def _record(self, values):
         import tensorflow as tf
 
@@ -216,7 +192,8 @@ class AdversarialTrainer(keras.Model):
     def train_step(self, data):
         import tensorflow as tf
 
-        x, y = self._unpack(data)
+        x, y = split_xy(data)
+        x = tf.cast(x, tf.float32)
         x_adv = self.craft(x, y)
         variables = self.classifier.trainable_variables
         with tf.GradientTape() as tape:
@@ -226,7 +203,10 @@ class AdversarialTrainer(keras.Model):
         return self._record(values)
 
     def test_step(self, data):
-        x, y = self._unpack(data)
+        import tensorflow as tf
+
+        x, y = split_xy(data)
+        x = tf.cast(x, tf.float32)
         return self._record(self._compute_losses(x, y, self.craft(x, y), training=False)[1])
 
     def fit(self, x=None, y=None, *args, **kwargs):
@@ -235,13 +215,13 @@ class AdversarialTrainer(keras.Model):
 
         if self.c_optimizer is None:
             raise RuntimeError("Call compile() before fit().")
-        if x is not None and hasattr(x, "shape") and not isinstance(x, tf.data.Dataset):
-            x = check_images(x, "x", allow_tensor=False)
+        if isinstance(x, tf.data.Dataset):
+            check_xy_dataset(x, self.image_shape)
+        else:
             if y is None:
                 raise invalid_value("y", "integer labels (adversarial training needs the true labels)", y)
-            y = check_labels(y, "y", num_examples=len(x))
-        if isinstance(x, tf.data.Dataset) and not args:
-            kwargs.setdefault("shuffle", False)
+            x, y = check_xy_arrays(x, y, self.image_shape)
+        kwargs = dataset_fit_defaults(x, args, kwargs)
         return super().fit(x, y, *args, **kwargs)
 
     # ------------------------------------------------------------------ config
@@ -252,11 +232,7 @@ class AdversarialTrainer(keras.Model):
             {
                 "classifier": keras.saving.serialize_keras_object(self.classifier),
                 "attack": self.attack,
-                "eps": self._init["eps"],
-                "eps_iter": self._init["eps_iter"],
-                "nb_iter": self._nb_iter_arg,
-                "rand_init": self._rand_init_arg,
-                "mix": self._mix_arg,
+                **self._arguments,
                 "seed": self.seed,
             }
         )

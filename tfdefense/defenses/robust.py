@@ -1,4 +1,4 @@
-"""Robust purification: a purifier trained against the whole pipeline, and Madry adversarial training.
+"""Robust purification: a purifier trained against the whole pipeline.
 
 The published purifiers (pix2pix, APE-GAN, EGAN) are trained on examples
 crafted against the bare classifier; an attacker who differentiates through
@@ -40,8 +40,10 @@ of the same shape (the U-Nets of `tfdefense.models.unet`, APE-GAN's
 generators, ...) and any Keras classifier returning logits. The classifier
 is never updated.
 
-`AdversarialTraining(classifier, ...)` is the classifier-side baseline at the
-same settings: Madry PGD adversarial training of the classifier itself.
+The classifier-side baseline at the same settings, Madry PGD adversarial
+training of the classifier itself, is `AdversarialTrainer`
+(tfdefense.defenses.adversarial_training); both use the in-graph attack of
+`tfdefense.defenses.training_attack`.
 
 Limits: robustness is certified by nothing; it is what the attack suite of
 `tfdefense.evaluation.robustness` measures. Training costs about
@@ -52,7 +54,7 @@ import numpy as np
 
 import keras
 
-from tfdefense._validation import check_choice, check_labels, check_number, invalid_value
+from tfdefense._validation import check_number, invalid_value
 from tfdefense.defenses._gan import (
     batched_call,
     bce_from_logits,
@@ -64,8 +66,17 @@ from tfdefense.defenses._gan import (
     static_image_shape,
 )
 from tfdefense.defenses.pix2pix import FusedAdam
+from tfdefense.defenses.training_attack import (  # noqa: F401  (EpsilonRamp, ComputeBudget: public here too)
+    AttackSettingsMixin,
+    ComputeBudget,
+    EpsilonRamp,
+    check_xy_arrays,
+    check_xy_dataset,
+    kl_divergence,
+    pgd_in_graph,
+    split_xy,
+)
 
-ATTACK_LOSSES = ("ce", "kl")
 LOSS_WEIGHTS = ("lambda_adv_cls", "lambda_clean_cls", "lambda_trades", "lambda_rec", "lambda_gan")
 METRIC_NAMES = ("loss", "adv_cls", "clean_cls", "trades", "rec", "gan", "d_loss", "adv_acc", "clean_acc")
 
@@ -79,217 +90,8 @@ def default_discriminator_optimizer():
     return FusedAdam(learning_rate=2e-4, beta_1=0.5)
 
 
-def _split_xy(data):
-    """(x, y) from what keras hands train_step: (x, y), (x, y, sample_weight) or a dict."""
-    if isinstance(data, dict):
-        return data.get("x"), data.get("y")
-    data = tuple(data) if isinstance(data, (list, tuple)) else (data,)
-    if len(data) == 1 and isinstance(data[0], (list, tuple)):
-        data = tuple(data[0])
-    if len(data) < 2 or data[1] is None:
-        raise invalid_value("data", "batches of (images, integer labels)", f"a batch of {len(data)} element(s)")
-    return data[0], data[1]
-
-
-def _kl(logits_p, logits_q):
-    """Per-example KL(softmax p || softmax q)."""
-    import tensorflow as tf
-
-    p = tf.nn.softmax(logits_p)
-    return tf.reduce_sum(p * (tf.nn.log_softmax(logits_p) - tf.nn.log_softmax(logits_q)), -1)
-
-
-def pgd_in_graph(logits_fn, x, y, eps, step_size, steps, seed, rand_init=True, loss="ce", reference_logits=None):
-    """Linf PGD inside a traced step: `steps` sign-gradient ascent steps (a `tf.while_loop`).
-
-    Args:
-      logits_fn: images -> float32 logits (the frozen pipeline).
-      x, y: float32 images in [0, 1], int labels.
-      eps, step_size: scalars (tensors or floats).
-      steps: Python int (the loop length).
-      seed: int32[2] stateless seed for the random start.
-      loss: "ce" (cross-entropy to y) or "kl" (KL from `reference_logits`).
-    Returns the adversarial batch (stop-gradient), in the eps-ball and [0, 1].
-    """
-    import tensorflow as tf
-
-    x = tf.stop_gradient(tf.cast(x, tf.float32))
-    y = tf.reshape(tf.cast(y, tf.int64), [-1])
-    eps = tf.cast(eps, tf.float32)
-    step_size = tf.cast(step_size, tf.float32)
-    if reference_logits is not None:
-        reference_logits = tf.stop_gradient(tf.cast(reference_logits, tf.float32))
-    if rand_init:
-        if loss == "kl":  # TRADES starts close to x (0.001 * N(0, 1) in the paper)
-            noise = 0.001 * tf.random.stateless_normal(tf.shape(x), seed)
-        else:
-            noise = tf.random.stateless_uniform(tf.shape(x), seed, -1.0, 1.0) * eps
-        x_adv = tf.clip_by_value(x + noise, 0.0, 1.0)
-    else:
-        x_adv = x
-
-    def objective(z):
-        logits = tf.cast(logits_fn(z), tf.float32)
-        if loss == "kl":
-            return tf.reduce_sum(_kl(reference_logits, logits))
-        return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
-
-    def body(i, z):
-        with tf.GradientTape() as tape:
-            tape.watch(z)
-            value = objective(z)
-        grad = tape.gradient(value, z)
-        z = z + step_size * tf.sign(grad)
-        z = tf.clip_by_value(tf.clip_by_value(z, x - eps, x + eps), 0.0, 1.0)
-        return i + 1, tf.stop_gradient(z)
-
-    if steps > 0:
-        _, x_adv = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), x_adv))
-    return tf.stop_gradient(x_adv)
-
-
-def _check_attack_settings(attack_eps, attack_steps, attack_step_size, attack_loss):
-    check_number("attack_eps", attack_eps, minimum=0, maximum=1)
-    check_number("attack_steps", attack_steps, minimum=0, integer=True)
-    check_number("attack_step_size", attack_step_size, minimum=0, maximum=1, allow_none=True)
-    check_choice("attack_loss", attack_loss, ATTACK_LOSSES)
-    if attack_step_size is None:
-        return 2.5 * float(attack_eps) / max(int(attack_steps), 1)
-    return float(attack_step_size)
-
-
-def _check_xy_arrays(x, y, image_shape, num_classes=None):
-    x = check_image_array(x, image_shape, "x")
-    if y is None:
-        raise invalid_value("y", "integer class labels, one per image", y)
-    y = check_labels(y, "y", num_examples=len(x), num_classes=num_classes)
-    return x, y
-
-
-def _check_dataset(dataset, image_shape, argument="x"):
-    spec = dataset.element_spec
-    specs = spec if isinstance(spec, (tuple, list)) else (spec,)
-    if len(specs) < 2:
-        raise invalid_value(argument, "a dataset of (images, labels) batches", spec)
-    shape = tuple(specs[0].shape)
-    if len(shape) != 4 or any(s is not None and s != e for s, e in zip(shape[1:], image_shape)):
-        raise invalid_value(argument, f"image batches of shape (N, {', '.join(map(str, image_shape))})", spec)
-    if not specs[1].dtype.is_integer:
-        raise invalid_value(argument, "integer labels as the second element of each batch", spec)
-
-
-class _AttackSettingsMixin:
-    """The in-graph training attack's variables, shared by both trainers."""
-
-    def _init_attack(self, attack_eps, attack_steps, attack_step_size, attack_rand_init, attack_loss, seed):
-        step = _check_attack_settings(attack_eps, attack_steps, attack_step_size, attack_loss)
-        if not isinstance(attack_rand_init, (bool, np.bool_)):
-            raise invalid_value("attack_rand_init", "True or False", attack_rand_init)
-        check_number("seed", seed, integer=True, allow_none=True)
-        self.attack_steps = int(attack_steps)
-        self.attack_rand_init = bool(attack_rand_init)
-        self.attack_loss = attack_loss
-        self.seed = seed
-        self._attack_config = {
-            "attack_eps": float(attack_eps),
-            "attack_steps": int(attack_steps),
-            "attack_step_size": None if attack_step_size is None else float(attack_step_size),
-            "attack_rand_init": bool(attack_rand_init),
-            "attack_loss": attack_loss,
-            "seed": seed,
-        }
-        self.attack_eps = self.add_weight(
-            shape=(), initializer=keras.initializers.Constant(float(attack_eps)), trainable=False, name="attack_eps"
-        )
-        self.attack_step_size = self.add_weight(
-            shape=(), initializer=keras.initializers.Constant(step), trainable=False, name="attack_step_size"
-        )
-        self.seed_generator = keras.random.SeedGenerator(seed, name="attack_seed")
-
-    def _attack_seed(self):
-        import tensorflow as tf
-
-        # SeedGenerator state advances every step (it is saved with the model).
-        raw = keras.random.randint((2,), 0, 2**30, seed=self.seed_generator, dtype="int32")
-        return tf.cast(raw, tf.int32)
-
-
-class EpsilonRamp(keras.callbacks.Callback):
-    """Curriculum on the training attack's eps: linear from `start` to the model's target eps.
-
-    At the start of epoch e (0-based, absolute) assigns eps = start + (target -
-    start) * min(1, (e + 1) / ramp_epochs) to `model.attack_eps` (so the target
-    is reached at epoch ramp_epochs - 1; ramp_epochs=1 is no ramp) and scales
-    `model.attack_step_size` with it. Works with `RobustPurifier` and
-    `AdversarialTraining`; resuming lands at the right eps (epoch-indexed).
-    """
-
-    def __init__(self, ramp_epochs, start=0.0, target=None):
-        super().__init__()
-        check_number("ramp_epochs", ramp_epochs, minimum=1, integer=True)
-        check_number("start", start, minimum=0, maximum=1)
-        check_number("target", target, minimum=0, maximum=1, allow_none=True)
-        self.ramp_epochs = int(ramp_epochs)
-        self.start = float(start)
-        self.target = target
-        self._ratio = None
-
-    def on_train_begin(self, logs=None):
-        config = self.model._attack_config
-        self.target = config["attack_eps"] if self.target is None else self.target
-        step = _check_attack_settings(
-            config["attack_eps"], config["attack_steps"], config["attack_step_size"], config["attack_loss"]
-        )
-        self._ratio = step / config["attack_eps"] if config["attack_eps"] > 0 else 0.0
-
-    def eps_at(self, epoch):
-        return self.start + (self.target - self.start) * min(1.0, (epoch + 1) / self.ramp_epochs)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        eps = self.eps_at(epoch)
-        self.model.attack_eps.assign(eps)
-        self.model.attack_step_size.assign(self._ratio * eps)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["attack_eps"] = float(keras.ops.convert_to_numpy(self.model.attack_eps))
-
-
-class ComputeBudget(keras.callbacks.Callback):
-    """Stops `fit` at the end of the epoch in which the process CPU time spent in `fit` reaches `cpu_seconds`.
-
-    For comparisons "at equal training compute": train one model, read its
-    `cpu_seconds` (also logged as `cpu_seconds` in the epoch logs), give the
-    other the same budget. CPU time (all threads of this process) is steadier
-    than wall time on a shared machine. `offset` adds seconds already spent
-    (a resumed run).
-    """
-
-    def __init__(self, cpu_seconds=None, offset=0.0):
-        super().__init__()
-        check_number("cpu_seconds", cpu_seconds, minimum=0, allow_none=True)
-        check_number("offset", offset, minimum=0)
-        self.cpu_seconds = cpu_seconds
-        self.offset = float(offset)
-        self.spent = float(offset)
-
-    def on_train_begin(self, logs=None):
-        import time
-
-        self._start = time.process_time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        import time
-
-        self.spent = self.offset + time.process_time() - self._start
-        if logs is not None:
-            logs["cpu_seconds"] = self.spent
-        if self.cpu_seconds is not None and self.spent >= self.cpu_seconds:
-            self.model.stop_training = True
-
-
 @keras.saving.register_keras_serializable(package="tfdefense")
-class RobustPurifier(_AttackSettingsMixin, keras.Model):
+class RobustPurifier(AttackSettingsMixin, keras.Model):
     """A purifier trained with PGD crafted through `classifier(purifier(x))` (classifier frozen).
 
     Args:
@@ -482,7 +284,7 @@ class RobustPurifier(_AttackSettingsMixin, keras.Model):
         losses = {
             "adv_cls": ce(labels=y, logits=logits_adv),
             "clean_cls": ce(labels=y, logits=logits_clean),
-            "trades": _kl(logits_clean, logits_adv),
+            "trades": kl_divergence(logits_clean, logits_adv),
             "rec": 0.5 * (tf.reduce_mean(tf.abs(purified_adv - x), axes) + tf.reduce_mean(tf.abs(purified_clean - x), axes)),
             "adv_acc": tf.cast(tf.equal(tf.argmax(logits_adv, -1), y), tf.float32),
             "clean_acc": tf.cast(tf.equal(tf.argmax(logits_clean, -1), y), tf.float32),
@@ -522,7 +324,7 @@ class RobustPurifier(_AttackSettingsMixin, keras.Model):
     def train_step(self, data):
         import tensorflow as tf
 
-        x, y = _split_xy(data)
+        x, y = split_xy(data)
         x = tf.cast(x, tf.float32)
         x_adv = self.craft(x, y)
         g_vars = self.generator.trainable_variables
@@ -539,7 +341,7 @@ class RobustPurifier(_AttackSettingsMixin, keras.Model):
         return self._update_metrics(losses)
 
     def test_step(self, data):
-        x, y = _split_xy(data)
+        x, y = split_xy(data)
         x_adv = self.craft(x, y)
         return self._update_metrics(self._loss_terms(x, x_adv, y, training=False))
 
@@ -550,15 +352,15 @@ class RobustPurifier(_AttackSettingsMixin, keras.Model):
         import tensorflow as tf
 
         if isinstance(x, tf.data.Dataset):
-            _check_dataset(x, self.image_shape)
+            check_xy_dataset(x, self.image_shape)
         else:
-            x, y = _check_xy_arrays(x, y, self.image_shape)
+            x, y = check_xy_arrays(x, y, self.image_shape)
         validation = kwargs.get("validation_data")
         if validation is not None:
             if isinstance(validation, tf.data.Dataset):
-                _check_dataset(validation, self.image_shape, "validation_data")
+                check_xy_dataset(validation, self.image_shape, "validation_data")
             elif isinstance(validation, (tuple, list)) and len(validation) == 2:
-                kwargs["validation_data"] = _check_xy_arrays(validation[0], validation[1], self.image_shape)
+                kwargs["validation_data"] = check_xy_arrays(validation[0], validation[1], self.image_shape)
             else:
                 raise invalid_value("validation_data", "(images, labels) arrays or a dataset", type(validation).__name__)
         kwargs = dataset_fit_defaults(x, args, kwargs)
@@ -589,159 +391,4 @@ class RobustPurifier(_AttackSettingsMixin, keras.Model):
         for key in ("classifier", "generator", "discriminator"):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
-
-
-@keras.saving.register_keras_serializable(package="tfdefense")
-class AdversarialTraining(_AttackSettingsMixin, keras.Model):
-    """Madry PGD adversarial training of a classifier (the classifier-side baseline).
-
-    `call` returns the classifier's logits; `fit((x, y))` trains the
-    classifier on `lambda_adv * CE(C(x_adv), y) + lambda_clean * CE(C(x), y)`
-    with x_adv = PGD_{attack_steps} on the current classifier (inference
-    mode, random start). Madry et al. use lambda_clean = 0 (the default).
-    Use `.classifier` afterwards as an ordinary model.
-    """
-
-    def __init__(
-        self,
-        classifier,
-        attack_eps=0.3,
-        attack_steps=7,
-        attack_step_size=None,
-        attack_rand_init=True,
-        attack_loss="ce",
-        lambda_adv=1.0,
-        lambda_clean=0.0,
-        seed=None,
-        **kwargs,
-    ):
-        kwargs.setdefault("name", "adversarial_training")
-        super().__init__(**kwargs)
-        check_model("classifier", classifier)
-        self.image_shape = static_image_shape(classifier, "classifier")
-        check_number("lambda_adv", lambda_adv, minimum=0)
-        check_number("lambda_clean", lambda_clean, minimum=0)
-        self._init_attack(attack_eps, attack_steps, attack_step_size, attack_rand_init, attack_loss, seed)
-        self.classifier = classifier
-        self._initial_weights = {"lambda_adv": float(lambda_adv), "lambda_clean": float(lambda_clean)}
-        for name, value in self._initial_weights.items():
-            setattr(
-                self,
-                name,
-                self.add_weight(shape=(), initializer=keras.initializers.Constant(value), trainable=False, name=name),
-            )
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in ("loss", "adv_acc", "clean_acc")}
-        self.c_optimizer = None
-        self.built = True
-
-    def call(self, inputs, training=None):
-        return self.classifier(inputs, training=training)
-
-    def compute_output_shape(self, input_shape):
-        return self.classifier.compute_output_shape(input_shape)
-
-    def compile(self, optimizer=None, **kwargs):
-        """Adam(1e-3) by default."""
-        if kwargs.get("loss") is not None:
-            raise invalid_value("loss", "None (the loss is built in)", kwargs["loss"])
-        kwargs.pop("loss", None)
-        optimizer = keras.optimizers.get(optimizer) if optimizer is not None else FusedAdam(learning_rate=1e-3)
-        keras.Model.compile(self, optimizer=optimizer, **kwargs)
-        self.c_optimizer = optimizer
-        if not optimizer.built:
-            optimizer.build(self.classifier.trainable_variables)
-
-    def get_compile_config(self):
-        if self.c_optimizer is None:
-            return None
-        return {"optimizer": keras.saving.serialize_keras_object(self.c_optimizer)}
-
-    def compile_from_config(self, config):
-        self.compile(optimizer=keras.saving.deserialize_keras_object(config["optimizer"]))
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
-
-    def _logits(self, x, training=False):
-        import tensorflow as tf
-
-        return tf.cast(self.classifier(x, training=training), tf.float32)
-
-    def craft(self, x, y):
-        reference = self._logits(x) if self.attack_loss == "kl" else None
-        return pgd_in_graph(
-            self._logits, x, y, self.attack_eps, self.attack_step_size, self.attack_steps, self._attack_seed(),
-            rand_init=self.attack_rand_init, loss=self.attack_loss, reference_logits=reference,
-        )
-
-    def _loss_terms(self, x, x_adv, y, training):
-        import tensorflow as tf
-
-        y = tf.reshape(tf.cast(y, tf.int64), [-1])
-        n = tf.shape(x)[0]
-        logits = self._logits(tf.concat([x_adv, tf.cast(x, tf.float32)], 0), training=training)
-        ce = tf.nn.sparse_softmax_cross_entropy_with_logits
-        adv, clean = logits[:n], logits[n:]
-        loss = tf.cast(self.lambda_adv, tf.float32) * ce(labels=y, logits=adv) + tf.cast(
-            self.lambda_clean, tf.float32) * ce(labels=y, logits=clean)
-        return {
-            "loss": loss,
-            "adv_acc": tf.cast(tf.equal(tf.argmax(adv, -1), y), tf.float32),
-            "clean_acc": tf.cast(tf.equal(tf.argmax(clean, -1), y), tf.float32),
-        }
-
-    def train_step(self, data):
-        import tensorflow as tf
-
-        x, y = _split_xy(data)
-        x = tf.cast(x, tf.float32)
-        x_adv = self.craft(x, y)
-        variables = self.classifier.trainable_variables
-        with tf.GradientTape() as tape:
-            losses = self._loss_terms(x, x_adv, y, training=True)
-            loss = self.c_optimizer.scale_loss(tf.nn.compute_average_loss(losses["loss"]))
-        self.c_optimizer.apply(tape.gradient(loss, variables), variables)
-        for name, tracker in self.trackers.items():
-            tracker.update_state(tf.reduce_mean(losses[name]))
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
-
-    def test_step(self, data):
-        import tensorflow as tf
-
-        x, y = _split_xy(data)
-        losses = self._loss_terms(x, self.craft(x, y), y, training=False)
-        for name, tracker in self.trackers.items():
-            tracker.update_state(tf.reduce_mean(losses[name]))
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
-
-    def fit(self, x=None, y=None, *args, **kwargs):
-        """`keras.Model.fit` on images and integer labels (arrays or a dataset of `(x, y)` batches)."""
-        if self.c_optimizer is None:
-            raise RuntimeError("Call compile() before fit().")
-        import tensorflow as tf
-
-        if isinstance(x, tf.data.Dataset):
-            _check_dataset(x, self.image_shape)
-        else:
-            x, y = _check_xy_arrays(x, y, self.image_shape)
-        kwargs = dataset_fit_defaults(x, args, kwargs)
-        return super().fit(x, y, *args, **kwargs)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "classifier": keras.saving.serialize_keras_object(self.classifier),
-                **self._attack_config,
-                **self._initial_weights,
-            }
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
         return cls(**config)

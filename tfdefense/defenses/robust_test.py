@@ -1,4 +1,4 @@
-"""RobustPurifier / AdversarialTraining: the mechanism at small scale, API, saving, export, errors."""
+"""RobustPurifier (+ AdversarialTrainer with the shared callbacks): the mechanism at small scale, API, saving, export, errors."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import keras
 import tensorflow as tf
 
 from tfdefense.attacks import get_attack
-from tfdefense.defenses import AdversarialTraining, ComputeBudget, DefendedClassifier, EpsilonRamp, RobustPurifier
+from tfdefense.defenses import AdversarialTrainer, ComputeBudget, DefendedClassifier, EpsilonRamp, RobustPurifier
 from tfdefense.defenses.robust import pgd_in_graph
 from tfdefense.evaluation import accuracy
 from tfdefense.models.patchgan import patchgan_preset
@@ -104,7 +104,7 @@ def test_adversarial_training_baseline_trains_and_roundtrips(tmp_path, mnist, mn
     (x_train, y_train), _ = mnist
     clone = keras.models.clone_model(mnist_model_c)
     clone.set_weights(mnist_model_c.get_weights())
-    trainer = AdversarialTraining(clone, attack_eps=0.3, attack_steps=2, lambda_clean=0.5, seed=0)
+    trainer = AdversarialTrainer(clone, eps=0.3, eps_iter=0.2, nb_iter=2, mix=0.3, seed=0)
     trainer.compile()
     budget = ComputeBudget(cpu_seconds=0.0)
     history = trainer.fit(x_train[:256], y_train[:256], batch_size=64, epochs=5, verbose=0, callbacks=[budget])

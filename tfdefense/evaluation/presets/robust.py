@@ -119,7 +119,7 @@ def _train_robust(run, name, dataset, classifier, x_train, y_train, settings, ep
 def _train_madry(run, name, dataset, classifier, x_train, y_train, settings, eps, cpu_budget):
     import keras
 
-    from tfdefense.defenses import AdversarialTraining, ComputeBudget, EpsilonRamp
+    from tfdefense.defenses import AdversarialTrainer, ComputeBudget, EpsilonRamp, FusedAdam
 
     config = {"data": dataset, "eps": eps, "steps": settings["train_steps"], "budget": cpu_budget,
               "ramp": settings["eps_ramp"], "seed": run.seed}
@@ -129,8 +129,10 @@ def _train_madry(run, name, dataset, classifier, x_train, y_train, settings, eps
         clone = keras.models.clone_model(classifier)
         clone.set_weights(classifier.get_weights())
         clone.trainable = True
-        model = AdversarialTraining(clone, attack_eps=eps, attack_steps=settings["train_steps"], seed=run.seed)
-        model.compile()
+        steps = settings["train_steps"]
+        model = AdversarialTrainer(clone, attack="pgd", eps=eps, eps_iter=2.5 * eps / steps, nb_iter=steps,
+                                   seed=run.seed)
+        model.compile(optimizer=FusedAdam(learning_rate=1e-3))
         return model
 
     def train(model):
