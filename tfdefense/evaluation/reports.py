@@ -94,7 +94,7 @@ def environment():
 def _format(value, metric):
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
-    if metric in ("accuracy", "error_rate", "success_rate"):
+    if metric in ("accuracy", "error_rate", "success_rate", "detection_rate"):
         return f"{100 * value:.1f}%"
     return f"{value:.4g}"
 

@@ -1,16 +1,20 @@
 """EGAN preset (Perez-Bravo et al.): accuracy vs FGSM eps 0..1 and accuracy vs purification time.
 
 Defenses: none, APE-GAN, EGAN (DCGAN with z of 30, then an encoder inverting
-the frozen generator; purification G(E(x))), and every baseline of
-`tfdefense.defenses` that is available (input transformations, MagNet,
-Defense-GAN). FGSM is crafted on the bare classifier (the paper's protocol);
-the adaptive protocol adds PGD through each learned purifier.
+the frozen generator; purification G(E(x))), the input transformations,
+MagNet (reformer alone, and detector + reformer with detected inputs counted
+as defended, the MagNet paper's convention), a convolutional autoencoder and a
+DnCNN (8 layers of 32 filters; the paper's 17 x 64 at full scale) trained on
+the same FGSM pairs as APE-GAN, and Defense-GAN (tiny and full
+scales: its WGAN needs CPU-hours). FGSM is crafted on the bare classifier
+(the paper's protocol); the adaptive protocol adds PGD through each learned
+purifier (EOT for Defense-GAN).
 """
 
 import numpy as np
 
 from tfdefense.evaluation import accuracy, protocols, seconds_per_image
-from tfdefense.evaluation.presets import _common
+from tfdefense.evaluation.presets import _baselines, _common
 from tfdefense.evaluation.runner import register_preset
 
 EPS_GRID = tuple(np.round(np.arange(0.0, 1.01, 0.1), 1))
@@ -51,11 +55,9 @@ def _egan(run, settings, x_train):
                      lambda m: m.fit(x_train, batch_size=64, epochs=settings["encoder_epochs"], verbose=0))
 
 
-def _apegan(run, settings, classifier, x_train, y_train):
+def _apegan(run, settings, x_adv, x_train):
     from tfdefense.data import make_paired_pipeline
     from tfdefense.defenses import APEGAN
-
-    x_adv = _common.attacked(run, "fgsm", {"eps": 0.3}, classifier, x_train, y_train)
 
     def build():
         model = APEGAN.from_preset(settings["net"])
@@ -69,13 +71,10 @@ def _apegan(run, settings, classifier, x_train, y_train):
     return run.model("apegan", config, build, train)
 
 
-def _baselines(run):
-    """The input-transformation baselines that exist in this install (deterministic ones first)."""
-    try:
-        from tfdefense.defenses import transforms
-    except ImportError:
-        run.note("input-transformation baselines not installed: skipped")
-        return {}
+def _transforms(run):
+    """The input-transformation baselines (deterministic ones first)."""
+    from tfdefense.defenses import transforms
+
     names = ("bit_depth", "median", "jpeg", "random_resize_pad", "pixel_deflection")
     return {name: transforms.get_transform(name) for name in names if name in transforms.list_transforms() and run.wants_defense(name)}
 
@@ -92,9 +91,23 @@ def egan(run):
     purifiers = {}
     if run.wants_defense("egan"):
         purifiers["egan"] = _egan(run, settings, x_train)
+    x_fgsm_train = None
+    if run.wants_defense("apegan") or run.wants_defense("autoencoder") or run.wants_defense("dncnn"):
+        x_fgsm_train = _common.attacked(run, "fgsm", {"eps": 0.3}, classifier, x_train, y_train)
     if run.wants_defense("apegan"):
-        purifiers["apegan"] = _apegan(run, settings, classifier, x_train, y_train)
-    purifiers.update(_baselines(run))
+        purifiers["apegan"] = _apegan(run, settings, x_fgsm_train, x_train)
+    purifiers.update(_transforms(run))
+    if run.wants_defense("magnet"):
+        purifiers["magnet"] = _baselines.magnet(run, x_train)
+    if run.wants_defense("autoencoder"):
+        purifiers["autoencoder"] = _baselines.denoiser(run, "autoencoder", x_fgsm_train, x_train, {"fgsm": {"eps": 0.3}})
+    if run.wants_defense("dncnn"):
+        purifiers["dncnn"] = _baselines.denoiser(run, "dncnn", x_fgsm_train, x_train, {"fgsm": {"eps": 0.3}})
+    if run.wants_defense("defensegan"):
+        defense_gan = _baselines.defense_gan(run, x_train)
+        if defense_gan is not None:
+            purifiers["defensegan"] = defense_gan
+        _baselines.defense_gan_note(run)
     models = {"none": classifier, **{name: DefendedClassifier(p, classifier) for name, p in purifiers.items()}}
 
     curves = {name: ([], []) for name in models}
@@ -109,15 +122,26 @@ def egan(run):
                         attack_config={"eps": eps})
             curves[name][0].append(eps)
             curves[name][1].append(value)
+        if "magnet" in purifiers:  # detected inputs count as defended when attacked, as errors when clean
+            scores = purifiers["magnet"].defended_accuracy(classifier, x, y_test, detected_counts_as_correct=eps > 0)
+            run.add_row(TABLE, "whole_test_set", "magnet (detector + reformer)", f"fgsm eps {eps:.1f}", "accuracy",
+                        scores["accuracy"], len(y_test), attack_config={"eps": eps})
+            run.add_row(TABLE, "whole_test_set", "magnet (detector + reformer)", f"fgsm eps {eps:.1f}",
+                        "detection_rate", scores["detection_rate"], len(y_test), attack_config={"eps": eps})
+            curves.setdefault("magnet (detector + reformer)", ([], []))
+            curves["magnet (detector + reformer)"][0].append(eps)
+            curves["magnet (detector + reformer)"][1].append(scores["accuracy"])
     plots.plot_curves(run.add_plot("accuracy_vs_eps.png"), curves, "FGSM eps (Linf)", title="MNIST: accuracy vs FGSM eps")
 
     x_half = by_eps.get(0.5)
     if x_half is not None:
         times, points = {}, {}
         for name, purifier in purifiers.items():
-            seconds = seconds_per_image(purifier.purify, x_half)
+            # Defense-GAN's projection costs ~1 s per image: timed on 64 images, once.
+            timed = x_half[:64] if name == "defensegan" else x_half
+            seconds = seconds_per_image(purifier.purify, timed, repeats=1 if name == "defensegan" else 3)
             times[name] = seconds
-            run.add_row(TIME_TABLE, "timing", name, "purification", "seconds_per_image", seconds, len(x_half))
+            run.add_row(TIME_TABLE, "timing", name, "purification", "seconds_per_image", seconds, len(timed))
             points[name] = ([seconds * 1e3], [accuracy(models[name], x_half, y_test)])
         if points:
             plots.plot_curves(run.add_plot("accuracy_vs_time.png"), points, "purification time per image (ms)",
@@ -126,7 +150,7 @@ def egan(run):
     nb_iter = 10 if run.scale == "tiny" else 40
     pgd = dict(eps=0.3, eps_iter=2.5 * 0.3 / nb_iter, nb_iter=nb_iter, rand_init=True, seed=run.seed)
     x, y = _common.subset(x_test, y_test, None if run.scale == "full" else 200)
-    for name in ("egan", "apegan"):
+    for name in ("egan", "apegan", "magnet", "autoencoder", "dncnn", "defensegan"):
         if name in models:
             protocols.adaptive(run, name, models[name], classifier, x, y, "pgd", pgd)
     if "egan" in purifiers:

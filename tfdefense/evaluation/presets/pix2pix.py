@@ -7,18 +7,24 @@
 - Transfer: examples crafted on one target model, purified by the purifier of
   the other, classified by the model they were crafted on.
 - Accuracy versus training epoch; perturbation L2 vs defense (purified - clean) L2.
+- MNIST: the Defense-GAN comparison setting (white-box FGSM eps 0.3 and
+  untargeted C&W-L2 on models A-D, whole test set): no defense, the pix2pix
+  purifier (trained for model C, used unchanged in front of each model),
+  MagNet, Defense-GAN (tiny and full scales) and FGSM adversarial training of
+  each model (attacked white-box on itself).
 - The adaptive protocol (PGD through purifier + classifier).
 """
 
 import numpy as np
 
-from tfdefense.evaluation import l2_distances, predict_labels, protocols
-from tfdefense.evaluation.presets import _common
+from tfdefense.evaluation import accuracy, l2_distances, predict_labels, protocols
+from tfdefense.evaluation.presets import _baselines, _common
 from tfdefense.evaluation.runner import register_preset
 
 TABLE = "Accuracy on successful adversarial examples (pix2pix paper protocol)"
 TRANSFER = "Transfer: crafted on one target model, purifier trained for the other"
 L2_TABLE = "Perturbation L2 vs defense L2 (mean per image)"
+COMPARISON = "Defense-GAN comparison setting: white-box FGSM eps 0.3 and C&W-L2 on models A-D (whole test set)"
 
 SETTINGS = {
     "mnist": dict(
@@ -43,10 +49,7 @@ SETTINGS = {
 
 
 def _test_attacks(run, settings, eps):
-    quick = run.scale != "full"
-    cw = dict(targeted=True, target="random", seed=run.seed)
-    if quick:
-        cw.update(binary_search_steps=3, max_iterations=100 if run.scale == "quick" else 10, learning_rate=0.05, initial_const=1.0)
+    cw = _cw_settings(run, targeted=True, target="random", seed=run.seed)
     attacks = {
         "fgsm": (dict(eps=eps), None),
         "deepfool": (dict(max_iter=50 if run.scale != "tiny" else 10), settings["expensive"]),
@@ -54,6 +57,57 @@ def _test_attacks(run, settings, eps):
         "cw_l2 (random target)": (cw, settings["expensive"]),
     }
     return {k: v for k, v in attacks.items() if run.wants_attack(k.split(" ")[0])}
+
+
+def _cw_settings(run, **extra):
+    cw = dict(extra)
+    if run.scale != "full":
+        cw.update(binary_search_steps=3, max_iterations=100 if run.scale == "quick" else 10, learning_rate=0.05, initial_const=1.0)
+    return cw
+
+
+def _defense_gan_comparison(run, settings, targets, pix2pix, x_train, y_train, x_test, y_test):
+    """Accuracy of models A-D under white-box FGSM 0.3 and C&W-L2, with each defense of the Defense-GAN paper's table."""
+    from tfdefense.defenses import DefendedClassifier
+
+    eps = SETTINGS["mnist"]["eps"]
+    magnet = _baselines.magnet(run, x_train) if run.wants_defense("magnet") else None
+    defense_gan = _baselines.defense_gan(run, x_train) if run.wants_defense("defensegan") else None
+    _baselines.defense_gan_note(run)
+    cw = _cw_settings(run, seed=run.seed)
+    x_cw, y_cw = _common.subset(x_test, y_test, settings["expensive"])
+    for name in ("A", "B", "C", "D"):
+        model = targets.get(name) or _common.target_classifier(run, name, x_train, y_train, settings["classifier_epochs"])
+        defenses = {f"model {name}": model, f"pix2pix (for C) + model {name}": DefendedClassifier(pix2pix, model)}
+        if magnet is not None:
+            defenses[f"magnet (reformer) + model {name}"] = DefendedClassifier(magnet, model)
+        if defense_gan is not None:
+            defenses[f"defensegan + model {name}"] = DefendedClassifier(defense_gan, model)
+        inputs = {"clean": (x_test, y_test)}
+        if run.wants_attack("fgsm"):
+            inputs[f"fgsm eps {eps}"] = (_common.attacked(run, "fgsm", {"eps": eps}, model, x_test, y_test), y_test)
+        if run.wants_attack("cw_l2"):
+            inputs["cw_l2"] = (_common.attacked(run, "cw_l2", cw, model, x_cw, y_cw), y_cw)
+        for attack, (x, y) in inputs.items():
+            for label, defended in defenses.items():
+                run.add_row(COMPARISON, "whole_test_set", label, attack, "accuracy", accuracy(defended, x, y), len(y))
+            if magnet is not None:  # the MagNet convention: a detected adversarial input counts as defended
+                scores = magnet.defended_accuracy(model, x, y, detected_counts_as_correct=attack != "clean")
+                run.add_row(COMPARISON, "whole_test_set", f"magnet (detector + reformer) + model {name}", attack,
+                            "accuracy", scores["accuracy"], len(y))
+        if run.wants_defense("adv_training"):
+            trained = _baselines.fgsm_adversarial_training(run, name, model, x_train, y_train, eps)
+            label = f"FGSM adversarial training of model {name} (white-box on it)"
+            run.add_row(COMPARISON, "whole_test_set", label, "clean", "accuracy", accuracy(trained, x_test, y_test), len(y_test))
+            if run.wants_attack("fgsm"):
+                x_adv = _common.attacked(run, "fgsm", {"eps": eps}, trained, x_test, y_test)
+                run.add_row(COMPARISON, "whole_test_set", label, f"fgsm eps {eps}", "accuracy", accuracy(trained, x_adv, y_test), len(y_test))
+            if run.wants_attack("cw_l2"):
+                x_adv = _common.attacked(run, "cw_l2", cw, trained, x_cw, y_cw)
+                run.add_row(COMPARISON, "whole_test_set", label, "cw_l2", "accuracy", accuracy(trained, x_adv, y_cw), len(y_cw))
+    run.note("Defense-GAN comparison setting: attacks are white-box on each bare model (the papers' protocol); "
+             "pix2pix, MagNet and Defense-GAN are classifier-agnostic purifiers put unchanged in front of each model. "
+             "C&W-L2 is untargeted, on the first images of the test split (n per row).")
 
 
 def _train_purifier(run, dataset, name, classifier, x_train, y_train, settings, monitor):
@@ -145,6 +199,8 @@ def _run(run, dataset):
                           title=f"{dataset}: purified accuracy on successful FGSM examples")
 
     first = names[0]
+    if dataset == "mnist" and first == "C":
+        _defense_gan_comparison(run, settings, targets, purifiers[first], x_train, y_train, x_test, y_test)
     eps = spec["eps"]
     nb_iter = 10 if run.scale == "tiny" else 40
     pgd = dict(eps=eps, eps_iter=2.5 * eps / nb_iter, nb_iter=nb_iter, rand_init=True, seed=run.seed)
