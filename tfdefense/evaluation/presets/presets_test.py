@@ -38,6 +38,16 @@ def test_preset_runs_at_tiny_scale(tmp_path, name):
     rows = _rows(results)
     adaptive = [v for (table, _, attack, _, _), v in rows.items() if "worst case" in attack]
     assert adaptive and all(0.0 <= v <= 1.0 for v in adaptive)
+    defenses = {r["defense"] for r in results["rows"]}
+    if name == "egan":  # the learned baselines sit beside EGAN and APE-GAN
+        assert {"magnet", "magnet (detector + reformer)", "autoencoder", "dncnn", "defensegan"} <= defenses
+        assert any(r["defense"] == "defensegan" and r["protocol"] == "adaptive" and "EOT" in r["attack"] for r in results["rows"])
+    if name == "pix2pix-mnist":  # the Defense-GAN comparison setting: models A-D, FGSM 0.3 and C&W-L2
+        comparison = [r for r in results["rows"] if r["table"].startswith("Defense-GAN comparison")]
+        for model in "ABCD":
+            labels = {r["defense"] for r in comparison if r["defense"].endswith(f"model {model}") or f"of model {model} " in r["defense"]}
+            assert len(labels) == 6, labels  # none, pix2pix, magnet x2, defensegan, adversarial training
+        assert {r["attack"] for r in comparison} == {"clean", "fgsm eps 0.3", "cw_l2"}
 
 
 def test_png_roundtrip_is_reported_beside_tensor_numbers(tmp_path):
