@@ -100,6 +100,24 @@ def compile_optimizers(model, named, auto_scale_loss=True, kwargs=None):
     return optimizers
 
 
+def add_scalar_variables(model, values):
+    """Non-trainable float32 scalars `model.<name>` for {name: value}, in order (loss weights, eps, ...).
+
+    Callbacks `assign` them during `fit`; the traced train step reads the new value.
+    """
+    for name, value in values.items():
+        variable = model.add_weight(
+            shape=(), initializer=keras.initializers.Constant(float(value)), trainable=False, name=name
+        )
+        setattr(model, name, variable)
+
+
+def add_metric_trackers(model, names):
+    """`keras.metrics.Mean` trackers by name (`model.trackers`); `model.metrics` should list them."""
+    model.trackers = {name: keras.metrics.Mean(name=name) for name in names}
+    return model.trackers
+
+
 def batched_call(fn, x, batch_size, cache_owner, cache_name="_purify_function"):
     """Runs a cached tf.function over numpy batches; returns float32 numpy."""
     import tensorflow as tf

@@ -33,7 +33,14 @@ baseline of `RobustPurifier` at equal training compute (`ComputeBudget`).
 import keras
 
 from tfdefense._validation import check_choice, check_images, check_labels, check_number, invalid_value
-from tfdefense.defenses._gan import check_model, compile_optimizers, dataset_fit_defaults, static_image_shape
+from tfdefense.defenses._gan import (
+    add_metric_trackers,
+    add_scalar_variables,
+    check_model,
+    compile_optimizers,
+    dataset_fit_defaults,
+    static_image_shape,
+)
 from tfdefense.defenses.training_attack import (
     AttackSettingsMixin,
     check_xy_arrays,
@@ -106,9 +113,8 @@ class AdversarialTrainer(AttackSettingsMixin, keras.Model):
         self._arguments = {"eps": float(eps), "eps_iter": float(eps_iter), "nb_iter": int(nb_iter),
                            "rand_init": bool(rand_init), "mix": mix}
         initial_mix = float(DEFAULT_MIX[attack] if mix is None else mix)
-        self.mix = self.add_weight(shape=(), initializer=keras.initializers.Constant(initial_mix), trainable=False,
-                                   name="mix")
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
+        add_scalar_variables(self, {"mix": initial_mix})
+        add_metric_trackers(self, METRIC_NAMES)
         self.c_optimizer = None
         self.built = True
 

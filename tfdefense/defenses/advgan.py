@@ -39,6 +39,7 @@ import keras
 
 from tfdefense._validation import check_images, check_labels, check_number, invalid_value
 from tfdefense.defenses._gan import (
+    add_scalar_variables,
     GANModelMixin,
     dataset_fit_defaults,
     check_image_array,
@@ -119,11 +120,7 @@ class AdvGAN(GANModelMixin, keras.Model):
         self.image_shape = image_shape
         self.train_classifier = train_classifier
         self._initial_weights = {"eps": float(eps), "clean_weight": float(clean_weight)}
-        for weight, value in self._initial_weights.items():
-            variable = self.add_weight(
-                shape=(), initializer=keras.initializers.Constant(value), trainable=False, name=weight
-            )
-            setattr(self, weight, variable)
+        add_scalar_variables(self, self._initial_weights)
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.clean_acc_tracker = keras.metrics.Mean(name="clean_acc")

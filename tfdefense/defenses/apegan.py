@@ -39,6 +39,7 @@ import keras
 
 from tfdefense._validation import check_number, invalid_value
 from tfdefense.defenses._gan import (  # noqa: F401  (re-exported for older imports)
+    add_scalar_variables,
     GANModelMixin,
     batched_call,
     bce_from_logits,
@@ -102,11 +103,7 @@ class APEGAN(GANModelMixin, keras.Model):
         self.image_shape = image_shape
         self.generator_steps = int(generator_steps)
         self._initial_weights = {"mse_weight": float(mse_weight), "adv_weight": float(adv_weight)}
-        for weight, value in self._initial_weights.items():
-            variable = self.add_weight(
-                shape=(), initializer=keras.initializers.Constant(value), trainable=False, name=weight
-            )
-            setattr(self, weight, variable)
+        add_scalar_variables(self, self._initial_weights)
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_mse_tracker = keras.metrics.Mean(name="g_mse")
         self.g_adv_tracker = keras.metrics.Mean(name="g_adv")

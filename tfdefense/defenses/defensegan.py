@@ -50,6 +50,8 @@ from keras import layers
 
 from tfdefense._validation import check_choice, check_number, invalid_value
 from tfdefense.defenses._gan import (
+    add_metric_trackers,
+    add_scalar_variables,
     check_image_array,
     check_model,
     check_symbolic_images,
@@ -141,11 +143,9 @@ class WGANGP(keras.Model):
         self.critic_steps = int(critic_steps)
         self.seed = seed
         self._gp_weight = float(gp_weight)
-        self.gp_weight = self.add_weight(
-            shape=(), initializer=keras.initializers.Constant(float(gp_weight)), trainable=False, name="gp_weight"
-        )
+        add_scalar_variables(self, {"gp_weight": gp_weight})
         self.latent_seed = _add_seed_state(self, seed)
-        self.trackers = {n: keras.metrics.Mean(name=n) for n in ("d_loss", "g_loss", "gp", "w_dist")}
+        add_metric_trackers(self, ("d_loss", "g_loss", "gp", "w_dist"))
         self.g_optimizer = None
         self.d_optimizer = None
         self._sample_fn = None

@@ -41,6 +41,7 @@ from keras import layers
 
 from tfdefense._validation import check_choice, check_number, invalid_value
 from tfdefense.defenses._gan import (
+    add_scalar_variables,
     batched_call,
     check_image_array,
     check_model,
@@ -165,9 +166,7 @@ class Denoiser(keras.Model):
         self.loss_kind = loss
         self.seed = seed
         self._noise_stddev = float(noise_stddev)
-        self.noise_stddev = self.add_weight(
-            shape=(), initializer=keras.initializers.Constant(float(noise_stddev)), trainable=False, name="noise_stddev"
-        )
+        add_scalar_variables(self, {"noise_stddev": noise_stddev})
         self.latent_seed = _add_seed_state(self, seed)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.mse_tracker = keras.metrics.Mean(name="mse")

@@ -44,6 +44,7 @@ import keras
 
 from tfdefense._validation import check_number, invalid_value
 from tfdefense.defenses._gan import (
+    add_scalar_variables,
     GANModelMixin,
     dataset_fit_defaults,
     batched_call,
@@ -343,12 +344,7 @@ class EGAN(GANModelMixin, keras.Model):
         self.input_noise = float(input_noise)
         self.latent_seed = _add_seed_state(self, seed)
         self._initial_weights = {"latent_weight": float(latent_weight)}
-        self.latent_weight = self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(float(latent_weight)),
-            trainable=False,
-            name="latent_weight",
-        )
+        add_scalar_variables(self, self._initial_weights)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.mse_tracker = keras.metrics.Mean(name="mse")
         self.latent_mse_tracker = keras.metrics.Mean(name="latent_mse")

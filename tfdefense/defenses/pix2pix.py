@@ -42,6 +42,7 @@ import keras
 
 from tfdefense._validation import check_choice, check_number, invalid_value
 from tfdefense.defenses._gan import (
+    add_scalar_variables,
     GANModelMixin,
     batched_call,
     check_image_array,
@@ -215,11 +216,7 @@ class Pix2PixDefense(GANModelMixin, keras.Model):
             "lambda_perc": float(lambda_perc),
             "lambda_cls": float(lambda_cls),
         }
-        for weight, value in self._initial_weights.items():
-            variable = self.add_weight(
-                shape=(), initializer=keras.initializers.Constant(value), trainable=False, name=weight
-            )
-            setattr(self, weight, variable)
+        add_scalar_variables(self, self._initial_weights)
         self.g_gan_tracker = keras.metrics.Mean(name="g_gan")
         self.l1_tracker = keras.metrics.Mean(name="l1")
         self.perceptual_tracker = keras.metrics.Mean(name="perceptual")

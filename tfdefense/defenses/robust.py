@@ -56,6 +56,8 @@ import keras
 
 from tfdefense._validation import check_number, invalid_value
 from tfdefense.defenses._gan import (
+    add_metric_trackers,
+    add_scalar_variables,
     batched_call,
     bce_from_logits,
     check_image_array,
@@ -183,13 +185,8 @@ class RobustPurifier(AttackSettingsMixin, keras.Model):
         self.residual = bool(residual)
         self.image_shape = image_shape
         self._initial_weights = {k: float(v) for k, v in weights.items()}
-        for name, value in self._initial_weights.items():
-            setattr(
-                self,
-                name,
-                self.add_weight(shape=(), initializer=keras.initializers.Constant(value), trainable=False, name=name),
-            )
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
+        add_scalar_variables(self, self._initial_weights)
+        add_metric_trackers(self, METRIC_NAMES)
         self.g_optimizer = None
         self.d_optimizer = None
         self._purify_function = None

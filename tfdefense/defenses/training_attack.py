@@ -13,7 +13,7 @@ import numpy as np
 import keras
 
 from tfdefense._validation import check_choice, check_labels, check_number, invalid_value
-from tfdefense.defenses._gan import check_image_array
+from tfdefense.defenses._gan import add_scalar_variables, check_image_array
 
 ATTACK_LOSSES = ("ce", "kl")
 
@@ -137,12 +137,7 @@ class AttackSettingsMixin:
             "attack_loss": attack_loss,
             "seed": seed,
         }
-        self.attack_eps = self.add_weight(
-            shape=(), initializer=keras.initializers.Constant(float(attack_eps)), trainable=False, name="attack_eps"
-        )
-        self.attack_step_size = self.add_weight(
-            shape=(), initializer=keras.initializers.Constant(step), trainable=False, name="attack_step_size"
-        )
+        add_scalar_variables(self, {"attack_eps": attack_eps, "attack_step_size": step})
         self.seed_generator = keras.random.SeedGenerator(seed, name="attack_seed")
 
     def _attack_seed(self):
