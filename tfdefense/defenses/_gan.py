@@ -151,6 +151,28 @@ def dataset_fit_defaults(x, args, kwargs):
     return kwargs
 
 
+class PurifierMixin:
+    """Inference plumbing of the deterministic image -> image purifiers (`self.image_shape` set).
+
+    `stochastic` is False, the output shape is the input shape, and `purify`
+    runs `self(x, training=False)` on a checked numpy batch in one cached
+    tf.function; subclasses write `call`.
+    """
+
+    @property
+    def stochastic(self):
+        """False: inference uses stored batch statistics, no dropout and no noise."""
+        return False
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def purify(self, x, batch_size=256):
+        """Purifies a numpy batch of [0, 1] images (checked); returns float32 numpy images."""
+        x = check_image_array(x, self.image_shape)
+        return batched_call(lambda batch: self(batch, training=False), x, batch_size, self)
+
+
 class GANModelMixin:
     """Config and compile plumbing shared by the GAN defense models.
 

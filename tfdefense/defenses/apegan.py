@@ -39,6 +39,7 @@ import keras
 
 from tfdefense._validation import check_number, invalid_value
 from tfdefense.defenses._gan import (  # noqa: F401  (re-exported for older imports)
+    PurifierMixin,
     add_scalar_variables,
     GANModelMixin,
     batched_call,
@@ -65,7 +66,7 @@ def default_optimizer(learning_rate=2e-4):
 
 
 @keras.saving.register_keras_serializable(package="tfdefense")
-class APEGAN(GANModelMixin, keras.Model):
+class APEGAN(PurifierMixin, GANModelMixin, keras.Model):
     """APE-GAN purifier trained with `fit` on `(x_adv, x_clean[, y])` batches.
 
     Args:
@@ -124,22 +125,9 @@ class APEGAN(GANModelMixin, keras.Model):
 
     # ------------------------------------------------------------------ inference
 
-    @property
-    def stochastic(self):
-        """Always False: `defense(x)` uses the stored batch-norm statistics."""
-        return False
-
     def call(self, inputs, training=None):
         check_symbolic_images(inputs, self.image_shape)
         return self.generator(inputs, training=bool(training))
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def purify(self, x, batch_size=256):
-        """Purifies a numpy batch of [0, 1] images (checked); returns float32 numpy images."""
-        x = check_image_array(x, self.image_shape)
-        return batched_call(lambda batch: self(batch, training=False), x, batch_size, self)
 
     # ------------------------------------------------------------------ training
 

@@ -41,9 +41,8 @@ from keras import layers
 
 from tfdefense._validation import check_choice, check_number, invalid_value
 from tfdefense.defenses._gan import (
+    PurifierMixin,
     add_scalar_variables,
-    batched_call,
-    check_image_array,
     check_model,
     check_symbolic_images,
     compile_optimizers,
@@ -133,7 +132,7 @@ def reconstruction_loss(kind, output, target):
 
 
 @keras.saving.register_keras_serializable(package="tfdefense")
-class Denoiser(keras.Model):
+class Denoiser(PurifierMixin, keras.Model):
     """A purifier network trained with `fit` on `(x_in, x_clean[, y])` pairs.
 
     Args:
@@ -191,22 +190,9 @@ class Denoiser(keras.Model):
 
     # ------------------------------------------------------------------ inference
 
-    @property
-    def stochastic(self):
-        """Always False: inference uses the stored batch-norm statistics, no noise."""
-        return False
-
     def call(self, inputs, training=None):
         check_symbolic_images(inputs, self.image_shape)
         return self.network(inputs, training=bool(training))
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def purify(self, x, batch_size=256):
-        """Purifies a numpy batch of [0, 1] images (checked); returns float32 numpy images."""
-        x = check_image_array(x, self.image_shape)
-        return batched_call(lambda batch: self(batch, training=False), x, batch_size, self)
 
     # ------------------------------------------------------------------ training
 

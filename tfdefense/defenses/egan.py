@@ -44,6 +44,7 @@ import keras
 
 from tfdefense._validation import check_number, invalid_value
 from tfdefense.defenses._gan import (
+    PurifierMixin,
     add_scalar_variables,
     GANModelMixin,
     dataset_fit_defaults,
@@ -298,7 +299,7 @@ class DCGAN(GANModelMixin, keras.Model):
 
 
 @keras.saving.register_keras_serializable(package="tfdefense")
-class EGAN(GANModelMixin, keras.Model):
+class EGAN(PurifierMixin, GANModelMixin, keras.Model):
     nested_models = ("generator", "encoder")
     optimizer_names = ("e_optimizer",)
 
@@ -353,28 +354,16 @@ class EGAN(GANModelMixin, keras.Model):
         self._purify_function = None
         self.built = True
 
-    @property
-    def stochastic(self):
-        return False
-
     # ------------------------------------------------------------------ inference
 
     def call(self, inputs, training=None):
         check_symbolic_images(inputs, self.image_shape)
         return self.generator(self.encoder(inputs, training=bool(training)), training=False)
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
     def encode(self, x, batch_size=256):
         """Latent codes E(x) of a numpy batch of [0, 1] images (checked)."""
         x = check_image_array(x, self.image_shape)
         return batched_call(lambda batch: self.encoder(batch, training=False), x, batch_size, self, "_encode_fn")
-
-    def purify(self, x, batch_size=256):
-        """G(E(x)) of a numpy batch of [0, 1] images (checked); float32 numpy images."""
-        x = check_image_array(x, self.image_shape)
-        return batched_call(lambda batch: self(batch, training=False), x, batch_size, self)
 
     # ------------------------------------------------------------------ training
 

@@ -56,11 +56,10 @@ import keras
 
 from tfdefense._validation import check_number, invalid_value
 from tfdefense.defenses._gan import (
+    PurifierMixin,
     add_metric_trackers,
     add_scalar_variables,
-    batched_call,
     bce_from_logits,
-    check_image_array,
     check_model,
     check_symbolic_images,
     compile_optimizers,
@@ -93,7 +92,7 @@ def default_discriminator_optimizer():
 
 
 @keras.saving.register_keras_serializable(package="tfdefense")
-class RobustPurifier(AttackSettingsMixin, keras.Model):
+class RobustPurifier(PurifierMixin, AttackSettingsMixin, keras.Model):
     """A purifier trained with PGD crafted through `classifier(purifier(x))` (classifier frozen).
 
     Args:
@@ -194,11 +193,6 @@ class RobustPurifier(AttackSettingsMixin, keras.Model):
 
     # ------------------------------------------------------------------ inference
 
-    @property
-    def stochastic(self):
-        """Always False: inference uses stored batch statistics and no dropout."""
-        return False
-
     def _purify(self, inputs, training):
         import tensorflow as tf
 
@@ -210,14 +204,6 @@ class RobustPurifier(AttackSettingsMixin, keras.Model):
     def call(self, inputs, training=None):
         check_symbolic_images(inputs, self.image_shape)
         return self._purify(inputs, bool(training))
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def purify(self, x, batch_size=256):
-        """Purifies a numpy batch of [0, 1] images (checked); returns float32 numpy."""
-        x = check_image_array(x, self.image_shape)
-        return batched_call(lambda b: self(b, training=False), x, batch_size, self)
 
     def pipeline_logits(self, x, training=False):
         """Logits of classifier(purifier(x)) (the classifier always in inference mode)."""
