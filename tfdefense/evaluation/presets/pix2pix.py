@@ -171,7 +171,10 @@ def _run(run, dataset):
         fooled = None
         if "fgsm" in attacks:
             fooled = (predict_labels(classifier, examples[name]["fgsm"][0]) != y_test) & (predict_labels(classifier, x_test) == y_test)
-        monitor = (examples[name]["fgsm"][0][fooled][:500], y_test[fooled][:500]) if fooled is not None else None
+        # Accuracy-vs-epoch monitor: successful FGSM examples (none at all on a weak tiny-scale model).
+        monitor = None
+        if fooled is not None and fooled.any():
+            monitor = (examples[name]["fgsm"][0][fooled][:500], y_test[fooled][:500])
         purifier, curve = _train_purifier(run, dataset, name, classifier, x_train, y_train, settings, monitor)
         purifiers[name] = purifier
         if curve:
