@@ -56,7 +56,7 @@ SCALES = {
     ),
     "full": dict(
         datasets=("mnist", "cifar10"), train_images=None, test_images=None, classifier_epochs=10, robust_epochs=30,
-        unet=dict(base_filters=32, max_filters=128, depth=4), train_steps=7, eps_ramp=3, baseline_epochs=5,
+        unet=dict(base_filters=16, max_filters=64, depth=4), train_steps=7, eps_ramp=3, baseline_epochs=5,
         suite=SUITE_FULL, sweep_iter=100, eps_grid={},
     ),
 }
@@ -77,6 +77,21 @@ def _train_classifier(run, name, dataset, x_train, y_train, settings):
     return run.model(f"{name}-classifier", config, lambda: build(input_shape=x_train.shape[1:]), train)
 
 
+# Madry epochs cost ~0.6 of a robust-purifier epoch (no purifier in the loop): the cosine schedule
+# of the equal-compute baseline spans this many times the robust epochs, the CPU budget stops it.
+MADRY_EPOCH_RATIO = 5 / 3
+
+
+def _cosine_adam(epochs, n, batch):
+    """FusedAdam(1e-3) with cosine decay to 2% over `epochs` passes of `n` images (the measured recipe)."""
+    import keras
+
+    from tfdefense.defenses import FusedAdam
+
+    steps = epochs * -(-n // batch)
+    return FusedAdam(keras.optimizers.schedules.CosineDecay(1e-3, steps, alpha=0.02))
+
+
 def _cpu_record(run, key):
     return run.models_dir / f"{key}.cpu.json"
 
@@ -89,7 +104,7 @@ def _train_robust(run, name, dataset, classifier, x_train, y_train, settings, ep
 
     config = {"data": dataset, "classifier": DATASETS[name]["classifier"], "eps": eps, "unet": settings["unet"],
               "steps": settings["train_steps"], "epochs": settings["robust_epochs"], "ramp": settings["eps_ramp"],
-              "seed": run.seed}
+              "schedule": "cosine", "seed": run.seed}
     key = f"{name}-robust-{config_hash(config)}"
     batch = run.batch_size or 64
 
@@ -97,7 +112,7 @@ def _train_robust(run, name, dataset, classifier, x_train, y_train, settings, ep
         generator = unet_generator(x_train.shape[1:], dropout=0.0, **settings["unet"])
         model = RobustPurifier(generator, classifier, attack_eps=eps, attack_steps=settings["train_steps"],
                                seed=run.seed)
-        model.compile()
+        model.compile(g_optimizer=_cosine_adam(settings["robust_epochs"], len(x_train), batch))
         return model
 
     def train(model):
@@ -119,11 +134,15 @@ def _train_robust(run, name, dataset, classifier, x_train, y_train, settings, ep
 def _train_madry(run, name, dataset, classifier, x_train, y_train, settings, eps, cpu_budget):
     import keras
 
-    from tfdefense.defenses import AdversarialTrainer, ComputeBudget, EpsilonRamp, FusedAdam
+    from tfdefense.defenses import AdversarialTrainer, ComputeBudget, EpsilonRamp
 
     config = {"data": dataset, "eps": eps, "steps": settings["train_steps"], "budget": cpu_budget,
-              "ramp": settings["eps_ramp"], "seed": run.seed}
+              "ramp": settings["eps_ramp"], "schedule": "cosine", "seed": run.seed}
     key = f"{name}-madry-{config_hash(config)}"
+    batch = run.batch_size or 64
+    epochs = settings["robust_epochs"]
+    if cpu_budget is not None:
+        epochs = int(np.ceil(epochs * MADRY_EPOCH_RATIO))
 
     def build():
         clone = keras.models.clone_model(classifier)
@@ -132,13 +151,12 @@ def _train_madry(run, name, dataset, classifier, x_train, y_train, settings, eps
         steps = settings["train_steps"]
         model = AdversarialTrainer(clone, attack="pgd", eps=eps, eps_iter=2.5 * eps / steps, nb_iter=steps,
                                    seed=run.seed)
-        model.compile(optimizer=FusedAdam(learning_rate=1e-3))
+        model.compile(optimizer=_cosine_adam(epochs, len(x_train), batch))
         return model
 
     def train(model):
         budget = ComputeBudget(cpu_budget)
-        epochs = settings["robust_epochs"] if cpu_budget is None else 1000
-        model.fit(x_train, y_train, batch_size=run.batch_size or 64, epochs=epochs, verbose=0,
+        model.fit(x_train, y_train, batch_size=batch, epochs=epochs, verbose=0,
                   callbacks=[EpsilonRamp(settings["eps_ramp"]), budget,
                              keras.callbacks.BackupAndRestore(str(run.out_dir / "backup" / key))])
         _io.write_json(_cpu_record(run, key), {"cpu_seconds": budget.spent})
