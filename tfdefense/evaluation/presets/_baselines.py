@@ -16,7 +16,7 @@ Each function trains one baseline on the run's training images through
 """
 
 MAGNET_EPOCHS = {"tiny": 2, "quick": 20, "full": 100}
-DENOISER_EPOCHS = {"tiny": 1, "quick": 6, "full": 20}
+DENOISER_EPOCHS = {"tiny": 1, "quick": 4, "full": 20}
 # WGAN epochs over the run's training images, then the projection's L steps x R restarts.
 DEFENSE_GAN = {
     "tiny": dict(preset="tiny", epochs=1, iterations=5, restarts=1),
