@@ -103,6 +103,13 @@ class AdversarialTrainer(AttackSettingsMixin, keras.Model):
         check_number("mix", mix, minimum=0, maximum=1, allow_none=True)
         if attack == "pgd" and eps_iter > eps:
             raise invalid_value("eps_iter", f"a value <= eps ({eps})", eps_iter)
+        if not classifier.trainable_variables:
+            raise invalid_value(
+                "classifier",
+                "a model with trainable variables (a frozen model trains nothing: "
+                "use tfdefense.models.trainable_copy(model))",
+                f"{classifier.name} with 0 trainable variables",
+            )
         self.classifier = classifier
         self.image_shape = static_image_shape(classifier, "classifier")
         self.attack = attack

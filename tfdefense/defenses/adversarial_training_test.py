@@ -79,6 +79,10 @@ def test_bad_input_is_rejected(mnist):
         AdversarialTrainer(model_c(), mix=2)
     with pytest.raises(ValueError, match="`classifier`"):
         AdversarialTrainer("model_c")
+    frozen = model_c()
+    frozen.trainable = False
+    with pytest.raises(ValueError, match="`classifier`.*trainable_copy"):
+        AdversarialTrainer(frozen)
     with pytest.raises(ValueError, match="`attack_params`.*nb_restarts"):
         adversarial_training(model_c(), x_train[:8], y_train[:8], nb_restarts=3)
     trainer = AdversarialTrainer(model_c())

@@ -6,12 +6,13 @@ from tfdefense.models.classifiers import model_a, model_b, model_c, model_d
 from tfdefense.models.densenet import small_densenet
 from tfdefense.models.registry import get_classifier, list_classifiers, register_classifier
 from tfdefense.models.resnet import cifar_resnet, resnet20
-from tfdefense.models.training import compile_classifier, train_classifier
+from tfdefense.models.training import compile_classifier, train_classifier, trainable_copy
 
 __all__ = [
     "ImageNetPreprocessing",
     "cifar_resnet",
     "compile_classifier",
+    "trainable_copy",
     "get_classifier",
     "imagenet_classifier",
     "list_classifiers",

@@ -19,6 +19,21 @@ def _augmenter(kind, seed):
     return keras.Sequential(steps, name="augment")
 
 
+def trainable_copy(model):
+    """A copy of `model` with the same weights and every layer trainable (the original is left as it is).
+
+    `keras.models.clone_model` of a frozen model gives layers built with
+    `trainable=False`, and `clone.trainable = True` does not reach them (the
+    copy's own flag is already True): fine-tuning such a copy would silently
+    train nothing. This sets every layer of the copy trainable.
+    """
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    for layer in copy._flatten_layers(include_self=True):
+        layer.trainable = True
+    return copy
+
+
 def compile_classifier(model, learning_rate=1e-3):
     """Adam + sparse categorical cross-entropy on logits + accuracy."""
     model.compile(

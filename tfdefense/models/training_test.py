@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tfdefense.evaluation import accuracy
-from tfdefense.models import get_classifier, train_classifier
+from tfdefense.models import get_classifier, train_classifier, trainable_copy
 from tfdefense.train import main as train_main
 
 
@@ -18,6 +18,21 @@ def test_train_classifier_learns_digits():
     history = train_classifier(model, x_train, y_train, epochs=10, batch_size=32, augment="shift", verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert accuracy(model, x_test, y_test) > 0.5
+
+
+def test_trainable_copy_of_a_frozen_model_trains():
+    # clone_model of a frozen model + `clone.trainable = True` leaves every layer frozen in Keras 3.
+    model = get_classifier("C")
+    model.trainable = False
+    copy = trainable_copy(model)
+    assert len(copy.trainable_variables) == len(get_classifier("C").trainable_variables) > 0
+    assert not model.trainable_variables  # the original stays frozen
+    x = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(copy(x)), np.asarray(model(x)), atol=1e-6)
+    copy.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = [w.copy() for w in copy.get_weights()]
+    copy.fit(x, np.arange(4), epochs=1, verbose=0)
+    assert any(not np.allclose(a, b) for a, b in zip(before, copy.get_weights()))
 
 
 def test_train_classifier_rejects_bad_input():

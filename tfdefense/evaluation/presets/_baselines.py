@@ -98,18 +98,14 @@ def defense_gan_note(run):
 
 def fgsm_adversarial_training(run, name, classifier, x_train, y_train, eps):
     """A copy of `classifier` fine-tuned with FGSM adversarial training at `eps` (50/50 clean/FGSM loss)."""
-    import keras
-
     from tfdefense.defenses import adversarial_training
+    from tfdefense.models import trainable_copy
 
     epochs = ADV_TRAINING_EPOCHS[run.scale]
     config = {"data": run.data, "target": name, "n": len(x_train), "eps": eps, "epochs": epochs, "seed": run.seed}
 
     def build():
-        clone = keras.models.clone_model(classifier)
-        clone.set_weights(classifier.get_weights())
-        clone.trainable = True
-        return clone
+        return trainable_copy(classifier)  # the target classifier is frozen; its copy is fine-tuned
 
     def train(model):
         adversarial_training(model, x_train, y_train, attack="fgsm", eps=eps, epochs=epochs, batch_size=64,

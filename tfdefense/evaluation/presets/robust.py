@@ -135,6 +135,7 @@ def _train_madry(run, name, dataset, classifier, x_train, y_train, settings, eps
     import keras
 
     from tfdefense.defenses import AdversarialTrainer, ComputeBudget, EpsilonRamp
+    from tfdefense.models import trainable_copy
 
     config = {"data": dataset, "eps": eps, "steps": settings["train_steps"], "budget": cpu_budget,
               "ramp": settings["eps_ramp"], "schedule": "cosine", "seed": run.seed}
@@ -145,9 +146,7 @@ def _train_madry(run, name, dataset, classifier, x_train, y_train, settings, eps
         epochs = int(np.ceil(epochs * MADRY_EPOCH_RATIO))
 
     def build():
-        clone = keras.models.clone_model(classifier)
-        clone.set_weights(classifier.get_weights())
-        clone.trainable = True
+        clone = trainable_copy(classifier)  # the target classifier is frozen; Madry trains a copy
         steps = settings["train_steps"]
         model = AdversarialTrainer(clone, attack="pgd", eps=eps, eps_iter=2.5 * eps / steps, nb_iter=steps,
                                    seed=run.seed)
