@@ -5,7 +5,7 @@ import pytest
 from tfdefense.attacks import get_attack
 from tfdefense.defenses.adversarial_training import AdversarialTrainer, adversarial_training
 from tfdefense.evaluation import accuracy
-from tfdefense.models import model_c
+from tfdefense.models import model_c, trainable_copy
 
 METRICS = {"loss", "clean_loss", "adv_loss", "clean_acc", "adv_acc"}
 
@@ -51,8 +51,7 @@ def test_pgd_step_crafts_in_the_graph_and_round_trips(tmp_path, mnist, mnist_mod
     assert set(history) == METRICS
     assert history["loss"] == pytest.approx(history["adv_loss"])  # mix 0
     # craft() returns PGD examples inside the eps-ball and [0, 1] (here on a copy of trained model C).
-    copy = keras.models.clone_model(mnist_model_c)
-    copy.set_weights(mnist_model_c.get_weights())
+    copy = trainable_copy(mnist_model_c)
     x_adv = np.asarray(AdversarialTrainer(copy, eps=0.3, eps_iter=0.1, nb_iter=5, seed=0).craft(x[:64], y[:64]))
     assert np.abs(x_adv - x[:64]).max() <= 0.3 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
     assert accuracy(copy, x[:64], y[:64]) > 0.9 and accuracy(copy, x_adv, y[:64]) < 0.1

@@ -10,6 +10,7 @@ from tfdefense.attacks import get_attack
 from tfdefense.defenses import AdversarialTrainer, ComputeBudget, DefendedClassifier, EpsilonRamp, RobustPurifier
 from tfdefense.defenses.robust import pgd_in_graph
 from tfdefense.evaluation import accuracy
+from tfdefense.models import trainable_copy
 from tfdefense.models.patchgan import patchgan_preset
 from tfdefense.models.unet import unet_generator, unet_generator_preset
 
@@ -102,8 +103,7 @@ def test_save_load_roundtrip_defended_and_export(tmp_path, mnist_eval_batch, mni
 
 def test_adversarial_training_baseline_trains_and_roundtrips(tmp_path, mnist, mnist_model_c):
     (x_train, y_train), _ = mnist
-    clone = keras.models.clone_model(mnist_model_c)
-    clone.set_weights(mnist_model_c.get_weights())
+    clone = trainable_copy(mnist_model_c)  # the shared fixture may be frozen by other tests
     trainer = AdversarialTrainer(clone, eps=0.3, eps_iter=0.2, nb_iter=2, mix=0.3, seed=0)
     trainer.compile()
     budget = ComputeBudget(cpu_seconds=0.0)
