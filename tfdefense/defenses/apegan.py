@@ -38,13 +38,11 @@ The generator is built for one image size and channel count.
 import keras
 
 from tfdefense._validation import check_number, invalid_value
-from tfdefense.defenses._gan import (  # noqa: F401  (re-exported for older imports)
+from tfdefense.defenses._gan import (
+    GANModelMixin,
     PurifierMixin,
     add_scalar_variables,
-    GANModelMixin,
-    batched_call,
     bce_from_logits,
-    check_image_array,
     check_model,
     check_symbolic_images,
     compile_optimizers,

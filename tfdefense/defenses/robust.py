@@ -67,10 +67,8 @@ from tfdefense.defenses._gan import (
     static_image_shape,
 )
 from tfdefense.defenses.pix2pix import FusedAdam
-from tfdefense.defenses.training_attack import (  # noqa: F401  (EpsilonRamp, ComputeBudget: public here too)
+from tfdefense.defenses.training_attack import (
     AttackSettingsMixin,
-    ComputeBudget,
-    EpsilonRamp,
     check_xy_arrays,
     check_xy_dataset,
     kl_divergence,

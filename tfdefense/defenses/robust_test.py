@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tfdefense.attacks import get_attack
 from tfdefense.defenses import AdversarialTrainer, ComputeBudget, DefendedClassifier, EpsilonRamp, RobustPurifier
-from tfdefense.defenses.robust import pgd_in_graph
+from tfdefense.defenses.training_attack import pgd_in_graph
 from tfdefense.evaluation import accuracy
 from tfdefense.models import trainable_copy
 from tfdefense.models.patchgan import patchgan_preset

@@ -79,8 +79,6 @@ def _defense_gan_comparison(run, settings, targets, pix2pix, x_train, y_train, x
     for name in ("A", "B", "C", "D"):
         model = targets.get(name) or _common.target_classifier(run, name, x_train, y_train, settings["classifier_epochs"])
         defenses = {f"model {name}": model, f"pix2pix (for C) + model {name}": DefendedClassifier(pix2pix, model)}
-        if magnet is not None:
-            defenses[f"magnet (reformer) + model {name}"] = DefendedClassifier(magnet, model)
         if defense_gan is not None:
             defenses[f"defensegan + model {name}"] = DefendedClassifier(defense_gan, model)
         inputs = {"clean": (x_test, y_test)}
@@ -93,8 +91,8 @@ def _defense_gan_comparison(run, settings, targets, pix2pix, x_train, y_train, x
                 run.add_row(COMPARISON, "whole_test_set", label, attack, "accuracy", accuracy(defended, x, y), len(y))
             if magnet is not None:  # the MagNet convention: a detected adversarial input counts as defended
                 scores = magnet.defended_accuracy(model, x, y, detected_counts_as_correct=attack != "clean")
-                run.add_row(COMPARISON, "whole_test_set", f"magnet (detector + reformer) + model {name}", attack,
-                            "accuracy", scores["accuracy"], len(y))
+                for label, key in (("magnet (reformer)", "reformed_accuracy"), ("magnet (detector + reformer)", "accuracy")):
+                    run.add_row(COMPARISON, "whole_test_set", f"{label} + model {name}", attack, "accuracy", scores[key], len(y))
         if run.wants_defense("adv_training"):
             trained = _baselines.fgsm_adversarial_training(run, name, model, x_train, y_train, eps)
             label = f"FGSM adversarial training of model {name} (white-box on it)"
