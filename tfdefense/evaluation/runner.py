@@ -103,6 +103,7 @@ class Run:
         self.models_dir = self.out_dir / "models"
         self.cache_dir = self.out_dir / "cache"
         self.steps_dir = self.out_dir / "steps"
+        self.started = time.perf_counter()
 
     # Selection ------------------------------------------------------------------
     def pick(self, scales, **overrides):
@@ -145,7 +146,7 @@ class Run:
 
     def log(self, message):
         if self.progress:
-            print(f"[{self.preset}] {message}", flush=True)
+            print(f"[{self.preset} +{time.perf_counter() - self.started:.0f}s] {message}", flush=True)
 
     # Caching --------------------------------------------------------------------
     def step(self, name, config, fn):

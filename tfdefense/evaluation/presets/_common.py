@@ -26,16 +26,22 @@ def load_data(run, dataset, train_images=None, test_images=None):
     return (x_train, y_train), (x_test, y_test)
 
 
-def target_classifier(run, name, x_train, y_train, epochs, augment=None):
-    """Trains (or reuses) classifier `name` of the model registry on the run's data; frozen."""
+def target_classifier(run, name, x_train, y_train, epochs, augment=None, schedule=None):
+    """Trains (or reuses) classifier `name` of the model registry on the run's data; frozen.
+
+    schedule: None (constant learning rate) or "cosine" (see `train_classifier`).
+    """
     from tfdefense.models import get_classifier, train_classifier
 
     shape = tuple(x_train.shape[1:])
     config = {"data": run.data, "epochs": epochs, "augment": augment, "seed": run.seed, "n": len(x_train)}
+    if schedule is not None:  # absent from older configs: models trained before keep their hash
+        config["schedule"] = schedule
 
     def train(model):
         train_classifier(
-            model, x_train, y_train, epochs=epochs, batch_size=run.batch_size or 64, augment=augment, seed=run.seed, verbose=0
+            model, x_train, y_train, epochs=epochs, batch_size=run.batch_size or 64, augment=augment, schedule=schedule,
+            seed=run.seed, verbose=0,
         )
 
     model = run.model(name, config, lambda: get_classifier(name, input_shape=shape), train)
@@ -47,7 +53,11 @@ def attacked(run, attack, params, model, x, y):
     """Adversarial examples of `attack` on `model`, from the run's float32 cache when they match."""
     from tfdefense.attacks import generate, get_attack
 
-    return generate(get_attack(attack, **params), model, x, y, cache_dir=run.cache_dir / "adversarial", progress=run.progress)
+    x_adv, info = generate(get_attack(attack, **params), model, x, y, cache_dir=run.cache_dir / "adversarial",
+                           progress=run.progress, return_info=True)
+    if info["cache"] != "hit":
+        run.log(f"{attack} on {len(x)} images: {info['seconds']:.1f} s, success rate {info['success_rate']:.3f}")
+    return x_adv
 
 
 def report_clean_accuracy(run, table, models, x, y):
