@@ -62,6 +62,16 @@ def _load_builtin_presets():
     from tfdefense.evaluation import presets  # noqa: F401  (registers on import)
 
 
+def with_dependencies(config, depends_on=()):
+    """`config` plus the fingerprints of the models / arrays in `depends_on` (unchanged when empty)."""
+    from tfdefense.attacks.generation import array_digest, model_fingerprint
+
+    if not depends_on:
+        return config
+    fingerprints = [model_fingerprint(item) if hasattr(item, "weights") else array_digest(item) for item in depends_on]
+    return {**config, "depends_on": fingerprints}
+
+
 def config_hash(config):
     text = json.dumps(config, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -167,11 +177,16 @@ class Run:
         _io.write_json(path, {"config": config, "rows": rows})
         return rows
 
-    def model(self, name, config, build, train):
-        """Loads `models/NAME-HASH.keras` if present, else `build()`, `train(model)` and saves it."""
+    def model(self, name, config, build, train, depends_on=()):
+        """Loads `models/NAME-HASH.keras` if present, else `build()`, `train(model)` and saves it.
+
+        depends_on: Keras models (keyed by architecture and weights) and arrays
+        (keyed by content) the training uses beyond `config`, e.g. the target
+        classifier of a purifier: a changed classifier means a retrained purifier.
+        """
         import keras
 
-        path = self.models_dir / f"{name}-{config_hash(config)}.keras"
+        path = self.models_dir / f"{name}-{config_hash(with_dependencies(config, depends_on))}.keras"
         if path.is_file():
             try:
                 model = keras.saving.load_model(path, compile=False)
@@ -179,8 +194,8 @@ class Run:
                 return model
             except Exception as error:  # a truncated or foreign file is retrained, never trusted
                 self.log(f"could not load {path.name} ({type(error).__name__}); retraining")
+        start = time.perf_counter()  # some builders train (e.g. the super-resolution net): time both
         model = build()
-        start = time.perf_counter()
         train(model)
         self.log(f"trained {name} in {time.perf_counter() - start:.1f} s")
         _io.save_model(model, path)

@@ -73,7 +73,7 @@ def denoiser(run, kind, x_adv_train, x_train, attack_config):
     def train(model):
         model.fit(make_paired_pipeline(x_adv_train, x_train, batch_size=64, seed=run.seed), epochs=epochs, verbose=0)
 
-    return run.model(kind, config, build, train)
+    return run.model(kind, config, build, train, depends_on=(x_adv_train,))
 
 
 def defense_gan(run, x_train):
@@ -117,6 +117,6 @@ def fgsm_adversarial_training(run, name, classifier, x_train, y_train, eps):
         adversarial_training(model, x_train, y_train, attack="fgsm", eps=eps, epochs=epochs, batch_size=64,
                              learning_rate=1e-3, seed=run.seed, verbose=0)
 
-    model = run.model(f"{name}_fgsm_adv_trained", config, build, train)
+    model = run.model(f"{name}_fgsm_adv_trained", config, build, train, depends_on=(classifier,))
     model.trainable = False
     return model

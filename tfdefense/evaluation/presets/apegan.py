@@ -92,7 +92,7 @@ def _train_apegan(run, dataset, classifier, x_train, y_train, settings):
         run.note("APE-GAN g_mse per epoch: " + ", ".join(f"{v:.4f}" for v in history["g_mse"]))
 
     config = {"data": run.data, "train_eps": eps, "epochs": settings["epochs"], "scale": run.scale, "seed": run.seed}
-    return run.model("apegan", config, build, train)
+    return run.model("apegan", config, build, train, depends_on=(x_adv,))
 
 
 def _run(run, dataset):

@@ -68,7 +68,7 @@ def _apegan(run, settings, x_adv, x_train):
         model.fit(make_paired_pipeline(x_adv, x_train, batch_size=64, seed=run.seed), epochs=settings["apegan_epochs"], verbose=0)
 
     config = {"data": run.data, "net": settings["net"], "epochs": settings["apegan_epochs"], "seed": run.seed}
-    return run.model("apegan", config, build, train)
+    return run.model("apegan", config, build, train, depends_on=(x_adv,))
 
 
 def _transforms(run):

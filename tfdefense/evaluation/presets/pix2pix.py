@@ -149,7 +149,7 @@ def _train_purifier(run, dataset, name, classifier, x_train, y_train, settings, 
 
     config = {"data": run.data, "target": name, "pgd": pgd, "unet": unet, "epochs": settings["epochs"],
               "lambda_cls": spec["lambda_cls"], "seed": run.seed}
-    purifier = run.model(f"pix2pix_for_{name}", config, build, train)
+    purifier = run.model(f"pix2pix_for_{name}", config, build, train, depends_on=(classifier,))
     return purifier, curve
 
 

@@ -83,7 +83,7 @@ def quickstart(run):
         )
 
     purifier_config = {"classifier": run.data, "attacks": attacks, "identity_pairs": True, "epochs": settings["purifier_epochs"], "seed": run.seed}
-    purifier = run.model("pix2pix", purifier_config, build_purifier, train_purifier)
+    purifier = run.model("pix2pix", purifier_config, build_purifier, train_purifier, depends_on=(classifier,))
     defended = DefendedClassifier(purifier, classifier)
 
     test_adv = {

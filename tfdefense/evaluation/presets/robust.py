@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from tfdefense import _io
-from tfdefense.evaluation.runner import config_hash, register_preset
+from tfdefense.evaluation.runner import config_hash, register_preset, with_dependencies
 
 DATASETS = {
     "mnist": dict(eps=0.3, eps_grid=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6), classifier="C", apegan="mnist"),
@@ -105,6 +105,7 @@ def _train_robust(run, name, dataset, classifier, x_train, y_train, settings, ep
     config = {"data": dataset, "classifier": DATASETS[name]["classifier"], "eps": eps, "unet": settings["unet"],
               "steps": settings["train_steps"], "epochs": settings["robust_epochs"], "ramp": settings["eps_ramp"],
               "schedule": "cosine", "seed": run.seed}
+    config = with_dependencies(config, [classifier])
     key = f"{name}-robust-{config_hash(config)}"
     batch = run.batch_size or 64
 
@@ -139,6 +140,7 @@ def _train_madry(run, name, dataset, classifier, x_train, y_train, settings, eps
 
     config = {"data": dataset, "eps": eps, "steps": settings["train_steps"], "budget": cpu_budget,
               "ramp": settings["eps_ramp"], "schedule": "cosine", "seed": run.seed}
+    config = with_dependencies(config, [classifier])
     key = f"{name}-madry-{config_hash(config)}"
     batch = run.batch_size or 64
     epochs = settings["robust_epochs"]
@@ -195,7 +197,7 @@ def _train_baselines(run, name, dataset, classifier, x_train, y_train, settings,
 
         config = {"data": dataset, "eps": eps, "unet": settings["unet"], "epochs": settings["baseline_epochs"],
                   "pairs": "fgsm+pgd20+identity", "seed": run.seed}
-        out["pix2pix"] = run.model(f"{name}-pix2pix", config, build_p2p, train_p2p)
+        out["pix2pix"] = run.model(f"{name}-pix2pix", config, build_p2p, train_p2p, depends_on=[classifier])
     if run.wants_defense("apegan"):
         def build_ape():
             model = APEGAN.from_preset(DATASETS[name]["apegan"], input_shape=x_train.shape[1:])
@@ -207,7 +209,7 @@ def _train_baselines(run, name, dataset, classifier, x_train, y_train, settings,
                       epochs=settings["baseline_epochs"], verbose=0)
 
         config = {"data": dataset, "eps": eps, "epochs": settings["baseline_epochs"], "pairs": "fgsm", "seed": run.seed}
-        out["apegan"] = run.model(f"{name}-apegan", config, build_ape, train_ape)
+        out["apegan"] = run.model(f"{name}-apegan", config, build_ape, train_ape, depends_on=[classifier])
     return out
 
 

@@ -109,7 +109,7 @@ def _purifier(run, name, pairs, classifier, settings):
 
     config = {"data": run.data, "pairs": [list(pairs.attack_names), int(len(pairs)), float(pairs.x_adv.sum())],
               "unet": settings["unet"], "epochs": settings["epochs"], "seed": run.seed}
-    return run.model(name, config, build, train)
+    return run.model(name, config, build, train, depends_on=(classifier,))
 
 
 def _transform_baselines(run, x_train):
