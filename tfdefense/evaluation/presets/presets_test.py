@@ -15,6 +15,10 @@ def _rows(results):
     return {(r["table"], r["defense"], r["attack"], r["metric"], r["eval_mode"]): r["value"] for r in results["rows"]}
 
 
+def _plots_in(report):
+    return {line.split("(")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")}
+
+
 def test_every_paper_preset_is_registered():
     assert set(PAPER_PRESETS) <= set(list_presets())
 
@@ -28,7 +32,7 @@ def test_preset_runs_at_tiny_scale(tmp_path, name):
     assert (tmp_path / "results.csv").read_text().count("\n") == len(results["rows"]) + 1
     report = (tmp_path / "report.md").read_text()
     assert f"# tfdefense evaluation: {name} (tiny scale)" in report
-    for plot in {line.split("(")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")}:
+    for plot in _plots_in(report):
         assert (tmp_path / plot).stat().st_size > 1000
     protocols = {r["protocol"] for r in results["rows"]}
     assert "adaptive" in protocols  # every preset also runs the adaptive protocol
@@ -42,6 +46,8 @@ def test_preset_runs_at_tiny_scale(tmp_path, name):
     if name == "egan":  # the learned baselines sit beside EGAN and APE-GAN
         assert {"magnet", "magnet (detector + reformer)", "autoencoder", "dncnn", "defensegan"} <= defenses
         assert any(r["defense"] == "defensegan" and r["protocol"] == "adaptive" and "EOT" in r["attack"] for r in results["rows"])
+    if name == "versatile":  # MAE / PSNR of the purified images, also as plots
+        assert {"purified_mae.png", "purified_psnr.png"} <= set(_plots_in(report))
     if name == "pix2pix-mnist":  # the Defense-GAN comparison setting: models A-D, FGSM 0.3 and C&W-L2
         comparison = [r for r in results["rows"] if r["table"].startswith("Defense-GAN comparison")]
         for model in "ABCD":

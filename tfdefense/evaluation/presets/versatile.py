@@ -191,12 +191,19 @@ def versatile(run):
             run.add_row(TABLE2, "per_attack", name, attack, "accuracy", accuracy(defended, images, y_test), len(y_test),
                         attack_config=params.get(attack, {}))
 
+    quality = {"mae": {}, "psnr_db": {}}
     for attack, images in tests.items():
         if attack == "clean":
             continue
         purified = purifiers["versatile"].purify(images)
-        run.add_row(QUALITY, "quality", "versatile", attack, "mae", mean_absolute_error(purified, x_test), len(x_test))
-        run.add_row(QUALITY, "quality", "versatile", attack, "psnr_db", psnr(purified, x_test), len(x_test))
+        quality["mae"][attack] = mean_absolute_error(purified, x_test)
+        quality["psnr_db"][attack] = psnr(purified, x_test)
+        for metric, values in quality.items():
+            run.add_row(QUALITY, "quality", "versatile", attack, metric, values[attack], len(x_test))
+    plots.plot_bars(run.add_plot("purified_mae.png"), quality["mae"], "MAE vs clean",
+                    title="versatile purifier: purified adversarial images")
+    plots.plot_bars(run.add_plot("purified_psnr.png"), quality["psnr_db"], "PSNR vs clean (dB)",
+                    title="versatile purifier: purified adversarial images")
 
     curves = {}
     for attack in ("pgd", "mifgsm"):
