@@ -315,6 +315,11 @@ def _check(name, passed, detail, **values):
 # Accuracies are counts / n: a difference equal to a tolerance (0.76 - 0.73 = 0.030000000000000027) passes.
 _SLACK = 1e-9
 
+
+def _at_most(value, limit):
+    return value <= limit + _SLACK
+
+
 def sanity_checks(
     model,
     x,
@@ -427,7 +432,7 @@ def check_outcomes(result, tol_single_step=0.01, tol_monotonic=0.02, zero_accura
     single = [label for label, kind in result.kinds.items() if kind == "single-step"]
     if pgd_labels and single:
         it, ss = min(acc[label] for label in pgd_labels), min(acc[label] for label in single)
-        checks.append(_check("iterative_beats_single_step", it <= ss + tol_single_step + _SLACK,
+        checks.append(_check("iterative_beats_single_step", _at_most(it, ss + tol_single_step),
                              f"PGD accuracy {it:.4f} vs single-step {ss:.4f} (tolerance {tol_single_step})",
                              iterative=it, single_step=ss))
 
@@ -435,13 +440,13 @@ def check_outcomes(result, tol_single_step=0.01, tol_monotonic=0.02, zero_accura
     sweep = result.extra.get("sweep")
     if sweep:
         radii = sorted(sweep)
-        rises = [(a, b) for a, b in zip(radii, radii[1:]) if sweep[b] > sweep[a] + tol_monotonic + _SLACK]
+        rises = [(a, b) for a, b in zip(radii, radii[1:]) if not _at_most(sweep[b], sweep[a] + tol_monotonic)]
         checks.append(_check("monotonic_in_eps", not rises,
                              "accuracy falls with eps" if not rises else "accuracy rises with eps: " + ", ".join(
                                  f"{sweep[a]:.3f}@{a:.3f} -> {sweep[b]:.3f}@{b:.3f}" for a, b in rises),
                              sweep={str(k): v for k, v in sweep.items()}))
         top = radii[-1]
-        checks.append(_check("large_eps_near_zero", sweep[top] <= zero_accuracy + _SLACK,
+        checks.append(_check("large_eps_near_zero", _at_most(sweep[top], zero_accuracy),
                              f"accuracy {sweep[top]:.4f} at eps {top} (allowed <= {zero_accuracy})",
                              eps=top, accuracy=sweep[top]))
 
@@ -462,7 +467,7 @@ def check_outcomes(result, tol_single_step=0.01, tol_monotonic=0.02, zero_accura
         # Per example: broken by the black-box attack but by no white-box attack.
         only_other = float(np.mean(alive_white & ~alive_other))
         checks.append(_check(
-            name, white - other <= tol_masking + _SLACK and only_other <= tol_masking + _SLACK,
+            name, _at_most(white - other, tol_masking) and _at_most(only_other, tol_masking),
             f"{kind} accuracy {other:.4f} vs white-box worst case {white:.4f}; {only_other:.4f} of the examples broken "
             f"only by {kind} (tolerance {tol_masking})",
             white_box=white, other=other, only_other=only_other,
@@ -472,7 +477,7 @@ def check_outcomes(result, tol_single_step=0.01, tol_monotonic=0.02, zero_accura
     conv = result.extra.get("convergence")
     if conv:
         base, doubled = float(np.mean(conv["base_correct"])), float(np.mean(conv["doubled_correct"]))
-        checks.append(_check("convergence", base - doubled <= tol_convergence + _SLACK,
+        checks.append(_check("convergence", _at_most(base - doubled, tol_convergence),
                              f"PGD-{conv['iterations']} (1 restart) {base:.4f} vs PGD-{conv['doubled_iterations']} "
                              f"{doubled:.4f} (tolerance {tol_convergence})", base=base, doubled=doubled))
     result.checks = checks

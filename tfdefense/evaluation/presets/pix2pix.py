@@ -39,7 +39,7 @@ SETTINGS = {
         models=(("D", "flip_shift"), ("resnet20", "flip_shift")), eps=8 / 255, lambda_cls=1.0,
         unet=dict(base_filters=32, max_filters=256),
         # Cosine decay for the batch-norm ResNets (ResNet-20: 38% after 12 constant-lr epochs); model D keeps
-        # the constant rate (56% vs 50% with cosine after 12 epochs).
+        # the constant rate (53-56% vs 50% with cosine after 12 epochs).
         schedules={"resnet8": "cosine", "resnet20": "cosine"},
         scales={
             "tiny": dict(train=300, test=40, expensive=8, classifier_epochs=2, epochs=2, unet=dict(base_filters=8, max_filters=32),

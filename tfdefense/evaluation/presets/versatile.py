@@ -107,9 +107,9 @@ def _purifier(run, name, pairs, classifier, settings):
         defense.fit(pairs.dataset(batch_size=run.batch_size or 16, seed=run.seed, with_labels=False),
                     epochs=settings["epochs"], verbose=0, callbacks=[StagedLossWeights(stages)])
 
-    config = {"data": run.data, "pairs": [list(pairs.attack_names), int(len(pairs)), float(pairs.x_adv.sum())],
-              "unet": settings["unet"], "epochs": settings["epochs"], "seed": run.seed}
-    return run.model(name, config, build, train, depends_on=(classifier,))
+    config = {"data": run.data, "pairs": [list(pairs.attack_names), int(len(pairs))], "unet": settings["unet"],
+              "epochs": settings["epochs"], "seed": run.seed}
+    return run.model(name, config, build, train, depends_on=(classifier, pairs.x_adv))
 
 
 def _transform_baselines(run, x_train):
