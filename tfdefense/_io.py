@@ -1,24 +1,67 @@
-"""Atomic writes: write to a temporary sibling, then rename over the target."""
+"""Atomic writes: write to a temporary sibling, then rename over the target.
+
+Files land with the permissions an ordinary `open(path, "w")` gives: an
+existing target keeps its mode, a new one gets 0o666 minus the umask (not the
+0o600 of `tempfile.mkstemp`).
+"""
 
 import contextlib
 import json
 import os
 import pathlib
+import stat
 import tempfile
 
 import numpy as np
 
+from tfdefense._validation import invalid_value
+
+
+def current_umask():
+    """The process umask, read without changing it where /proc allows (Linux)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o077)  # the umask is read by setting it: 0o077 is the safe value meanwhile
+    os.umask(old)
+    return old
+
+
+def default_file_mode():
+    """Mode of a new file made by `open(path, "w")`."""
+    return 0o666 & ~current_umask()
+
+
+def default_dir_mode():
+    """Mode of a new folder made by `os.mkdir(path)`."""
+    return 0o777 & ~current_umask()
+
 
 @contextlib.contextmanager
 def atomic_path(path, suffix=None):
-    """Yields a temporary path next to `path`; renames it onto `path` on success."""
+    """Yields a temporary path next to `path`; renames it onto `path` on success.
+
+    The result gets the permissions `open(path, "w")` would give: the mode of
+    an existing file at `path`, else 0o666 minus the umask.
+    """
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise invalid_value("path", "a file name (the path is an existing folder)", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = suffix if suffix is not None else "".join(path.suffixes)
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        mode = default_file_mode()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + suffix, dir=path.parent)
     os.close(fd)
     try:
         yield pathlib.Path(tmp)
+        os.chmod(tmp, mode)  # after writing: some writers replace the file rather than fill it
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
