@@ -10,8 +10,14 @@ loads with `tf.saved_model.load(path)` without importing tfdefense or Keras:
 Both are also registered as signatures (`loaded.signatures["purify"]`, first
 one as "serving_default"). A stochastic (`inference_mode="train_mode"`)
 purifier stays stochastic in the export.
+
+Every export holds a marker file, `tfdefense_export.json`. An existing folder
+at `path` is replaced only when it holds SavedModel files and nothing else
+(with or without the marker); anything else, and the working directory, its
+parents, the home folder and `/`, is refused.
 """
 
+import json
 import os
 import pathlib
 import shutil
@@ -19,7 +25,16 @@ import tempfile
 
 import keras
 
+from tfdefense import _io
 from tfdefense._validation import invalid_value
+
+MARKER_FILE = "tfdefense_export.json"
+MARKER_FORMAT = "tfdefense SavedModel export"
+# Top-level entries a SavedModel folder may hold (TensorFlow's, Keras' and ours).
+SAVED_MODEL_ENTRIES = frozenset(
+    {"saved_model.pb", "saved_model.pbtxt", "fingerprint.pb", "keras_metadata.pb", "variables", "assets", MARKER_FILE}
+)
+SAVED_MODEL_DIRS = frozenset({"variables", "assets"})
 
 
 def _image_shape(defense):
@@ -42,7 +57,9 @@ def export_saved_model(defense, path, classifier=None, overwrite=True):
         a `Pix2PixDefense`.
       path: output folder. Written to a temporary sibling, then renamed.
       classifier: optional `keras.Model` returning logits; adds `classify`.
-      overwrite: replace an existing folder at `path`.
+      overwrite: replace an existing SavedModel folder at `path` (one holding
+        only SavedModel files). Any other existing path raises a `ValueError`
+        and is left untouched.
 
     Returns the path as a `pathlib.Path`.
     """
@@ -53,8 +70,7 @@ def export_saved_model(defense, path, classifier=None, overwrite=True):
     if classifier is not None and not isinstance(classifier, keras.Model):
         raise invalid_value("classifier", "a keras.Model returning logits, or None", classifier)
     path = pathlib.Path(path)
-    if path.exists() and not overwrite:
-        raise invalid_value("path", "a folder that does not exist yet (or overwrite=True)", str(path))
+    check_replaceable(path, overwrite)
     shape = _image_shape(defense)
     signature = [tf.TensorSpec([None, *shape], tf.float32, name="images")]
 
@@ -72,12 +88,77 @@ def export_saved_model(defense, path, classifier=None, overwrite=True):
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    old = None
     try:
+        os.chmod(tmp, _io.default_dir_mode())  # as os.mkdir would, not mkdtemp's 0o700
         archive.write_out(str(tmp), verbose=False)
-        if path.exists():
-            shutil.rmtree(path)
+        signatures = ["purify"] if classifier is None else ["purify", "classify"]
+        _io.write_json(tmp / MARKER_FILE, {"format": MARKER_FORMAT, "signatures": signatures})
+        if os.path.lexists(path):
+            check_replaceable(path, overwrite)  # again: the folder may have changed while tracing
+            old = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old.tmp", dir=path.parent))
+            os.replace(path, old / "export")
         os.replace(tmp, path)
+    except BaseException:
+        if old is not None and (old / "export").exists() and not os.path.lexists(path):
+            os.replace(old / "export", path)  # put the previous export back
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+        if old is not None and os.path.lexists(path):  # keep the previous export if it could not be put back
+            shutil.rmtree(old)
     return path
+
+
+def check_replaceable(path, overwrite=True):
+    """Raises a `ValueError` unless `path` is absent or a SavedModel folder that may be replaced."""
+    path = pathlib.Path(path)
+    resolved = path.resolve()
+    protected = {pathlib.Path("/").resolve(), pathlib.Path.home().resolve()}
+    cwd = pathlib.Path.cwd().resolve()
+    if resolved in protected or resolved == cwd or resolved in cwd.parents:
+        raise invalid_value(
+            "path", "a new or SavedModel folder, never the working directory, its parents, home or /", str(path)
+        )
+    if not os.path.lexists(path):
+        return
+    if not overwrite:
+        raise invalid_value("path", "a folder that does not exist yet (or overwrite=True)", str(path))
+    if path.is_symlink() or not path.is_dir():
+        kind = "a symbolic link" if path.is_symlink() else "a file"
+        raise invalid_value("path", f"a new or SavedModel folder (it is {kind}; nothing was changed)", str(path))
+    foreign = sorted(_foreign_entries(path))
+    names = {entry.name for entry in os.scandir(path)}
+    if names and not foreign and not ({"saved_model.pb", "saved_model.pbtxt"} & names or MARKER_FILE in names):
+        foreign = sorted(names)  # SavedModel-like names but no SavedModel
+    if foreign:
+        raise invalid_value(
+            "path",
+            "a new or SavedModel folder: it holds files that are not part of a SavedModel "
+            f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); nothing was changed",
+            str(path),
+        )
+
+
+def _foreign_entries(folder):
+    """Entries of `folder` that a SavedModel export does not write."""
+    for entry in os.scandir(folder):
+        if entry.name not in SAVED_MODEL_ENTRIES:
+            yield entry.name
+        elif entry.is_symlink() or (entry.name in SAVED_MODEL_DIRS) != entry.is_dir(follow_symlinks=False):
+            yield entry.name
+        elif entry.name == "variables":
+            for inner in os.scandir(entry.path):
+                if not (inner.name.startswith("variables.") and inner.is_file(follow_symlinks=False)):
+                    yield f"variables/{inner.name}"
+        elif entry.name == MARKER_FILE and not _is_our_marker(entry.path):
+            yield entry.name
+
+
+def _is_our_marker(path):
+    try:
+        with open(path) as f:
+            return json.load(f).get("format") == MARKER_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
