@@ -33,8 +33,8 @@ def check_choice(argument, value, choices):
     return value
 
 
-def check_number(argument, value, minimum=None, maximum=None, integer=False, allow_none=False):
-    """Checks a scalar parameter and its bounds (inclusive)."""
+def check_number(argument, value, minimum=None, maximum=None, integer=False, allow_none=False, above=None):
+    """Checks a scalar parameter and its bounds (`minimum`/`maximum` inclusive, `above` exclusive)."""
     if value is None and allow_none:
         return value
     kind = numbers.Integral if integer else numbers.Real
@@ -45,6 +45,8 @@ def check_number(argument, value, minimum=None, maximum=None, integer=False, all
         raise invalid_value(argument, "a finite number", value)
     if minimum is not None and value < minimum:
         raise invalid_value(argument, f"a value >= {minimum}", value)
+    if above is not None and value <= above:
+        raise invalid_value(argument, f"a value > {above}", value)
     if maximum is not None and value > maximum:
         raise invalid_value(argument, f"a value <= {maximum}", value)
     return value
@@ -117,3 +119,183 @@ def check_labels(y, argument="y", num_examples=None, num_classes=None):
             argument, f"labels in [0, {num_classes - 1}]", f"labels in [{array.min()}, {array.max()}]"
         )
     return array.astype(np.int64, copy=False)
+
+
+def check_num_classes(value, argument="num_classes"):
+    """Checks a number of classes: an int >= 2 (not a string, float or bool)."""
+    check_number(argument, value, minimum=2, integer=True)
+    return int(value)
+
+
+def check_input_shape(value, argument="input_shape", rank=3):
+    """Checks an image shape such as (28, 28, 1): `rank` positive ints (None allowed for H and W)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != rank:
+        raise invalid_value(argument, f"a tuple of {rank} positive ints such as (28, 28, 1)", value)
+    for index, size in enumerate(value):
+        if size is None and index < rank - 1:
+            continue
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+            raise invalid_value(argument, f"a tuple of {rank} positive ints such as (28, 28, 1)", tuple(value))
+    return tuple(None if s is None else int(s) for s in value)
+
+
+def check_not_empty(x, argument="x"):
+    """Refuses an empty array (training on no data would silently do nothing)."""
+    length = len(x) if hasattr(x, "__len__") else None
+    if length == 0:
+        shape = getattr(x, "shape", None)
+        raise invalid_value(
+            argument, "at least one example", f"an empty array of shape {tuple(shape)}" if shape is not None else x
+        )
+    return x
+
+
+def check_validation_data(value, lengths=(2,), argument="validation_data"):
+    """Checks that `value` is a tuple/list of one of `lengths` (e.g. (x_val, y_val)); returns it as a tuple."""
+    names = {1: "(x_val,)", 2: "(x_val, y_val)", 3: "(x_val, y_val, sample_weight)"}
+    expected = " or ".join(names.get(n, f"a {n}-tuple") for n in lengths)
+    if not isinstance(value, (tuple, list)):
+        raise invalid_value(argument, f"a tuple {expected}", f"an object of type {type(value).__name__}")
+    if len(value) not in lengths:
+        raise invalid_value(argument, f"a tuple {expected}", f"a tuple of {len(value)} element(s)")
+    return tuple(value)
+
+
+def check_model_arg(model, argument="model"):
+    """Refuses None or a non-callable where a model is required (TypeError naming the argument)."""
+    if model is None or not callable(model):
+        raise TypeError(
+            f"Invalid type received for argument `{argument}`. Expected a Keras model (or a callable from "
+            f"images to logits). Received: {argument}={_short_repr(model)}"
+        )
+    return model
+
+
+def output_classes(model):
+    """The number of classes of a (N, num_classes) logits model, or None when its output shape says nothing."""
+    shape = getattr(model, "output_shape", None)
+    if isinstance(shape, tuple) and len(shape) == 2 and isinstance(shape[-1], int):
+        return shape[-1]
+    return None
+
+
+def check_model_images(model, x, argument="x", model_argument="model"):
+    """Checks that images `x` (N, H, W, C) match the static input shape of a Keras `model`."""
+    shape = getattr(model, "input_shape", None)
+    if not isinstance(shape, tuple) or len(shape) != 4:
+        return
+    expected = tuple(shape[1:])
+    got = tuple(x.shape[1:])
+    if len(got) != 3 or any(e is not None and e != g for e, g in zip(expected, got)):
+        wanted = ", ".join("H" if i == 0 and e is None else "W" if i == 1 and e is None else str(e)
+                           for i, e in enumerate(expected))
+        raise invalid_value(
+            argument,
+            f"images of shape (N, {wanted}) matching the input of `{model_argument}`",
+            f"array of shape {tuple(x.shape)}",
+        )
+
+
+def _last_layer_is_softmax(model):
+    import keras
+
+    layers = getattr(model, "layers", None)
+    if not layers:
+        return False
+    last = layers[-1]
+    if isinstance(last, keras.layers.Softmax):
+        return True
+    activation = getattr(last, "activation", None)
+    return activation is keras.activations.softmax or getattr(activation, "__name__", "") == "softmax"
+
+
+def warn_if_probabilities(model, x=None, argument="model"):
+    """Warns (once per model) when `model` looks like it outputs probabilities instead of logits.
+
+    Signs: the last layer is a softmax, or the outputs on a few images of `x`
+    are in [0, 1] and sum to 1. Every attack loss and consistency loss of the
+    package assumes logits. Returns True when it warned.
+    """
+    import warnings
+
+    if model is None:
+        return False
+    try:
+        if getattr(model, "_tfdefense_checked_logits", False):
+            return False
+    except Exception:  # exotic callables
+        pass
+    probabilities = _last_layer_is_softmax(model)
+    if not probabilities and x is not None and len(x):
+        from tfdefense.attacks.base import call_model
+
+        outputs = np.asarray(call_model(model, x[:8]), np.float64)
+        if outputs.ndim == 2 and outputs.shape[-1] > 1:
+            probabilities = bool(
+                outputs.min() >= 0 and outputs.max() <= 1 and np.allclose(outputs.sum(-1), 1.0, atol=1e-3)
+            )
+    try:
+        model._tfdefense_checked_logits = True
+    except Exception:
+        pass
+    if probabilities:
+        name = getattr(model, "name", type(model).__name__)
+        warnings.warn(
+            f"Argument `{argument}` ({name!r}) looks like it outputs probabilities (a softmax), not logits; "
+            "the attack and training losses here expect logits: remove the final softmax.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return probabilities
+
+
+def dataset_range_checked(dataset, argument="x", image_components=(0,)):
+    """`dataset` with a check that its image components lie in [0, 1] (a 0-255 dataset fails clearly).
+
+    The check runs inside the input pipeline on every batch (cheap min/max) and
+    creates no extra iterator, so shuffling and random state are untouched.
+    Use `reraise_range_error` around `fit` to turn a failure into a ValueError.
+    """
+    import tensorflow as tf
+
+    def check(*batch):
+        components = batch[0] if len(batch) == 1 and isinstance(batch[0], (tuple, list)) else batch
+        checked = list(components)
+        for index in image_components:
+            if index >= len(checked) or not checked[index].dtype.is_floating:
+                continue
+            images = checked[index]
+            low, high = tf.reduce_min(images), tf.reduce_max(images)
+            ok = tf.logical_and(low >= -1e-6, high <= 1 + 1e-6)
+            assertion = tf.debugging.Assert(ok, [_RANGE_MARKER, argument, low, high])
+            with tf.control_dependencies([assertion]):
+                checked[index] = tf.identity(images)
+        if len(batch) == 1 and not isinstance(batch[0], (tuple, list)):
+            return checked[0]
+        return tuple(checked)
+
+    return dataset.map(check)
+
+
+_RANGE_MARKER = "tfdefense: images outside [0, 1]"
+
+
+def reraise_range_error(error):
+    """A ValueError for an InvalidArgumentError raised by `dataset_range_checked`; else None."""
+    import re
+
+    message = str(getattr(error, "message", error))
+    if _RANGE_MARKER not in message:
+        return None
+    match = re.search(re.escape(_RANGE_MARKER) + r"\]?\s*\[?(\w+)\]?\s*\[([^\]]*)\]\s*\[([^\]]*)\]", message)
+    argument, detail = "x", "a batch with values outside [0, 1]"
+    if match:
+        argument = match.group(1)
+        try:
+            low, high = float(match.group(2)), float(match.group(3))
+            detail = f"a batch with values in [{low:.4g}, {high:.4g}]"
+            if high > 1.5:
+                detail += " (looks like 0-255 pixels: divide by 255)"
+        except ValueError:
+            pass
+    return invalid_value(argument, "a dataset of float images with values in [0, 1]", detail)

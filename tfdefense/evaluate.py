@@ -5,6 +5,8 @@
 """
 
 import argparse
+import fnmatch
+import pathlib
 import sys
 
 
@@ -25,7 +27,47 @@ def build_parser():
     return parser
 
 
+def _split(text):
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def check_args(args):
+    """Checks every argument (names, numbers, output folder) before any data is loaded or model trained."""
+    from tfdefense import _cli
+    from tfdefense.evaluation.runner import get_preset, list_presets
+
+    if args.preset not in list_presets():
+        _cli.fail(f"argument --preset: unknown preset {args.preset!r}; expected one of: {', '.join(list_presets())}")
+    preset = get_preset(args.preset)
+    for flag, text, known in (("--attacks", args.attacks, preset.attacks), ("--defenses", args.defenses, preset.defenses)):
+        if text is None:
+            continue
+        if not known:
+            _cli.fail(f"argument {flag}: preset {args.preset!r} has no {flag[2:]} filter")
+        names = _split(text)
+        if not names:
+            _cli.fail(f"argument {flag}: expected comma-separated names, got {text!r}")
+        unknown = [n for n in names if not any(fnmatch.fnmatchcase(n, pattern) for pattern in known)]
+        if unknown:
+            _cli.fail(f"argument {flag}: unknown name(s) {', '.join(map(repr, unknown))} for preset {args.preset!r}; "
+                      f"expected some of: {', '.join(known)}")
+    _cli.check_positive_int("--batch-size", args.batch_size, allow_none=True)
+    _cli.check_seed(args.seed)
+    if args.data_dir is not None and pathlib.Path(args.data_dir).exists() and not pathlib.Path(args.data_dir).is_dir():
+        _cli.fail(f"argument --data-dir: {args.data_dir!r} is a file; expected a folder")
+    if args.weights is not None and not pathlib.Path(args.weights).is_file():
+        _cli.fail(f"argument --weights: {args.weights!r} is not an existing file")
+    _cli.check_output_dir("--out", args.out)
+
+
 def main(argv=None):
+    from tfdefense import _cli
+
+    _cli.quiet_tensorflow()
+    return _cli.run_main(_main, argv)
+
+
+def _main(argv=None):
     from tfdefense.evaluation.runner import PresetUnavailable, get_preset, list_presets, run_preset
 
     parser = build_parser()
@@ -37,7 +79,8 @@ def main(argv=None):
         return 0
     if not args.preset or not args.out:
         parser.error("--preset and --out are required (or use --list)")
-    split = lambda text: None if text is None else [t.strip() for t in text.split(",") if t.strip()]  # noqa: E731
+    check_args(args)
+    split = _split
     try:
         results = run_preset(
             args.preset,

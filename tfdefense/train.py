@@ -26,7 +26,34 @@ def _classifier_parser(subparsers):
     parser.set_defaults(run=run_classifier)
 
 
+def check_classifier_args(args):
+    """Checks every argument of `train classifier` before any data is loaded or model trained."""
+    from tfdefense import _cli
+    from tfdefense.data import list_datasets
+    from tfdefense.models import list_classifiers
+
+    if args.model not in list_classifiers():
+        _cli.fail(f"argument --model: unknown classifier {args.model!r}; expected one of: {', '.join(list_classifiers())}")
+    known = [name for name in list_datasets() if name != "npz:PATH"]
+    if args.dataset not in known and not args.dataset.startswith("npz:"):
+        _cli.fail(f"argument --dataset: unknown dataset {args.dataset!r}; expected one of: {', '.join(known)} or npz:PATH")
+    if args.dataset.startswith("npz:") and not pathlib.Path(args.dataset[4:]).expanduser().is_file():
+        _cli.fail(f"argument --dataset: {args.dataset!r} does not name an existing .npz file")
+    _cli.check_positive_int("--epochs", args.epochs)
+    _cli.check_positive_int("--batch-size", args.batch_size)
+    _cli.check_positive_int("--image-size", args.image_size, allow_none=True)
+    if not args.learning_rate > 0 or args.learning_rate == float("inf"):
+        _cli.fail(f"argument --learning-rate: expected a positive number, got {args.learning_rate}")
+    _cli.check_seed(args.seed)
+    out = _cli.check_output_file("--out", args.out, (".keras",))
+    _cli.check_output_file("--out", out.with_suffix(".json"), (".json",))
+    backup = out.with_name(out.name + ".backup")
+    if backup.exists() and not backup.is_dir():
+        _cli.fail(f"argument --out: {str(backup)!r} (the resume backup folder) is an existing file")
+
+
 def run_classifier(args):
+    check_classifier_args(args)
     import keras
 
     from tfdefense import _io
@@ -72,6 +99,13 @@ def run_classifier(args):
 
 
 def main(argv=None):
+    from tfdefense import _cli
+
+    _cli.quiet_tensorflow()
+    return _cli.run_main(_main, argv)
+
+
+def _main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tfdefense.train", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     _classifier_parser(subparsers)

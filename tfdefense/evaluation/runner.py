@@ -27,6 +27,8 @@ class Preset:
     fn: object
     description: str
     paper: str
+    attacks: tuple = ()  # names (globs) `--attacks` may select; () = the preset has no attack filter
+    defenses: tuple = ()  # names (globs) `--defenses` may select; () = no defense filter
 
 
 _PRESETS = {}
@@ -36,14 +38,29 @@ class PresetUnavailable(RuntimeError):
     """A preset needs a defense or attack that the package does not provide yet."""
 
 
-def register_preset(name, description, paper=""):
+def register_preset(name, description, paper="", attacks=(), defenses=()):
+    """Registers `fn(run)` as preset `name`; `attacks` / `defenses` list the names its filters know."""
+
     def wrap(fn):
         if name in _PRESETS:
             raise ValueError(f"preset {name!r} is registered twice")
-        _PRESETS[name] = Preset(name, fn, description, paper)
+        _PRESETS[name] = Preset(name, fn, description, paper, tuple(attacks), tuple(defenses))
         return fn
 
     return wrap
+
+
+def check_preset_filters(name, attacks=None, defenses=None):
+    """Refuses `attacks` / `defenses` filter names that preset `name` does not know (before any work)."""
+    preset = get_preset(name)
+    for argument, names, known in (("attacks", attacks, preset.attacks), ("defenses", defenses, preset.defenses)):
+        if names is None:
+            continue
+        if not known:
+            raise invalid_value(argument, f"None (preset {name!r} has no {argument} filter)", names)
+        unknown = [n for n in names if not any(fnmatch.fnmatchcase(n, pattern) for pattern in known)]
+        if not names or unknown:
+            raise invalid_value(argument, f"names known to preset {name!r}: {list(known)}", unknown or names)
 
 
 def list_presets(filter="*"):
@@ -223,6 +240,7 @@ def run_preset(name, out_dir, scale="quick", seed=0, **options):
     import keras
 
     preset = get_preset(name)
+    check_preset_filters(name, options.get("attacks"), options.get("defenses"))
     run = Run(preset.name, out_dir, scale=scale, seed=seed, **options)
     keras.utils.set_random_seed(seed)
     start = time.perf_counter()

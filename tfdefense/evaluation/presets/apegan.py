@@ -59,6 +59,9 @@ BUDGETS = {  # iteration budgets of the optimisation attacks
 }
 
 
+TABLE1_ATTACKS = ("lbfgs", "fgsm", "deepfool", "jsma", "cw_l0", "cw_l2", "cw_linf")  # names --attacks selects
+
+
 def _table1_attacks(dataset, budget, seed):
     b = BUDGETS[budget]
     eps = SETTINGS[dataset]["train_eps"]
@@ -164,12 +167,13 @@ def _run(run, dataset):
     run.note("Error rate = 1 - accuracy on the images listed in n; APE-GAN is deterministic (stored BN statistics).")
 
 
-@register_preset("apegan-mnist", "APE-GAN Tables 1-3 on MNIST (model C), plus adaptive PGD", paper="APE-GAN (Shen et al. 2017)")
+@register_preset("apegan-mnist", "APE-GAN Tables 1-3 on MNIST (model C), plus adaptive PGD", paper="APE-GAN (Shen et al. 2017)",
+                 attacks=TABLE1_ATTACKS)
 def apegan_mnist(run):
     _run(run, "mnist")
 
 
 @register_preset("apegan-cifar10", "APE-GAN Tables 1, 2 and 4 on the CIFAR-10 subset (model D), plus adaptive PGD",
-                 paper="APE-GAN (Shen et al. 2017)")
+                 paper="APE-GAN (Shen et al. 2017)", attacks=TABLE1_ATTACKS)
 def apegan_cifar10(run):
     _run(run, "cifar10")

@@ -80,7 +80,9 @@ def _transforms(run):
 
 
 @register_preset("egan", "EGAN on MNIST: accuracy vs FGSM eps 0..1 and vs purification time, beside APE-GAN and baselines",
-                 paper="EGAN (Perez-Bravo et al.)")
+                 paper="EGAN (Perez-Bravo et al.)",
+                 defenses=("egan", "apegan", "autoencoder", "dncnn", "magnet", "defensegan", "bit_depth", "median", "jpeg",
+                           "random_resize_pad", "pixel_deflection"))
 def egan(run):
     from tfdefense.defenses import DefendedClassifier
     from tfdefense.evaluation import plots

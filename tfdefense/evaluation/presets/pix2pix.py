@@ -53,6 +53,10 @@ SETTINGS = {
 }
 
 
+ATTACK_NAMES = ("fgsm", "deepfool", "jsma", "cw_l2")  # names --attacks / --defenses select
+DEFENSE_NAMES = ("magnet", "defensegan", "adv_training")
+
+
 def _test_attacks(run, settings, eps):
     cw = _cw_settings(run, targeted=True, target="random", seed=run.seed)
     attacks = {
@@ -220,12 +224,12 @@ def _run(run, dataset):
 
 
 @register_preset("pix2pix-mnist", "pix2pix defense on MNIST: successful-only accuracy, transfer, accuracy vs epoch, L2, adaptive",
-                 paper="pix2pix purification defense")
+                 paper="pix2pix purification defense", attacks=ATTACK_NAMES, defenses=DEFENSE_NAMES)
 def pix2pix_mnist(run):
     _run(run, "mnist")
 
 
 @register_preset("pix2pix-cifar10", "pix2pix defense (+ consistency loss) on the CIFAR-10 subset: same tables as pix2pix-mnist",
-                 paper="pix2pix purification defense")
+                 paper="pix2pix purification defense", attacks=ATTACK_NAMES, defenses=DEFENSE_NAMES)
 def pix2pix_cifar10(run):
     _run(run, "cifar10")

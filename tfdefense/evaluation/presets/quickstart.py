@@ -28,7 +28,8 @@ def _attack_set(run, settings):
     return {name: params for name, params in attacks.items() if run.wants_attack(name)}
 
 
-@register_preset("quickstart", "digits (offline): model C + pix2pix purifier, FGSM/PGD, adaptive PGD, SavedModel export")
+@register_preset("quickstart", "digits (offline): model C + pix2pix purifier, FGSM/PGD, adaptive PGD, SavedModel export",
+                 attacks=("fgsm", "pgd"))
 def quickstart(run):
     from tfdefense.attacks import generate, get_attack
     from tfdefense.data import load_dataset, make_paired_pipeline

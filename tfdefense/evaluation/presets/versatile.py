@@ -142,7 +142,8 @@ def _load(run, settings):
 
 
 @register_preset("versatile", "Versatile defense: six attack-specific purifiers vs one versatile purifier vs input transforms",
-                 paper="Versatile defense (pix2pix + VGG19 perceptual loss, staged weights)")
+                 paper="Versatile defense (pix2pix + VGG19 perceptual loss, staged weights)",
+                 attacks=TRAIN_ATTACKS, defenses=("random_resize_pad", "pixel_deflection", "sr_wavelet"))
 def versatile(run):
     from tfdefense.defenses import DefendedClassifier, make_attack_pairs
     from tfdefense.evaluation import plots
