@@ -213,9 +213,17 @@ class Attack:
             "versions": _versions(self.backend),
         }
 
-    def reset_rng(self):
-        """Restarts the attack's random stream (from `seed`; a fresh one when seed is None)."""
-        self._rng = np.random.default_rng(self._params.get("seed"))
+    def reset_rng(self, stream=None):
+        """Restarts the attack's random stream (from `seed`; a fresh one when seed is None).
+
+        stream: None, or an int naming one of the seed's independent streams
+        (e.g. a batch index: sharded generation gives each batch its own).
+        """
+        seed = self._params.get("seed")
+        if stream is not None:
+            check_number("stream", stream, minimum=0, integer=True)
+            seed = None if seed is None else [seed, int(stream)]
+        self._rng = np.random.default_rng(seed)
 
     def replace(self, **changes):
         """A new attack of the same kind and backend with some parameters changed."""

@@ -26,6 +26,7 @@ import warnings
 
 import numpy as np
 
+from tfdefense import distribute
 from tfdefense._io import save_npz, write_json
 from tfdefense._validation import check_images, check_labels, check_number, invalid_value
 
@@ -85,7 +86,7 @@ def cache_key(attack, model, x, y=None, y_target=None):
 
 
 def generate(attack, model, x, y=None, y_target=None, batch_size=256, cache_dir=None, progress=True,
-             return_info=False):
+             return_info=False, strategy=None):
     """Adversarial images for all of `x`, batch by batch, optionally cached.
 
     Args:
@@ -99,6 +100,17 @@ def generate(attack, model, x, y=None, y_target=None, batch_size=256, cache_dir=
       return_info: also return a dict: cache status ("hit", "miss",
         "regenerated", "disabled"), path, key, success rate, seconds,
         and per-component results for AutoAttack.
+      strategy: a `tf.distribute.Strategy` (see `tfdefense.distribute`):
+        the batches are dealt round-robin to its replicas (every worker,
+        every local device), each replica attacks its batch on its device,
+        and the results are gathered back in input order on every worker.
+        A deterministic attack gives the same images as without a strategy;
+        a seeded random one draws each batch's randomness from its own
+        stream (seed, batch index), so its images do not depend on the
+        number of replicas or workers (they differ from the strategy-less
+        run's, which draws one stream in sequence). The cache key does not
+        include the strategy; only the chief writes to `cache_dir`, other
+        workers into `cache_dir/workers/<task>`.
 
     Returns float32 images of x's shape (and the info dict).
     """
@@ -113,16 +125,25 @@ def generate(attack, model, x, y=None, y_target=None, batch_size=256, cache_dir=
     if y_target is not None:
         y_target = check_labels(y_target, "y_target", num_examples=len(x))
 
+    distributed = distribute.is_distributed(strategy)
     path = key = description = None
     status = "disabled"
     if cache_dir is not None:
         key, description = cache_key(attack, model, x, y, y_target)
-        path = pathlib.Path(cache_dir) / f"{attack.name}-{attack.backend}-{key[:24]}.npz"
+        name = f"{attack.name}-{attack.backend}-{key[:24]}.npz"
+        path = pathlib.Path(cache_dir) / name
         cached, problem = _load(path, key, x.shape)
+        if cached is None and problem is None and distributed and not distribute.is_chief(strategy):
+            path = distribute.worker_dir(cache_dir, strategy) / name  # this worker's own entries
+            cached, problem = _load(path, key, x.shape)
+        if distributed and not distribute.all_workers_agree(strategy, cached is not None):
+            cached = None  # another worker misses: all of them generate (the same collectives everywhere)
         if cached is not None:
             x_adv, info = cached
             info.update(cache="hit", path=str(path))
             return (x_adv, info) if return_info else x_adv
+        if distributed and not distribute.is_chief(strategy):
+            path = distribute.worker_dir(cache_dir, strategy) / name
         status = "miss"
         if problem is not None:
             message = f"tfdefense attack cache: entry {path} {problem}; regenerating it"
@@ -130,7 +151,10 @@ def generate(attack, model, x, y=None, y_target=None, batch_size=256, cache_dir=
             logger.warning(message)
             status = "regenerated"
 
-    x_adv, info = _run_batches(attack, model, x, y, y_target, batch_size, progress)
+    if distributed:
+        x_adv, info = _run_distributed(attack, model, x, y, y_target, batch_size, progress, strategy)
+    else:
+        x_adv, info = _run_batches(attack, model, x, y, y_target, batch_size, progress)
     info.update(cache=status, path=None if path is None else str(path), key=key)
     if path is not None:
         meta = {"key": key, "description": description, "x_adv_sha256": array_digest(x_adv), "info": info,
@@ -182,6 +206,101 @@ def _run_batches(attack, model, x, y, y_target, batch_size, progress):
     if components:
         info["components"] = list(components.values())
     return x_adv.astype(np.float32, copy=False), info
+
+
+def _run_distributed(attack, model, x, y, y_target, batch_size, progress, strategy):
+    """Batch b goes to global replica b % R; each round every replica attacks one batch, then all gather."""
+    import concurrent.futures
+
+    import tensorflow as tf
+    from tqdm.auto import tqdm
+
+    layout = distribute.replica_layout(strategy)
+    total = distribute.num_replicas(strategy)
+    multi_worker = distribute.num_workers(strategy) > 1
+    copies = {gid: attack.replace() for gid, _ in layout}  # one per replica: own rng, traced graph, run info
+    starts = list(range(0, len(x), batch_size))
+    component_names = list(attack.params.get("components", ()))
+
+    def attack_batch(gid, device, b):
+        part = copies[gid]
+        part.reset_rng(stream=b)
+        sl = slice(starts[b], starts[b] + batch_size)
+        with tf.device(device):
+            out = part(model, x[sl], None if y is None else y[sl], y_target=None if y_target is None else y_target[sl])
+        return out, dict(part.last_run_info or {})
+
+    start = time.perf_counter()
+    outputs, infos = [None] * len(starts), [None] * len(starts)
+    num_rounds = -(-len(starts) // total)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(layout)) if len(layout) > 1 else None
+    try:
+        with tqdm(total=len(x), desc=f"{attack.name} [{attack.backend}] x{total}", unit="img",
+                  disable=not progress) as bar:
+            for r in range(num_rounds):
+                work = [(gid, device, r * total + gid) for gid, device in layout if r * total + gid < len(starts)]
+                if pool is None:
+                    done = [attack_batch(*item) for item in work]
+                else:
+                    done = list(pool.map(lambda item: attack_batch(*item), work))
+                for (_, _, b), (out, info) in zip(work, done):
+                    outputs[b], infos[b] = out, info
+                if multi_worker:
+                    _gather_round(strategy, layout, r, total, starts, x, batch_size, outputs, infos, component_names)
+                bar.update(sum(len(outputs[b]) for b in range(r * total, min((r + 1) * total, len(starts)))))
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    x_adv = np.concatenate(outputs) if outputs else np.zeros_like(x)
+    seconds = time.perf_counter() - start
+    num_success = sum(info.get("num_success", 0) for info in infos)
+    info = {
+        "attack": attack.config(),
+        "num_examples": int(len(x)),
+        "batch_size": int(batch_size),
+        "num_success": int(num_success),
+        "success_rate": float(num_success / len(x)) if len(x) else float("nan"),
+        "seconds": seconds,
+        "images_per_second": float(len(x) / seconds) if seconds > 0 else float("nan"),
+        "distribute": distribute.describe(strategy),
+    }
+    components = {}
+    for run in infos:
+        for part in run.get("components", ()):
+            agg = components.setdefault(part["name"], {"name": part["name"], "backend": part.get("backend"),
+                                                       "attacked": 0, "broken": 0})
+            agg["attacked"] += part["attacked"]
+            agg["broken"] += part["broken"]
+    if components:
+        info["components"] = list(components.values())
+    return x_adv.astype(np.float32, copy=False), info
+
+
+def _gather_round(strategy, layout, r, total, starts, x, batch_size, outputs, infos, component_names):
+    """Shares this round's batches between workers: padded images and [count, successes, per-component counts]."""
+    images, counts = {}, {}
+    for gid, _ in layout:
+        b = r * total + gid
+        padded = np.zeros((batch_size, *x.shape[1:]), np.float32)
+        vector = np.zeros(2 + 2 * len(component_names), np.float32)
+        if b < len(starts):
+            padded[: len(outputs[b])] = outputs[b]
+            vector[0], vector[1] = len(outputs[b]), infos[b].get("num_success", 0)
+            for part in infos[b].get("components", ()):
+                k = component_names.index(part["name"])
+                vector[2 + 2 * k: 4 + 2 * k] = part["attacked"], part["broken"]
+        images[gid], counts[gid] = padded, vector
+    all_images = distribute.all_gather(strategy, images).reshape(total, batch_size, *x.shape[1:])
+    all_counts = distribute.all_gather(strategy, {g: v[None] for g, v in counts.items()}).reshape(total, -1)
+    for gid in range(total):
+        b = r * total + gid
+        if b >= len(starts) or outputs[b] is not None:
+            continue
+        n = int(round(all_counts[gid, 0]))
+        outputs[b] = all_images[gid, :n]
+        infos[b] = {"num_success": int(round(all_counts[gid, 1])), "components": [
+            {"name": name, "attacked": int(all_counts[gid, 2 + 2 * k]), "broken": int(all_counts[gid, 3 + 2 * k])}
+            for k, name in enumerate(component_names)] if component_names else []}
 
 
 def _load(path, key, shape):

@@ -4,6 +4,7 @@ import pathlib
 
 import keras
 
+from tfdefense import distribute
 from tfdefense._validation import check_choice, check_images, check_labels, check_number
 from tfdefense.data.pipelines import make_pipeline
 
@@ -58,6 +59,7 @@ def train_classifier(
     backup_dir=None,
     callbacks=(),
     verbose="auto",
+    strategy=None,
 ):
     """Trains a logits classifier with Adam; returns the keras History.
 
@@ -67,7 +69,12 @@ def train_classifier(
       schedule: None (constant learning rate) or "cosine" (decay to 0 over
         all epochs; steadier final accuracy for batch-norm nets).
       backup_dir: if set, training state is backed up every epoch and an
-        interrupted run resumes where it stopped (keras BackupAndRestore).
+        interrupted run resumes where it stopped (keras BackupAndRestore;
+        under several workers only the chief writes there, see
+        `tfdefense.distribute.backup_callback`).
+      batch_size: the global batch (split across the replicas of `strategy`).
+      strategy: a `tf.distribute.Strategy` the model was built under (its
+        `scope()`); the model is compiled inside it. None: the current one.
     """
     x_train = check_images(x_train, "x_train")
     y_train = check_labels(y_train, "y_train", num_examples=len(x_train))
@@ -79,7 +86,8 @@ def train_classifier(
         if schedule == "cosine":
             steps = epochs * -(-len(x_train) // batch_size)
             learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps)
-        compile_classifier(model, learning_rate)
+        with distribute.scope(strategy):
+            compile_classifier(model, learning_rate)
     dataset = make_pipeline(x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed)
     if augment is not None:
         import tensorflow as tf
@@ -93,7 +101,9 @@ def train_classifier(
         validation = make_pipeline(x_val, check_labels(y_val, "validation_data[1]", len(x_val)), batch_size=512)
     callbacks = list(callbacks)
     if backup_dir is not None:
-        callbacks.append(keras.callbacks.BackupAndRestore(str(pathlib.Path(backup_dir)), delete_checkpoint=True))
+        backup = distribute.backup_callback(pathlib.Path(backup_dir), strategy)
+        distribute.check_backup_consistent(backup, strategy)
+        callbacks.append(backup)
     return model.fit(
         dataset, epochs=epochs, validation_data=validation, callbacks=callbacks, verbose=verbose, shuffle=False
     )
