@@ -13,13 +13,13 @@ Splits (documented in docs/data.md and in every report):
 """
 
 import pathlib
-import pickle
 import tarfile
 
 import numpy as np
 
 from tfdefense import config
 from tfdefense._validation import check_labels, invalid_value
+from tfdefense.data import cifar_batches
 
 MNIST_SUBSET_FILE = "mnist_t10k.npz"
 MNIST_SUBSET_TRAIN_SIZE = 8000
@@ -27,6 +27,8 @@ MNIST_KERAS_FILE = "mnist.npz"
 CIFAR10_SUBSET_FILE = "cifar10_subset.npz"
 CIFAR10_KERAS_DIR = "cifar-10-batches-py"
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
+CIFAR10_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+CIFAR10_IMAGE_BYTES = 3 * 32 * 32
 DIGITS_SPLIT_SEED = 0
 DIGITS_TRAIN_FRACTION = 0.8
 
@@ -191,12 +193,11 @@ def _load_cifar10(data_dir=None, download=True):
     batches = folder / CIFAR10_KERAS_DIR
     looked.append(str(batches) + "/")
     if batches.is_dir():
-        return _cifar_from_batches(lambda name: (batches / name).read_bytes())
+        return _cifar_from_batches(lambda name: _read_loose_cifar_batch(batches / name))
     archive = folder / CIFAR10_ARCHIVE
     looked.append(str(archive))
     if archive.is_file():
-        with tarfile.open(archive) as tar:
-            return _cifar_from_batches(lambda name: tar.extractfile(f"{CIFAR10_KERAS_DIR}/{name}").read())
+        return _cifar_from_archive(archive)
     return _download_or_fail("cifar10", data_dir, looked, download)
 
 
@@ -208,14 +209,58 @@ def _from_four_arrays(path):
         )
 
 
-def _cifar_from_batches(read):
-    def batch(name):
-        entry = pickle.loads(read(name), encoding="bytes")
-        x = np.asarray(entry[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-        return x, np.asarray(entry[b"labels"], np.int64)
+def _read_loose_cifar_batch(path):
+    if not path.is_file():
+        raise invalid_value(
+            "data_dir", f"a {CIFAR10_KERAS_DIR}/ folder holding {', '.join(CIFAR10_BATCHES)}", f"{path} is missing"
+        )
+    return path.read_bytes(), str(path)
 
-    train = [batch(f"data_batch_{i}") for i in range(1, 6)]
-    x_test, y_test = batch("test_batch")
+
+def _cifar_from_archive(archive):
+    """Reads the batches from the official tar.gz in memory (nothing is extracted to disk)."""
+    try:
+        with tarfile.open(archive) as tar:
+
+            def read(name):
+                member = f"{CIFAR10_KERAS_DIR}/{name}"
+                try:
+                    info = tar.getmember(member)
+                except KeyError:
+                    info = None
+                if info is None or not info.isfile():
+                    raise invalid_value("data_dir", f"a {CIFAR10_ARCHIVE} holding the file {member}", str(archive))
+                return tar.extractfile(info).read(), f"{archive}:{member}"
+
+            return _cifar_from_batches(read)
+    except (tarfile.TarError, EOFError, OSError) as error:
+        raise invalid_value(
+            "data_dir", f"a readable {CIFAR10_ARCHIVE}", f"{archive} ({type(error).__name__}: {error})"
+        ) from None
+
+
+def _cifar_from_batches(read):
+    """`read(name)` -> (bytes, source); each batch is decoded by `cifar_batches.read_batch`, never unpickled."""
+
+    def batch(name):
+        raw, source = read(name)
+        entry = cifar_batches.read_batch(raw, source)
+        data, labels = entry.get("data"), entry.get("labels")
+        if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+                and data.shape[1] == CIFAR10_IMAGE_BYTES):
+            raise invalid_value(
+                "data_dir", f"a CIFAR-10 batch whose 'data' is uint8 of shape (N, {CIFAR10_IMAGE_BYTES})",
+                f"{source} with data={type(data).__name__} {getattr(data, 'shape', '')}",
+            )
+        if not (isinstance(labels, list) and len(labels) == len(data)
+                and all(type(v) is int and 0 <= v < 10 for v in labels)):
+            raise invalid_value(
+                "data_dir", f"a CIFAR-10 batch whose 'labels' are {len(data)} ints in [0, 9]", f"{source}"
+            )
+        return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(labels, np.int64)
+
+    train = [batch(name) for name in CIFAR10_BATCHES[:-1]]
+    x_test, y_test = batch(CIFAR10_BATCHES[-1])
     x_train = np.concatenate([b[0] for b in train])
     y_train = np.concatenate([b[1] for b in train])
     return (to_float_images(x_train), y_train), (to_float_images(x_test), y_test)
