@@ -327,7 +327,7 @@ _OPCODES = {
     ord("N"): _push(None),
     0x88: _push(True),
     0x89: _push(False),
-    # Python 2 str: bytes (as pickle.load(..., encoding="bytes") reads them).
+    # Python 2 str: bytes (what the stdlib reader gives with encoding="bytes").
     ord("U"): _push_read(_bytes_of("<B")),  # SHORT_BINSTRING
     ord("T"): _push_read(_bytes_of("<i")),  # BINSTRING
     ord("C"): _push_read(_bytes_of("<B")),  # SHORT_BINBYTES
