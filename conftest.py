@@ -21,16 +21,27 @@ if not os.environ.get("TFDEFENSE_DATA_DIR") and SHARED_DATA.is_dir():
 @pytest.fixture(scope="session")
 def data_dir():
     path = pathlib.Path(os.environ.get("TFDEFENSE_DATA_DIR", SHARED_DATA))
-    assert (path / "mnist_t10k.npz").is_file(), f"real test data missing: set TFDEFENSE_DATA_DIR (looked in {path})"
+    for name in ("mnist.npz", "mnist_t10k.npz"):
+        assert (path / name).is_file(), f"real test data missing: set TFDEFENSE_DATA_DIR (no {name} in {path})"
     return path
+
+
+MNIST_TEST_TRAIN_SIZE, MNIST_TEST_TEST_SIZE = 8000, 2000
 
 
 @pytest.fixture(scope="session")
 def mnist(data_dir):
-    """The MNIST split: 8000 train / 2000 test real digits, float32 in [0, 1]."""
+    """A fast subset of the official MNIST split: the first 8000 training and the last 2000 test digits.
+
+    Real digits, float32 in [0, 1]; `load_dataset("mnist")` itself gives all 60000 / 10000. The
+    last 2000 test digits are the test split of the t10k fallback (`mnist_t10k.npz`) too.
+    """
     from tfdefense.data import load_dataset
 
-    return load_dataset("mnist", data_dir=data_dir, download=False)
+    (x_train, y_train), (x_test, y_test) = load_dataset("mnist", data_dir=data_dir, download=False)
+    assert (len(x_train), len(x_test)) == (60000, 10000), "expected the official MNIST split from mnist.npz"
+    n_train, n_test = MNIST_TEST_TRAIN_SIZE, MNIST_TEST_TEST_SIZE
+    return (x_train[:n_train].copy(), y_train[:n_train].copy()), (x_test[-n_test:].copy(), y_test[-n_test:].copy())
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +53,7 @@ def cifar10(data_dir):
 
 @pytest.fixture(scope="session")
 def mnist_model_c(mnist):
-    """APE-GAN Table 5 model C trained 3 epochs on the 8000-image MNIST split (~97.5% test accuracy)."""
+    """APE-GAN Table 5 model C trained 3 epochs on the fixture's 8000 training digits (~97.5% test accuracy)."""
     import keras
 
     from tfdefense.models import model_c, train_classifier

@@ -5,9 +5,10 @@ Images come back float32, NHWC, values in [0, 1]; labels int64.
 Splits (documented in docs/data.md and in every report):
 - `digits`: scikit-learn's bundled 1,797 real 8x8 digits, shuffled with a fixed
   seed, first 80% train (1,437) and last 20% test (360).
-- `mnist` from `mnist_t10k.npz` (the official 10k MNIST test set, the only MNIST
-  shipped offline): first 8,000 images train, last 2,000 test. From keras'
-  `mnist.npz` or the download: the official 60k/10k split.
+- `mnist` from keras' `mnist.npz` (the data dir, then keras' cache
+  $KERAS_HOME/datasets or ~/.keras/datasets) or the download: the official
+  60k/10k split. Fallback `mnist_t10k.npz` (the official 10k test set alone):
+  first 8,000 images train, last 2,000 test. `mnist_split()` says which one.
 - `cifar10` from `cifar10_subset.npz`: its own 5,085 train / 1,017 test split.
   From the CIFAR-10 python archive or the download: the official 50k/10k split.
 """
@@ -24,6 +25,8 @@ from tfdefense.data import cifar_batches
 MNIST_SUBSET_FILE = "mnist_t10k.npz"
 MNIST_SUBSET_TRAIN_SIZE = 8000
 MNIST_KERAS_FILE = "mnist.npz"
+MNIST_OFFICIAL_SIZES = (60000, 10000)
+KERAS_HOME_ENV = "KERAS_HOME"
 CIFAR10_SUBSET_FILE = "cifar10_subset.npz"
 CIFAR10_KERAS_DIR = "cifar-10-batches-py"
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
@@ -164,21 +167,63 @@ def _load_digits(data_dir=None, download=False):
     return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
 
 
-@_register("mnist")
-def _load_mnist(data_dir=None, download=True):
+@dataclasses.dataclass(frozen=True)
+class MnistSplit:
+    """Which MNIST `load_dataset("mnist")` reads: the file (None: the keras download) and its split."""
+
+    path: object
+    kind: str  # "official" (keras' mnist.npz layout) or "t10k" (the test set alone, split 8000/2000)
+    train_size: int
+    test_size: int
+
+    @property
+    def description(self):
+        source = "keras download" if self.path is None else str(self.path)
+        if self.kind == "t10k":
+            return (f"MNIST t10k split {self.train_size}/{self.test_size} (the official 10k test set alone: "
+                    f"first {self.train_size} train, last {self.test_size} test; {source})")
+        label = "official" if (self.train_size, self.test_size) == MNIST_OFFICIAL_SIZES else "mnist.npz split"
+        return f"MNIST {label} {self.train_size}/{self.test_size} ({source})"
+
+
+def keras_datasets_dir():
+    """keras' download cache for datasets: $KERAS_HOME/datasets, else ~/.keras/datasets."""
+    return pathlib.Path(os.environ.get(KERAS_HOME_ENV) or "~/.keras").expanduser() / "datasets"
+
+
+def mnist_split(data_dir=None):
+    """The local MNIST file `load_dataset("mnist", data_dir)` reads and its split, or None (download next).
+
+    Order: `mnist.npz` (keras layout: x_train, y_train, x_test, y_test) in the data
+    dir, then in keras' cache (`keras_datasets_dir()`), then `mnist_t10k.npz`
+    (keys x, y: the official test set alone, split 8000/2000) in the data dir.
+    """
     folder = config.resolve_data_dir(data_dir)
-    looked = []
+    for path in (folder / MNIST_KERAS_FILE, keras_datasets_dir() / MNIST_KERAS_FILE):
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as data:
+                sizes = len(data["y_train"]), len(data["y_test"])
+            return MnistSplit(path, "official", *sizes)
     subset = folder / MNIST_SUBSET_FILE
-    looked.append(str(subset))
     if subset.is_file():
         with np.load(subset, allow_pickle=False) as data:
+            n = len(data["y"])
+        return MnistSplit(subset, "t10k", MNIST_SUBSET_TRAIN_SIZE, n - MNIST_SUBSET_TRAIN_SIZE)
+    return None
+
+
+@_register("mnist")
+def _load_mnist(data_dir=None, download=True):
+    split = mnist_split(data_dir)
+    if split is not None and split.kind == "official":
+        return _from_four_arrays(split.path)
+    if split is not None:
+        with np.load(split.path, allow_pickle=False) as data:
             x, y = to_float_images(data["x"]), check_labels(data["y"])
         n = MNIST_SUBSET_TRAIN_SIZE
         return (x[:n], y[:n]), (x[n:], y[n:])
-    keras_file = folder / MNIST_KERAS_FILE
-    looked.append(str(keras_file))
-    if keras_file.is_file():
-        return _from_four_arrays(keras_file)
+    folder = config.resolve_data_dir(data_dir)
+    looked = [str(folder / MNIST_KERAS_FILE), str(keras_datasets_dir() / MNIST_KERAS_FILE), str(folder / MNIST_SUBSET_FILE)]
     return _download_or_fail("mnist", data_dir, looked, download)
 
 

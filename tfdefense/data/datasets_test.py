@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tfdefense.data import list_datasets, load_dataset, make_pipeline, take_balanced
+from tfdefense.data import list_datasets, load_dataset, make_pipeline, mnist_split, take_balanced
 
 
 def _assert_images(x, y, shape, num_classes=10):
@@ -19,14 +19,57 @@ def test_digits_is_offline_and_resizable():
     _assert_images(x28, y_train, (28, 28, 1))
 
 
-def test_mnist_split_of_shared_subset(data_dir):
+def test_mnist_is_the_official_split_from_shared_data(data_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "no-keras-cache"))
     (x_train, y_train), (x_test, y_test) = load_dataset("mnist", data_dir=data_dir, download=False)
     _assert_images(x_train, y_train, (28, 28, 1))
     _assert_images(x_test, y_test, (28, 28, 1))
+    assert (len(x_train), len(x_test)) == (60000, 10000)
+    assert np.bincount(y_train).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    with np.load(data_dir / "mnist.npz") as raw:
+        np.testing.assert_allclose(x_train[0, ..., 0], raw["x_train"][0] / 255.0, atol=1e-7)
+    with np.load(data_dir / "mnist_t10k.npz") as t10k:  # the official test set is the t10k file
+        np.testing.assert_array_equal(y_test, t10k["y"])
+    split = mnist_split(data_dir)
+    assert split.kind == "official" and split.path == data_dir / "mnist.npz"
+    assert split.description.startswith("MNIST official 60000/10000")
+
+
+def test_mnist_from_keras_cache_before_the_t10k_fallback(tmp_path, monkeypatch, rng):
+    keras_home, data = tmp_path / "keras", tmp_path / "data"
+    (keras_home / "datasets").mkdir(parents=True)
+    data.mkdir()
+    x = rng.integers(0, 256, (30, 28, 28), dtype=np.uint8)
+    y = np.arange(30) % 10
+    np.savez(keras_home / "datasets" / "mnist.npz", x_train=x[:20], y_train=y[:20], x_test=x[20:], y_test=y[20:])
+    np.savez(data / "mnist_t10k.npz", x=x, y=y)
+    monkeypatch.setenv("KERAS_HOME", str(keras_home))
+    (x_train, _), (x_test, y_test) = load_dataset("mnist", data_dir=data, download=False)
+    assert (len(x_train), len(x_test)) == (20, 10)
+    np.testing.assert_array_equal(y_test, y[20:])
+    assert mnist_split(data).description.startswith("MNIST mnist.npz split 20/10")
+
+
+def test_mnist_t10k_fallback_split(tmp_path, monkeypatch, data_dir):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "no-keras-cache"))
+    (tmp_path / "mnist_t10k.npz").symlink_to(data_dir / "mnist_t10k.npz")
+    (x_train, y_train), (x_test, y_test) = load_dataset("mnist", data_dir=tmp_path, download=False)
     assert (len(x_train), len(x_test)) == (8000, 2000)
-    raw = np.load(data_dir / "mnist_t10k.npz")
-    np.testing.assert_array_equal(y_test, raw["y"][8000:])
-    np.testing.assert_allclose(x_train[0, ..., 0], raw["x"][0] / 255.0, atol=1e-7)
+    with np.load(data_dir / "mnist_t10k.npz") as raw:
+        np.testing.assert_array_equal(y_test, raw["y"][8000:])
+        np.testing.assert_allclose(x_train[0, ..., 0], raw["x"][0] / 255.0, atol=1e-7)
+    split = mnist_split(tmp_path)
+    assert split.kind == "t10k" and split.description.startswith("MNIST t10k split 8000/2000")
+
+
+def test_mnist_missing_everywhere_names_every_place(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    assert mnist_split(tmp_path) is None
+    with pytest.raises(ValueError, match="data_dir") as error:
+        load_dataset("mnist", data_dir=tmp_path, download=False)
+    message = str(error.value)
+    for expected in [str(tmp_path / "mnist.npz"), str(tmp_path / "keras" / "datasets" / "mnist.npz"), "mnist_t10k.npz"]:
+        assert expected in message
 
 
 def test_cifar10_subset(data_dir):
@@ -38,7 +81,7 @@ def test_cifar10_subset(data_dir):
 def test_data_dir_from_environment(monkeypatch, data_dir):
     monkeypatch.setenv("TFDEFENSE_DATA_DIR", str(data_dir))
     (x_train, _), _ = load_dataset("mnist", download=False)
-    assert len(x_train) == 8000
+    assert len(x_train) == 60000
 
 
 def test_keras_mnist_npz_layout(tmp_path, rng):
