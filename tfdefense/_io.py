@@ -6,6 +6,7 @@ existing target keeps its mode, a new one gets 0o666 minus the umask (not the
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import pathlib
@@ -93,7 +94,7 @@ def save_npz(path, **arrays):
 
 
 def save_model(model, path):
-    """Saves a keras model to `path` (.keras) atomically."""
+    """Saves a keras model to `path` (.keras) atomically; returns the SHA-256 (hex) of the file written."""
     path = pathlib.Path(path)
     if path.suffix != ".keras":
         raise ValueError(
@@ -101,3 +102,14 @@ def save_model(model, path):
         )
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
+        digest = file_sha256(tmp)
+    return digest
+
+
+def file_sha256(path, chunk_size=1 << 20):
+    """SHA-256 (hex) of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -13,6 +13,7 @@ import hashlib
 import json
 import pathlib
 import time
+import warnings
 
 from tfdefense import _io
 from tfdefense._validation import check_choice, invalid_value
@@ -92,6 +93,11 @@ def with_dependencies(config, depends_on=()):
 def config_hash(config):
     text = json.dumps(config, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def fingerprint_path(model_path):
+    """`models/NAME-HASH.fingerprint.json`: the SHA-256 of `models/NAME-HASH.keras` as this package wrote it."""
+    return pathlib.Path(model_path).with_suffix(".fingerprint.json")
 
 
 class Run:
@@ -203,21 +209,43 @@ class Run:
         """
         import keras
 
-        path = self.models_dir / f"{name}-{config_hash(with_dependencies(config, depends_on))}.keras"
-        if path.is_file():
+        key = with_dependencies(config, depends_on)
+        path = self.models_dir / f"{name}-{config_hash(key)}.keras"
+        if self._cached_model_trusted(name, path, key):
             try:
                 model = keras.saving.load_model(path, compile=False)
                 self.log(f"reusing trained {name} ({path.name})")
                 return model
             except Exception as error:  # a truncated or foreign file is retrained, never trusted
-                self.log(f"could not load {path.name} ({type(error).__name__}); retraining")
+                self._distrust(name, path, f"it does not load ({type(error).__name__}: {error})")
         start = time.perf_counter()  # some builders train (e.g. the super-resolution net): time both
         model = build()
         train(model)
         self.log(f"trained {name} in {time.perf_counter() - start:.1f} s")
-        _io.save_model(model, path)
+        digest = _io.save_model(model, path)
+        _io.write_json(fingerprint_path(path), {"file": path.name, "sha256": digest, "key_hash": config_hash(key)})
         self.artifacts[f"model:{name}"] = str(path.relative_to(self.out_dir))
         return model
+
+    def _cached_model_trusted(self, name, path, key):
+        """Whether `path` is the file saved for `key`: its SHA-256 matches the fingerprint saved beside it."""
+        if not path.is_file():
+            return False
+        record_path = fingerprint_path(path)
+        try:
+            record = json.loads(record_path.read_text())
+            trusted = record["sha256"] == _io.file_sha256(path) and record["key_hash"] == config_hash(key)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            self._distrust(name, path, f"its fingerprint {record_path.name} is missing or unreadable ({type(error).__name__})")
+            return False
+        if not trusted:
+            self._distrust(name, path, f"its architecture or weights differ from its fingerprint {record_path.name}")
+        return trusted
+
+    def _distrust(self, name, path, reason):
+        message = f"not reusing the saved {name} model {path}: {reason}; retraining it"
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        self.log(message)
 
     # Output ---------------------------------------------------------------------
     def results(self, wall_seconds):
