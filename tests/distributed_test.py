@@ -74,6 +74,14 @@ MIRRORED = textwrap.dedent(
                  strategy=tf.distribute.OneDeviceStrategy("/cpu:0"))
     diffs["pgd_random_2_vs_1_replica"] = float(np.max(np.abs(a - b)))
     out["pgd_random_linf"] = float(np.max(np.abs(a - x_test)))
+    from tfdefense.evaluation.robustness import SuiteAttack, evaluate_robustness
+    suite = [SuiteAttack("fgsm", "fgsm", dict(eps=0.2), "single-step"),
+             SuiteAttack("pgd", "pgd", dict(eps=0.2, eps_iter=0.04, nb_iter=8, rand_init=False), "white-box", 2)]
+    single = evaluate_robustness(model, x_test, y_test, suite, batch_size=32)
+    sharded = evaluate_robustness(model, x_test, y_test, suite, batch_size=32, strategy=two)
+    out["robustness"] = {"single": single.summary(), "sharded": sharded.summary(),
+                         "same_outcomes": all(bool(np.array_equal(single.correct[k], sharded.correct[k]))
+                                              for k in single.correct)}
     out["diffs"] = diffs
     print("RESULT " + json.dumps(out))
     """
@@ -103,4 +111,172 @@ def test_mirrored_two_logical_cpus_trains_and_generates_like_one_device(tmp_path
         assert info["num_success"] == out[label + "_success_ref"] > 0, out
         assert out[label + "_cache_without_strategy"] == "hit", out  # the key does not hold the strategy
     assert out["diffs"]["pgd_random_2_vs_1_replica"] < 1e-5, out
+    robustness = out["robustness"]
+    assert robustness["same_outcomes"] and robustness["single"] == robustness["sharded"], robustness
+    assert robustness["single"]["worst_case"] < robustness["single"]["clean"], robustness
+
+
+# One script, run as 2 workers of a MultiWorkerMirroredStrategy (TF_CONFIG per process) or as one process
+# with a MirroredStrategy over 2 logical CPUs: the same replica layout (2 replicas, half of each global batch
+# each, batch-norm statistics per replica), so the numbers must agree to float precision.
+WORKER = textwrap.dedent(
+    """
+    import json, sys
+    mode, out_path = sys.argv[1], sys.argv[2]
+    import tensorflow as tf
+    if mode == "mirrored":
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from tfdefense import _io, distribute
+    strategy = distribute.make_strategy(mode)  # multiworker: before any other TF op
+    import keras
+    import numpy as np
+    from tfdefense.attacks import generate, get_attack
+    from tfdefense.data import load_dataset, make_paired_pipeline, make_pipeline
+    from tfdefense.defenses import APEGAN, Pix2PixDefense, RobustPurifier
+    from tfdefense.models import compile_classifier, model_c, patchgan_preset, unet_generator, unet_generator_preset
+
+    (x, y), (x_test, y_test) = load_dataset("digits", image_size=28)
+    x, y, x_test, y_test = x[:128], y[:128], x_test[:48], y_test[:48]
+    out = {"describe": distribute.describe(strategy), "chief": distribute.is_chief(strategy)}
+
+    def flat(history):
+        return {k: [float(v) for v in vs] for k, vs in history.history.items()}
+
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        classifier = compile_classifier(model_c())
+    out["classifier"] = flat(classifier.fit(make_pipeline(x, y, batch_size=32), epochs=2, verbose=0))
+    classifier.trainable = False
+    x_adv = generate(get_attack("fgsm", eps=0.3), classifier, x, y, batch_size=32, progress=False, strategy=strategy)
+    pairs = lambda: make_paired_pipeline(x_adv, x, batch_size=32, shuffle=False)
+
+    keras.utils.set_random_seed(1)
+    with strategy.scope():
+        apegan = APEGAN.from_preset("tiny")
+        apegan.compile()
+    out["apegan"] = flat(apegan.fit(pairs(), epochs=1, verbose=0))
+    out["apegan_purified_sum"] = float(np.sum(apegan.purify(x_adv[:8])))
+
+    keras.utils.set_random_seed(2)
+    with strategy.scope():
+        pix2pix = Pix2PixDefense(unet_generator_preset("tiny"), patchgan_preset("tiny"))
+        pix2pix.compile()
+    out["pix2pix"] = flat(pix2pix.fit(pairs(), epochs=1, verbose=0))
+    out["pix2pix_purified_sum"] = float(np.sum(pix2pix.purify(x_adv[:8])))
+
+    keras.utils.set_random_seed(3)
+    with strategy.scope():
+        generator = unet_generator((28, 28, 1), base_filters=8, max_filters=32, depth=3, dropout=0.0)
+        robust = RobustPurifier(generator, classifier, attack_eps=0.2, attack_steps=2, seed=0)
+        robust.compile()
+    out["robust"] = flat(robust.fit(make_pipeline(x, y, batch_size=32), epochs=1, verbose=0))
+    out["robust_purified_sum"] = float(np.sum(robust.purify(x_test[:8])))
+
+    pgd = get_attack("pgd", eps=0.3, eps_iter=0.05, nb_iter=10, rand_init=True, seed=5)
+    x_pgd, info = generate(pgd, classifier, x_test, y_test, batch_size=8, progress=False, strategy=strategy,
+                           return_info=True)
+    out["pgd_sum"] = float(np.sum(x_pgd))
+    out["pgd_linf"] = float(np.max(np.abs(x_pgd - x_test)))
+    out["pgd_num_success"] = info["num_success"]
+    out["pgd_accuracy"] = float(np.mean(classifier.predict(x_pgd, verbose=0).argmax(-1) == y_test))
+    _io.write_json(distribute.worker_dir(out_path, strategy) if not distribute.is_chief(strategy) else out_path, out)
+    """
+)
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for sock in sockets:
+            sock.bind(("localhost", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _launch_workers(argv, num_workers=2, cwd=ROOT, timeout=1500):
+    """Runs `argv` as `num_workers` processes of one localhost cluster (TF_CONFIG each); returns their outputs."""
+    ports = _free_ports(num_workers)
+    cluster = {"worker": [f"localhost:{port}" for port in ports]}
+    processes = []
+    for index in range(num_workers):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        processes.append(subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True))
+    outputs = []
+    try:
+        for process in processes:
+            stdout, stderr = process.communicate(timeout=timeout)
+            outputs.append((process.returncode, stdout, stderr))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    for index, (code, _, stderr) in enumerate(outputs):
+        assert code == 0, f"worker {index} exited with {code}:\n{stderr[-4000:]}"
+    return outputs
+
+
+def _assert_close(multi, single, path=""):
+    if isinstance(single, dict):
+        assert set(multi) == set(single), path
+        for key in single:
+            _assert_close(multi[key], single[key], f"{path}.{key}")
+    elif isinstance(single, list):
+        np.testing.assert_allclose(multi, single, rtol=1e-3, atol=1e-4, err_msg=path)
+    elif isinstance(single, float):
+        np.testing.assert_allclose(multi, single, rtol=1e-3, atol=1e-3, err_msg=path)
+    else:
+        assert multi == single, path
+
+
+@pytest.mark.slow
+def test_two_process_multiworker_matches_single_process(tmp_path):
+    """2 worker processes on localhost train APE-GAN, pix2pix and RobustPurifier, generate PGD, run quickstart."""
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    _launch_workers([sys.executable, str(script), "multiworker", str(tmp_path / "multi.json")])
+    _run_script(WORKER.replace('mode, out_path = sys.argv[1], sys.argv[2]', 'mode, out_path = "mirrored", sys.argv[1]')
+                + '\nprint("RESULT {}")\n', [tmp_path / "single.json"])
+    multi = json.loads((tmp_path / "multi.json").read_text())
+    single = json.loads((tmp_path / "single.json").read_text())
+    assert multi["describe"]["strategy"] == "multiworker" and multi["describe"]["workers"] == 2, multi["describe"]
+    assert multi["describe"]["replicas"] == single["describe"]["replicas"] == 2
+    assert (tmp_path / "workers" / "worker-1" / "multi.json").is_file()  # the other worker's copy, not the chief's
+    worker = json.loads((tmp_path / "workers" / "worker-1" / "multi.json").read_text())
+    assert not worker["chief"] and multi["chief"]
+    for key in ("describe", "chief"):
+        multi.pop(key), single.pop(key), worker.pop(key)
+    _assert_close(worker, multi)  # both workers hold the same model
+    _assert_close(multi, single)
+    assert 0.29 < multi["pgd_linf"] <= 0.3 + 1e-6 and multi["pgd_accuracy"] < 0.5, multi
+
+    # The CLI: tiny quickstart as 2 workers and as one process (2 logical CPUs) give the same table.
+    cli = [sys.executable, "-m", "tfdefense.evaluate", "--preset", "quickstart", "--scale", "tiny", "--quiet"]
+    _launch_workers(cli + ["--out", str(tmp_path / "qs-multi"), "--distribute", "multiworker"])
+    assert not (tmp_path / "qs-multi" / "workers" / "worker-1" / "results.json").exists()  # only the chief reports
+    one_process = textwrap.dedent(
+        """
+        import sys
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from tfdefense.evaluate import main
+        code = main(sys.argv[1:])
+        print("RESULT " + str(code))
+        """)
+    assert _run_script(one_process, cli[3:] + ["--out", tmp_path / "qs-single", "--distribute", "mirrored"]) == 0
+    multi = json.loads((tmp_path / "qs-multi" / "results.json").read_text())
+    single = json.loads((tmp_path / "qs-single" / "results.json").read_text())
+    assert multi["environment"]["distribute"]["workers"] == 2 and multi["environment"]["distribute"]["replicas"] == 2
+    assert any("2 replica(s) on 2 worker(s)" in note for note in multi["notes"])
+    assert "multiworker" in (tmp_path / "qs-multi" / "report.md").read_text()
+    key = lambda row: (row["table"], row["defense"], row["attack"], row["metric"], row["eval_mode"])  # noqa: E731
+    rows_multi = {key(r): r["value"] for r in multi["rows"]}
+    rows_single = {key(r): r["value"] for r in single["rows"]}
+    assert rows_multi.keys() == rows_single.keys() and len(rows_multi) >= 8
+    for k in rows_single:  # accuracies over 100 test digits: at most one image may flip on float noise
+        assert abs(rows_multi[k] - rows_single[k]) <= 0.011, (k, rows_multi[k], rows_single[k])
     assert 0.29 < out["pgd_random_linf"] <= 0.3 + 1e-6, out

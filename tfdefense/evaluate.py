@@ -24,6 +24,9 @@ def build_parser():
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--png-roundtrip", action="store_true", help="also evaluate after 8-bit PNG quantization")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--distribute", default="none", choices=["none", "mirrored", "multiworker", "tpu"],
+                        help="tf.distribute strategy (multiworker reads TF_CONFIG); --batch-size is the global batch; "
+                             "only the chief writes the report")
     return parser
 
 
@@ -80,6 +83,9 @@ def _main(argv=None):
     if not args.preset or not args.out:
         parser.error("--preset and --out are required (or use --list)")
     check_args(args)
+    from tfdefense import distribute
+
+    strategy = distribute.make_strategy(args.distribute)
     split = _split
     try:
         results = run_preset(
@@ -94,6 +100,7 @@ def _main(argv=None):
             weights=args.weights,
             png_roundtrip=args.png_roundtrip,
             progress=not args.quiet,
+            strategy=strategy,
         )
     except PresetUnavailable as error:
         print(f"error: preset {args.preset!r} cannot run: {error}", file=sys.stderr)

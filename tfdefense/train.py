@@ -23,7 +23,13 @@ def _classifier_parser(subparsers):
     parser.add_argument("--augment", default=None, choices=["shift", "flip_shift"])
     parser.add_argument("--schedule", default=None, choices=["cosine"], help="learning-rate schedule")
     parser.add_argument("--seed", type=int, default=0)
+    add_distribute_argument(parser)
     parser.set_defaults(run=run_classifier)
+
+
+def add_distribute_argument(parser):
+    parser.add_argument("--distribute", default="none", choices=["none", "mirrored", "multiworker", "tpu"],
+                        help="tf.distribute strategy (multiworker reads TF_CONFIG); --batch-size is the global batch")
 
 
 def check_classifier_args(args):
@@ -54,6 +60,9 @@ def check_classifier_args(args):
 
 def run_classifier(args):
     check_classifier_args(args)
+    from tfdefense import distribute
+
+    strategy = distribute.make_strategy(args.distribute)  # before any TF op (multiworker needs it so)
     import keras
 
     from tfdefense import _io
@@ -64,7 +73,8 @@ def run_classifier(args):
     keras.utils.set_random_seed(args.seed)
     (x_train, y_train), (x_test, y_test) = load_dataset(args.dataset, data_dir=args.data_dir, image_size=args.image_size)
     num_classes = int(max(y_train.max(), y_test.max()) + 1)
-    model = get_classifier(args.model, input_shape=x_train.shape[1:], num_classes=num_classes)
+    with strategy.scope():
+        model = get_classifier(args.model, input_shape=x_train.shape[1:], num_classes=num_classes)
     out = pathlib.Path(args.out)
     start = time.perf_counter()
     train_classifier(
@@ -80,9 +90,12 @@ def run_classifier(args):
         seed=args.seed,
         backup_dir=out.with_name(out.name + ".backup"),
         verbose=2,
+        strategy=strategy,
     )
     seconds = time.perf_counter() - start
-    _io.save_model(model, out)
+    chief = distribute.is_chief(strategy)
+    if chief:  # other workers hold the same weights and write nothing
+        _io.save_model(model, out)
     summary = {
         "model": args.model,
         "dataset": args.dataset,
@@ -92,8 +105,10 @@ def run_classifier(args):
         "test_accuracy": accuracy(model, x_test, y_test),
         "train_seconds": round(seconds, 1),
         "out": str(out),
+        "distribute": distribute.describe(strategy),
     }
-    _io.write_json(out.with_suffix(".json"), summary)
+    if chief:
+        _io.write_json(out.with_suffix(".json"), summary)
     print(json.dumps(summary))
     return summary
 

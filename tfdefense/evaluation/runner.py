@@ -15,7 +15,7 @@ import pathlib
 import time
 import warnings
 
-from tfdefense import _io
+from tfdefense import _io, distribute
 from tfdefense._validation import check_choice, invalid_value
 from tfdefense.evaluation import reports
 
@@ -116,9 +116,13 @@ class Run:
         weights=None,
         png_roundtrip=False,
         progress=True,
+        strategy=None,
     ):
         self.preset = preset
-        self.out_dir = pathlib.Path(out_dir)
+        self.strategy = strategy  # tf.distribute strategy models are built, trained and attacked under (None: default)
+        self.is_chief = distribute.is_chief(strategy)
+        # Other workers keep their models, caches and steps in OUT/workers/<task>; only the chief writes reports.
+        self.out_dir = distribute.worker_dir(out_dir, strategy)
         self.scale = check_choice("scale", scale, SCALES)
         self.seed = seed
         self.data_dir = data_dir
@@ -185,7 +189,7 @@ class Run:
     def step(self, name, config, fn):
         """Runs `fn()` -> list of rows once per (name, config); re-runs reuse the stored rows."""
         path = self.steps_dir / f"{name}-{config_hash(config)}.json"
-        if path.is_file():
+        if distribute.all_workers_agree(self.strategy, path.is_file()):  # else every worker recomputes together
             try:
                 stored = json.loads(path.read_text())
                 if stored.get("config") == json.loads(json.dumps(config, default=str)):
@@ -211,16 +215,20 @@ class Run:
 
         key = with_dependencies(config, depends_on)
         path = self.models_dir / f"{name}-{config_hash(key)}.keras"
+        loaded = None
         if self._cached_model_trusted(name, path, key):
             try:
-                model = keras.saving.load_model(path, compile=False)
-                self.log(f"reusing trained {name} ({path.name})")
-                return model
+                with distribute.scope(self.strategy):
+                    loaded = keras.saving.load_model(path, compile=False)
             except Exception as error:  # a truncated or foreign file is retrained, never trusted
                 self._distrust(name, path, f"it does not load ({type(error).__name__}: {error})")
+        if distribute.all_workers_agree(self.strategy, loaded is not None):  # else all workers train together
+            self.log(f"reusing trained {name} ({path.name})")
+            return loaded
         start = time.perf_counter()  # some builders train (e.g. the super-resolution net): time both
-        model = build()
-        train(model)
+        with distribute.scope(self.strategy):  # variables (and optimizer slots) mirrored on every replica
+            model = build()
+            train(model)
         self.log(f"trained {name} in {time.perf_counter() - start:.1f} s")
         digest = _io.save_model(model, path)
         _io.write_json(fingerprint_path(path), {"file": path.name, "sha256": digest, "key_hash": config_hash(key)})
@@ -256,7 +264,7 @@ class Run:
             "seed": self.seed,
             "data": self.data,
             "wall_seconds": float(wall_seconds),
-            "environment": reports.environment(),
+            "environment": {**reports.environment(), "distribute": distribute.describe(self.strategy)},
             "notes": self.notes,
             "artifacts": self.artifacts,
             "rows": self.rows,
@@ -272,8 +280,13 @@ def run_preset(name, out_dir, scale="quick", seed=0, **options):
     run = Run(preset.name, out_dir, scale=scale, seed=seed, **options)
     keras.utils.set_random_seed(seed)
     start = time.perf_counter()
+    if distribute.is_distributed(run.strategy):
+        placement = distribute.describe(run.strategy)
+        run.note(f"Distribution: strategy {placement['strategy']} ({placement['class']}), {placement['replicas']} "
+                 f"replica(s) on {placement['workers']} worker(s); batch sizes are global batches.")
     preset.fn(run)
     results = run.results(time.perf_counter() - start)
     reports.validate_results(results)
-    reports.write_reports(run.out_dir, results, run.plots)
+    if run.is_chief:  # other workers computed the same numbers; only the chief writes reports
+        reports.write_reports(run.out_dir, results, run.plots)
     return results

@@ -54,7 +54,7 @@ def attacked(run, attack, params, model, x, y):
     from tfdefense.attacks import generate, get_attack
 
     x_adv, info = generate(get_attack(attack, **params), model, x, y, cache_dir=run.cache_dir / "adversarial",
-                           progress=run.progress, return_info=True)
+                           progress=run.progress, return_info=True, strategy=run.strategy)
     if info["cache"] != "hit":
         run.log(f"{attack} on {len(x)} images: {info['seconds']:.1f} s, success rate {info['success_rate']:.3f}")
     return x_adv

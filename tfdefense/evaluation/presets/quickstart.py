@@ -62,7 +62,8 @@ def quickstart(run):
     attacks = _attack_set(run, settings)
     cache = run.cache_dir / "adversarial"
     train_adv = {
-        name: generate(get_attack(name, **params), classifier, x_train, y_train, cache_dir=cache, progress=run.progress)
+        name: generate(get_attack(name, **params), classifier, x_train, y_train, cache_dir=cache, progress=run.progress,
+                       strategy=run.strategy)
         for name, params in attacks.items()
     }
     if not train_adv:
@@ -88,7 +89,8 @@ def quickstart(run):
     defended = DefendedClassifier(purifier, classifier)
 
     test_adv = {
-        name: (generate(get_attack(name, **params), classifier, x_test, y_test, cache_dir=cache, progress=run.progress), params)
+        name: (generate(get_attack(name, **params), classifier, x_test, y_test, cache_dir=cache, progress=run.progress,
+                        strategy=run.strategy), params)
         for name, params in attacks.items()
     }
     inputs = {"clean": (x_test, {}), **test_adv}
