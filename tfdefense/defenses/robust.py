@@ -26,6 +26,11 @@ https://arxiv.org/abs/1901.08573). A discriminator taking two inputs is used
 conditionally (pix2pix PatchGAN on `[x_adv, candidate]`), one taking a single
 input unconditionally (APE-GAN's).
 
+`precision="bf16"` runs the training attack and the train step in bfloat16
+(`compute_precision`: generator, classifier and discriminator layers compute
+in bfloat16 with float32 variables; PGD iterate, logits, losses and updates
+stay float32). Inference, `purify`, save and export always run in float32.
+
 `residual=True` makes the purifier `clip(x + 2 * G(x) - 1, 0, 1)`: with a
 sigmoid generator whose output starts near 0.5 this starts at the identity,
 so the pipeline starts at the classifier's clean accuracy.
@@ -69,8 +74,10 @@ from tfdefense.defenses._gan import (
 from tfdefense.defenses.pix2pix import FusedAdam
 from tfdefense.defenses.training_attack import (
     AttackSettingsMixin,
+    check_precision,
     check_xy_arrays,
     check_xy_dataset,
+    compute_precision,
     kl_divergence,
     pgd_in_graph,
     split_xy,
@@ -113,6 +120,8 @@ class RobustPurifier(PurifierMixin, AttackSettingsMixin, keras.Model):
         discriminator, else 0.
       residual: purifier output clip(x + 2 G(x) - 1, 0, 1) instead of G(x).
       seed: seed of the training attack's random starts.
+      precision: "fp32" or "bf16" (training attack and train step in
+        bfloat16, float32 variables and losses; inference stays float32).
     """
 
     def __init__(
@@ -132,6 +141,7 @@ class RobustPurifier(PurifierMixin, AttackSettingsMixin, keras.Model):
         lambda_gan=None,
         residual=False,
         seed=None,
+        precision="fp32",
         **kwargs,
     ):
         kwargs.setdefault("name", "robust_purifier")
@@ -175,11 +185,13 @@ class RobustPurifier(PurifierMixin, AttackSettingsMixin, keras.Model):
             raise invalid_value("lambda_gan", "0 when no discriminator is given", lambda_gan)
         if not isinstance(residual, (bool, np.bool_)):
             raise invalid_value("residual", "True or False", residual)
+        check_precision(precision)
         self._init_attack(attack_eps, attack_steps, attack_step_size, attack_rand_init, attack_loss, seed)
         self.generator = generator
         self.classifier = classifier
         self.discriminator = discriminator
         self.residual = bool(residual)
+        self.precision = precision
         self.image_shape = image_shape
         self._initial_weights = {k: float(v) for k, v in weights.items()}
         add_scalar_variables(self, self._initial_weights)
@@ -302,7 +314,14 @@ class RobustPurifier(PurifierMixin, AttackSettingsMixin, keras.Model):
             tracker.update_state(tf.reduce_mean(losses[name]))
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
+    def _precision_scope(self):
+        return compute_precision((self.generator, self.classifier, self.discriminator), self.precision)
+
     def train_step(self, data):
+        with self._precision_scope():
+            return self._train_step(data)
+
+    def _train_step(self, data):
         import tensorflow as tf
 
         x, y = split_xy(data)
@@ -323,8 +342,10 @@ class RobustPurifier(PurifierMixin, AttackSettingsMixin, keras.Model):
 
     def test_step(self, data):
         x, y = split_xy(data)
-        x_adv = self.craft(x, y)
-        return self._update_metrics(self._loss_terms(x, x_adv, y, training=False))
+        with self._precision_scope():
+            x_adv = self.craft(x, y)
+            losses = self._loss_terms(x, x_adv, y, training=False)
+        return self._update_metrics(losses)
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit` on images and integer labels: arrays `(x, y)` or a dataset of `(x, y)` batches."""
@@ -362,6 +383,7 @@ class RobustPurifier(PurifierMixin, AttackSettingsMixin, keras.Model):
                 **self._attack_config,
                 **self._initial_weights,
                 "residual": self.residual,
+                "precision": self.precision,
             }
         )
         return config

@@ -152,3 +152,39 @@ def test_invalid_arguments_name_the_argument(mnist_model_c):
         EpsilonRamp(0)
     with pytest.raises(ValueError, match="`cpu_seconds`"):
         ComputeBudget(-1)
+
+
+def _conv_dtypes(concrete):
+    """The `T` dtypes of every Conv2D op in a concrete function, its while-loop bodies included."""
+    graph_def = concrete.graph.as_graph_def()
+    nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+    return {tf.dtypes.as_dtype(n.attr["T"].type).name for n in nodes if n.op == "Conv2D"}
+
+
+def test_bf16_training_keeps_float32_state_and_roundtrips(tmp_path, mnist, mnist_model_c):
+    (x_train, y_train), _ = mnist
+    x, y = x_train[:512], y_train[:512]
+    purifier = RobustPurifier(_tiny_generator(0), mnist_model_c, attack_eps=EPS, attack_steps=2, seed=0,
+                              precision="bf16")
+    purifier.compile()
+    history = purifier.fit(x, y, batch_size=64, epochs=3, verbose=0)
+    losses = history.history["loss"]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0] - 0.05, losses
+    assert history.history["adv_acc"][-1] > history.history["adv_acc"][0]
+    # State stays float32; the bfloat16 policy holds only while the step traces.
+    assert {v.dtype for v in purifier.weights + purifier.g_optimizer.variables} <= {"float32", "int64"}
+    layers = purifier.generator._flatten_layers() + mnist_model_c._flatten_layers()
+    assert {layer.dtype_policy.name for layer in layers} == {"float32"}
+    spec = (tf.TensorSpec((8, 28, 28, 1), tf.float32), tf.TensorSpec((8,), tf.int64))
+    assert _conv_dtypes(tf.function(purifier.train_step).get_concrete_function(spec)) == {"bfloat16"}
+    out = purifier.purify(x[:16])
+    assert out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+    assert _conv_dtypes(tf.function(purifier.call).get_concrete_function(spec[0])) == {"float32"}
+    path = tmp_path / "bf16.keras"
+    purifier.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.precision == "bf16"
+    np.testing.assert_allclose(loaded.purify(x[:16]), out, atol=1e-6)
+    loaded.fit(x[:128], y[:128], batch_size=64, epochs=1, verbose=0)  # the restored model trains on
+    with pytest.raises(ValueError, match="`precision`.*Received: precision='fp16'"):
+        RobustPurifier(_tiny_generator(0), mnist_model_c, precision="fp16")

@@ -6,7 +6,13 @@ craft their examples with `pgd_in_graph` in a `tf.while_loop`, keep eps and
 the step size in non-trainable variables (`AttackSettingsMixin`), and share
 the callbacks `EpsilonRamp` (eps curriculum) and `ComputeBudget` (stop at a
 CPU-time budget, for comparisons at equal training compute).
+
+`compute_precision(models, "bf16")` runs the float32 layers of the given models
+in bfloat16 while a step is traced (variables stay float32, autocast on read;
+the callers keep the PGD iterate, the logits and the losses in float32).
 """
+
+import contextlib
 
 import numpy as np
 
@@ -16,6 +22,7 @@ from tfdefense._validation import check_choice, check_labels, check_number, inva
 from tfdefense.defenses._gan import add_scalar_variables, check_image_array
 
 ATTACK_LOSSES = ("ce", "kl")
+PRECISIONS = ("fp32", "bf16")
 
 
 def split_xy(data):
@@ -85,6 +92,45 @@ def pgd_in_graph(logits_fn, x, y, eps, step_size, steps, seed, rand_init=True, l
     if steps > 0:
         _, x_adv = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), x_adv))
     return tf.stop_gradient(x_adv)
+
+
+def check_precision(precision):
+    return check_choice("precision", precision, PRECISIONS)
+
+
+@contextlib.contextmanager
+def compute_precision(models, precision):
+    """While the block runs, the layers of `models` whose policy is plain "float32" compute in bfloat16.
+
+    With precision "bf16" each such layer gets the `mixed_bfloat16` policy
+    (float32 variables, read as bfloat16; BatchNormalization keeps its
+    statistics in float32) and gets its own policy back on exit. Graphs traced
+    inside the block (a `train_step`) keep the bfloat16 ops; calls outside it
+    (inference, export) run in float32. Layers with another policy (mixed,
+    float16, quantized) are left as they are. "fp32" changes nothing.
+    """
+    check_precision(precision)
+    if precision == "fp32":
+        yield
+        return
+    mixed = keras.dtype_policies.DTypePolicy("mixed_bfloat16")
+    saved = {}
+    try:
+        for model in models:
+            if model is None:
+                continue
+            for layer in model._flatten_layers(include_self=True, recursive=True):
+                policy = getattr(layer, "_dtype_policy", None)
+                if id(layer) in saved or type(policy) not in (keras.dtype_policies.DTypePolicy,
+                                                              keras.dtype_policies.FloatDTypePolicy):
+                    continue
+                if policy.name == "float32":
+                    saved[id(layer)] = (layer, policy)
+                    layer._dtype_policy = mixed
+        yield
+    finally:
+        for layer, policy in saved.values():
+            layer._dtype_policy = policy
 
 
 def check_attack_settings(attack_eps, attack_steps, attack_step_size, attack_loss):
