@@ -32,6 +32,50 @@ def current_umask():
     return old
 
 
+def check_not_protected(path, argument, expected):
+    """Raises a ValueError when `path` is /, the home folder, the working directory or one of its parents."""
+    resolved = pathlib.Path(path).resolve()
+    cwd = pathlib.Path.cwd().resolve()
+    if resolved in (pathlib.Path("/").resolve(), pathlib.Path.home().resolve(), cwd) or resolved in cwd.parents:
+        raise invalid_value(argument, f"{expected}, never the working directory, its parents, home or /", str(path))
+
+
+# What keras.callbacks.BackupAndRestore (and tfdefense.training.resume) keep in a backup folder.
+BACKUP_FILES = frozenset(
+    name + ending
+    for name in ("latest.weights.h5", "training_metadata.json", "random_state.json")
+    for ending in ("", ".bkp")
+)
+
+
+def check_backup_dir(path, argument="backup_dir"):
+    """Refuses a folder that `BackupAndRestore(delete_checkpoint=True)` would delete with foreign files in it.
+
+    Keras removes the whole backup folder when training ends, so it must be
+    absent or hold only backup files (and this module's temporary files).
+    """
+    expected = "a new folder, or one holding only a training backup"
+    check_not_protected(path, argument, expected)
+    path = pathlib.Path(path)
+    if not os.path.lexists(path):
+        return path
+    if path.is_symlink() or not path.is_dir():
+        raise invalid_value(argument, f"{expected} (it is {'a symbolic link' if path.is_symlink() else 'a file'})", str(path))
+    stems = tuple(f".{name.split('.')[0]}." for name in BACKUP_FILES)
+    foreign = sorted(
+        entry.name
+        for entry in os.scandir(path)
+        if not entry.is_file(follow_symlinks=False)
+        or not (entry.name in BACKUP_FILES or (entry.name.startswith(stems) and ".tmp" in entry.name))
+    )
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise invalid_value(
+            argument, f"{expected}: keras deletes it after training, and it holds other files ({shown})", str(path)
+        )
+    return path
+
+
 def default_file_mode():
     """Mode of a new file made by `open(path, "w")`."""
     return 0o666 & ~current_umask()

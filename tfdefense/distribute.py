@@ -238,7 +238,9 @@ def backup_callback(backup_dir, strategy=None, delete_checkpoint=True):
     """
     import keras
 
-    backup_dir = pathlib.Path(backup_dir)
+    from tfdefense import _io
+
+    backup_dir = _io.check_backup_dir(backup_dir)  # keras deletes it after training: it must hold nothing else
     if is_chief(strategy):
         return keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=delete_checkpoint)
     task_type, task_id = task(strategy)

@@ -282,8 +282,7 @@ def adversarial_training(
     et al., 1e-3 for "fgsm"), shuffled batches of `batch_size`, `epochs`
     passes. `backup_dir` resumes an interrupted run.
     """
-    import pathlib
-
+    from tfdefense import _io
     from tfdefense.data.pipelines import make_pipeline
 
     unknown = set(attack_params) - {"eps", "eps_iter", "nb_iter", "rand_init", "mix"}
@@ -306,5 +305,6 @@ def adversarial_training(
         validation = make_pipeline(x_val, check_labels(y_val, "validation_data[1]", len(x_val)), batch_size=256)
     callbacks = list(callbacks)
     if backup_dir is not None:
-        callbacks.append(keras.callbacks.BackupAndRestore(str(pathlib.Path(backup_dir)), delete_checkpoint=True))
+        # keras deletes the backup folder after training: it must hold nothing else
+        callbacks.append(keras.callbacks.BackupAndRestore(str(_io.check_backup_dir(backup_dir)), delete_checkpoint=True))
     return trainer.fit(dataset, epochs=epochs, validation_data=validation, callbacks=callbacks, verbose=verbose)

@@ -114,13 +114,7 @@ def export_saved_model(defense, path, classifier=None, overwrite=True):
 def check_replaceable(path, overwrite=True):
     """Raises a `ValueError` unless `path` is absent or a SavedModel folder that may be replaced."""
     path = pathlib.Path(path)
-    resolved = path.resolve()
-    protected = {pathlib.Path("/").resolve(), pathlib.Path.home().resolve()}
-    cwd = pathlib.Path.cwd().resolve()
-    if resolved in protected or resolved == cwd or resolved in cwd.parents:
-        raise invalid_value(
-            "path", "a new or SavedModel folder, never the working directory, its parents, home or /", str(path)
-        )
+    _io.check_not_protected(path, "path", "a new or SavedModel folder")
     if not os.path.lexists(path):
         return
     if not overwrite:
