@@ -41,7 +41,8 @@ RESULTS_SCHEMA = {
         "data": {
             "type": "object",
             "required": ["dataset", "description"],
-            "properties": {"dataset": {"type": "string"}, "description": {"type": "string"}},
+            # split: which split of the dataset ran, e.g. "MNIST official 60000/10000 (...)" (MNIST presets)
+            "properties": {"dataset": {"type": "string"}, "description": {"type": "string"}, "split": {"type": "string"}},
         },
         "wall_seconds": {"type": "number", "minimum": 0},
         "environment": {"type": "object"},
@@ -61,6 +62,8 @@ RESULTS_SCHEMA = {
                     "metric": {"type": "string"},
                     "value": {"type": ["number", "null"]},
                     "paper_value": {"type": ["number", "null"]},
+                    "paper_source": {"type": "string"},  # paper file, table, row and column of paper_value
+                    "paper_note": {"type": "string"},  # e.g. "not in the paper's text" where paper_value is null
                     "n": {"type": "integer", "minimum": 0},
                     "eval_mode": {"enum": list(EVAL_MODES)},
                 },
@@ -117,7 +120,9 @@ def to_markdown(results, plots=()):
         f"- Seed: {results['seed']}; wall time: {results['wall_seconds']:.1f} s",
         f"- Environment: TensorFlow {results['environment']['tensorflow']}, Keras {results['environment']['keras']}, "
         f"devices {', '.join(results['environment']['devices'])}",
-        "- Every number below was computed by this run; 'paper' is the published value for the paper's full setup.",
+        "- Every number below was computed by this run; 'paper' is the published value for the paper's full setup, "
+        "read from the paper's text (sources at the end); 'not in the paper's text' marks a cell the paper gives only "
+        "in a figure or an image table; 'n/a': the paper has no such cell.",
     ]
     lines += [f"- {note}" for note in results.get("notes", [])]
     tables = {}
@@ -128,14 +133,29 @@ def to_markdown(results, plots=()):
         for row in rows:
             lines.append(
                 f"| {row['defense']} | {row['attack']} | {row['protocol']} | {row['metric']} | "
-                f"{_format(row['value'], row['metric'])} | {_format(row.get('paper_value'), row['metric'])} | "
+                f"{_format(row['value'], row['metric'])} | {_paper_cell(row)} | "
                 f"{row['n']} | {row['eval_mode']} |"
             )
     lines += _png_differences(results["rows"])
+    lines += _paper_sources(results["rows"])
     if plots:
         lines += ["", "## Plots", ""]
         lines += [f"![{name}]({name})" for name in plots]
     return "\n".join(lines) + "\n"
+
+
+def _paper_cell(row):
+    if row.get("paper_value") is None and row.get("paper_note"):
+        return row["paper_note"]
+    return _format(row.get("paper_value"), row["metric"])
+
+
+def _paper_sources(rows):
+    """Where each number of the paper column was read (paper file, table, row, column)."""
+    sources = list(dict.fromkeys(row["paper_source"] for row in rows if row.get("paper_source")))
+    if not sources:
+        return []
+    return ["", "## Sources of the paper column", ""] + [f"- {source}" for source in sources]
 
 
 def _png_differences(rows):

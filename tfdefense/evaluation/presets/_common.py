@@ -5,7 +5,7 @@ import numpy as np
 from tfdefense.evaluation import accuracy
 
 DATASETS = {
-    "mnist": dict(classifier_input=(28, 28, 1), description="real MNIST (first 8000 of the official t10k set for training, last 2000 for testing)"),
+    "mnist": dict(classifier_input=(28, 28, 1), description="real MNIST"),  # + the split found (mnist_split)
     "cifar10": dict(classifier_input=(32, 32, 3), description="real CIFAR-10 subset of ../shared/data (seeded train/test split)"),
     "digits": dict(classifier_input=(28, 28, 1), description="scikit-learn's bundled real 8x8 digits resized to 28x28"),
 }
@@ -17,13 +17,28 @@ def load_data(run, dataset, train_images=None, test_images=None):
 
     kwargs = {"image_size": 28} if dataset == "digits" else {}
     (x_train, y_train), (x_test, y_test) = load_dataset(dataset, data_dir=run.data_dir, **kwargs)
+    sizes = len(x_train), len(x_test)
     if train_images:
         x_train, y_train = x_train[:train_images], y_train[:train_images]
     if test_images:
         x_test, y_test = x_test[:test_images], y_test[:test_images]
     description = DATASETS.get(dataset, {}).get("description", dataset)
-    run.set_data(dataset, f"{description}: {len(x_train)} train / {len(x_test)} test images used")
+    used = f"{len(x_train)} train / {len(x_test)} test images used"
+    if (len(x_train), len(x_test)) != sizes:
+        used += f" (the first {len(x_train)} of {sizes[0]} training and first {len(x_test)} of {sizes[1]} test images)"
+    split = mnist_split_description(run) if dataset == "mnist" else None
+    run.set_data(dataset, f"{split or description}: {used}")
+    if split:
+        run.data = {**run.data, "split": split}
     return (x_train, y_train), (x_test, y_test)
+
+
+def mnist_split_description(run):
+    """Which MNIST split `load_dataset("mnist")` read for this run, e.g. "MNIST official 60000/10000 (PATH)"."""
+    from tfdefense.data import mnist_split
+
+    split = mnist_split(run.data_dir)
+    return split.description if split is not None else "MNIST official 60000/10000 (keras download)"
 
 
 def target_classifier(run, name, x_train, y_train, epochs, augment=None, schedule=None):

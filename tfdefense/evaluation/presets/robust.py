@@ -50,7 +50,8 @@ SCALES = {
         suite=SUITE_TINY, sweep_iter=10, eps_grid={"mnist": (0.15, 0.3, 0.6)},
     ),
     "quick": dict(
-        datasets=("mnist",), train_images=None, test_images=100, classifier_epochs=5, robust_epochs=4,
+        # 8000 of the 60000 training digits, 100 of the 10000 test digits.
+        datasets=("mnist",), train_images=8000, test_images=100, classifier_epochs=5, robust_epochs=4,
         unet=dict(base_filters=16, max_filters=64, depth=4), train_steps=5, eps_ramp=2, baseline_epochs=2,
         suite=SUITE_QUICK, sweep_iter=20, eps_grid={"mnist": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)},
     ),
@@ -243,6 +244,10 @@ def _evaluate_dataset(run, name, settings):
     if settings["test_images"]:
         x_test, y_test = x_test[: settings["test_images"]], y_test[: settings["test_images"]]
     dataset = f"{name}: {len(x_train)} train / {len(x_test)} test images"
+    if name == "mnist":  # which MNIST file was read (models trained on another split are not reused)
+        from tfdefense.evaluation.presets._common import mnist_split_description
+
+        dataset = f"{mnist_split_description(run)}: first {len(x_train)} train / first {len(x_test)} test images"
     run.log(dataset)
 
     classifier = _train_classifier(run, name, dataset, x_train, y_train, settings)
@@ -315,11 +320,15 @@ def robust(run):
 
     settings = run.pick(SCALES)
     start = time.perf_counter()
+    from tfdefense.evaluation.presets._common import mnist_split_description
+
+    mnist = mnist_split_description(run)
     run.set_data(
         ",".join(settings["datasets"]),
-        "MNIST split (8000 train / 2000 test real digits), CIFAR-10 subset at full scale; "
+        f"{mnist}: {settings['train_images'] or 'all'} training images used; CIFAR-10 subset at full scale; "
         f"{settings['test_images'] or 'all'} test images evaluated per dataset",
     )
+    run.data = {**run.data, "split": mnist}
     run.note(
         "Every accuracy is on the same held-out images; white-box attacks differentiate through purifier + classifier. "
         "The worst case counts an example as robust only if it survives every attack (and is right when clean). "

@@ -21,7 +21,7 @@ same protocol on the CIFAR-10 subset with model D; the perceptual loss uses
 the target classifier's conv layers (no ImageNet weights offline).
 """
 
-from tfdefense.evaluation import accuracy, mean_absolute_error, protocols, psnr
+from tfdefense.evaluation import accuracy, mean_absolute_error, paper_values, protocols, psnr
 from tfdefense.evaluation.presets import _common
 from tfdefense.evaluation.runner import PresetUnavailable, register_preset
 
@@ -231,3 +231,26 @@ def versatile(run):
     run.note(f"Training attacks (each image under one of them, {settings['per_class']} images per class): {', '.join(train_attacks)}; "
              f"{HELD_OUT} is held out. AutoAttack components: see attack_config (FAB-T is not available in the backends).")
     run.note(f"Staged loss weights over {settings['epochs']} epochs (the versatile schedule rescaled).")
+    _fill_paper_column(run, settings)
+
+
+def _fill_paper_column(run, settings):
+    """The versatile paper's Tables 1 and 2 (ImageNet, Inception-v3) beside ours; its MAE/PSNR and robustness figures."""
+    values = paper_values.versatile_values()
+
+    def lookup(row):
+        table, defense, attack = row["table"], row["defense"], row["attack"]
+        if table == TABLE1 and defense.endswith("-specific"):
+            return values["table1"].get((defense[: -len("-specific")], attack))
+        if table == TABLE2:
+            return values["table2"].get((defense, attack))
+        if table in (QUALITY, ROBUSTNESS):
+            return paper_values.NOT_IN_TEXT
+        return None
+
+    data = "" if settings["dataset"] == "imagenet" else f" (ours: {settings['dataset']}, not the paper's ImageNet)"
+    paper_values.annotate_rows(run, lookup, note=(
+        f"Paper column: the versatile paper's Tables 1 and 2 (Inception-v3 on ImageNet){data}, from its text; Table 1's "
+        "column headers are lost in the text, their order (FGSM, BIM, PGD, MI-FGSM, C&W, AutoAttack) follows from "
+        "Table 2's attack-specific column, which repeats Table 1's diagonal. Its MAE / PSNR and robustness results are "
+        "figures: not in the paper's text. The C&W norm is lost from the text; C&W-L2 is chosen here."))
