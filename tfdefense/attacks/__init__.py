@@ -7,7 +7,7 @@
 Models map float32 NHWC images in [0, 1] to logits. See docs/attacks.md.
 """
 
-from tfdefense.attacks import advgan_attack, autoattack, carlini, deepfool, gradient, jsma, noise, spsa  # noqa: F401  (registers)
+from tfdefense.attacks import advgan_attack, autoattack, carlini, deepfool, fab, gradient, jsma, noise, spsa  # noqa: F401  (registers)
 from tfdefense.attacks.adaptive import BPDA, bpda, convergence_check
 from tfdefense.attacks.base import (
     BACKENDS,

@@ -1,10 +1,12 @@
 """AutoAttack (Croce & Hein 2020) and its parts: APGD (CE / DLR, targeted) and Square.
 
 The standard AutoAttack ensemble is APGD-CE, APGD-T (targeted DLR over the 9
-most likely wrong classes), FAB-T and Square (5000 queries). **FAB-T is not
-run**: neither cleverhans 4.0.0 nor ART 1.20 has FAB and there is no native
-one yet; the `autoattack` attack runs APGD-CE, APGD-T and Square and reports
-exactly that (`components` in its parameters and in `last_run_info`).
+most likely wrong classes), FAB-T (targeted FAB over the same 9 classes, see
+`tfdefense.attacks.fab`) and Square (5000 queries); the `autoattack` attack
+runs all four by default (`components` in its parameters and in
+`last_run_info`). FAB-T is native and Linf only: it also runs natively under
+backend="art" (ART has no FAB), and an L2 AutoAttack leaves it out and says so
+in `last_run_info["not_run"]`.
 
 The ensemble is a per-example worst case: each component attacks only the
 examples no earlier component has broken, so the robust accuracy it reports
@@ -13,7 +15,7 @@ per component, its backend, how many examples it was run on, how many it
 broke, and the robust fraction after it.
 
 Papers: AutoAttack / APGD https://arxiv.org/abs/2003.01690,
-Square https://arxiv.org/abs/1912.00049.
+FAB https://arxiv.org/abs/1907.02044, Square https://arxiv.org/abs/1912.00049.
 """
 
 import math
@@ -25,6 +27,7 @@ from tfdefense._validation import check_choice, check_number, invalid_value
 from tfdefense.attacks import _backends
 from tfdefense.attacks import _native as nt
 from tfdefense.attacks.base import Attack, canonical_norm, predict, register_attack
+from tfdefense.attacks.fab import FABT
 
 # --------------------------------------------------------------------------- APGD
 
@@ -310,26 +313,28 @@ class Square(nt.NativeMixin, Attack):
 # --------------------------------------------------------------------------- AutoAttack
 
 STANDARD_COMPONENTS = ("apgd-ce", "apgd-t", "fab-t", "square")
-AVAILABLE_COMPONENTS = ("apgd-ce", "apgd-dlr", "apgd-t", "square")
+AVAILABLE_COMPONENTS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
 
 
 @register_attack("autoattack", backends=("native", "art"))
 class AutoAttack(Attack):
-    """AutoAttack as far as the backends allow: APGD-CE, APGD-T, Square (no FAB-T).
+    """The standard AutoAttack: APGD-CE, APGD-T, FAB-T, Square.
 
     Per-example worst case over `components` run in order, each on the
     examples still classified correctly (untargeted robustness).
     Params: eps (0.3), norm ("inf" or 2; native Square is Linf, so L2 runs
-    Square through ART), components (("apgd-ce", "apgd-t", "square"); also
-    "apgd-dlr"; "fab-t" is refused: no backend has FAB), nb_iter (100 APGD
-    iterations), n_target_classes (9), nb_queries (5000 Square queries),
+    Square through ART; FAB-T is Linf only and left out of an L2 run with the
+    default components), components (("apgd-ce", "apgd-t", "fab-t",
+    "square"); also "apgd-dlr"), nb_iter (100 APGD and FAB iterations),
+    n_target_classes (9, APGD-T and FAB-T), nb_queries (5000 Square queries),
     seed. With backend="native" APGD runs natively (and Linf Square), with
-    backend="art" every component is ART's. `last_run_info["components"]`
-    reports per component: name, backend, attacked, broken, robust_after.
+    backend="art" APGD and Square are ART's and FAB-T native.
+    `last_run_info["components"]` reports per component: name, backend,
+    attacked, broken, robust_after; `last_run_info["not_run"]` what was left out.
     """
 
     bounded = True
-    defaults = {"eps": 0.3, "norm": "inf", "components": ("apgd-ce", "apgd-t", "square"), "nb_iter": 100,
+    defaults = {"eps": 0.3, "norm": "inf", "components": STANDARD_COMPONENTS, "nb_iter": 100,
                 "n_target_classes": 9, "nb_queries": 5000, "seed": None}
 
     def _check_params(self, p):
@@ -340,12 +345,15 @@ class AutoAttack(Attack):
         if isinstance(components, str) or not isinstance(components, (list, tuple)) or not components:
             raise invalid_value("components", f"a non-empty list drawn from {list(AVAILABLE_COMPONENTS)}", components)
         for name in components:
-            if name == "fab-t":
-                raise invalid_value(
-                    "components", "components without 'fab-t' (FAB is in neither cleverhans 4.0.0 nor ART 1.20, "
-                    f"and not implemented natively); available: {list(AVAILABLE_COMPONENTS)}", components)
             if name not in AVAILABLE_COMPONENTS:
                 raise invalid_value("components", f"names from {list(AVAILABLE_COMPONENTS)}", components)
+        if len(set(components)) != len(components):
+            raise invalid_value("components", "distinct names", components)
+        if p["norm"] != "inf" and "fab-t" in components:
+            if tuple(components) != STANDARD_COMPONENTS:
+                raise invalid_value("components", "components without 'fab-t' for norm=2 (FAB-T is Linf only)",
+                                    components)
+            components = [c for c in components if c != "fab-t"]
         p["components"] = list(components)
         check_number("nb_iter", p["nb_iter"], minimum=1, integer=True)
         check_number("n_target_classes", p["n_target_classes"], minimum=1, integer=True)
@@ -364,6 +372,8 @@ class AutoAttack(Attack):
         if name == "square":
             backend = "native" if self.backend == "native" and p["norm"] == "inf" else "art"
             return Square(backend=backend, eps=p["eps"], norm=p["norm"], nb_queries=p["nb_queries"], seed=seed)
+        if name == "fab-t":
+            return FABT(eps=p["eps"], nb_iter=p["nb_iter"], n_target_classes=p["n_target_classes"], seed=seed)
         loss = "ce" if name == "apgd-ce" else "dlr"
         return APGD(backend=self.backend, eps=p["eps"], norm=p["norm"], nb_iter=p["nb_iter"], loss=loss,
                     seed=seed, targeted=name == "apgd-t")
@@ -440,7 +450,13 @@ class AutoAttack(Attack):
     _run_native = _run_art = None  # both backends go through `_run` (the ensemble loop)
 
     def _extra_info(self):
-        return {"components": self._report, "not_run": {"fab-t": "no FAB implementation in any backend"}}
+        p = self._params
+        not_run = {}
+        for name in STANDARD_COMPONENTS:
+            if name not in p["components"]:
+                linf_only = name == "fab-t" and p["norm"] != "inf"
+                not_run[name] = "FAB-T is implemented for Linf only" if linf_only else "not in `components`"
+        return {"components": self._report, "not_run": not_run}
 
 
 def _weakrefable(obj):

@@ -10,7 +10,7 @@ import pytest
 from tfdefense.attacks import Attack, attack_backends, get_attack, list_attacks, register_attack
 
 REQUIRED = ["fgsm", "bim", "pgd", "mifgsm", "cw_l2", "cw_linf", "cw_l0", "deepfool", "jsma", "lbfgs", "ead",
-            "autoattack", "square", "gaussian_noise"]
+            "autoattack", "square", "fab_t", "gaussian_noise"]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,8 @@ def test_bad_values_name_the_argument():
     _raises("variance", "0.01", get_attack, "gaussian_noise", sigma=0.1, variance=0.01)
     _raises("sigma", "-1", get_attack, "gaussian_noise", sigma=-1)
     _raises("spsa_samples", "7", get_attack, "spsa", spsa_samples=7)
-    _raises("components", "['apgd-ce', 'fab-t']", get_attack, "autoattack", components=["apgd-ce", "fab-t"])
+    _raises("components", "['apgd-ce', 'fab']", get_attack, "autoattack", components=["apgd-ce", "fab"])
+    _raises("components", "['apgd-ce', 'fab-t']", get_attack, "autoattack", norm=2, components=["apgd-ce", "fab-t"])
     _raises("components", "'apgd-ce'", get_attack, "autoattack", components="apgd-ce")
 
 
