@@ -110,7 +110,6 @@ def test_export_refuses_folders_holding_foreign_files(tmp_path):
     keras.utils.set_random_seed(0)
     model = model_c()
     own = export_saved_model(model, tmp_path / "own")
-    assert json.loads((own / "tfdefense_export.json").read_text())["format"] == "tfdefense SavedModel export"
     (tmp_path / "user").mkdir()
     (tmp_path / "user" / "thesis.tex").write_text("years of work")
     (own / "thesis.tex").write_text("dropped into an export")
@@ -139,6 +138,7 @@ def test_reexport_replaces_own_export_and_plain_saved_model(tmp_path, rng):
     x = rng.random((2, 28, 28, 1), dtype=np.float32)
     loaded = tf.saved_model.load(str(path))
     np.testing.assert_array_equal(loaded.purify(x).numpy(), np.asarray(second(x)))
+    assert json.loads((path / "tfdefense_export.json").read_text())["format"] == "tfdefense SavedModel export"
     (path / "tfdefense_export.json").unlink()  # a SavedModel written by someone else: SavedModel files only
     export_saved_model(first, path)
     loaded = tf.saved_model.load(str(path))
