@@ -210,7 +210,7 @@ def _last_layer_is_softmax(model):
 
 
 def warn_if_probabilities(model, x=None, argument="model"):
-    """Warns (once per model) when `model` looks like it outputs probabilities instead of logits.
+    """Warns when `model` looks like it outputs probabilities instead of logits.
 
     Signs: the last layer is a softmax, or the outputs on a few images of `x`
     are in [0, 1] and sum to 1. Every attack loss and consistency loss of the
@@ -234,10 +234,12 @@ def warn_if_probabilities(model, x=None, argument="model"):
             probabilities = bool(
                 outputs.min() >= 0 and outputs.max() <= 1 and np.allclose(outputs.sum(-1), 1.0, atol=1e-3)
             )
-    try:
-        model._tfdefense_checked_logits = True
-    except Exception:
-        pass
+    if not probabilities:
+        try:
+            model._tfdefense_checked_logits = True  # logits: not probed again
+        except Exception:
+            pass
+        return False
     if probabilities:
         name = getattr(model, "name", type(model).__name__)
         warnings.warn(
@@ -249,53 +251,88 @@ def warn_if_probabilities(model, x=None, argument="model"):
     return probabilities
 
 
-def dataset_range_checked(dataset, argument="x", image_components=(0,)):
+def dataset_range_checked(dataset, argument="x", image_components=(0,), label_component=None, num_classes=None):
     """`dataset` with a check that its image components lie in [0, 1] (a 0-255 dataset fails clearly).
 
-    The check runs inside the input pipeline on every batch (cheap min/max) and
-    creates no extra iterator, so shuffling and random state are untouched.
-    Use `reraise_range_error` around `fit` to turn a failure into a ValueError.
+    With `label_component` and `num_classes`, also that those labels lie in
+    [0, num_classes - 1]. The check runs inside the input pipeline on every
+    batch (cheap min/max) and creates no extra iterator, so shuffling and
+    random state are untouched. `reraise_range_error` turns a failure raised
+    by `fit` into a ValueError naming `argument`.
     """
     import tensorflow as tf
 
     def check(*batch):
-        components = batch[0] if len(batch) == 1 and isinstance(batch[0], (tuple, list)) else batch
-        checked = list(components)
+        single = len(batch) == 1 and not isinstance(batch[0], (tuple, list))
+        components = list(batch[0] if len(batch) == 1 and isinstance(batch[0], (tuple, list)) else batch)
         for index in image_components:
-            if index >= len(checked) or not checked[index].dtype.is_floating:
+            if index >= len(components) or not components[index].dtype.is_floating:
                 continue
-            images = checked[index]
+            images = components[index]
             low, high = tf.reduce_min(images), tf.reduce_max(images)
             ok = tf.logical_and(low >= -1e-6, high <= 1 + 1e-6)
             assertion = tf.debugging.Assert(ok, [_RANGE_MARKER, argument, low, high])
             with tf.control_dependencies([assertion]):
-                checked[index] = tf.identity(images)
-        if len(batch) == 1 and not isinstance(batch[0], (tuple, list)):
-            return checked[0]
-        return tuple(checked)
+                components[index] = tf.identity(images)
+        if label_component is not None and num_classes is not None and label_component < len(components):
+            labels = components[label_component]
+            if labels.dtype.is_integer:
+                low, high = tf.reduce_min(labels), tf.reduce_max(labels)
+                ok = tf.logical_or(tf.size(labels) == 0, tf.logical_and(low >= 0, high < num_classes))
+                assertion = tf.debugging.Assert(ok, [_LABEL_MARKER, argument, num_classes, low, high])
+                with tf.control_dependencies([assertion]):
+                    components[label_component] = tf.identity(labels)
+        return components[0] if single else tuple(components)
 
-    return dataset.map(check)
+    checked = dataset.map(check)
+    for name, value in vars(dataset).items():  # markers of tfdefense pipelines (e.g. their data epoch)
+        if name.startswith("_tfdefense"):
+            setattr(checked, name, value)
+    return checked
 
 
 _RANGE_MARKER = "tfdefense: images outside [0, 1]"
+_LABEL_MARKER = "tfdefense: labels outside [0, num_classes)"
 
 
 def reraise_range_error(error):
-    """A ValueError for an InvalidArgumentError raised by `dataset_range_checked`; else None."""
+    """The ValueError for an InvalidArgumentError raised by `dataset_range_checked`'s checks; else None."""
     import re
 
     message = str(getattr(error, "message", error))
-    if _RANGE_MARKER not in message:
-        return None
-    match = re.search(re.escape(_RANGE_MARKER) + r"\]?\s*\[?(\w+)\]?\s*\[([^\]]*)\]\s*\[([^\]]*)\]", message)
-    argument, detail = "x", "a batch with values outside [0, 1]"
-    if match:
-        argument = match.group(1)
-        try:
-            low, high = float(match.group(2)), float(match.group(3))
-            detail = f"a batch with values in [{low:.4g}, {high:.4g}]"
-            if high > 1.5:
-                detail += " (looks like 0-255 pixels: divide by 255)"
-        except ValueError:
-            pass
-    return invalid_value(argument, "a dataset of float images with values in [0, 1]", detail)
+    number = r"\[(-?[0-9.e+-]+)\]"
+    if _RANGE_MARKER in message:
+        match = re.search(re.escape(_RANGE_MARKER) + r"\]\s*\[(\w+)\]\s*" + number + r"\s*" + number, message)
+        if not match:
+            return invalid_value("x", "a dataset of float images with values in [0, 1]", "values outside [0, 1]")
+        low, high = float(match.group(2)), float(match.group(3))
+        detail = f"a batch with values in [{low:.4g}, {high:.4g}]"
+        if high > 1.5:
+            detail += " (looks like 0-255 pixels: divide by 255)"
+        return ValueError(
+            f"Invalid value received for argument `{match.group(1)}`. Expected a dataset of float images with "
+            f"values in [0, 1]. Received: {detail}"
+        )
+    if _LABEL_MARKER in message:
+        match = re.search(re.escape(_LABEL_MARKER) + r"\]\s*\[(\w+)\]\s*" + (r"\s*" + number) * 3, message)
+        if not match:
+            return invalid_value("x", "a dataset of labels in [0, num_classes - 1]", "labels out of range")
+        classes, low, high = (int(float(match.group(i))) for i in (2, 3, 4))
+        return ValueError(
+            f"Invalid value received for argument `{match.group(1)}`. Expected a dataset of labels in "
+            f"[0, {classes - 1}] ({classes} classes). Received: a batch with labels in [{low}, {high}]"
+        )
+    return None
+
+
+def fit_checked(fit, *args, **kwargs):
+    """Calls `fit(*args, **kwargs)`; a failed `dataset_range_checked` check becomes a ValueError."""
+    import tensorflow as tf
+
+    try:
+        return fit(*args, **kwargs)
+    except tf.errors.InvalidArgumentError as error:
+        clear = reraise_range_error(error)
+        if clear is None:
+            raise
+        raise clear from None

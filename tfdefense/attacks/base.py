@@ -15,7 +15,15 @@ import weakref
 
 import numpy as np
 
-from tfdefense._validation import check_choice, check_images, check_labels, check_number, invalid_value
+from tfdefense._validation import (
+    check_choice,
+    check_images,
+    check_labels,
+    check_model_images,
+    check_number,
+    invalid_value,
+    warn_if_probabilities,
+)
 
 BACKENDS = ("native", "cleverhans", "art")
 _ATTACKS = {}
@@ -253,8 +261,10 @@ class Attack:
                             f"Received: model of type {type(model).__name__}")
         x = check_images(x, "x", allow_tensor=False)
         x = np.asarray(x, np.float32)
+        check_model_images(model, x)
         if len(x) == 0:
             return x.copy()
+        warn_if_probabilities(model, x)
         num_classes = num_classes_of(model, x)
         if y is None:
             labels_source = "predictions"

@@ -28,7 +28,7 @@ _OPT_COMMON = {
 
 def _check_opt_params(p):
     check_number("confidence", p["confidence"], minimum=0)
-    check_number("learning_rate", p["learning_rate"], minimum=0)
+    check_number("learning_rate", p["learning_rate"], above=0)
     if "binary_search_steps" in p:
         check_number("binary_search_steps", p["binary_search_steps"], minimum=1, integer=True)
     check_number("max_iterations", p["max_iterations"], minimum=1, integer=True)

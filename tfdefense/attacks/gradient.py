@@ -54,6 +54,8 @@ class _GradientAttack(nt.NativeMixin, Attack):
             check_number("nb_iter", p["nb_iter"], minimum=1, integer=True)
         if "rand_init" in p:
             p["rand_init"] = check_bool("rand_init", p["rand_init"])
+        if p.get("eps_iter") == 0 and p["eps"] > 0 and not p.get("rand_init", False):
+            raise invalid_value("eps_iter", "a value > 0 (eps_iter=0 without rand_init returns x unchanged)", 0)
         if "rand_minmax" in p and p["rand_minmax"] is not None:
             check_number("rand_minmax", p["rand_minmax"], minimum=0)
         if "nb_restarts" in p:

@@ -132,25 +132,73 @@ def to_float_images(x, argument="x"):
     return x.astype(np.float32)
 
 
+NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
 def load_npz_arrays(path):
-    """A user's own arrays: an .npz with x_train, y_train, x_test, y_test."""
+    """A user's own arrays: an .npz with x_train, y_train, x_test, y_test (and optionally num_classes).
+
+    Images: uint8 0-255 or float in [0, 1], (N, H, W) or (N, H, W, C).
+    Labels: integers in [0, num_classes - 1]. Without a `num_classes` array,
+    num_classes is the largest y_train label + 1 and every class below it must
+    occur in y_train (a stray label such as 99 in 10-class data is refused).
+    A truncated or foreign file is refused with an error naming the file.
+    """
+    import zipfile
+    import zlib
+
     path = pathlib.Path(path).expanduser()
+    name = f"npz:{path}"
+    expected = f"npz:PATH naming a readable .npz archive holding the arrays {list(NPZ_ARRAYS)}"
     if not path.is_file():
-        raise invalid_value("name", "npz:PATH naming an existing .npz file", f"npz:{path}")
-    with np.load(path, allow_pickle=False) as data:
-        required = ("x_train", "y_train", "x_test", "y_test")
-        missing = [k for k in required if k not in data.files]
+        raise invalid_value("name", expected, f"{name} (no such file)")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except ValueError:  # numpy's "pickled data" message: the bytes are neither a zip archive nor an .npy array
+        raise invalid_value("name", expected, f"{name} (not an .npz archive: neither a zip nor a numpy file)") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise invalid_value("name", expected, f"{name} (unreadable, truncated or corrupt: {error})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise invalid_value("name", expected, f"{name} (a single .npy array, not an archive of named arrays)")
+    with data:
+        missing = [k for k in NPZ_ARRAYS if k not in data.files]
         if missing:
-            raise invalid_value(
-                "name", f"an npz holding the arrays {list(required)} (missing {missing})", f"npz:{path} with {data.files}"
-            )
-        arrays = {k: data[k] for k in required}
+            raise invalid_value("name", expected, f"{name} (missing {missing}; it holds {data.files})")
+        arrays = {}
+        for key in NPZ_ARRAYS + (("num_classes",) if "num_classes" in data.files else ()):
+            try:
+                arrays[key] = data[key]
+            except ValueError:  # object arrays need pickle, which is never used
+                raise invalid_value("name", expected, f"{name} (array {key!r} holds Python objects)") from None
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
+                raise invalid_value(
+                    "name", expected, f"{name} (array {key!r} is unreadable, truncated or corrupt: {error})"
+                ) from None
     x_train = to_float_images(arrays["x_train"], "x_train")
     x_test = to_float_images(arrays["x_test"], "x_test")
     if x_train.shape[1:] != x_test.shape[1:]:
         raise invalid_value("x_test", f"images of shape {x_train.shape[1:]} like x_train", f"shape {x_test.shape}")
     y_train = check_labels(arrays["y_train"], "y_train", num_examples=len(x_train))
     y_test = check_labels(arrays["y_test"], "y_test", num_examples=len(x_test))
+    if "num_classes" in arrays:
+        stored = arrays["num_classes"]
+        if stored.shape != () or not np.issubdtype(stored.dtype, np.integer) or int(stored) < 2:
+            raise invalid_value("num_classes", f"an integer >= 2 stored in {name}", stored)
+        num_classes = int(stored)
+    else:
+        check_labels(y_train, "y_train", num_classes=max(int(y_train.max(initial=0)) + 1, 1))  # refuses negatives
+        num_classes = int(y_train.max(initial=0)) + 1
+        absent = sorted(set(range(num_classes)) - set(np.unique(y_train).tolist()))
+        if absent:
+            shown = ", ".join(map(str, absent[:5])) + (", ..." if len(absent) > 5 else "")
+            raise invalid_value(
+                "y_train",
+                f"labels 0..K-1 with every class present (or a num_classes array in {name}): the largest label "
+                f"{num_classes - 1} makes {num_classes} classes, but classes [{shown}] ({len(absent)}) never occur",
+                f"labels in [{y_train.min()}, {y_train.max()}]",
+            )
+    check_labels(y_train, "y_train", num_classes=num_classes)
+    check_labels(y_test, "y_test", num_classes=num_classes)
     return (x_train, y_train), (x_test, y_test)
 
 

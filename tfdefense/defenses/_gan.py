@@ -9,7 +9,15 @@ import numpy as np
 
 import keras
 
-from tfdefense._validation import check_images, check_number, invalid_value
+from tfdefense._validation import (
+    check_images,
+    check_not_empty,
+    check_number,
+    check_validation_data,
+    dataset_range_checked,
+    invalid_value,
+    warn_if_probabilities,
+)
 
 
 def static_image_shape(model, argument):
@@ -23,10 +31,13 @@ def static_image_shape(model, argument):
 
 
 def check_model(argument, model, allow_none=False):
+    """A keras.Model (or None when allowed); a `classifier` that ends in a softmax gets a warning (logits expected)."""
     if model is None and allow_none:
         return model
     if not isinstance(model, keras.Model):
         raise invalid_value(argument, "a keras.Model" + (" or None" if allow_none else ""), model)
+    if argument == "classifier":
+        warn_if_probabilities(model, argument=argument)
     return model
 
 
@@ -210,12 +221,14 @@ class GANModelMixin:
             raise RuntimeError(f"Call compile() before fit() (it sets {' and '.join(self.optimizer_names)}).")
 
 
-def check_paired_fit_data(image_shape, x, y, argument="x"):
+def check_paired_fit_data(image_shape, x, y, argument="x", num_classes=None):
     """Checks `fit` data of a purifier trained on pairs: arrays (x_adv, x_clean) or a dataset.
 
-    Arrays are checked for values and shapes; a `tf.data.Dataset` of
-    `(x_adv, x_clean[, y])` batches for its element shapes (build it with
-    `tfdefense.data.make_paired_pipeline`, which checks values).
+    Arrays are checked for values and shapes and must not be empty; a
+    `tf.data.Dataset` of `(x_adv, x_clean[, y])` batches for its element
+    shapes and dtypes, and comes back wrapped in a per-batch check of the
+    [0, 1] range (and of the labels against `num_classes`): call `fit`
+    through `fit_checked` to get that failure as a ValueError.
     """
     import tensorflow as tf
 
@@ -228,10 +241,14 @@ def check_paired_fit_data(image_shape, x, y, argument="x"):
             shape = tuple(image_spec.shape)
             if len(shape) != 4 or any(s is not None and s != e for s, e in zip(shape[1:], image_shape)):
                 raise invalid_value(argument, f"{name} batches of shape (N, {', '.join(map(str, image_shape))})", spec)
-        return x, y
+            if not image_spec.dtype.is_floating:
+                raise invalid_value(argument, f"float {name} images in [0, 1] (convert uint8 with x / 255)", spec)
+        labels = 2 if len(specs) == 3 else None
+        return dataset_range_checked(x, argument, (0, 1), label_component=labels, num_classes=num_classes), y
     if x is None or isinstance(x, (str, dict)) or not hasattr(x, "shape"):
         return x, y
     x = check_image_array(x, image_shape, "x" if argument == "x" else argument)
+    check_not_empty(x, argument)
     if y is None:
         raise invalid_value("y", "the clean images paired with x (x_adv)", y)
     y = check_image_array(y, image_shape, "y")
@@ -240,14 +257,15 @@ def check_paired_fit_data(image_shape, x, y, argument="x"):
     return x, y
 
 
-def prepare_paired_fit(image_shape, x, y, args, kwargs):
+def prepare_paired_fit(image_shape, x, y, args, kwargs, num_classes=None):
     """Checks `x`, `y` and `validation_data` of a paired `fit`; returns (x, y, kwargs)."""
-    x, y = check_paired_fit_data(image_shape, x, y)
+    x, y = check_paired_fit_data(image_shape, x, y, num_classes=num_classes)
     validation = kwargs.get("validation_data")
     if validation is not None and not hasattr(validation, "element_spec"):
-        if not isinstance(validation, (tuple, list)) or len(validation) not in (2, 3):
-            raise invalid_value("validation_data", "(x_adv, x_clean) arrays or a dataset", type(validation).__name__)
+        validation = check_validation_data(validation, (2, 3))
         kwargs["validation_data"] = check_paired_fit_data(image_shape, validation[0], validation[1], "validation_data")
     elif validation is not None:
-        check_paired_fit_data(image_shape, validation, None, "validation_data")
+        kwargs["validation_data"] = check_paired_fit_data(
+            image_shape, validation, None, "validation_data", num_classes=num_classes
+        )[0]
     return x, y, dataset_fit_defaults(x, args, kwargs)

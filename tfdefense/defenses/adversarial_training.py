@@ -32,7 +32,17 @@ baseline of `RobustPurifier` at equal training compute (`ComputeBudget`).
 
 import keras
 
-from tfdefense._validation import check_choice, check_images, check_labels, check_number, invalid_value
+from tfdefense._validation import (
+    check_choice,
+    check_images,
+    check_labels,
+    check_not_empty,
+    check_number,
+    check_validation_data,
+    fit_checked,
+    invalid_value,
+    output_classes,
+)
 from tfdefense.defenses._gan import (
     add_metric_trackers,
     add_scalar_variables,
@@ -228,14 +238,15 @@ class AdversarialTrainer(AttackSettingsMixin, keras.Model):
 
         if self.c_optimizer is None:
             raise RuntimeError("Call compile() before fit().")
+        num_classes = output_classes(self.classifier)
         if isinstance(x, tf.data.Dataset):
-            check_xy_dataset(x, self.image_shape)
+            x = check_xy_dataset(x, self.image_shape, num_classes=num_classes)
         else:
             if y is None:
                 raise invalid_value("y", "integer labels (adversarial training needs the true labels)", y)
-            x, y = check_xy_arrays(x, y, self.image_shape)
+            x, y = check_xy_arrays(x, y, self.image_shape, num_classes=num_classes)
         kwargs = dataset_fit_defaults(x, args, kwargs)
-        return super().fit(x, y, *args, **kwargs)
+        return fit_checked(super().fit, x, y, *args, **kwargs)
 
     # ------------------------------------------------------------------ config
 
@@ -293,16 +304,17 @@ def adversarial_training(
     check_number("learning_rate", learning_rate, minimum=0, allow_none=True)
     if learning_rate is None:
         learning_rate = 1e-4 if attack == "pgd" else 1e-3
-    x = check_images(x, "x", allow_tensor=False)
-    y = check_labels(y, "y", num_examples=len(x))
+    x = check_not_empty(check_images(x, "x", allow_tensor=False), "x")
+    y = check_labels(y, "y", num_examples=len(x), num_classes=output_classes(classifier))
     trainer = AdversarialTrainer(classifier, attack=attack, seed=seed, **attack_params)
     trainer.compile(optimizer=keras.optimizers.Adam(learning_rate))
     dataset = make_pipeline(x, y, batch_size=batch_size, shuffle=True, seed=seed)
     validation = None
     if validation_data is not None:
-        x_val, y_val = validation_data
+        x_val, y_val = check_validation_data(validation_data)
         x_val = check_images(x_val, "validation_data[0]", allow_tensor=False)
-        validation = make_pipeline(x_val, check_labels(y_val, "validation_data[1]", len(x_val)), batch_size=256)
+        y_val = check_labels(y_val, "validation_data[1]", len(x_val), num_classes=output_classes(classifier))
+        validation = make_pipeline(x_val, y_val, batch_size=256)
     callbacks = list(callbacks)
     if backup_dir is not None:
         # keras deletes the backup folder after training: it must hold nothing else

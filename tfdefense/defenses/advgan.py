@@ -37,7 +37,17 @@ import numpy as np
 
 import keras
 
-from tfdefense._validation import check_images, check_labels, check_number, invalid_value
+from tfdefense._validation import (
+    check_images,
+    check_labels,
+    check_not_empty,
+    check_number,
+    check_validation_data,
+    dataset_range_checked,
+    fit_checked,
+    invalid_value,
+    output_classes,
+)
 from tfdefense.defenses._gan import (
     add_scalar_variables,
     GANModelMixin,
@@ -281,12 +291,15 @@ class AdvGAN(GANModelMixin, keras.Model):
                 raise invalid_value(
                     argument, f"a dataset of (x, y) batches of images of shape {self.image_shape}", spec
                 )
-            return x, y
+            if not image_spec.dtype.is_floating:
+                raise invalid_value(argument, "a dataset of float images in [0, 1] (convert uint8 with x / 255)", spec)
+            labels = 1 if isinstance(spec, (tuple, list)) and len(spec) > 1 else None
+            return dataset_range_checked(x, argument, (0,), labels, output_classes(self.classifier)), y
         if x is None or isinstance(x, (str, dict)) or not hasattr(x, "shape"):
             return x, y
-        x = check_image_array(x, self.image_shape, argument)
+        x = check_not_empty(check_image_array(x, self.image_shape, argument), argument)
         if y is not None:
-            y = check_labels(y, "y", num_examples=len(x))
+            y = check_labels(y, "y", num_examples=len(x), num_classes=output_classes(self.classifier))
         return x, y
 
     def fit(self, x=None, y=None, *args, **kwargs):
@@ -295,9 +308,10 @@ class AdvGAN(GANModelMixin, keras.Model):
         x, y = self._check_fit_data(x, y)
         validation = kwargs.get("validation_data")
         if isinstance(validation, (tuple, list)):
+            validation = check_validation_data(validation, (1, 2))
             labels = validation[1] if len(validation) > 1 else None
             kwargs["validation_data"] = self._check_fit_data(validation[0], labels, "validation_data")
-        return super().fit(x, y, *args, **dataset_fit_defaults(x, args, kwargs))
+        return fit_checked(super().fit, x, y, *args, **dataset_fit_defaults(x, args, kwargs))
 
     # ------------------------------------------------------------------ config
 

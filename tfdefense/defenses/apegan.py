@@ -37,7 +37,7 @@ The generator is built for one image size and channel count.
 
 import keras
 
-from tfdefense._validation import check_number, invalid_value
+from tfdefense._validation import check_number, fit_checked, invalid_value
 from tfdefense.defenses._gan import (
     GANModelMixin,
     PurifierMixin,
@@ -203,7 +203,7 @@ class APEGAN(PurifierMixin, GANModelMixin, keras.Model):
         (`tfdefense.data.make_paired_pipeline`)."""
         self.require_compiled()
         x, y, kwargs = prepare_paired_fit(self.image_shape, x, y, args, kwargs)
-        return super().fit(x, y, *args, **kwargs)
+        return fit_checked(super().fit, x, y, *args, **kwargs)
 
     # ------------------------------------------------------------------ config
 

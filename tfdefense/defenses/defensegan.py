@@ -48,7 +48,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from tfdefense._validation import check_choice, check_number, invalid_value
+from tfdefense._validation import check_choice, check_number, fit_checked, invalid_value
 from tfdefense.defenses._gan import (
     add_metric_trackers,
     add_scalar_variables,
@@ -264,7 +264,7 @@ class WGANGP(keras.Model):
         if self.g_optimizer is None:
             raise RuntimeError("Call compile() before fit() (it sets g_optimizer and d_optimizer).")
         x = _prepare_image_fit(self, x, args, kwargs)
-        return super().fit(x, None, *args, **kwargs)
+        return fit_checked(super().fit, x, None, *args, **kwargs)
 
     def get_config(self):
         config = super().get_config()

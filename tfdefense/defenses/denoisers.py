@@ -39,7 +39,7 @@ docs/baselines.md).
 import keras
 from keras import layers
 
-from tfdefense._validation import check_choice, check_number, invalid_value
+from tfdefense._validation import check_choice, check_number, fit_checked, invalid_value
 from tfdefense.defenses._gan import (
     PurifierMixin,
     add_scalar_variables,
@@ -292,4 +292,4 @@ def _fit_pairs(model, fit, x, y, args, kwargs):
     if model.d_optimizer is None:
         raise RuntimeError("Call compile() before fit() (it sets the optimizer).")
     x, y, kwargs = prepare_paired_fit(model.image_shape, x, y, args, kwargs)
-    return fit(x, y, *args, **kwargs)
+    return fit_checked(fit, x, y, *args, **kwargs)

@@ -42,7 +42,14 @@ import random
 
 import keras
 
-from tfdefense._validation import check_number, invalid_value
+from tfdefense._validation import (
+    check_not_empty,
+    check_number,
+    check_validation_data,
+    dataset_range_checked,
+    fit_checked,
+    invalid_value,
+)
 from tfdefense.defenses._gan import (
     PurifierMixin,
     add_scalar_variables,
@@ -137,10 +144,12 @@ def _check_image_fit_data(model, x, argument="x"):
             raise invalid_value(
                 argument, f"a dataset of image batches of shape (N, {', '.join(map(str, model.image_shape))})", spec
             )
-        return x
+        if not image_spec.dtype.is_floating:
+            raise invalid_value(argument, "a dataset of float images in [0, 1] (convert uint8 with x / 255)", spec)
+        return dataset_range_checked(x, argument)
     if x is None or isinstance(x, (str, dict)) or not hasattr(x, "shape"):
         return x
-    return check_image_array(x, model.image_shape, argument)
+    return check_not_empty(check_image_array(x, model.image_shape, argument), argument)
 
 
 def _prepare_image_fit(model, x, args, kwargs):
@@ -148,6 +157,7 @@ def _prepare_image_fit(model, x, args, kwargs):
     validation = kwargs.get("validation_data")
     if validation is not None:
         if isinstance(validation, (tuple, list)):
+            validation = check_validation_data(validation, (1, 2, 3))
             kwargs["validation_data"] = (_check_image_fit_data(model, validation[0], "validation_data"),)
         else:
             validation = _check_image_fit_data(model, validation, "validation_data")
@@ -285,7 +295,7 @@ class DCGAN(GANModelMixin, keras.Model):
         """`keras.Model.fit` on clean images (`fit(x_train, ...)` or an image dataset); `y` is ignored."""
         self.require_compiled()
         x = _prepare_image_fit(self, x, args, kwargs)
-        return super().fit(x, y, *args, **kwargs)
+        return fit_checked(super().fit, x, y, *args, **kwargs)
 
     def get_config(self):
         config = super().get_config()
@@ -432,7 +442,7 @@ class EGAN(PurifierMixin, GANModelMixin, keras.Model):
         """`keras.Model.fit`; `x` (images or an image dataset) sets batch size and steps; `y` is ignored."""
         self.require_compiled()
         x = _prepare_image_fit(self, x, args, kwargs)
-        return super().fit(x, y, *args, **kwargs)
+        return fit_checked(super().fit, x, y, *args, **kwargs)
 
     # ------------------------------------------------------------------ config
 

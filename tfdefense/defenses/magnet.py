@@ -37,7 +37,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from tfdefense._validation import check_choice, check_labels, check_number, invalid_value
+from tfdefense._validation import check_choice, check_labels, check_number, fit_checked, invalid_value
 from tfdefense.defenses._gan import (
     check_image_array,
     check_model,
@@ -326,7 +326,7 @@ class MagNet(keras.Model):
         if self.ae_optimizer is None:
             raise RuntimeError("Call compile() before fit().")
         x = _prepare_image_fit(self, x, args, kwargs)
-        return super().fit(x, None, *args, **kwargs)
+        return fit_checked(super().fit, x, None, *args, **kwargs)
 
     # ------------------------------------------------------------------ config
 

@@ -40,7 +40,14 @@ evaluation).
 
 import keras
 
-from tfdefense._validation import check_choice, check_number, invalid_value
+from tfdefense._validation import (
+    check_choice,
+    check_number,
+    fit_checked,
+    invalid_value,
+    output_classes,
+    warn_if_probabilities,
+)
 from tfdefense.defenses._gan import (
     add_scalar_variables,
     GANModelMixin,
@@ -195,6 +202,17 @@ class Pix2PixDefense(GANModelMixin, keras.Model):
             raise invalid_value(
                 "discriminator", f"a model taking two inputs [x_adv, candidate] of shape {image_shape}", d_inputs
             )
+        if classifier is not None:
+            c_shape = classifier.input_shape if isinstance(classifier.input_shape, tuple) else None
+            if c_shape is None or len(c_shape) != 4 or any(
+                c is not None and c != e for c, e in zip(c_shape[1:], image_shape)
+            ):
+                raise invalid_value(
+                    "classifier",
+                    f"a model taking the generator's images of shape {image_shape}",
+                    f"a model with input shape {classifier.input_shape}",
+                )
+            warn_if_probabilities(classifier, argument="classifier")
         lambda_perc = (100.0 if feature_extractor is not None else 0.0) if lambda_perc is None else lambda_perc
         lambda_cls = (1.0 if classifier is not None else 0.0) if lambda_cls is None else lambda_cls
         for argument, value in (("lambda_l1", lambda_l1), ("lambda_perc", lambda_perc), ("lambda_cls", lambda_cls)):
@@ -423,8 +441,9 @@ class Pix2PixDefense(GANModelMixin, keras.Model):
         values). `validation_data` takes the same forms.
         """
         self.require_compiled()
-        x, y, kwargs = prepare_paired_fit(self.image_shape, x, y, args, kwargs)
-        return super().fit(x, y, *args, **kwargs)
+        num_classes = None if self.classifier is None else output_classes(self.classifier)
+        x, y, kwargs = prepare_paired_fit(self.image_shape, x, y, args, kwargs, num_classes=num_classes)
+        return fit_checked(super().fit, x, y, *args, **kwargs)
 
     # ------------------------------------------------------------------ config
 

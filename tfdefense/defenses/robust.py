@@ -59,7 +59,7 @@ import numpy as np
 
 import keras
 
-from tfdefense._validation import check_number, invalid_value
+from tfdefense._validation import check_number, fit_checked, invalid_value, output_classes
 from tfdefense.defenses._gan import (
     PurifierMixin,
     add_metric_trackers,
@@ -353,20 +353,29 @@ class RobustPurifier(PurifierMixin, AttackSettingsMixin, keras.Model):
             raise RuntimeError("Call compile() before fit() (it sets g_optimizer and d_optimizer).")
         import tensorflow as tf
 
+        num_classes = output_classes(self.classifier)
         if isinstance(x, tf.data.Dataset):
-            check_xy_dataset(x, self.image_shape)
+            x = check_xy_dataset(x, self.image_shape, num_classes=num_classes)
         else:
-            x, y = check_xy_arrays(x, y, self.image_shape)
+            x, y = check_xy_arrays(x, y, self.image_shape, num_classes=num_classes)
         validation = kwargs.get("validation_data")
         if validation is not None:
             if isinstance(validation, tf.data.Dataset):
-                check_xy_dataset(validation, self.image_shape, "validation_data")
+                kwargs["validation_data"] = check_xy_dataset(
+                    validation, self.image_shape, "validation_data", num_classes=num_classes
+                )
             elif isinstance(validation, (tuple, list)) and len(validation) == 2:
-                kwargs["validation_data"] = check_xy_arrays(validation[0], validation[1], self.image_shape)
+                kwargs["validation_data"] = check_xy_arrays(
+                    validation[0], validation[1], self.image_shape, num_classes=num_classes
+                )
             else:
-                raise invalid_value("validation_data", "(images, labels) arrays or a dataset", type(validation).__name__)
+                raise invalid_value(
+                    "validation_data",
+                    "(images, labels) arrays or a dataset",
+                    f"a {len(validation)}-tuple" if isinstance(validation, (tuple, list)) else type(validation).__name__,
+                )
         kwargs = dataset_fit_defaults(x, args, kwargs)
-        return super().fit(x, y, *args, **kwargs)
+        return fit_checked(super().fit, x, y, *args, **kwargs)
 
     # ------------------------------------------------------------------ config
 

@@ -18,7 +18,14 @@ import numpy as np
 
 import keras
 
-from tfdefense._validation import check_choice, check_labels, check_number, invalid_value
+from tfdefense._validation import (
+    check_choice,
+    check_labels,
+    check_not_empty,
+    check_number,
+    dataset_range_checked,
+    invalid_value,
+)
 from tfdefense.defenses._gan import add_scalar_variables, check_image_array
 
 ATTACK_LOSSES = ("ce", "kl")
@@ -144,14 +151,16 @@ def check_attack_settings(attack_eps, attack_steps, attack_step_size, attack_los
 
 
 def check_xy_arrays(x, y, image_shape, num_classes=None):
-    x = check_image_array(x, image_shape, "x")
+    x = check_not_empty(check_image_array(x, image_shape, "x"), "x")
     if y is None:
         raise invalid_value("y", "integer class labels, one per image", y)
     y = check_labels(y, "y", num_examples=len(x), num_classes=num_classes)
     return x, y
 
 
-def check_xy_dataset(dataset, image_shape, argument="x"):
+def check_xy_dataset(dataset, image_shape, argument="x", num_classes=None):
+    """Checks the element spec of an (images, labels) dataset; returns it with a per-batch range check
+    of the images (and labels against `num_classes`): call `fit` through `fit_checked`."""
     spec = dataset.element_spec
     specs = spec if isinstance(spec, (tuple, list)) else (spec,)
     if len(specs) < 2:
@@ -161,6 +170,9 @@ def check_xy_dataset(dataset, image_shape, argument="x"):
         raise invalid_value(argument, f"image batches of shape (N, {', '.join(map(str, image_shape))})", spec)
     if not specs[1].dtype.is_integer:
         raise invalid_value(argument, "integer labels as the second element of each batch", spec)
+    if not specs[0].dtype.is_floating:
+        raise invalid_value(argument, "float images in [0, 1] (convert uint8 with x / 255)", spec)
+    return dataset_range_checked(dataset, argument, (0,), label_component=1, num_classes=num_classes)
 
 
 class AttackSettingsMixin:

@@ -5,7 +5,18 @@ import pathlib
 import keras
 
 from tfdefense import distribute
-from tfdefense._validation import check_choice, check_images, check_labels, check_number
+from tfdefense._validation import (
+    check_choice,
+    check_images,
+    check_labels,
+    check_model_arg,
+    check_model_images,
+    check_not_empty,
+    check_number,
+    check_validation_data,
+    output_classes,
+    warn_if_probabilities,
+)
 from tfdefense.data.pipelines import make_pipeline
 
 AUGMENTATIONS = (None, "flip_shift", "shift")
@@ -76,12 +87,17 @@ def train_classifier(
       strategy: a `tf.distribute.Strategy` the model was built under (its
         `scope()`); the model is compiled inside it. None: the current one.
     """
-    x_train = check_images(x_train, "x_train")
-    y_train = check_labels(y_train, "y_train", num_examples=len(x_train))
+    check_model_arg(model)
+    x_train = check_not_empty(check_images(x_train, "x_train"), "x_train")
+    num_classes = output_classes(model)
+    y_train = check_labels(y_train, "y_train", num_examples=len(x_train), num_classes=num_classes)
+    check_model_images(model, x_train, "x_train")
+    check_number("batch_size", batch_size, minimum=1, integer=True)
     check_number("epochs", epochs, minimum=1, integer=True)
     check_number("learning_rate", learning_rate, minimum=0)
     check_choice("augment", augment, AUGMENTATIONS)
     check_choice("schedule", schedule, SCHEDULES)
+    warn_if_probabilities(model, x_train)
     if not model.compiled:
         if schedule == "cosine":
             steps = epochs * -(-len(x_train) // batch_size)
@@ -96,9 +112,10 @@ def train_classifier(
         dataset = dataset.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     validation = None
     if validation_data is not None:
-        x_val, y_val = validation_data
+        x_val, y_val = check_validation_data(validation_data)
         x_val = check_images(x_val, "validation_data[0]")
-        validation = make_pipeline(x_val, check_labels(y_val, "validation_data[1]", len(x_val)), batch_size=512)
+        y_val = check_labels(y_val, "validation_data[1]", len(x_val), num_classes=num_classes)
+        validation = make_pipeline(x_val, y_val, batch_size=512)
     callbacks = list(callbacks)
     if backup_dir is not None:
         backup = distribute.backup_callback(pathlib.Path(backup_dir), strategy)

@@ -1,0 +1,484 @@
+"""Bad-input matrix: every careless or hostile input gets a clear error before any work starts.
+
+Each API case must raise the given ValueError / TypeError whose message names
+the argument (and, for files, the file); each CLI case must print one
+`error: ...` line naming the flag and exit 2, before any data is loaded or
+model trained. `classify` sorts an outcome into clear / unclear / silent, so
+the same matrix can be counted on any version of the package.
+"""
+
+import contextlib
+import io
+import os
+import pathlib
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+class Context:
+    """Small real data and tiny models, built once and shared by the cases."""
+
+    def __init__(self, tmp):
+        import keras
+
+        from tfdefense.data import load_dataset
+
+        keras.utils.set_random_seed(0)
+        self.tmp = pathlib.Path(tmp)
+        (x, y), _ = load_dataset("digits", image_size=28)
+        self.x, self.y = x[:64], y[:64]
+        rng = np.random.default_rng(0)
+        self.x_adv = np.clip(self.x + 0.3 * np.sign(rng.standard_normal(self.x.shape)), 0, 1).astype(np.float32)
+        self._cache = {}
+
+    def get(self, name, build):
+        if name not in self._cache:
+            self._cache[name] = build()
+        return self._cache[name]
+
+    # models ------------------------------------------------------------------
+    def classifier(self):
+        from tfdefense.models import model_c
+
+        return self.get("classifier", model_c)
+
+    def softmax_classifier(self):
+        import keras
+
+        def build():
+            inputs = keras.Input((28, 28, 1))
+            outputs = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inputs))
+            return keras.Model(inputs, outputs, name="probabilities")
+
+        return self.get("softmax", build)
+
+    def pix2pix(self, classifier=False):
+        from tfdefense.defenses import Pix2PixDefense
+        from tfdefense.models import patchgan_preset, unet_generator_preset
+
+        def build():
+            defense = Pix2PixDefense(
+                unet_generator_preset("tiny"), patchgan_preset("tiny"),
+                classifier=self.classifier() if classifier else None,
+            )
+            defense.compile()
+            return defense
+
+        return self.get(f"pix2pix{classifier}", build)
+
+    def dcgan(self):
+        from tfdefense.defenses import DCGAN
+
+        def build():
+            model = DCGAN.from_preset("tiny")
+            model.compile()
+            return model
+
+        return self.get("dcgan", build)
+
+    def apegan(self):
+        from tfdefense.defenses import APEGAN
+
+        def build():
+            model = APEGAN.from_preset("tiny")
+            model.compile()
+            return model
+
+        return self.get("apegan", build)
+
+    def advgan(self):
+        from tfdefense.defenses import AdvGAN, advgan_generator
+
+        def build():
+            model = AdvGAN(advgan_generator(), self.classifier(), train_classifier=False)
+            model.compile()
+            return model
+
+        return self.get("advgan", build)
+
+    def trainer(self):
+        import keras
+
+        from tfdefense.defenses import AdversarialTrainer
+
+        def build():
+            trainer = AdversarialTrainer(self.classifier(), attack="fgsm")
+            trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+            return trainer
+
+        return self.get("trainer", build)
+
+    def robust(self):
+        from tfdefense.defenses import RobustPurifier
+        from tfdefense.models import unet_generator_preset
+
+        def build():
+            model = RobustPurifier(unet_generator_preset("tiny"), self.classifier(), attack_steps=1)
+            model.compile()
+            return model
+
+        return self.get("robust", build)
+
+    # files -------------------------------------------------------------------
+    def npz(self, name, **overrides):
+        arrays = dict(x_train=self.x[:40], y_train=self.y[:40], x_test=self.x[40:], y_test=self.y[40:])
+        arrays.update(overrides)
+        path = self.tmp / f"{name}.npz"
+        np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+        return path
+
+    def labels(self, n, bad, position=0):
+        y = np.array(self.y[:n])
+        y[position] = bad
+        return y
+
+    def dataset(self, *arrays):
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_tensor_slices(arrays).batch(16)
+
+
+# --------------------------------------------------------------------------- the cases
+
+
+def _load(path):
+    from tfdefense.data import load_dataset
+
+    return load_dataset(f"npz:{path}")
+
+
+def _train(c, x=None, y=None, model="classifier", **kwargs):
+    from tfdefense.models import train_classifier
+
+    model = c.classifier() if model == "classifier" else model
+    return train_classifier(model, c.x if x is None else x, c.y if y is None else y, epochs=1, verbose=0, **kwargs)
+
+
+def _attack(c, name="fgsm", x=None, model="classifier", **params):
+    from tfdefense.attacks import get_attack
+
+    model = c.classifier() if model == "classifier" else model
+    return get_attack(name, **params)(model, c.x[:4] if x is None else x)
+
+
+def _truncated(c):
+    path = c.npz("truncated")
+    path.write_bytes(path.read_bytes()[:300])
+    return _load(path)
+
+
+def _random_bytes(c):
+    path = c.tmp / "random.npz"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    return _load(path)
+
+
+def _classifier_mismatch(c):
+    from tfdefense.defenses import Pix2PixDefense
+    from tfdefense.models import get_classifier, patchgan_preset, unet_generator_preset
+
+    other = get_classifier("D", input_shape=(32, 32, 3))
+    return Pix2PixDefense(unet_generator_preset("tiny"), patchgan_preset("tiny"), classifier=other)
+
+
+def _empty(c):
+    return c.x[:0]
+
+
+# (id, item, call, exception types, argument the message must name, extra text the message must contain)
+API_CASES = [
+    # item 3: labels out of range, everywhere labels enter
+    ("npz y_train 99", 3, lambda c: _load(c.npz("l99", y_train=c.labels(40, 99))), ValueError, "y_train", "99"),
+    ("npz y_train -1", 3, lambda c: _load(c.npz("lneg", y_train=c.labels(40, -1))), ValueError, "y_train", "-1"),
+    ("npz y_test 10", 3, lambda c: _load(c.npz("l10", y_test=c.labels(24, 10))), ValueError, "y_test", "10"),
+    ("train_classifier y 99", 3, lambda c: _train(c, y=c.labels(64, 99)), ValueError, "y_train", "99"),
+    ("train_classifier y -1", 3, lambda c: _train(c, y=c.labels(64, -1)), ValueError, "y_train", "-1"),
+    ("train_classifier y 10", 3, lambda c: _train(c, y=c.labels(64, 10)), ValueError, "y_train", "10"),
+    ("train_classifier validation y 10", 3,
+     lambda c: _train(c, validation_data=(c.x[:8], c.labels(8, 10))), ValueError, "validation_data[1]", "10"),
+    ("AdvGAN.fit y 10", 3, lambda c: c.advgan().fit(c.x, c.labels(64, 10), epochs=1, verbose=0), ValueError, "y", "10"),
+    ("AdversarialTrainer.fit y 99", 3, lambda c: c.trainer().fit(c.x, c.labels(64, 99), epochs=1, verbose=0),
+     ValueError, "y", "99"),
+    ("RobustPurifier.fit y -1", 3, lambda c: c.robust().fit(c.x, c.labels(64, -1), epochs=1, verbose=0),
+     ValueError, "y", "-1"),
+    ("adversarial_training validation y 10", 3, lambda c: __import__("tfdefense.defenses", fromlist=["x"])
+     .adversarial_training(c.classifier(), c.x, c.y, attack="fgsm", epochs=1, verbose=0,
+                           validation_data=(c.x[:8], c.labels(8, 10))), ValueError, "validation_data[1]", "10"),
+    ("Pix2Pix.fit dataset labels 10", 3,
+     lambda c: c.pix2pix(classifier=True).fit(c.dataset(c.x_adv, c.x, c.labels(64, 10, position=3)), epochs=1,
+                                              verbose=0), ValueError, "x", "10"),
+    # item 4: unclear errors made clear
+    ("attack image 32x32x3 on a 28x28x1 model", 4, lambda c: _attack(c, x=np.zeros((2, 32, 32, 3), np.float32)),
+     ValueError, "x", "32, 32, 3"),
+    ("attack image with 3 channels", 4, lambda c: _attack(c, x=np.zeros((2, 28, 28, 3), np.float32)),
+     ValueError, "x", "28, 28, 3"),
+    ("num_classes 0", 4, lambda c: __import__("tfdefense.models", fromlist=["x"]).get_classifier("C", num_classes=0),
+     ValueError, "num_classes", "0"),
+    ("num_classes '10'", 4, lambda c: __import__("tfdefense.models", fromlist=["x"]).model_c(num_classes="10"),
+     (ValueError, TypeError), "num_classes", "'10'"),
+    ("num_classes 2.5", 4, lambda c: __import__("tfdefense.models", fromlist=["x"]).model_a(num_classes=2.5),
+     (ValueError, TypeError), "num_classes", "2.5"),
+    ("train_classifier empty data", 4, lambda c: _train(c, x=_empty(c), y=c.y[:0]), ValueError, "x_train", "empty"),
+    ("train_classifier validation_data 3-tuple", 4,
+     lambda c: _train(c, validation_data=(c.x[:8], c.y[:8], c.y[:8])), ValueError, "validation_data", "3"),
+    ("train_classifier validation_data 1-tuple", 4, lambda c: _train(c, validation_data=(c.x[:8],)),
+     ValueError, "validation_data", "1"),
+    ("train_classifier model=None", 4, lambda c: _train(c, model=None), TypeError, "model", "None"),
+    ("attack model=None", 4, lambda c: _attack(c, model=None), TypeError, "model", "None"),
+    ("Pix2PixDefense classifier of another input shape", 4, _classifier_mismatch, ValueError, "classifier", "32, 32, 3"),
+    ("npz truncated", 4, _truncated, ValueError, "name", "truncated.npz"),
+    ("npz random bytes", 4, _random_bytes, ValueError, "name", "random.npz"),
+    ("npz wrong keys", 4, lambda c: _load(c.npz("keys", x_train=None, images=c.x)), ValueError, "name", "x_train"),
+    ("Pix2Pix.fit validation_data 4-tuple", 4,
+     lambda c: c.pix2pix().fit(c.x_adv, c.x, epochs=1, verbose=0, validation_data=(c.x, c.x, c.y, c.y)),
+     ValueError, "validation_data", "4"),
+    ("AdvGAN.fit validation_data 3-tuple", 4,
+     lambda c: c.advgan().fit(c.x, c.y, epochs=1, verbose=0, validation_data=(c.x, c.y, c.y)),
+     ValueError, "validation_data", "3"),
+    # item 5: silent no-ops refused
+    ("pgd eps_iter=0 without random start", 5, lambda c: _attack(c, "pgd", eps_iter=0, rand_init=False),
+     ValueError, "eps_iter", "0"),
+    ("bim eps_iter=0", 5, lambda c: _attack(c, "bim", eps_iter=0), ValueError, "eps_iter", "0"),
+    ("cw_l2 learning_rate=0", 5, lambda c: _attack(c, "cw_l2", learning_rate=0), ValueError, "learning_rate", "0"),
+    ("Pix2Pix.fit empty arrays", 5, lambda c: c.pix2pix().fit(_empty(c), _empty(c), epochs=1, verbose=0),
+     ValueError, "x", "empty"),
+    ("APEGAN.fit empty arrays", 5, lambda c: c.apegan().fit(_empty(c), _empty(c), epochs=1, verbose=0),
+     ValueError, "x", "empty"),
+    ("DCGAN.fit empty arrays", 5, lambda c: c.dcgan().fit(_empty(c), epochs=1, verbose=0), ValueError, "x", "empty"),
+    ("AdvGAN.fit empty arrays", 5, lambda c: c.advgan().fit(_empty(c), c.y[:0], epochs=1, verbose=0),
+     ValueError, "x", "empty"),
+    ("AdversarialTrainer.fit empty arrays", 5, lambda c: c.trainer().fit(_empty(c), c.y[:0], epochs=1, verbose=0),
+     ValueError, "x", "empty"),
+    ("Pix2Pix.fit raw tf.data of 0-255 pairs", 5,
+     lambda c: c.pix2pix(classifier=True).fit(c.dataset(c.x_adv * 255, c.x * 255), epochs=1, verbose=0),
+     ValueError, "x", "255"),
+    ("DCGAN.fit raw tf.data of 0-255 images", 5, lambda c: c.dcgan().fit(c.dataset(c.x * 255), epochs=1, verbose=0),
+     ValueError, "x", "255"),
+    ("AdversarialTrainer.fit uint8 tf.data", 5,
+     lambda c: c.trainer().fit(c.dataset((c.x * 255).astype(np.uint8), c.y), epochs=1, verbose=0),
+     ValueError, "x", "uint8"),
+    ("input_shape (28, 28, 0)", 5,
+     lambda c: __import__("tfdefense.models", fromlist=["x"]).model_c(input_shape=(28, 28, 0)),
+     ValueError, "input_shape", "(28, 28, 0)"),
+]
+
+# item 5: legitimate but almost always wrong: a warning naming the argument.
+WARN_CASES = [
+    ("attack on a softmax classifier", lambda c: _attack(c, model=c.softmax_classifier()), "model"),
+    ("Pix2PixDefense(classifier=softmax)", lambda c: __import__("tfdefense.defenses", fromlist=["x"]).Pix2PixDefense(
+        __import__("tfdefense.models", fromlist=["x"]).unet_generator_preset("tiny"),
+        __import__("tfdefense.models", fromlist=["x"]).patchgan_preset("tiny"), classifier=c.softmax_classifier()),
+     "classifier"),
+]
+
+
+def classify(c, call, exception, argument, text):
+    """'clear' (right type, names the argument and `text`), 'unclear' (any other error) or 'silent'."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            call(c)
+    except (ValueError, TypeError) as error:
+        message = str(error)
+        named = f"`{argument}`" in message or f"argument {argument}" in message
+        return "clear" if isinstance(error, exception) and named and text in message else "unclear"
+    except Exception:  # noqa: BLE001  (a deep TF/Keras error is an unclear one)
+        return "unclear"
+    return "silent"
+
+
+def classify_warning(c, call, argument):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            call(c)
+        except Exception:  # noqa: BLE001
+            return "unclear"
+    named = [w for w in caught if f"`{argument}`" in str(w.message) and "logits" in str(w.message)]
+    return "clear" if named else "silent"
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    return Context(tmp_path_factory.mktemp("reliability"))
+
+
+@pytest.mark.parametrize("case", API_CASES, ids=[case[0] for case in API_CASES])
+def test_api_bad_input_gets_a_clear_error(ctx, case):
+    _, _, call, exception, argument, text = case
+    with pytest.raises(exception) as info:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            call(ctx)
+    message = str(info.value)
+    assert f"`{argument}`" in message, message
+    assert text in message, message
+
+
+@pytest.mark.parametrize("case", WARN_CASES, ids=[case[0] for case in WARN_CASES])
+def test_probability_outputs_are_warned_about(ctx, case):
+    assert classify_warning(ctx, case[1], case[2]) == "clear"
+
+
+def test_logits_classifier_is_not_warned_about(ctx):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _attack(ctx)
+    assert not [w for w in caught if "logits" in str(w.message)]
+
+
+def test_valid_input_still_trains(ctx):
+    """The checks reject only bad input: one epoch on the same tiny data passes through every checked path."""
+    history = _train(ctx, validation_data=(ctx.x[:8], ctx.y[:8]))
+    assert np.isfinite(history.history["loss"][0])
+    defense = ctx.pix2pix(classifier=True)
+    history = defense.fit(ctx.dataset(ctx.x_adv, ctx.x, ctx.y), epochs=1, verbose=0)
+    assert np.isfinite(history.history["l1"][0])
+
+
+# --------------------------------------------------------------------------- the CLIs
+
+
+def _existing_dir(c):
+    path = c.tmp / "a_folder.keras"
+    path.mkdir(exist_ok=True)
+    return str(path)
+
+
+def _existing_file(c):
+    path = c.tmp / "a_file"
+    path.write_text("user data\n")
+    return str(path)
+
+
+def _under_a_file(c):
+    return str(pathlib.Path(_existing_file(c)) / "sub" / "m.keras")
+
+
+TRAIN = ["classifier", "--model", "C", "--dataset", "digits"]
+EVALUATE = ["--preset", "quickstart"]
+
+# (id, cli, argv builder, flag the error must name)
+CLI_CASES = [
+    ("train --out m.h5", "train", lambda c: TRAIN + ["--out", str(c.tmp / "m.h5")], "--out"),
+    ("train --out existing directory", "train", lambda c: TRAIN + ["--out", _existing_dir(c)], "--out"),
+    ("train --out unwritable", "train", lambda c: TRAIN + ["--out", _under_a_file(c)], "--out"),
+    ("train --out in /proc", "train", lambda c: TRAIN + ["--out", "/proc/nope/m.keras"], "--out"),
+    ("train --model nope", "train",
+     lambda c: ["classifier", "--model", "nope", "--dataset", "digits", "--out", str(c.tmp / "m.keras")], "--model"),
+    ("train --dataset nope", "train",
+     lambda c: ["classifier", "--model", "C", "--dataset", "nope", "--out", str(c.tmp / "m.keras")], "--dataset"),
+    ("train --dataset npz:missing", "train",
+     lambda c: ["classifier", "--model", "C", "--dataset", f"npz:{c.tmp}/missing.npz", "--out", str(c.tmp / "m.keras")],
+     "--dataset"),
+    ("train --batch-size 0", "train", lambda c: TRAIN + ["--out", str(c.tmp / "m.keras"), "--batch-size", "0"],
+     "--batch-size"),
+    ("train --epochs -1", "train", lambda c: TRAIN + ["--out", str(c.tmp / "m.keras"), "--epochs", "-1"], "--epochs"),
+    ("train --seed -1", "train", lambda c: TRAIN + ["--out", str(c.tmp / "m.keras"), "--seed", "-1"], "--seed"),
+    ("train --learning-rate 0", "train", lambda c: TRAIN + ["--out", str(c.tmp / "m.keras"), "--learning-rate", "0"],
+     "--learning-rate"),
+    ("train npz with label 99", "train",
+     lambda c: ["classifier", "--model", "C", "--dataset", f"npz:{c.npz('cli99', y_train=c.labels(40, 99))}",
+                "--out", str(c.tmp / "m.keras")], "y_train"),
+    ("evaluate --preset nope", "evaluate", lambda c: ["--preset", "nope", "--out", str(c.tmp / "run")], "--preset"),
+    ("evaluate --attacks nope", "evaluate", lambda c: EVALUATE + ["--out", str(c.tmp / "run"), "--attacks", "nope"],
+     "--attacks"),
+    ("evaluate --defenses nope", "evaluate",
+     lambda c: ["--preset", "egan", "--out", str(c.tmp / "run"), "--defenses", "nope"], "--defenses"),
+    ("evaluate --attacks on a preset without attack filter", "evaluate",
+     lambda c: ["--preset", "egan", "--out", str(c.tmp / "run"), "--attacks", "fgsm"], "--attacks"),
+    ("evaluate --out existing file", "evaluate", lambda c: EVALUATE + ["--out", _existing_file(c)], "--out"),
+    ("evaluate --out unwritable", "evaluate", lambda c: EVALUATE + ["--out", _under_a_file(c)], "--out"),
+    ("evaluate --batch-size 0", "evaluate", lambda c: EVALUATE + ["--out", str(c.tmp / "run"), "--batch-size", "0"],
+     "--batch-size"),
+    ("evaluate --seed -1", "evaluate", lambda c: EVALUATE + ["--out", str(c.tmp / "run"), "--seed", "-1"], "--seed"),
+    ("evaluate --weights missing", "evaluate",
+     lambda c: EVALUATE + ["--out", str(c.tmp / "run"), "--weights", str(c.tmp / "none.h5")], "--weights"),
+]
+
+
+def _no_work(*args, **kwargs):
+    raise AssertionError("work started before the arguments were checked")
+
+
+def run_cli(cli, argv, monkeypatch=None):
+    """(exit status, stderr) of `python -m tfdefense.<cli> argv` run in-process; training/data loading forbidden."""
+    import tfdefense.data
+    import tfdefense.evaluation.runner
+    import tfdefense.models
+
+    if monkeypatch is not None and not argv[-1].startswith("npz:") and "y_train" not in argv:
+        monkeypatch.setattr(tfdefense.models, "train_classifier", _no_work)
+        monkeypatch.setattr(tfdefense.evaluation.runner, "run_preset", _no_work)
+    module = __import__(f"tfdefense.{cli}", fromlist=["main"])
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            status = module.main(argv)
+        except SystemExit as exit_:
+            status = exit_.code
+        except Exception as error:  # noqa: BLE001
+            status = f"{type(error).__name__}: {error}"
+    return status, stderr.getvalue()
+
+
+def classify_cli(status, stderr, flag):
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    if status == 0:
+        return "silent"
+    clear = status == 2 and len(lines) == 1 and lines[0].startswith("error:") and flag in lines[0]
+    return "clear" if clear else "unclear"
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=[case[0] for case in CLI_CASES])
+def test_cli_bad_argument_is_one_line_and_exit_2_before_any_work(ctx, case, monkeypatch):
+    _, cli, argv, flag = case
+    status, stderr = run_cli(cli, argv(ctx), monkeypatch)
+    assert classify_cli(status, stderr, flag) == "clear", (status, stderr)
+    assert "Traceback" not in stderr
+    assert not list(ctx.tmp.glob("*.backup"))  # no resume backup was started
+
+
+def test_cli_entry_point_prints_one_line_without_tensorflow_logs(tmp_path):
+    """The real `python -m` entry: exit 2, one stderr line, none of TF's C++ start-up lines."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "tfdefense.train", "classifier", "--model", "C", "--dataset", "digits",
+         "--out", str(tmp_path / "m.h5")],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+    )
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert lines == [f"error: argument --out: expected a path ending in .keras, got '{tmp_path / 'm.h5'}'"], lines
+
+
+def test_user_log_level_is_respected(tmp_path):
+    """With TF_CPP_MIN_LOG_LEVEL set by the user, the CLI leaves TF's logging alone."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0")
+    code = "import os, tfdefense._cli as c; c.quiet_tensorflow(); print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.stdout.strip() == "0"
+
+
+if __name__ == "__main__":  # counts of the matrix: python tests/reliability_test.py
+    import tempfile
+
+    counts, rows = {}, []
+    with tempfile.TemporaryDirectory() as tmp:
+        c = Context(tmp)
+        for name, _, call, exception, argument, text in API_CASES:
+            rows.append((name, classify(c, call, exception, argument, text)))
+        for name, call, argument in WARN_CASES:
+            rows.append((name, classify_warning(c, call, argument)))
+        for name, cli, argv, flag in CLI_CASES:
+            rows.append((name, classify_cli(*run_cli(cli, argv(c)), flag)))
+    for name, outcome in rows:
+        counts[outcome] = counts.get(outcome, 0) + 1
+        print(f"{outcome:8s} {name}")
+    print(f"cases {len(rows)}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
