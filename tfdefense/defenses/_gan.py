@@ -154,11 +154,18 @@ def bce_from_logits(logits, target):
 
 
 def dataset_fit_defaults(x, args, kwargs):
-    """A tf.data.Dataset shuffles itself: `fit` must not be asked to (keras warns)."""
+    """`fit` keyword defaults: no keras shuffle of a tf.data.Dataset (it shuffles itself; keras warns),
+    and the exact-resume callbacks (`tfdefense.training.resume.resumable_fit_callbacks`): the data
+    epoch of `make_pipeline` / `make_paired_pipeline` data, random-generator states beside a
+    `BackupAndRestore` checkpoint."""
     import tensorflow as tf
+
+    from tfdefense.training.resume import resumable_fit_callbacks
 
     if isinstance(x, tf.data.Dataset) and not args:
         kwargs.setdefault("shuffle", False)
+    if len(args) < 4:  # callbacks not given positionally (batch_size, epochs, verbose, callbacks)
+        kwargs["callbacks"] = resumable_fit_callbacks(x, kwargs.get("callbacks"))
     return kwargs
 
 

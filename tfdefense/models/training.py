@@ -18,17 +18,38 @@ from tfdefense._validation import (
     warn_if_probabilities,
 )
 from tfdefense.data.pipelines import make_pipeline
+from tfdefense.training.resume import resumable_fit_callbacks
 
 AUGMENTATIONS = (None, "flip_shift", "shift")
 SCHEDULES = (None, "cosine")
 
 
-def _augmenter(kind, seed):
-    steps = []
-    if kind == "flip_shift":
-        steps.append(keras.layers.RandomFlip("horizontal", seed=seed))
-    steps.append(keras.layers.RandomTranslation(0.125, 0.125, fill_mode="reflect", seed=seed))
-    return keras.Sequential(steps, name="augment")
+def _augmenter(kind):
+    """`fn(images, seed)`: the augmentation of `kind` drawn from a stateless seed (int64[2]).
+
+    "flip_shift" flips each image horizontally with probability 1/2; both kinds
+    shift it by up to 1/8 of its height and width (uniform, bilinear, reflected
+    border), as `keras.layers.RandomFlip("horizontal")` and
+    `RandomTranslation(0.125, 0.125, fill_mode="reflect")` do. The seed comes
+    from (seed, epoch, batch) (`make_pipeline(augment=...)`), so a resumed
+    fit draws the same augmentations as an uninterrupted one.
+    """
+    import tensorflow as tf
+
+    def augment(images, seed):
+        shape = tf.shape(images)
+        n = shape[0]
+        if kind == "flip_shift":
+            flip = tf.random.stateless_uniform([n, 1, 1, 1], tf.random.experimental.stateless_fold_in(seed, 0)) <= 0.5
+            images = tf.where(flip, tf.reverse(images, axis=[2]), images)
+        size = tf.cast(tf.stack([shape[2], shape[1]]), tf.float32)  # (width, height)
+        shifts = tf.random.stateless_uniform([n, 2], tf.random.experimental.stateless_fold_in(seed, 1), -0.125, 0.125)
+        shifts = shifts * size
+        ones, zeros = tf.ones([n, 1]), tf.zeros([n, 1])
+        transform = tf.concat([ones, zeros, -shifts[:, :1], zeros, ones, -shifts[:, 1:], zeros, zeros], axis=1)
+        return keras.ops.image.affine_transform(images, transform, interpolation="bilinear", fill_mode="reflect")
+
+    return augment
 
 
 def trainable_copy(model):
@@ -104,12 +125,9 @@ def train_classifier(
             learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps)
         with distribute.scope(strategy):
             compile_classifier(model, learning_rate)
-    dataset = make_pipeline(x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed)
-    if augment is not None:
-        import tensorflow as tf
-
-        augmenter = _augmenter(augment, seed)
-        dataset = dataset.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    # Order and augmentation of epoch e depend on (seed, e) only: a resumed fit repeats an uninterrupted one.
+    augmenter = None if augment is None else _augmenter(augment)
+    dataset = make_pipeline(x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed, augment=augmenter)
     validation = None
     if validation_data is not None:
         x_val, y_val = check_validation_data(validation_data)
@@ -121,6 +139,7 @@ def train_classifier(
         backup = distribute.backup_callback(pathlib.Path(backup_dir), strategy)
         distribute.check_backup_consistent(backup, strategy)
         callbacks.append(backup)
+    callbacks = resumable_fit_callbacks(dataset, callbacks)  # data epoch; random states beside the backup
     return model.fit(
         dataset, epochs=epochs, validation_data=validation, callbacks=callbacks, verbose=verbose, shuffle=False
     )

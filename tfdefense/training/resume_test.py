@@ -1,0 +1,179 @@
+"""A fit killed at epoch k and resumed from its `BackupAndRestore` folder ends with the same weights.
+
+Each run builds its model, data pipeline and callbacks afresh (as a new
+process would); the resumed model is even built from another seed, so what
+it continues with comes from the backup, not from a repeated construction.
+"""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from tfdefense.data import make_paired_pipeline, make_pipeline
+from tfdefense.data.pipelines import PipelineEpoch
+from tfdefense.training.resume import STATE_FILE, RandomStateBackup, resumable_fit_callbacks
+
+EPOCHS, KILL_AT = 3, 2
+
+
+class Kill(keras.callbacks.Callback):
+    """Raises at the start of epoch `at` (after the backup of epoch at - 1 is written), like a SIGKILL."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at:
+            raise KeyboardInterrupt(f"killed at epoch {epoch}")
+
+
+class Epochs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.seen.append(epoch)
+
+
+def _kill_and_resume(tmp_path, fit):
+    """Weights of `fit(callbacks, build_seed)` uninterrupted vs killed at KILL_AT and resumed."""
+    reference = fit([], 0)
+    backup = str(tmp_path / "backup")
+    with pytest.raises(KeyboardInterrupt):
+        fit([keras.callbacks.BackupAndRestore(backup), Kill(KILL_AT)], 0)
+    stored = json.loads((tmp_path / "backup" / STATE_FILE).read_text())["epochs"]
+    assert set(stored) == {str(KILL_AT - 1), str(KILL_AT)}
+    epochs = Epochs()
+    resumed = fit([keras.callbacks.BackupAndRestore(backup), epochs], 1)
+    assert epochs.seen == list(range(KILL_AT, EPOCHS))
+    assert not (tmp_path / "backup").exists()  # deleted at the end of the resumed fit
+    return reference, resumed
+
+
+def _assert_same_weights(reference, resumed):
+    a, b = reference.get_weights(), resumed.get_weights()
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def digits(mnist):
+    (x, y), (x_test, y_test) = mnist
+    return x[:256], y[:256], x_test[:500], y_test[:500]
+
+
+def test_pipeline_order_is_a_function_of_seed_and_epoch(digits):
+    x, y, _, _ = digits
+    labels = lambda dataset: np.concatenate([b[1].numpy() for b in dataset])  # noqa: E731
+
+    first, second = make_pipeline(x, y, batch_size=64, shuffle=True, seed=3), make_pipeline(x, y, batch_size=64, shuffle=True, seed=3)
+    epoch = PipelineEpoch([first, second])
+    epoch.on_epoch_begin(5)
+    np.testing.assert_array_equal(labels(first), labels(second))  # two pipelines (processes) agree on epoch 5
+    epoch5 = labels(first)
+    epoch.on_epoch_begin(6)
+    assert not np.array_equal(labels(first), epoch5)
+    assert sorted(labels(first)) == sorted(y)  # a permutation, every example once
+    epoch.on_train_end()  # without the callback every pass draws a new order
+    assert not np.array_equal(labels(first), labels(first))
+    paired = make_paired_pipeline(x, x, y, batch_size=64, seed=3)
+    PipelineEpoch(paired.map(lambda a, b, c: (a, b, c))).on_epoch_begin(5)  # found through a map
+    np.testing.assert_array_equal(np.concatenate([b[2].numpy() for b in paired]), epoch5)
+
+
+def test_resumable_fit_callbacks_put_the_state_backup_before_the_checkpoint(tmp_path, digits):
+    x, y, _, _ = digits
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path))
+    callbacks = resumable_fit_callbacks(make_pipeline(x, y, shuffle=True), [backup])
+    assert [type(c) for c in callbacks] == [RandomStateBackup, keras.callbacks.BackupAndRestore, PipelineEpoch]
+    assert resumable_fit_callbacks(x, [])  == []
+
+
+def test_train_classifier_resumes_exactly(tmp_path, digits):
+    from tfdefense.evaluation import accuracy
+    from tfdefense.models import train_classifier
+
+    x, y, x_test, y_test = digits
+
+    def fit(callbacks, build_seed):
+        keras.utils.set_random_seed(build_seed)
+        model = keras.Sequential([
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(10),
+        ])
+        train_classifier(model, x, y, epochs=EPOCHS, batch_size=32, augment="shift", learning_rate=3e-3, seed=7,
+                         callbacks=callbacks, verbose=0)
+        return model
+
+    reference, resumed = _kill_and_resume(tmp_path, fit)
+    _assert_same_weights(reference, resumed)
+    assert accuracy(resumed, x_test, y_test) == accuracy(reference, x_test, y_test) > 0.5
+
+
+@pytest.mark.slow  # about 30 s on two busy cores
+def test_pix2pix_resumes_exactly(tmp_path, digits):
+    from tfdefense.defenses import Pix2PixDefense
+    from tfdefense.models import patchgan_preset, unet_generator_preset
+
+    x, _, _, _ = digits
+    x_adv = np.clip(x + 0.3 * np.sign(np.random.default_rng(0).standard_normal(x.shape)), 0, 1).astype(np.float32)
+
+    def fit(callbacks, build_seed):
+        keras.utils.set_random_seed(build_seed)
+        defense = Pix2PixDefense(unet_generator_preset("tiny"), patchgan_preset("tiny"))
+        defense.compile()
+        defense.fit(make_paired_pipeline(x_adv[:64], x[:64], batch_size=32, seed=1), epochs=EPOCHS,
+                    callbacks=callbacks, verbose=0)
+        return defense
+
+    reference, resumed = _kill_and_resume(tmp_path, fit)
+    assert any(isinstance(layer, keras.layers.Dropout) for layer in reference.generator.layers)
+    _assert_same_weights(reference, resumed)
+
+
+@pytest.mark.slow  # about 30 s on two busy cores
+def test_apegan_resumes_exactly(tmp_path, digits):
+    from tfdefense.defenses import APEGAN
+
+    x, _, _, _ = digits
+    x_adv = np.clip(x + 0.3 * np.sign(np.random.default_rng(0).standard_normal(x.shape)), 0, 1).astype(np.float32)
+
+    def fit(callbacks, build_seed):
+        keras.utils.set_random_seed(build_seed)
+        defense = APEGAN.from_preset("tiny")
+        defense.compile()
+        defense.fit(make_paired_pipeline(x_adv[:64], x[:64], batch_size=32, seed=1), epochs=EPOCHS,
+                    callbacks=callbacks, verbose=0)
+        return defense
+
+    reference, resumed = _kill_and_resume(tmp_path, fit)
+    _assert_same_weights(reference, resumed)
+
+
+def test_robust_purifier_resumes_exactly(tmp_path, digits):
+    from tfdefense.defenses import RobustPurifier
+    from tfdefense.models import model_c, unet_generator_preset
+
+    x, y, _, _ = digits
+    keras.utils.set_random_seed(0)
+    classifier = model_c()
+
+    def fit(callbacks, build_seed):
+        keras.utils.set_random_seed(build_seed)
+        purifier = RobustPurifier(unet_generator_preset("tiny"), classifier, attack_eps=0.3, attack_steps=2,
+                                  seed=build_seed)
+        purifier.compile()
+        purifier.fit(make_pipeline(x[:64], y[:64], batch_size=32, shuffle=True, seed=1), epochs=EPOCHS,
+                     callbacks=callbacks, verbose=0)
+        return purifier
+
+    reference, resumed = _kill_and_resume(tmp_path, fit)
+    _assert_same_weights(reference, resumed)
