@@ -11,7 +11,10 @@ import dataclasses
 import fnmatch
 import hashlib
 import json
+import os
 import pathlib
+import re
+import shutil
 import time
 import warnings
 
@@ -95,6 +98,65 @@ def config_hash(config):
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# Temporary names made by tfdefense._io.atomic_path (files) and export_saved_model (folders):
+# "." + target name + "." + mkstemp's 8 random characters + ".tmp" [+ the target's suffixes] / ".old.tmp".
+_TEMP_FILE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)*$")
+_TEMP_DIR = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.(?P<old>old\.)?tmp$")
+# Run subfolders searched for them (besides the run folder itself); a worker cleans its own folder.
+_TEMP_SUBFOLDERS = ("models", "cache", "steps", "backup")
+STALE_TEMP_SECONDS = 15 * 60
+
+
+def _newest_mtime(path):
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for root, dirs, files in os.walk(path):
+            for name in dirs + files:
+                try:
+                    newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+                except OSError:
+                    pass
+    return newest
+
+
+def remove_stale_temp_files(out_dir, older_than=STALE_TEMP_SECONDS):
+    """Removes the temporary files and folders a killed run left in `out_dir`; returns their paths.
+
+    Only tfdefense's own temporary names (`.NAME.XXXXXXXX.tmp[.ext]` files,
+    `.NAME.XXXXXXXX.tmp` SavedModel folders) in the run folder and its
+    models/, cache/, steps/ and backup/ subfolders, untouched for `older_than`
+    seconds (a run writing into the same folder right now keeps its own). A
+    `.NAME.XXXXXXXX.old.tmp` folder holds the previous SavedModel export while
+    a new one replaces it: it is removed only when NAME exists.
+    """
+    out_dir = pathlib.Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    folders = [out_dir]
+    for name in _TEMP_SUBFOLDERS:
+        top = out_dir / name
+        if top.is_dir() and not top.is_symlink():
+            folders.extend(pathlib.Path(root) for root, _, _ in os.walk(top))
+    now, removed = time.time(), []
+    for folder in folders:
+        for entry in sorted(folder.iterdir()):
+            try:
+                if entry.is_symlink() or now - _newest_mtime(entry) < older_than:
+                    continue
+                if entry.is_file() and _TEMP_FILE.match(entry.name):
+                    entry.unlink()
+                elif entry.is_dir() and (match := _TEMP_DIR.match(entry.name)):
+                    if match["old"] and not os.path.lexists(entry.parent / match["target"]):
+                        continue  # the only copy of the previous export
+                    shutil.rmtree(entry)
+                else:
+                    continue
+            except OSError:
+                continue
+            removed.append(entry)
+    return removed
+
+
 def fingerprint_path(model_path):
     """`models/NAME-HASH.fingerprint.json`: the SHA-256 of `models/NAME-HASH.keras` as this package wrote it."""
     return pathlib.Path(model_path).with_suffix(".fingerprint.json")
@@ -140,6 +202,7 @@ class Run:
         self.models_dir = self.out_dir / "models"
         self.cache_dir = self.out_dir / "cache"
         self.steps_dir = self.out_dir / "steps"
+        self.steps_computed, self.steps_reused = [], []  # step names, in order (see `step`)
         self.started = time.perf_counter()
 
     # Selection ------------------------------------------------------------------
@@ -186,23 +249,48 @@ class Run:
             print(f"[{self.preset} +{time.perf_counter() - self.started:.0f}s] {message}", flush=True)
 
     # Caching --------------------------------------------------------------------
-    def step(self, name, config, fn):
-        """Runs `fn()` -> list of rows once per (name, config); re-runs reuse the stored rows."""
-        path = self.steps_dir / f"{name}-{config_hash(config)}.json"
-        if distribute.all_workers_agree(self.strategy, path.is_file()):  # else every worker recomputes together
+    def step(self, name, config, fn, depends_on=()):
+        """Runs `fn()` (which adds rows) once per (name, config, depends_on); re-runs reuse the stored rows.
+
+        Returns the rows. `depends_on`: models (keyed by architecture and
+        weights) and arrays (keyed by content) the step reads beyond `config`,
+        as in `model`. Results live in `steps/NAME-HASH.json`, so a run killed
+        midway recomputes only the steps it had not finished.
+        """
+        return self._step(name, config, fn, depends_on)[0]
+
+    def step_value(self, name, config, fn, depends_on=()):
+        """`step` for a `fn` that also returns JSON data (e.g. the points of a plot): returns that data.
+
+        The first run returns the data as a re-run reads it back (lists for
+        tuples, floats for numpy scalars), so both draw the same plots.
+        """
+        return self._step(name, config, fn, depends_on)[1]
+
+    def _step(self, name, config, fn, depends_on):
+        key = json.loads(json.dumps(with_dependencies(config, depends_on), sort_keys=True, default=str))
+        path = self.steps_dir / f"{name}-{config_hash(key)}.json"
+        stored = None
+        if path.is_file():
             try:
                 stored = json.loads(path.read_text())
-                if stored.get("config") == json.loads(json.dumps(config, default=str)):
-                    self.log(f"reusing step {name}")
-                    self.rows.extend(stored["rows"])
-                    return stored["rows"]
-            except (json.JSONDecodeError, KeyError):
+                if stored.get("config") != key or not isinstance(stored.get("rows"), list):
+                    stored = None
+            except (OSError, ValueError, AttributeError):
                 self.log(f"step {name}: stored result unreadable, recomputing")
+                stored = None
+        if distribute.all_workers_agree(self.strategy, stored is not None):  # else every worker recomputes together
+            self.log(f"reusing step {name}")
+            self.steps_reused.append(name)
+            self.rows.extend(stored["rows"])
+            return stored["rows"], stored.get("value")
         before = len(self.rows)
-        fn()
+        value = fn()
         rows = self.rows[before:]
-        _io.write_json(path, {"config": config, "rows": rows})
-        return rows
+        value = json.loads(json.dumps(value, default=_io._json_default))
+        _io.write_json(path, {"config": key, "rows": rows, "value": value})
+        self.steps_computed.append(name)
+        return rows, value
 
     def model(self, name, config, build, train, depends_on=()):
         """Loads `models/NAME-HASH.keras` if present, else `build()`, `train(model)` and saves it.
@@ -279,6 +367,8 @@ def run_preset(name, out_dir, scale="quick", seed=0, **options):
     check_preset_filters(name, options.get("attacks"), options.get("defenses"))
     run = Run(preset.name, out_dir, scale=scale, seed=seed, **options)
     keras.utils.set_random_seed(seed)
+    for path in remove_stale_temp_files(run.out_dir):
+        run.log(f"removed {path.relative_to(run.out_dir)}, left by an interrupted run")
     start = time.perf_counter()
     if distribute.is_distributed(run.strategy):
         placement = distribute.describe(run.strategy)

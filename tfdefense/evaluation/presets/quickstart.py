@@ -95,23 +95,37 @@ def quickstart(run):
     }
     inputs = {"clean": (x_test, {}), **test_adv}
     models = {"none": classifier, "pix2pix": defended}
-    protocols.whole_test_set(run, "Accuracy, attacks on the bare classifier", models, inputs, y_test)
-    protocols.successful_only(run, "Accuracy on successful adversarial examples", classifier, models, test_adv, y_test, x_clean=x_test)
+    # Evaluation steps: stored in steps/ and reused by a rerun (keyed by the models' and test images' fingerprints).
+    evaluated_on = (classifier, purifier, x_test, y_test)
+
+    def evaluate_papers_protocols():
+        protocols.whole_test_set(run, "Accuracy, attacks on the bare classifier", models, inputs, y_test)
+        protocols.successful_only(run, "Accuracy on successful adversarial examples", classifier, models, test_adv, y_test, x_clean=x_test)
+
+    run.step("quickstart-papers-protocols", {"attacks": attacks, "png_roundtrip": run.png_roundtrip},
+             evaluate_papers_protocols, depends_on=evaluated_on)
 
     # Adaptive: the attacker differentiates through purifier + classifier.
     adaptive_curves = {}
     if "pgd" in attacks:
         pgd = attacks["pgd"]
-        protocols.adaptive(run, "pix2pix", defended, classifier, x_test, y_test, "pgd", pgd)
-        for name, model, target in (("none", classifier, classifier), ("pix2pix (attack on classifier)", defended, classifier), ("pix2pix (adaptive)", defended, defended)):
-            values = []
-            for eps in settings["eps_grid"]:
-                if eps == 0:
-                    values.append(accuracy(model, x_test, y_test))
-                    continue
-                params = dict(pgd, eps=eps, eps_iter=2.5 * eps / pgd["nb_iter"])
-                values.append(accuracy(model, get_attack("pgd", **params)(target, x_test, y_test), y_test))
-            adaptive_curves[name] = (list(settings["eps_grid"]), values)
+
+        def evaluate_adaptive():
+            protocols.adaptive(run, "pix2pix", defended, classifier, x_test, y_test, "pgd", pgd)
+            curves = {}
+            for name, model, target in (("none", classifier, classifier), ("pix2pix (attack on classifier)", defended, classifier), ("pix2pix (adaptive)", defended, defended)):
+                values = []
+                for eps in settings["eps_grid"]:
+                    if eps == 0:
+                        values.append(accuracy(model, x_test, y_test))
+                        continue
+                    params = dict(pgd, eps=eps, eps_iter=2.5 * eps / pgd["nb_iter"])
+                    values.append(accuracy(model, get_attack("pgd", **params)(target, x_test, y_test), y_test))
+                curves[name] = (list(settings["eps_grid"]), values)
+            return curves
+
+        adaptive_curves = run.step_value("quickstart-adaptive", {"pgd": pgd, "eps_grid": list(settings["eps_grid"])},
+                                         evaluate_adaptive, depends_on=evaluated_on)
         plots.plot_curves(run.add_plot("accuracy_vs_eps.png"), adaptive_curves, "PGD eps (Linf)", title="digits: accuracy vs eps")
         run.note("In the adaptive protocol the attacker differentiates through the purifier; the papers' protocol attacks the bare classifier.")
 

@@ -1,0 +1,90 @@
+"""Resumable evaluation: `Run.step` results reused by a rerun, stale temporary files of a killed run removed."""
+
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from tfdefense.evaluation.runner import Run, remove_stale_temp_files, run_preset
+
+
+def _age(path, seconds):
+    then = time.time() - seconds
+    for root, dirs, files in os.walk(path) if path.is_dir() else [(path.parent, [], [path.name])]:
+        for name in dirs + files:
+            os.utime(os.path.join(root, name), (then, then))
+    os.utime(path, (then, then))
+
+
+def test_step_is_computed_once_per_config_and_dependencies(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    calls = []
+
+    def evaluate():
+        calls.append(1)
+        run.add_row("t", "whole_test_set", "none", "clean", "accuracy", 0.5, 10)
+        return {"curve": (1, np.float32(0.25))}
+
+    run = Run("demo", tmp_path, scale="tiny", progress=False)
+    assert run.step_value("eval", {"eps": 0.3}, evaluate, depends_on=(model,)) == {"curve": [1, 0.25]}
+    again = Run("demo", tmp_path, scale="tiny", progress=False)
+    run = again
+    assert again.step_value("eval", {"eps": 0.3}, evaluate, depends_on=(model,)) == {"curve": [1, 0.25]}
+    assert len(calls) == 1 and again.steps_reused == ["eval"] and again.rows[0]["value"] == 0.5
+    model.layers[0].kernel.assign(model.layers[0].kernel + 1.0)  # other weights: recomputed
+    assert again.step("eval", {"eps": 0.3}, evaluate, depends_on=(model,))[0]["value"] == 0.5
+    assert len(calls) == 2 and again.steps_computed == ["eval"]
+    again.step("eval", {"eps": 0.2}, evaluate, depends_on=(model,))  # other config: recomputed
+    assert len(calls) == 3
+
+
+def test_only_stale_temporary_files_of_the_package_are_removed(tmp_path):
+    (tmp_path / "models").mkdir()
+    stale_model = tmp_path / "models" / ".model_c-0123456789abcdef.k2j4_x9q.tmp.keras"
+    stale_json = tmp_path / ".results.ab12cd34.tmp.json"
+    stale_export = tmp_path / ".saved_model.q1w2e3r4.tmp"
+    (stale_export / "variables").mkdir(parents=True)
+    (stale_export / "variables" / "variables.index").write_bytes(b"x")
+    kept_old_export = tmp_path / ".other_export.a1b2c3d4.old.tmp"  # the only copy: other_export is missing
+    (kept_old_export / "export").mkdir(parents=True)
+    fresh = tmp_path / "models" / ".pix2pix-0123.zz99yy88.tmp.keras"  # a run writing right now
+    users = [tmp_path / "notes.tmp", tmp_path / ".bashrc", tmp_path / "models" / "mine.tmp.keras", tmp_path / "x.abcdefgh.tmp"]
+    for path in (stale_model, stale_json, fresh, *users):
+        path.write_text("data")
+    for path in (stale_model, stale_json, stale_export, kept_old_export, *users):
+        _age(path, 3600)
+    removed = remove_stale_temp_files(tmp_path)
+    assert sorted(removed) == sorted([stale_model, stale_json, stale_export])
+    assert not stale_model.exists() and not stale_json.exists() and not stale_export.exists()
+    assert fresh.exists() and kept_old_export.exists() and all(path.exists() for path in users)
+
+
+@pytest.mark.slow  # the tiny quickstart trains two models (about a minute on two busy cores)
+def test_quickstart_rerun_recomputes_no_attack_and_writes_the_same_numbers(tmp_path, monkeypatch):
+    from tfdefense.attacks.base import Attack
+
+    first = run_preset("quickstart", tmp_path, scale="tiny", progress=False)
+    steps = sorted(p.name for p in (tmp_path / "steps").iterdir())
+    assert len(steps) == 2
+    stale = tmp_path / "models" / ".model_c-0123456789abcdef.k2j4_x9q.tmp.keras"  # as a kill during a save leaves it
+    stale.write_bytes(b"partial")
+    _age(stale, 3600)
+
+    calls = []
+    original = Attack.__call__
+
+    def counted(self, *args, **kwargs):
+        calls.append(type(self).__name__)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Attack, "__call__", counted)
+    second = run_preset("quickstart", tmp_path, scale="tiny", progress=False)
+    assert calls == []  # every attack came from the adversarial cache or a stored step
+    assert not stale.exists()
+    assert sorted(p.name for p in (tmp_path / "steps").iterdir()) == steps
+    numbers = lambda results: [(r["table"], r["defense"], r["attack"], r["value"]) for r in results["rows"] if r["protocol"] != "timing"]  # noqa: E731
+    assert numbers(second) == numbers(first)
+    assert numbers(json.loads((tmp_path / "results.json").read_text())) == numbers(first)
