@@ -15,9 +15,10 @@ def test_list_names_the_presets(capsys):
     assert "quickstart" in list_presets()
 
 
-def test_unknown_preset_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="`preset`.*Received: preset='nope'"):
-        main(["--preset", "nope", "--out", str(tmp_path)])
+def test_unknown_preset_is_a_clear_error(tmp_path, capsys):
+    assert main(["--preset", "nope", "--out", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: argument --preset: unknown preset 'nope'") and "\n" not in error
 
 
 def test_quickstart_tiny_end_to_end_and_rerun(tmp_path):
