@@ -5,3 +5,12 @@ Subpackages: `data`, `models`, `attacks`, `defenses`, `training`,
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # `tfdefense.evaluate_model` is imported on first use: `import tfdefense` stays free of TensorFlow.
+    if name == "evaluate_model":
+        from tfdefense.evaluation.user_model import evaluate_model
+
+        return evaluate_model
+    raise AttributeError(f"module 'tfdefense' has no attribute {name!r}")

@@ -2,6 +2,10 @@
 
     python -m tfdefense.evaluate --list
     python -m tfdefense.evaluate --preset quickstart --out runs/quickstart
+    python -m tfdefense.evaluate --classifier model.keras [--purifier PATH|TRANSFORM] --dataset mnist --eps 0.3 --out DIR
+
+With --classifier: exit status 0 when every sanity check passed, 3 when one
+failed (the report is written either way), 2 for a bad command line or model.
 """
 
 import argparse
@@ -24,6 +28,17 @@ def build_parser():
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--png-roundtrip", action="store_true", help="also evaluate after 8-bit PNG quantization")
     parser.add_argument("--quiet", action="store_true")
+    user = parser.add_argument_group("evaluate your own model (tfdefense.evaluate_model)")
+    user.add_argument("--classifier", help="your classifier: a .keras file, a SavedModel folder or a tfdefense export")
+    user.add_argument("--purifier", help="your purifier (a path as above) or a transform name, e.g. jpeg, "
+                                         "bit_depth:bits=2 (see tfdefense.defenses.list_transforms())")
+    user.add_argument("--dataset", help="dataset name (its test split) or npz:PATH (x_test, y_test)")
+    user.add_argument("--eps", type=float, help="Linf radius in [0, 1] units, e.g. 0.3 (MNIST), 0.031 (CIFAR-10)")
+    user.add_argument("--n", type=int, default=None, help="evaluate the first N test images (default: all)")
+    user.add_argument("--suite", default="standard", choices=["standard", "quick"])
+    user.add_argument("--signature", default=None, help="SavedModel signature of the classifier (default: serving)")
+    user.add_argument("--eot-samples", type=int, default=None,
+                      help="EOT samples for a stochastic pipeline (default: 8 when one is detected)")
     parser.add_argument("--distribute", default="none", choices=["none", "mirrored", "multiworker", "tpu"],
                         help="tf.distribute strategy (multiworker reads TF_CONFIG); --batch-size is the global batch; "
                              "only the chief writes the report")
@@ -80,6 +95,8 @@ def _main(argv=None):
             preset = get_preset(name)
             print(f"{name:22s} {preset.description}")
         return 0
+    if args.classifier is not None:
+        return _evaluate_user_model(parser, args)
     if not args.preset or not args.out:
         parser.error("--preset and --out are required (or use --list)")
     check_args(args)
@@ -106,6 +123,46 @@ def _main(argv=None):
         print(f"error: preset {args.preset!r} cannot run: {error}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}/report.md ({len(results['rows'])} rows, {results['wall_seconds']:.0f} s)")
+    return 0
+
+
+EXIT_CHECK_FAILED = 3
+
+
+def _evaluate_user_model(parser, args):
+    """`--classifier PATH ...`: tfdefense.evaluate_model on the user's model; 3 when a sanity check failed."""
+    from tfdefense import _cli
+
+    if args.preset is not None:
+        _cli.fail("argument --classifier: not allowed with --preset (run one or the other)")
+    for flag, value in (("--dataset", args.dataset), ("--eps", args.eps), ("--out", args.out)):
+        if value is None:
+            _cli.fail(f"argument {flag}: required with --classifier")
+    if not 0 < args.eps <= 1:
+        _cli.fail(f"argument --eps: expected a radius in (0, 1] ([0, 1] pixel units), got {args.eps}")
+    _cli.check_positive_int("--n", args.n, allow_none=True)
+    _cli.check_positive_int("--batch-size", args.batch_size, allow_none=True)
+    _cli.check_positive_int("--eot-samples", args.eot_samples, allow_none=True)
+    _cli.check_seed(args.seed)
+    if args.distribute != "none":
+        _cli.fail("argument --distribute: not supported with --classifier (evaluate_model runs on one device)")
+    if not pathlib.Path(args.classifier).exists():
+        _cli.fail(f"argument --classifier: {args.classifier!r} does not exist")
+    _cli.check_output_dir("--out", args.out)
+    from tfdefense.evaluation.user_model import evaluate_model, load_user_model, resolve_purifier
+
+    classifier = load_user_model(args.classifier, role="classifier", signature=args.signature)
+    purifier = None if args.purifier is None else resolve_purifier(args.purifier)
+    result = evaluate_model(classifier, args.dataset, args.eps, purifier=purifier, n=args.n, suite=args.suite,
+                            out=args.out, seed=args.seed, batch_size=args.batch_size, eot_samples=args.eot_samples,
+                            data_dir=args.data_dir, progress=not args.quiet)
+    print(result)
+    print(f"wrote {args.out}/report.md")
+    if result.failures:
+        names = ", ".join(c["name"] for c in result.failures)
+        print(f"error: sanity check(s) failed: {names}; the numbers may overstate robustness "
+              f"(see {args.out}/report.md)", file=sys.stderr)
+        return EXIT_CHECK_FAILED
     return 0
 
 
