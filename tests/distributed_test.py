@@ -180,7 +180,9 @@ WORKER = textwrap.dedent(
     out["pgd_linf"] = float(np.max(np.abs(x_pgd - x_test)))
     out["pgd_num_success"] = info["num_success"]
     out["pgd_accuracy"] = float(np.mean(classifier.predict(x_pgd, verbose=0).argmax(-1) == y_test))
-    _io.write_json(distribute.worker_dir(out_path, strategy) if not distribute.is_chief(strategy) else out_path, out)
+    import pathlib
+    out_path = pathlib.Path(out_path)
+    _io.write_json(distribute.worker_dir(out_path.parent, strategy) / out_path.name, out)  # the chief: out_path
     """
 )
 

@@ -65,11 +65,61 @@ def make_strategy(name="none", devices=None, tpu=None):
         return tf.distribute.MirroredStrategy(list(devices))
     if name == "multiworker":
         tf_config()  # a clear error before TensorFlow's own
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        patch_keras_fit_for_multi_worker()
+        return strategy
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu="" if tpu is None else tpu)
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
+
+
+def patch_keras_fit_for_multi_worker():
+    """Lets Keras 3's `Model.fit` run under `MultiWorkerMirroredStrategy` (keras-team/keras#20585).
+
+    Two places of Keras's TensorFlow trainer (3.15) fail under it: before
+    building a model, `fit` averages the first distributed batch with one
+    `strategy.reduce("MEAN", batch)` over the whole (x, y) structure (the
+    multi-worker strategy reduces single tensors: "Attempt to convert a value
+    (PerReplica...)"), and every step reduces the scalar logs with axis=0
+    ("Invalid reduction dimension 0"). This reduces the batch leaf by leaf and
+    the logs over replicas (the same collectives on every worker, as Keras
+    does under a single-worker MirroredStrategy). Applied by
+    `make_strategy("multiworker")`; idempotent.
+    """
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    cls = tf_trainer.TensorFlowTrainer
+    if getattr(cls, "_tfdefense_multi_worker_patch", False):
+        return
+    original = cls._maybe_symbolic_build
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if iterator is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return original(self, iterator=iterator, data_batch=data_batch)
+        for _, _, batches in iterator:
+            data_batch = next(batches)
+            break
+        data_batch = tf.nest.map_structure(
+            lambda v: strategy.reduce("MEAN", v, axis=None) if isinstance(v, tf.distribute.DistributedValues) else v,
+            data_batch)
+        return original(self, iterator=None, data_batch=data_batch)
+
+    original_reduce = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        # Keras reduces each replica's logs with reduce("MEAN", v, axis=0) (a scalar has no axis 0) or
+        # reduce("SUM", v) (no axis): average / add them over the replicas of every worker instead.
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and reduction in ("auto", "mean", "sum"):
+            op = "SUM" if reduction == "sum" else "MEAN"
+            return tf.nest.map_structure(lambda v: strategy.reduce(op, v, axis=None), values)
+        return original_reduce(values, strategy, reduction)
+
+    cls._maybe_symbolic_build = _maybe_symbolic_build
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    cls._tfdefense_multi_worker_patch = True
 
 
 def tf_config(environ=None):
@@ -165,14 +215,18 @@ def worker_dir(path, strategy):
 def describe(strategy):
     """A JSON-able summary for reports: strategy class, name, replicas, workers, this task."""
     task_type, task_id = task(strategy)
+    import tensorflow as tf
+
     kind = "none"
-    if is_distributed(strategy):
-        cls = type(strategy).__name__
-        kind = {"MirroredStrategy": "mirrored", "MultiWorkerMirroredStrategy": "multiworker"}.get(
-            cls, "tpu" if cls.startswith("TPU") else cls)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        kind = "multiworker"
+    elif isinstance(strategy, tf.distribute.MirroredStrategy):
+        kind = "mirrored"
+    elif is_distributed(strategy):
+        kind = "tpu" if type(strategy).__name__.startswith("TPU") else type(strategy).__name__
     return {
         "strategy": kind,
-        "class": "none" if strategy is None else type(strategy).__name__,
+        "class": "none" if strategy is None else type(strategy).__name__,  # MultiWorkerMirrored: CollectiveAllReduceStrategy
         "replicas": num_replicas(strategy),
         "workers": num_workers(strategy),
         "task": None if task_type is None else f"{task_type}-{task_id}",
