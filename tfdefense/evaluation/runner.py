@@ -203,6 +203,7 @@ class Run:
         self.cache_dir = self.out_dir / "cache"
         self.steps_dir = self.out_dir / "steps"
         self.steps_computed, self.steps_reused = [], []  # step names, in order (see `step`)
+        self._model_files = {}  # id -> (model, "NAME-HASH.keras") of the models `model` returned
         self.started = time.perf_counter()
 
     # Selection ------------------------------------------------------------------
@@ -254,7 +255,8 @@ class Run:
 
         Returns the rows. `depends_on`: models (keyed by architecture and
         weights) and arrays (keyed by content) the step reads beyond `config`,
-        as in `model`. Results live in `steps/NAME-HASH.json`, so a run killed
+        as in `model` (a model `model` returned is keyed by its file name).
+        Results live in `steps/NAME-HASH.json`, so a run killed
         midway recomputes only the steps it had not finished.
         """
         return self._step(name, config, fn, depends_on)[0]
@@ -267,8 +269,18 @@ class Run:
         """
         return self._step(name, config, fn, depends_on)[1]
 
+    def _step_dependencies(self, depends_on):
+        """Models that `model` returned by their file name NAME-HASH.keras (the same whether just trained
+        or reloaded, unlike their weights' names); other models and arrays by their fingerprints."""
+        keys = []
+        for item in depends_on:
+            model, file = self._model_files.get(id(item), (None, None))
+            keys.append(f"model {file}" if model is item else with_dependencies({}, [item])["depends_on"][0])
+        return keys
+
     def _step(self, name, config, fn, depends_on):
-        key = json.loads(json.dumps(with_dependencies(config, depends_on), sort_keys=True, default=str))
+        key = dict(config, depends_on=self._step_dependencies(depends_on)) if depends_on else config
+        key = json.loads(json.dumps(key, sort_keys=True, default=str))
         path = self.steps_dir / f"{name}-{config_hash(key)}.json"
         stored = None
         if path.is_file():
@@ -312,6 +324,7 @@ class Run:
                 self._distrust(name, path, f"it does not load ({type(error).__name__}: {error})")
         if distribute.all_workers_agree(self.strategy, loaded is not None):  # else all workers train together
             self.log(f"reusing trained {name} ({path.name})")
+            self._model_files[id(loaded)] = (loaded, path.name)
             return loaded
         start = time.perf_counter()  # some builders train (e.g. the super-resolution net): time both
         with distribute.scope(self.strategy):  # variables (and optimizer slots) mirrored on every replica
@@ -321,6 +334,7 @@ class Run:
         digest = _io.save_model(model, path)
         _io.write_json(fingerprint_path(path), {"file": path.name, "sha256": digest, "key_hash": config_hash(key)})
         self.artifacts[f"model:{name}"] = str(path.relative_to(self.out_dir))
+        self._model_files[id(model)] = (model, path.name)
         return model
 
     def _cached_model_trusted(self, name, path, key):

@@ -13,6 +13,12 @@ finds the epoch the weights belong to) and restores them when a fit resumes.
 call: it adds a `RandomStateBackup` in front of every `BackupAndRestore` and
 a `tfdefense.data.pipelines.PipelineEpoch` for `make_pipeline` /
 `make_paired_pipeline` data (whose order is a function of the epoch).
+
+Exactness needs data whose order does not depend on the process: pipelines
+of `tfdefense.data` or unshuffled datasets. Arrays given to `fit` are shuffled
+by keras from TensorFlow's global seed, an order that restarts with every
+process. Measured on CPU (TF 2.21, Keras 3.15): weights of a fit killed and
+resumed equal the uninterrupted ones within 1e-6 (`resume_test.py`).
 """
 
 import json

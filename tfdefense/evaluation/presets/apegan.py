@@ -177,7 +177,8 @@ def _run(run, dataset):
     nb_iter = 10 if run.scale == "tiny" else 40
     pgd = dict(eps=eps, eps_iter=2.5 * eps / nb_iter, nb_iter=nb_iter, rand_init=True, seed=run.seed)
     x, y = _common.subset(x_test, y_test, None if run.scale == "full" else max(settings["expensive"], 40))
-    protocols.adaptive(run, "apegan", defended, classifier, x, y, "pgd", pgd)
+    run.step(f"{dataset}-apegan-adaptive", {"pgd": pgd}, lambda: protocols.adaptive(run, "apegan", defended, classifier, x, y, "pgd", pgd),
+             depends_on=(purifier, classifier, x, y))  # stored in steps/: a rerun reuses it
 
     x_fgsm = _common.attacked(run, "fgsm", {"eps": SETTINGS[dataset]["train_eps"]}, classifier, x_test, y_test)
     plots.plot_sample_grid(

@@ -155,7 +155,9 @@ def egan(run):
     x, y = _common.subset(x_test, y_test, None if run.scale == "full" else 200)
     for name in ("egan", "apegan", "magnet", "autoencoder", "dncnn", "defensegan"):
         if name in models:
-            protocols.adaptive(run, name, models[name], classifier, x, y, "pgd", pgd)
+            run.step(f"egan-adaptive-{name}", {"pgd": pgd, "defense": name},  # stored in steps/: a rerun reuses it
+                     lambda name=name: protocols.adaptive(run, name, models[name], classifier, x, y, "pgd", pgd),
+                     depends_on=(purifiers.get(name, models[name]), classifier, x, y))
     if "egan" in purifiers:
         x_fgsm = by_eps.get(0.3, x_test)
         plots.plot_sample_grid(run.add_plot("samples.png"), {"clean": x_test, "fgsm": x_fgsm, "G(E(x))": purifiers["egan"].purify(x_fgsm[:8])})

@@ -216,7 +216,10 @@ def _run(run, dataset):
     nb_iter = 10 if run.scale == "tiny" else 40
     pgd = dict(eps=eps, eps_iter=2.5 * eps / nb_iter, nb_iter=nb_iter, rand_init=True, seed=run.seed)
     x, y = _common.subset(x_test, y_test, None if run.scale == "full" else max(settings["expensive"], 40))
-    protocols.adaptive(run, f"pix2pix + model {first}", DefendedClassifier(purifiers[first], targets[first]), targets[first], x, y, "pgd", pgd)
+    defended = DefendedClassifier(purifiers[first], targets[first])
+    run.step(f"{dataset}-pix2pix-adaptive", {"pgd": pgd, "model": first},  # stored in steps/: a rerun reuses it
+             lambda: protocols.adaptive(run, f"pix2pix + model {first}", defended, targets[first], x, y, "pgd", pgd),
+             depends_on=(purifiers[first], targets[first], x, y))
     if "fgsm" in attacks:
         x_fgsm = examples[first]["fgsm"][0]
         plots.plot_sample_grid(run.add_plot("samples.png"), {"clean": x_test, "fgsm": x_fgsm, "purified": purifiers[first].purify(x_fgsm[:8])})

@@ -279,19 +279,26 @@ def _evaluate_dataset(run, name, settings):
     grid = settings["eps_grid"].get(name, spec["eps_grid"])
     curves, failures = {}, []
     for defense, model in models.items():
-        start = time.perf_counter()
-        run.log(f"{name} / {defense}: attack suite on {len(x_test)} images")
-        result = evaluate_robustness(model, x_test, y_test, suite, source=classifier,
-                                     log=lambda m, d=defense: run.log(f"  {d}: {m}"))
-        sanity_checks(model, x_test, y_test, result, eps, eps_grid=grid, sweep_iter=settings["sweep_iter"],
-                      seed=run.seed, log=lambda m, d=defense: run.log(f"  {d}: {m}"))
-        _add_rows(run, table, defense, result, eps)
-        run.add_row(f"{name}: evaluation time", "timing", defense, "attack suite + checks", "seconds",
-                    time.perf_counter() - start, len(x_test))
-        sweep = result.extra["sweep"]
-        curves[defense] = (sorted(sweep), [sweep[e] for e in sorted(sweep)])
-        failures += [dict(f, model=f"{name}/{defense}") for f in result.failures]
-        run.log(f"{name} / {defense}: clean {result.clean_accuracy:.4f}, worst case {result.worst_case:.4f}")
+        def evaluate(defense=defense, model=model):
+            start = time.perf_counter()
+            run.log(f"{name} / {defense}: attack suite on {len(x_test)} images")
+            result = evaluate_robustness(model, x_test, y_test, suite, source=classifier,
+                                         log=lambda m, d=defense: run.log(f"  {d}: {m}"))
+            sanity_checks(model, x_test, y_test, result, eps, eps_grid=grid, sweep_iter=settings["sweep_iter"],
+                          seed=run.seed, log=lambda m, d=defense: run.log(f"  {d}: {m}"))
+            _add_rows(run, table, defense, result, eps)
+            run.add_row(f"{name}: evaluation time", "timing", defense, "attack suite + checks", "seconds",
+                        time.perf_counter() - start, len(x_test))
+            sweep = result.extra["sweep"]
+            run.log(f"{name} / {defense}: clean {result.clean_accuracy:.4f}, worst case {result.worst_case:.4f}")
+            return {"curve": (sorted(sweep), [sweep[e] for e in sorted(sweep)]), "failures": list(result.failures)}
+
+        # Stored in steps/: a rerun after a kill reuses every defense evaluated before it.
+        config = {"suite": [repr(s) for s in suite], "eps": eps, "grid": list(grid), "sweep_iter": settings["sweep_iter"],
+                  "seed": run.seed, "defense": defense}
+        done = run.step_value(f"{name}-robustness-{defense}", config, evaluate, depends_on=(getattr(model, "purifier", model), classifier, x_test, y_test))
+        curves[defense] = tuple(done["curve"])
+        failures += [dict(f, model=f"{name}/{defense}") for f in done["failures"]]
     if curves:
         plots.plot_curves(run.add_plot(f"{name}_accuracy_vs_eps.png"), curves, "PGD eps (Linf)",
                           title=f"{name}: accuracy vs eps (white-box, whole pipeline)")

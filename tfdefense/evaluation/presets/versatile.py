@@ -224,12 +224,14 @@ def versatile(run):
         plots.plot_curves(run.add_plot("accuracy_vs_iterations.png"), curves, "attack iterations", title="versatile purifier")
 
     pgd = dict(eps=eps, eps_iter=2.5 * eps / nb_iter, nb_iter=nb_iter, rand_init=True, seed=run.seed)
-    protocols.adaptive(run, "versatile", models["versatile"], classifier, x_test, y_test, "pgd", pgd)
+    run.step("versatile-adaptive", {"pgd": pgd},  # stored in steps/: a rerun reuses it
+             lambda: protocols.adaptive(run, "versatile", models["versatile"], classifier, x_test, y_test, "pgd", pgd),
+             depends_on=(purifiers["versatile"], classifier, x_test, y_test))
     first = train_attacks[0]
     plots.plot_sample_grid(run.add_plot("samples.png"), {"clean": x_test, first: tests[first],
                                                          "versatile": purifiers["versatile"].purify(tests[first][:8])})
     run.note(f"Training attacks (each image under one of them, {settings['per_class']} images per class): {', '.join(train_attacks)}; "
-             f"{HELD_OUT} is held out. AutoAttack components: see attack_config (FAB-T is not available in the backends).")
+             f"{HELD_OUT} is held out. AutoAttack components (APGD-CE, APGD-T, FAB-T, Square): see attack_config.")
     run.note(f"Staged loss weights over {settings['epochs']} epochs (the versatile schedule rescaled).")
     _fill_paper_column(run, settings)
 
