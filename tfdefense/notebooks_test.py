@@ -8,7 +8,7 @@ import pytest
 NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
 
 
-@pytest.mark.parametrize("name", ["quickstart.ipynb", "versatile_defense.ipynb"])
+@pytest.mark.parametrize("name", ["quickstart.ipynb", "versatile_defense.ipynb", "evaluate_your_model.ipynb"])
 def test_notebook_executes(name, tmp_path, monkeypatch):
     import nbclient  # the `test` extra installs nbclient, nbformat and ipykernel: no silent skip
     import nbformat
@@ -26,6 +26,8 @@ def test_notebook_executes(name, tmp_path, monkeypatch):
     assert not errors
     if name == "quickstart.ipynb":
         assert "PGD through purifier (adaptive)" in outputs and "SavedModel signatures" in outputs
+    elif name == "evaluate_your_model.ipynb":
+        assert "worst case" in outputs and "BPDA: True" in outputs and "check convergence" in outputs
     else:
         assert "deepfool" in outputs and "lambda_perc per epoch" in outputs
     assert os.environ["TFDEFENSE_NOTEBOOK_SCALE"] == "tiny"
