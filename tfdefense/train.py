@@ -1,6 +1,7 @@
-"""`python -m tfdefense.train`: train target classifiers (and, later, purifiers).
+"""`python -m tfdefense.train`: train target classifiers and purifiers.
 
     python -m tfdefense.train classifier --model C --dataset mnist --out model_c.keras
+    python -m tfdefense.train purifier --kind robust --classifier model_c.keras --dataset mnist --out robust.keras
 """
 
 import argparse
@@ -124,6 +125,9 @@ def _main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tfdefense.train", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     _classifier_parser(subparsers)
+    from tfdefense.training import purifier_cli
+
+    purifier_cli.add_parser(subparsers)
     args = parser.parse_args(argv)
     args.run(args)
     return 0

@@ -1,0 +1,176 @@
+"""`python -m tfdefense.train purifier`: tiny real runs (MNIST digits, model C), summary, resume, GAN kinds, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import keras
+import tensorflow as tf
+
+from tfdefense.defenses import APEGAN, DefendedClassifier, Pix2PixDefense, RobustPurifier
+from tfdefense.export import export_saved_model
+from tfdefense.train import main
+
+TINY = ["--n-train", "256", "--epochs", "1", "--attack-steps", "2", "--width", "4", "--batch-size", "64"]
+
+
+@pytest.fixture(scope="module")
+def classifier_path(tmp_path_factory, mnist):
+    """Model C, one epoch on 2,000 real training digits, saved as .keras."""
+    from tfdefense.models import model_c, train_classifier
+
+    (x_train, y_train), _ = mnist
+    keras.utils.set_random_seed(0)
+    model = model_c()
+    train_classifier(model, x_train[:2000], y_train[:2000], epochs=1, batch_size=128, seed=0, verbose=0)
+    path = tmp_path_factory.mktemp("classifier") / "model_c.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def test_images(data_dir):
+    """The first 20 test images of what `--dataset mnist` loads (the CLI evaluates on these)."""
+    from tfdefense.data import load_dataset
+
+    _, (x_test, y_test) = load_dataset("mnist", data_dir=data_dir, download=False)
+    return x_test[:20], y_test[:20]
+
+
+def _args(classifier_path, out, *extra):
+    return ["purifier", "--classifier", str(classifier_path), "--dataset", "mnist", "--out", str(out), *extra]
+
+
+def test_robust_tiny_run_summary_defended_and_export(tmp_path, classifier_path, test_images):
+    out = tmp_path / "robust.keras"
+    assert main(_args(classifier_path, out, *TINY, "--eps", "0.3", "--eval-n", "20", "--eval-suite", "tiny")) == 0
+    summary = json.loads((tmp_path / "robust.json").read_text())
+    assert summary["kind"] == "robust" and summary["train_examples"] == 256 and summary["eval_images"] == 20
+    assert summary["resumed_from_epoch"] == 0 and summary["settings"]["attack_steps"] == 2
+    for key in ("clean_accuracy", "robust_accuracy", "classifier_clean_accuracy"):
+        assert 0 <= summary[key] <= 1, key
+    assert {"fgsm", "pgd-10x2", "apgd-ce", "transfer-pgd"} <= set(summary["attacks"])
+    assert summary["robust_accuracy"] <= min(summary["attacks"].values()) <= summary["clean_accuracy"] + 1e-9
+    assert not (tmp_path / "robust.keras.backup").exists()  # removed once the purifier is saved
+
+    classifier = keras.models.load_model(classifier_path, safe_mode=True)
+    purifier = keras.models.load_model(out, safe_mode=True)
+    assert isinstance(purifier, RobustPurifier) and purifier.generator.count_params() < 60_000
+    x, y = test_images
+    defended = DefendedClassifier(purifier, classifier)
+    logits = np.asarray(defended(x))
+    assert logits.shape == (20, 10)
+    assert np.mean(logits.argmax(-1) == y) == pytest.approx(summary["clean_accuracy"])
+    assert np.mean(np.asarray(classifier(x)).argmax(-1) == y) == pytest.approx(summary["classifier_clean_accuracy"])
+    exported = tf.saved_model.load(str(export_saved_model(purifier, tmp_path / "sm", classifier=classifier)))
+    np.testing.assert_allclose(exported.purify(tf.constant(x)).numpy(), purifier.purify(x), atol=1e-5)
+    np.testing.assert_allclose(exported.classify(tf.constant(x)).numpy(), logits, atol=1e-4)
+
+
+class Interrupted(Exception):
+    """Stands in for a kill right after an epoch's backup."""
+
+
+def test_resume_after_interruption_finishes_from_the_backup(tmp_path, classifier_path, monkeypatch, capsys):
+    out = tmp_path / "robust.keras"
+    argv = _args(classifier_path, out, "--n-train", "128", "--epochs", "2", "--attack-steps", "1", "--width", "4",
+                 "--precision", "bf16", "--eval-n", "20", "--eval-suite", "none")
+    save = keras.callbacks.BackupAndRestore.on_epoch_end
+
+    def save_then_die(self, epoch, logs=None):
+        save(self, epoch, logs)
+        raise Interrupted
+
+    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", save_then_die)
+    with pytest.raises(Interrupted):
+        main(argv)
+    monkeypatch.undo()
+    backup = tmp_path / "robust.keras.backup"
+    assert (backup / "latest.weights.h5").is_file() and not out.exists()
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 1
+
+    # Other settings are refused, and the backup is left as it was.
+    assert main([*argv, "--seed", "1"]) == 2
+    assert "other settings (seed: 0 -> 1)" in capsys.readouterr().err
+    assert (backup / "latest.weights.h5").is_file()
+
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "resuming from epoch 1" in printed and "Epoch 2/2" in printed and "Epoch 1/2" not in printed
+    summary = json.loads((tmp_path / "robust.json").read_text())
+    assert summary["resumed_from_epoch"] == 1 and summary["settings"]["precision"] == "bf16"
+    assert not backup.exists()
+    assert keras.models.load_model(out, safe_mode=True).precision == "bf16"
+
+
+@pytest.mark.parametrize("kind, cls", [("pix2pix", Pix2PixDefense), ("apegan", APEGAN)])
+def test_gan_kinds_train_on_pairs_crafted_against_the_classifier(tmp_path, classifier_path, test_images, kind, cls):
+    out = tmp_path / f"{kind}.keras"
+    extra = ["--attack-steps", "2"] if kind == "pix2pix" else []
+    argv = _args(classifier_path, out, "--kind", kind, "--n-train", "128", "--epochs", "1", "--width", "4",
+                 *extra, "--eval-n", "20", "--eval-suite", "none")
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / f"{kind}.json").read_text())
+    assert summary["kind"] == kind and summary["train_examples"] == 128 and 0 <= summary["clean_accuracy"] <= 1
+    classifier = keras.models.load_model(classifier_path, safe_mode=True)
+    purifier = keras.models.load_model(out, safe_mode=True)
+    assert isinstance(purifier, cls)
+    x = test_images[0][:8]
+    logits = np.asarray(DefendedClassifier(purifier, classifier)(x))
+    assert logits.shape == (8, 10) and np.isfinite(logits).all()
+    exported = tf.saved_model.load(str(export_saved_model(purifier, tmp_path / "sm", classifier=classifier)))
+    assert exported.classify(tf.constant(x)).numpy().shape == (8, 10)
+    assert not (tmp_path / f"{kind}.keras.backup").exists()
+
+
+def test_bad_arguments_fail_with_one_line_before_training(tmp_path, classifier_path, capsys):
+    out = tmp_path / "p.keras"
+    cases = [
+        (["--kind", "apegan", "--attack-steps", "3"], "--attack-steps"),
+        (["--kind", "pix2pix", "--precision", "bf16"], "--precision"),
+        (["--eps", "2"], "--eps"),
+        (["--epochs", "0"], "--epochs"),
+        (["--lambda-trades", "-1"], "--lambda-trades"),
+    ]
+    for extra, flag in cases:
+        assert main(_args(classifier_path, out, *extra)) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: argument {flag}") and "\n" not in err, err
+    assert main(["purifier", "--classifier", str(tmp_path / "none.keras"), "--dataset", "mnist", "--out", str(out)]) == 2
+    assert "--classifier" in capsys.readouterr().err
+    assert main(_args(classifier_path, out, "--dataset", "npz:" + str(tmp_path / "missing.npz"))) == 2
+    assert "--dataset" in capsys.readouterr().err
+    foreign = tmp_path / "p.keras.backup"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("the user's")
+    assert main(_args(classifier_path, out)) == 2
+    assert "not a backup of this command" in capsys.readouterr().err
+    assert (foreign / "notes.txt").read_text() == "the user's" and not out.exists()
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_in_a_new_process(tmp_path, classifier_path):
+    """A real SIGKILL after the first epoch's backup; a second process finishes the run."""
+    out = tmp_path / "robust.keras"
+    argv = [sys.executable, "-m", "tfdefense.train", *_args(classifier_path, out, "--n-train", "256", "--epochs", "3",
+                                                            "--attack-steps", "2", "--width", "4", "--eval-n", "20",
+                                                            "--eval-suite", "none")]
+    env = dict(os.environ)
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metadata = tmp_path / "robust.keras.backup" / "training_metadata.json"
+    deadline = time.monotonic() + 600
+    while not metadata.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert metadata.is_file(), "no backup was written"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((tmp_path / "robust.json").read_text())
+    assert summary["resumed_from_epoch"] >= 1 and out.is_file()

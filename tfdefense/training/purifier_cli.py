@@ -1,0 +1,346 @@
+"""`python -m tfdefense.train purifier`: train a purifier in front of a saved classifier.
+
+    python -m tfdefense.train purifier --kind robust --classifier model.keras --dataset mnist \\
+        --eps 0.3 --epochs 30 --out robust.keras
+
+Kinds:
+
+- `robust`: `RobustPurifier` (docs/robust.md): PGD through purifier + frozen
+  classifier at every step; U-Net `base_filters=--width, max_filters=4 * width,
+  depth 4, no dropout`, `EpsilonRamp`, cosine-decayed Adam.
+- `pix2pix`: `Pix2PixDefense` trained the papers' way, on pairs crafted against
+  the bare classifier: FGSM, PGD-`--attack-steps` and identity pairs; the same
+  U-Net size (dropout 0.5), a one-layer PatchGAN, lambda_l1 100.
+- `apegan`: `APEGAN` with the paper's networks on FGSM pairs (`--width 16` is
+  the paper's size; other widths scale its filters).
+
+The classifier is loaded with `safe_mode=True` and never updated. Training
+backs itself up every epoch into `<out>.backup/` (keras `BackupAndRestore`,
+plus the pairs of the GAN kinds): rerunning the same command after an
+interruption resumes from the last finished epoch. The folder is removed once
+the purifier, evaluated, is saved. A backup folder made with other settings is
+refused, never overwritten.
+
+After training: `<out>` (the purifier, `.keras`), then `<out stem>.json`
+beside it: clean accuracy of `DefendedClassifier(purifier, classifier)` and
+its accuracy under each attack of a small `robustness_suite` (white-box
+attacks through the whole pipeline, transfer from the bare classifier) and the
+per-example worst case, on the first `--eval-n` test images.
+"""
+
+import json
+import pathlib
+import shutil
+import time
+
+KINDS = ("robust", "pix2pix", "apegan")
+EVAL_SUITES = ("quick", "tiny", "none")
+DEFAULT_EPS = {"mnist": 0.3, "digits": 0.3, "cifar10": 8 / 255}
+# Defaults by kind (docs/robust.md's recipe; the robust preset's pix2pix and APE-GAN).
+DEFAULT_EPOCHS = {"robust": 30, "pix2pix": 5, "apegan": 2}
+DEFAULT_LEARNING_RATE = {"robust": 1e-3, "pix2pix": 2e-4, "apegan": 2e-4}
+DEFAULT_WIDTH = 16
+ROBUST_STEPS = {"cifar10": 5}  # PGD steps of the robust training attack (7 elsewhere)
+PIX2PIX_PGD_STEPS = 20
+SETTINGS_FILE = "settings.json"
+ROBUST_ONLY = ("attack_loss", "lambda_trades", "precision", "ramp_epochs")
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "purifier", help="train a purifier (robust, pix2pix or apegan) in front of a saved classifier",
+        description=__doc__.splitlines()[0],
+    )
+    parser.add_argument("--kind", default="robust", choices=KINDS)
+    parser.add_argument("--classifier", required=True, help="the target classifier (.keras, returns logits)")
+    parser.add_argument("--dataset", required=True, help="mnist, cifar10, digits or npz:PATH")
+    parser.add_argument("--out", required=True, help="output .keras path (summary: same stem, .json)")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--eps", type=float, default=None,
+                        help="Linf radius in [0, 1] units (default: 0.3 for mnist/digits, 8/255 for cifar10)")
+    parser.add_argument("--epochs", type=int, default=None, help="default: robust 30, pix2pix 5, apegan 2")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="generator Adam lr (default: robust 1e-3 with cosine decay to 2%%; GANs 2e-4)")
+    parser.add_argument("--attack-steps", type=int, default=None,
+                        help="robust: PGD steps of the training attack (7; 5 on cifar10); pix2pix: PGD steps of "
+                             "the PGD pairs (20); not used by apegan (FGSM pairs)")
+    parser.add_argument("--attack-loss", default=None, choices=["ce", "kl"], help="robust: PGD objective (ce)")
+    parser.add_argument("--lambda-trades", type=float, default=None, help="robust: TRADES KL weight (0)")
+    parser.add_argument("--ramp-epochs", type=int, default=None,
+                        help="robust: epochs of the eps ramp (default min(3, max(1, epochs // 2)))")
+    parser.add_argument("--width", type=int, default=None,
+                        help="base filters: U-Net base_filters (max 4x; default 16), apegan filter scale (16 = paper)")
+    parser.add_argument("--precision", default=None, choices=["fp32", "bf16"],
+                        help="robust: attack and train step in bfloat16 (fp32)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-train", type=int, default=None, help="train on the first N training images only")
+    parser.add_argument("--eval-n", type=int, default=200, help="test images of the summary's evaluation")
+    parser.add_argument("--eval-suite", default="quick", choices=EVAL_SUITES,
+                        help="attacks of the summary (the robust preset's quick / tiny suites; none: clean only)")
+    parser.set_defaults(run=run)
+
+
+def check_args(args):
+    """Checks the command line before anything is loaded or trained; fills the per-kind defaults."""
+    from tfdefense import _cli
+    from tfdefense.data import list_datasets
+
+    known = [name for name in list_datasets() if name != "npz:PATH"]
+    if args.dataset not in known and not args.dataset.startswith("npz:"):
+        _cli.fail(f"argument --dataset: unknown dataset {args.dataset!r}; expected one of: {', '.join(known)} or npz:PATH")
+    if args.dataset.startswith("npz:") and not pathlib.Path(args.dataset[4:]).expanduser().is_file():
+        _cli.fail(f"argument --dataset: {args.dataset!r} does not name an existing .npz file")
+    classifier = pathlib.Path(args.classifier)
+    if classifier.suffix != ".keras" or not classifier.is_file():
+        _cli.fail(f"argument --classifier: expected an existing .keras file, got {args.classifier!r}")
+    if args.kind != "robust":
+        for name in ROBUST_ONLY:
+            if getattr(args, name) is not None:
+                _cli.fail(f"argument --{name.replace('_', '-')}: only for --kind robust (got --kind {args.kind})")
+    if args.kind == "apegan" and args.attack_steps is not None:
+        _cli.fail("argument --attack-steps: --kind apegan trains on FGSM pairs (the paper's recipe); leave it out")
+    if args.eps is None:
+        if args.dataset not in DEFAULT_EPS:
+            _cli.fail(f"argument --eps: required for dataset {args.dataset!r} (no default radius)")
+        args.eps = DEFAULT_EPS[args.dataset]
+    if not 0 < args.eps <= 1:
+        _cli.fail(f"argument --eps: expected a number in (0, 1] (pixel units in [0, 1]), got {args.eps}")
+    args.epochs = DEFAULT_EPOCHS[args.kind] if args.epochs is None else args.epochs
+    args.learning_rate = DEFAULT_LEARNING_RATE[args.kind] if args.learning_rate is None else args.learning_rate
+    args.width = DEFAULT_WIDTH if args.width is None else args.width
+    if args.kind == "robust":
+        args.attack_steps = ROBUST_STEPS.get(args.dataset, 7) if args.attack_steps is None else args.attack_steps
+        args.attack_loss = args.attack_loss or "ce"
+        args.lambda_trades = 0.0 if args.lambda_trades is None else args.lambda_trades
+        args.precision = args.precision or "fp32"
+        args.ramp_epochs = min(3, max(1, args.epochs // 2)) if args.ramp_epochs is None else args.ramp_epochs
+        _cli.check_positive_int("--ramp-epochs", args.ramp_epochs)
+        if args.attack_steps < 1:
+            _cli.fail(f"argument --attack-steps: expected a positive integer, got {args.attack_steps}")
+        if not 0 <= args.lambda_trades < float("inf"):
+            _cli.fail(f"argument --lambda-trades: expected a number >= 0, got {args.lambda_trades}")
+    elif args.kind == "pix2pix":
+        args.attack_steps = PIX2PIX_PGD_STEPS if args.attack_steps is None else args.attack_steps
+        _cli.check_positive_int("--attack-steps", args.attack_steps)
+    for flag in ("--epochs", "--batch-size", "--width", "--eval-n"):
+        _cli.check_positive_int(flag, getattr(args, flag[2:].replace("-", "_")))
+    _cli.check_positive_int("--n-train", args.n_train, allow_none=True)
+    if not 0 < args.learning_rate < float("inf"):
+        _cli.fail(f"argument --learning-rate: expected a positive number, got {args.learning_rate}")
+    _cli.check_seed(args.seed)
+    out = _cli.check_output_file("--out", args.out, (".keras",))
+    _cli.check_output_file("--out", out.with_suffix(".json"), (".json",))
+    check_backup(backup_dir(out), settings_of(args))
+    return args
+
+
+def backup_dir(out):
+    out = pathlib.Path(out)
+    return out.with_name(out.name + ".backup")
+
+
+def settings_of(args):
+    """What the backup depends on: a resumed run must use the same values."""
+    keys = ("kind", "classifier", "dataset", "data_dir", "eps", "epochs", "batch_size", "learning_rate",
+            "attack_steps", "attack_loss", "lambda_trades", "ramp_epochs", "width", "precision", "seed", "n_train")
+    settings = {k: getattr(args, k) for k in keys}
+    settings["classifier"] = str(pathlib.Path(args.classifier).resolve())
+    return settings
+
+
+def check_backup(folder, settings):
+    """A backup folder may be resumed only if this command made it, with the same settings."""
+    from tfdefense import _cli
+
+    if not folder.exists():
+        return
+    marker = folder / SETTINGS_FILE
+    if not folder.is_dir() or not marker.is_file():
+        _cli.fail(f"argument --out: {str(folder)!r} exists and is not a backup of this command; move it away")
+    saved = json.loads(marker.read_text())
+    changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+    if changed:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in changed)
+        _cli.fail(f"argument --out: the backup {str(folder)!r} was made with other settings ({detail}); rerun with "
+                  "the same settings to resume, or remove the folder to start over")
+
+
+def resumed_epoch(folder):
+    """The epoch a `BackupAndRestore` in `folder` resumes from (0: none)."""
+    metadata = pathlib.Path(folder) / "training_metadata.json"
+    if not metadata.is_file():
+        return 0
+    return int(json.loads(metadata.read_text()).get("epoch", 0))
+
+
+def load_classifier(path, image_shape, num_classes):
+    import keras
+
+    from tfdefense import _cli
+
+    classifier = keras.models.load_model(path, safe_mode=True, compile=False)  # no optimizer needed
+    if not isinstance(classifier, keras.Model):
+        _cli.fail(f"argument --classifier: {path!r} does not hold a keras.Model")
+    shape = tuple(classifier.input_shape[1:]) if not isinstance(classifier.input_shape, list) else None
+    if shape != tuple(image_shape):
+        _cli.fail(f"argument --classifier: the model takes inputs of shape {classifier.input_shape}; the dataset's "
+                  f"images have shape {tuple(image_shape)}")
+    outputs = classifier.output_shape[-1] if not isinstance(classifier.output_shape, list) else None
+    if outputs is None or outputs < num_classes:
+        _cli.fail(f"argument --classifier: the model returns {outputs} logits; the dataset has {num_classes} classes")
+    classifier.trainable = False
+    return classifier
+
+
+def _unet(shape, width, dropout):
+    from tfdefense.models.unet import unet_generator
+
+    return unet_generator(shape, base_filters=width, max_filters=4 * width, depth=4, dropout=dropout)
+
+
+def build_robust(args, classifier, shape, n_train):
+    import keras
+
+    from tfdefense.defenses import FusedAdam, RobustPurifier
+
+    purifier = RobustPurifier(
+        _unet(shape, args.width, 0.0), classifier, attack_eps=args.eps, attack_steps=args.attack_steps,
+        attack_loss=args.attack_loss, lambda_trades=args.lambda_trades, seed=args.seed, precision=args.precision,
+    )
+    steps = args.epochs * -(-n_train // args.batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, steps, alpha=0.02)
+    purifier.compile(g_optimizer=FusedAdam(schedule))
+    return purifier
+
+
+def build_pix2pix(args, shape):
+    from tfdefense.defenses import Pix2PixDefense
+    from tfdefense.defenses.pix2pix import FusedAdam
+    from tfdefense.models.patchgan import patchgan_discriminator
+
+    model = Pix2PixDefense(_unet(shape, args.width, 0.5), patchgan_discriminator(shape, base_filters=8, n_layers=1),
+                           lambda_l1=100.0)
+    model.compile(g_optimizer=FusedAdam(learning_rate=args.learning_rate, beta_1=0.5))
+    return model
+
+
+def build_apegan(args, shape):
+    from tfdefense.defenses import APEGAN
+    from tfdefense.defenses.apegan import default_optimizer
+    from tfdefense.models.apegan_nets import apegan_discriminator_preset, apegan_generator_preset
+
+    preset = "mnist" if shape[-1] == 1 else "cifar10"
+    w = args.width
+    generator = apegan_generator_preset(preset, shape, down_filters=(4 * w, 8 * w), up_filters=(4 * w,))
+    discriminator = apegan_discriminator_preset(preset, shape, filters=(4 * w, 8 * w, 16 * w))
+    model = APEGAN(generator, discriminator)
+    model.compile(g_optimizer=default_optimizer(args.learning_rate))
+    return model
+
+
+def craft_pairs(args, classifier, x, y, cache_dir):
+    """(x_adv, x_clean) crafted against the bare classifier: the papers' training data."""
+    import numpy as np
+
+    from tfdefense.attacks import generate, get_attack
+
+    fgsm = generate(get_attack("fgsm", eps=args.eps), classifier, x, y, cache_dir=cache_dir)
+    if args.kind == "apegan":
+        return fgsm, x
+    steps = args.attack_steps
+    step = min(args.eps, 2.5 * args.eps / steps)
+    pgd = generate(get_attack("pgd", eps=args.eps, eps_iter=step, nb_iter=steps, seed=args.seed),
+                   classifier, x, y, cache_dir=cache_dir)
+    return np.concatenate([fgsm, pgd, x]), np.concatenate([x, x, x])
+
+
+def evaluate(args, defended, classifier, x, y):
+    """Clean and small-suite accuracy of the pipeline on held-out images (`robustness` module)."""
+    from tfdefense.evaluation import accuracy
+    from tfdefense.evaluation.presets.robust import SUITE_QUICK, SUITE_TINY
+    from tfdefense.evaluation.robustness import evaluate_robustness, robustness_suite
+
+    summary = {"eval_images": int(len(x)), "eval_suite": args.eval_suite,
+               "classifier_clean_accuracy": accuracy(classifier, x, y)}
+    if args.eval_suite == "none":
+        summary["clean_accuracy"] = accuracy(defended, x, y)
+        return summary
+    params = SUITE_QUICK if args.eval_suite == "quick" else SUITE_TINY
+    suite = robustness_suite(args.eps, seed=args.seed, **params)
+    result = evaluate_robustness(defended, x, y, suite, source=classifier, log=lambda m: print(f"  eval: {m}",
+                                                                                                 flush=True))
+    summary.update({
+        "clean_accuracy": result.clean_accuracy,
+        "robust_accuracy": result.worst_case,
+        "attacks": result.accuracies,
+        "eval_attack_settings": {spec.label: spec.config() for spec in suite},
+    })
+    return summary
+
+
+def run(args):
+    check_args(args)
+    import keras
+
+    from tfdefense import _cli, _io
+    from tfdefense.data import load_dataset, make_paired_pipeline
+    from tfdefense.defenses import DefendedClassifier, EpsilonRamp
+
+    started = time.perf_counter()
+    keras.utils.set_random_seed(args.seed)
+    (x_train, y_train), (x_test, y_test) = load_dataset(args.dataset, data_dir=args.data_dir)
+    if args.n_train is not None:
+        if args.n_train > len(x_train):
+            _cli.fail(f"argument --n-train: the dataset has {len(x_train)} training images, got {args.n_train}")
+        x_train, y_train = x_train[: args.n_train], y_train[: args.n_train]
+    x_eval, y_eval = x_test[: args.eval_n], y_test[: args.eval_n]
+    shape = x_train.shape[1:]
+    num_classes = int(max(y_train.max(), y_test.max()) + 1)
+    classifier = load_classifier(args.classifier, shape, num_classes)
+    out = pathlib.Path(args.out)
+    folder = backup_dir(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    _io.write_json(folder / SETTINGS_FILE, settings_of(args))
+    start_epoch = resumed_epoch(folder)
+    verb = f"resuming from epoch {start_epoch} of" if start_epoch else "training"
+    print(f"{verb} a {args.kind} purifier: {len(x_train)} {args.dataset} images, {args.epochs} epochs, eps "
+          f"{args.eps:.4g}; backup in {folder}", flush=True)
+    backup = keras.callbacks.BackupAndRestore(str(folder), double_checkpoint=True, delete_checkpoint=False)
+    verbose = 2
+    clock = time.perf_counter(), time.process_time()
+    if args.kind == "robust":
+        purifier = build_robust(args, classifier, shape, len(x_train))
+        purifier.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs, verbose=verbose,
+                     callbacks=[EpsilonRamp(args.ramp_epochs), backup])
+    else:
+        print(f"crafting the training pairs against the classifier (eps {args.eps:.4g})", flush=True)
+        x_adv, x_clean = craft_pairs(args, classifier, x_train, y_train, folder / "pairs")
+        purifier = build_pix2pix(args, shape) if args.kind == "pix2pix" else build_apegan(args, shape)
+        pairs = make_paired_pipeline(x_adv, x_clean, batch_size=args.batch_size, seed=args.seed)
+        purifier.fit(pairs, epochs=args.epochs, verbose=verbose, callbacks=[backup])
+    train_seconds = time.perf_counter() - clock[0]
+    train_cpu_seconds = time.process_time() - clock[1]
+    _io.save_model(purifier, out)
+    print(f"saved {out}; evaluating on {len(x_eval)} test images", flush=True)
+    eval_start = time.perf_counter()
+    summary = {
+        "kind": args.kind,
+        "dataset": args.dataset,
+        "classifier": str(args.classifier),
+        "out": str(out),
+        "train_examples": int(len(x_train)),
+        "epochs": args.epochs,
+        "resumed_from_epoch": start_epoch,
+        "eps": args.eps,
+        "settings": settings_of(args),
+        "train_seconds": round(train_seconds, 1),
+        "train_cpu_seconds": round(train_cpu_seconds, 1),
+    }
+    summary.update(evaluate(args, DefendedClassifier(purifier, classifier), classifier, x_eval, y_eval))
+    summary["eval_seconds"] = round(time.perf_counter() - eval_start, 1)
+    summary["total_seconds"] = round(time.perf_counter() - started, 1)
+    _io.write_json(out.with_suffix(".json"), summary)
+    shutil.rmtree(folder)  # made by this command (checked by check_backup); the purifier is saved
+    print(json.dumps({k: summary[k] for k in ("clean_accuracy", "robust_accuracy", "attacks", "out") if k in summary}))
+    return summary
