@@ -445,6 +445,21 @@ def test_cli_bad_argument_is_one_line_and_exit_2_before_any_work(ctx, case, monk
     assert not list(ctx.tmp.glob("*.backup"))  # no resume backup was started
 
 
+def test_robust_preset_declares_every_suite_name():
+    """`--attacks` is checked against the names a preset declares: the robust suite's labels must all be there."""
+    import fnmatch
+
+    from tfdefense.evaluation.presets import robust
+    from tfdefense.evaluation.robustness import robustness_suite
+    from tfdefense.evaluation.runner import get_preset
+
+    declared = get_preset("robust").attacks
+    for scale, settings in robust.SCALES.items():
+        for item in robustness_suite(0.3, seed=0, **settings["suite"]):
+            for name in (item.label, item.attack):
+                assert any(fnmatch.fnmatchcase(name, pattern) for pattern in declared), (scale, name)
+
+
 def test_cli_entry_point_prints_one_line_without_tensorflow_logs(tmp_path):
     """The real `python -m` entry: exit 2, one stderr line, none of TF's C++ start-up lines."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
@@ -469,6 +484,9 @@ def test_user_log_level_is_respected(tmp_path):
 if __name__ == "__main__":  # counts of the matrix: python tests/reliability_test.py
     import tempfile
 
+    import tfdefense
+
+    print("package:", tfdefense.__file__)
     counts, rows = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         c = Context(tmp)
@@ -477,7 +495,8 @@ if __name__ == "__main__":  # counts of the matrix: python tests/reliability_tes
         for name, call, argument in WARN_CASES:
             rows.append((name, classify_warning(c, call, argument)))
         for name, cli, argv, flag in CLI_CASES:
-            rows.append((name, classify_cli(*run_cli(cli, argv(c)), flag)))
+            with pytest.MonkeyPatch.context() as patch:
+                rows.append((name, classify_cli(*run_cli(cli, argv(c), patch), flag)))
     for name, outcome in rows:
         counts[outcome] = counts.get(outcome, 0) + 1
         print(f"{outcome:8s} {name}")

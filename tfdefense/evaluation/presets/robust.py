@@ -317,8 +317,8 @@ def _evaluate_dataset(run, name, settings):
     "robust purifier trained through the whole pipeline vs Madry AT, pix2pix, APE-GAN; reviewer-proof attack suite "
     "(PGD restarts, APGD-CE/T, Square, transfer, worst case, sanity checks)",
     paper="Madry et al. 2018 (https://arxiv.org/abs/1706.06083); Carlini et al. 2019 (https://arxiv.org/abs/1902.06705)",
-    attacks=("fgsm", "pgd", "pgd-*", "apgd", "apgd-ce", "apgd-dlr", "apgd-t", "autoattack", "square", "square-*",
-             "transfer-pgd"),
+    attacks=("fgsm", "pgd", "pgd-*", "apgd", "apgd-ce", "apgd-dlr", "apgd-t", "autoattack", "fab_t", "fab-t", "square",
+             "square-*", "transfer-pgd"),
     defenses=("none", "robust", "madry", "pix2pix", "apegan"),
 )
 def robust(run):
