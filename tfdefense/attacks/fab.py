@@ -60,13 +60,12 @@ def linf_box_projection(point, w, r):
     order = tf.argsort(room, axis=1)
     room_sorted = tf.gather(room, order, batch_dims=1)
     weight_sorted = tf.gather(weight, order, batch_dims=1)
-    total = tf.reduce_sum(weight, axis=1, keepdims=True)
     below = tf.cumsum(weight_sorted * room_sorted, axis=1)  # saturated coordinates' contribution
-    remaining = total - tf.cumsum(weight_sorted, axis=1)  # weight of coordinates not yet saturated
+    remaining = tf.cumsum(weight_sorted, axis=1, exclusive=True, reverse=True)  # weight not yet saturated
     gain = below + room_sorted * remaining  # g at each breakpoint (non-decreasing)
     k = tf.reduce_sum(tf.cast(gain < r[:, None], tf.int32), axis=1)  # breakpoints below the target
-    below = tf.concat([tf.zeros_like(total), below], axis=1)
-    remaining = tf.concat([total, remaining], axis=1)
+    below = tf.concat([tf.zeros_like(below[:, :1]), below], axis=1)
+    remaining = tf.concat([tf.reduce_sum(weight, axis=1, keepdims=True), remaining], axis=1)
     below_k = tf.gather(below, k, batch_dims=1)
     remaining_k = tf.gather(remaining, k, batch_dims=1)
     lam = (r - below_k) / tf.maximum(remaining_k, 1e-30)

@@ -108,7 +108,7 @@ def test_fab_t_breaks_model_c_within_eps(mnist_model_c, mnist_eval_batch):
 
 def test_fab_t_at_small_eps_returns_clean_images_where_nothing_is_within_eps(mnist_model_c, mnist_eval_batch):
     x, y = mnist_eval_batch[0][:20], mnist_eval_batch[1][:20]
-    attack = get_attack("fab_t", eps=0.05, nb_iter=20, n_target_classes=2, seed=0)
+    attack = get_attack("fab_t", eps=0.05, nb_iter=20, n_target_classes=2, nb_restarts=2, seed=0)  # + random starts
     x_adv = attack(mnist_model_c, x, y)
     norms = attack.last_min_norms
     broken = predict(mnist_model_c, x_adv) != y

@@ -30,11 +30,17 @@ def _quantizing_purifier(levels=8):
 
 def test_default_suite_is_the_reviewers_set():
     suite = {s.label: s for s in robustness_suite(0.3)}
-    assert set(suite) == {"fgsm", "pgd-100x10", "apgd-ce", "apgd-t", "square-5000", "transfer-pgd"}
+    assert set(suite) == {"fgsm", "pgd-100x10", "apgd-ce", "apgd-t", "fab-t", "square-5000", "transfer-pgd"}
     pgd = suite["pgd-100x10"]
     assert pgd.restarts == 10 and pgd.params["nb_iter"] == 100 and pgd.params["rand_init"] and pgd.kind == "white-box"
     assert suite["square-5000"].params["nb_queries"] >= 5000 and suite["square-5000"].kind == "gradient-free"
     assert suite["apgd-t"].params["n_target_classes"] == 9
+    fab = suite["fab-t"]
+    assert fab.attack == "fab_t" and fab.kind == "white-box"
+    assert fab.params["nb_iter"] == 100 and fab.params["n_target_classes"] == 9
+    small = {s.label: s for s in robustness_suite(0.3, **SMALL)}["fab-t"]  # smaller suites: a smaller FAB-T
+    assert small.params["nb_iter"] == 10 and small.params["n_target_classes"] == 2
+    assert "fab-t" not in {s.label for s in robustness_suite(0.3, fab_iter=0)}
     assert suite["transfer-pgd"].kind == "transfer" and suite["fgsm"].kind == "single-step"
     for spec in suite.values():
         spec.build()  # every entry is a valid registry attack
@@ -45,6 +51,8 @@ def test_suite_and_attack_arguments_are_checked():
         robustness_suite(1.5)
     with pytest.raises(ValueError, match="`pgd_restarts`"):
         robustness_suite(0.3, pgd_restarts=0)
+    with pytest.raises(ValueError, match="`fab_iter`.*Received: fab_iter=-1"):
+        robustness_suite(0.3, fab_iter=-1)
     with pytest.raises(ValueError, match="`autoattack`"):
         robustness_suite(0.3, autoattack=("fab-t",))
     with pytest.raises(ValueError, match="`kind`"):
