@@ -122,6 +122,9 @@ def _main(argv=None):
     except PresetUnavailable as error:
         print(f"error: preset {args.preset!r} cannot run: {error}", file=sys.stderr)
         return 2
+    if not distribute.is_chief(strategy):
+        print(f"worker done ({len(results['rows'])} rows, {results['wall_seconds']:.0f} s); the chief writes the report")
+        return 0
     print(f"wrote {args.out}/report.md ({len(results['rows'])} rows, {results['wall_seconds']:.0f} s)")
     return 0
 
