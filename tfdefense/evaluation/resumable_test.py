@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import time
 
 import keras
@@ -88,3 +89,31 @@ def test_quickstart_rerun_recomputes_no_attack_and_writes_the_same_numbers(tmp_p
     numbers = lambda results: [(r["table"], r["defense"], r["attack"], r["value"]) for r in results["rows"] if r["protocol"] != "timing"]  # noqa: E731
     assert numbers(second) == numbers(first)
     assert numbers(json.loads((tmp_path / "results.json").read_text())) == numbers(first)
+
+
+def test_a_model_trained_after_a_reloaded_one_matches_the_uninterrupted_run(tmp_path):
+    import shutil
+
+    def build():
+        return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])  # random initial weights
+
+    def train(model):  # draws from the global generators, as training does (dropout seeds, shuffles)
+        model.compile("sgd", "mse")
+        model.fit(np.random.random((8, 3)), np.zeros((8, 2)), epochs=1, verbose=0)
+        keras.random.uniform((1,))
+        random.random()
+
+    def run_both(out):
+        keras.utils.set_random_seed(0)
+        run = Run("demo", out, scale="tiny", progress=False)
+        first = run.model("first", {"n": 1}, build, train)
+        np.random.random(5)  # the rest of a preset draws from the global generators too
+        return first, run.model("second", {"n": 2}, build, train)
+
+    _, uninterrupted = run_both(tmp_path / "a")
+    (tmp_path / "b" / "models").mkdir(parents=True)  # killed while training "second": only "first" was saved
+    for path in (tmp_path / "a" / "models").glob("first-*"):
+        shutil.copy(path, tmp_path / "b" / "models" / path.name)
+    _, resumed = run_both(tmp_path / "b")
+    for a, b in zip(uninterrupted.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -322,10 +322,16 @@ class Run:
                     loaded = keras.saving.load_model(path, compile=False)
             except Exception as error:  # a truncated or foreign file is retrained, never trusted
                 self._distrust(name, path, f"it does not load ({type(error).__name__}: {error})")
+        # Random state seeded from the model's key before training and again after training or
+        # loading: a model trained after others were reloaded (a rerun after a kill) starts from the
+        # same initial weights as in an uninterrupted run, and so does what follows.
+        model_seed = int(config_hash({"seed": self.seed, "model": path.name}), 16) % (2**31)
         if distribute.all_workers_agree(self.strategy, loaded is not None):  # else all workers train together
             self.log(f"reusing trained {name} ({path.name})")
             self._model_files[id(loaded)] = (loaded, path.name)
+            keras.utils.set_random_seed(model_seed + 1)
             return loaded
+        keras.utils.set_random_seed(model_seed)
         start = time.perf_counter()  # some builders train (e.g. the super-resolution net): time both
         with distribute.scope(self.strategy):  # variables (and optimizer slots) mirrored on every replica
             model = build()
@@ -335,6 +341,7 @@ class Run:
         _io.write_json(fingerprint_path(path), {"file": path.name, "sha256": digest, "key_hash": config_hash(key)})
         self.artifacts[f"model:{name}"] = str(path.relative_to(self.out_dir))
         self._model_files[id(model)] = (model, path.name)
+        keras.utils.set_random_seed(model_seed + 1)
         return model
 
     def _cached_model_trusted(self, name, path, key):

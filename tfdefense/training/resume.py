@@ -99,7 +99,12 @@ class RandomStateBackup(keras.callbacks.Callback):
 
 
 def resumable_fit_callbacks(x, callbacks):
-    """`callbacks` with a `RandomStateBackup` before each `BackupAndRestore` and a `PipelineEpoch` for `x`."""
+    """`callbacks` with a `RandomStateBackup` before each `BackupAndRestore` and a `PipelineEpoch` for `x`.
+
+    A `keras.callbacks.CallbackList` is returned as it is (keras uses it unchanged).
+    """
+    if isinstance(callbacks, keras.callbacks.CallbackList):
+        return callbacks
     callbacks = list(callbacks or [])
     result = []
     for callback in callbacks:
