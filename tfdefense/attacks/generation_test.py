@@ -134,5 +134,5 @@ def test_targeted_generation_and_autoattack_components(mnist_model_c, data):
     assert info["success_rate"] > 0.5
     aa = get_attack("autoattack", eps=0.1, nb_iter=5, n_target_classes=1, nb_queries=20, seed=0)
     _, info = generate(aa, mnist_model_c, x[:20], y[:20], batch_size=10, progress=False, return_info=True)
-    assert [c["name"] for c in info["components"]] == ["apgd-ce", "apgd-t", "square"]
+    assert [c["name"] for c in info["components"]] == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert sum(c["broken"] for c in info["components"]) == info["num_success"]
