@@ -1,31 +1,31 @@
-"""Matplotlib plots for reports (Agg backend, written atomically as PNG)."""
+"""Matplotlib plots for reports, written atomically as PNG.
+
+Figures are standalone `matplotlib.figure.Figure` objects (rendered by the Agg
+canvas): pyplot's global backend and figure list are never touched, so
+`plt.show()` keeps working in a notebook that calls these.
+"""
 
 import numpy as np
 
 from tfdefense import _io
 
 
-def _pyplot():
-    import matplotlib
+def _subplots(*args, **kwargs):
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=kwargs.pop("figsize", None))
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def _save(fig, path):
-    plt = _pyplot()
     with _io.atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
     return path
 
 
 def plot_curves(path, curves, xlabel, ylabel="accuracy", title=None, percent=True):
     """Line plot of `curves`: {label: (xs, ys)} (e.g. accuracy vs eps, accuracy vs epoch)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = _subplots(figsize=(5.5, 3.8))
     for label, (xs, ys) in curves.items():
         ys = np.asarray(ys, float) * (100 if percent else 1)
         ax.plot(xs, ys, marker="o", label=label)
@@ -42,8 +42,7 @@ def plot_curves(path, curves, xlabel, ylabel="accuracy", title=None, percent=Tru
 
 def plot_bars(path, values, ylabel, title=None):
     """Bar chart of {label: value} (e.g. MAE / PSNR per defense, seconds per image)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = _subplots(figsize=(5.5, 3.8))
     labels = list(values)
     ax.bar(range(len(labels)), [values[k] for k in labels], color="tab:blue")
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
@@ -55,10 +54,9 @@ def plot_bars(path, values, ylabel, title=None):
 
 def plot_sample_grid(path, rows, max_images=8):
     """Image grid: one row per {name: images} entry (clean / adversarial / purified)."""
-    plt = _pyplot()
     names = list(rows)
     count = min(max_images, min(len(v) for v in rows.values()))
-    fig, axes = plt.subplots(len(names), count, figsize=(1.2 * count, 1.3 * len(names)), squeeze=False)
+    fig, axes = _subplots(len(names), count, figsize=(1.2 * count, 1.3 * len(names)), squeeze=False)
     for r, name in enumerate(names):
         for c in range(count):
             image = np.asarray(rows[name][c])
