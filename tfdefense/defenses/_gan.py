@@ -264,6 +264,43 @@ def check_paired_fit_data(image_shape, x, y, argument="x", num_classes=None):
     return x, y
 
 
+_KERAS_ARRAY_OPTIONS = ("sample_weight", "class_weight", "validation_split", "steps_per_epoch")
+
+
+def epoch_ordered_arrays(x, y, args, kwargs, paired, seed=None):
+    """Arrays of a `fit` backed up by `BackupAndRestore` -> a `tfdefense.data` pipeline ordering epoch e by (seed, e).
+
+    keras shuffles arrays from TensorFlow's global seed, an order that
+    restarts with every process: a fit resumed from its backup would not
+    repeat an uninterrupted one. With a `BackupAndRestore` among the
+    callbacks the arrays are batched by `make_pipeline` /
+    `make_paired_pipeline` instead; without one (nothing to resume) keras
+    shuffles them as usual. Also left to keras: `shuffle=False`, positional
+    options, and `sample_weight`, `class_weight`, `validation_split`,
+    `steps_per_epoch`. `seed` None: drawn from Python's `random` (which
+    `keras.utils.set_random_seed` seeds). Returns (x, y).
+    """
+    if args or not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray) or not kwargs.get("shuffle", True):
+        return x, y
+    if any(kwargs.get(name) is not None for name in _KERAS_ARRAY_OPTIONS):
+        return x, y
+    callbacks = kwargs.get("callbacks")
+    if not isinstance(callbacks, (list, tuple)) or not any(
+        isinstance(c, keras.callbacks.BackupAndRestore) for c in callbacks
+    ):
+        return x, y
+    import random
+
+    from tfdefense.data.pipelines import make_paired_pipeline, make_pipeline
+
+    seed = random.getrandbits(31) if seed is None else int(seed)
+    batch_size = kwargs.pop("batch_size", None) or 32  # keras' default for arrays
+    kwargs.pop("shuffle", None)
+    if paired:
+        return make_paired_pipeline(x, y, batch_size=batch_size, seed=seed), None
+    return make_pipeline(x, y, batch_size=batch_size, shuffle=True, seed=seed), None
+
+
 def prepare_paired_fit(image_shape, x, y, args, kwargs, num_classes=None):
     """Checks `x`, `y` and `validation_data` of a paired `fit`; returns (x, y, kwargs)."""
     x, y = check_paired_fit_data(image_shape, x, y, num_classes=num_classes)
@@ -275,4 +312,5 @@ def prepare_paired_fit(image_shape, x, y, args, kwargs, num_classes=None):
         kwargs["validation_data"] = check_paired_fit_data(
             image_shape, validation, None, "validation_data", num_classes=num_classes
         )[0]
+    x, y = epoch_ordered_arrays(x, y, args, kwargs, paired=True)
     return x, y, dataset_fit_defaults(x, args, kwargs)

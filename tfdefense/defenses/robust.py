@@ -69,6 +69,7 @@ from tfdefense.defenses._gan import (
     check_symbolic_images,
     compile_optimizers,
     dataset_fit_defaults,
+    epoch_ordered_arrays,
     static_image_shape,
 )
 from tfdefense.defenses.pix2pix import FusedAdam
@@ -374,6 +375,7 @@ class RobustPurifier(PurifierMixin, AttackSettingsMixin, keras.Model):
                     "(images, labels) arrays or a dataset",
                     f"a {len(validation)}-tuple" if isinstance(validation, (tuple, list)) else type(validation).__name__,
                 )
+        x, y = epoch_ordered_arrays(x, y, args, kwargs, paired=False, seed=self.seed)  # exact resume
         kwargs = dataset_fit_defaults(x, args, kwargs)
         return fit_checked(super().fit, x, y, *args, **kwargs)
 

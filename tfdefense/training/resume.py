@@ -15,9 +15,12 @@ a `tfdefense.data.pipelines.PipelineEpoch` for `make_pipeline` /
 `make_paired_pipeline` data (whose order is a function of the epoch).
 
 Exactness needs data whose order does not depend on the process: pipelines
-of `tfdefense.data` or unshuffled datasets. Arrays given to `fit` are shuffled
-by keras from TensorFlow's global seed, an order that restarts with every
-process. Measured on CPU (TF 2.21, Keras 3.15): weights of a fit killed and
+of `tfdefense.data`, unshuffled datasets, or arrays given with a
+`BackupAndRestore` to the `fit` of a tfdefense purifier (turned into such a
+pipeline, `_gan.epoch_ordered_arrays`; its seed is the model's `seed` or a
+draw from Python's `random`, which `keras.utils.set_random_seed` seeds).
+Other arrays are shuffled by keras from TensorFlow's global seed, an order
+that restarts with every process. Measured on CPU (TF 2.21, Keras 3.15): weights of a fit killed and
 resumed equal the uninterrupted ones within 1e-6 (`resume_test.py`).
 """
 
