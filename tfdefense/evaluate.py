@@ -147,20 +147,25 @@ def _evaluate_user_model(parser, args):
     _cli.check_positive_int("--batch-size", args.batch_size, allow_none=True)
     _cli.check_positive_int("--eot-samples", args.eot_samples, allow_none=True)
     _cli.check_seed(args.seed)
-    if args.distribute != "none":
-        _cli.fail("argument --distribute: not supported with --classifier (evaluate_model runs on one device)")
     if not pathlib.Path(args.classifier).exists():
         _cli.fail(f"argument --classifier: {args.classifier!r} does not exist")
     _cli.check_output_dir("--out", args.out)
+    from tfdefense import distribute
+
+    strategy = distribute.make_strategy(args.distribute)  # before any TF op (multiworker needs it so)
     from tfdefense.evaluation.user_model import evaluate_model, load_user_model, resolve_purifier
 
-    classifier = load_user_model(args.classifier, role="classifier", signature=args.signature)
-    purifier = None if args.purifier is None else resolve_purifier(args.purifier)
+    with distribute.scope(strategy):  # variables mirrored: each replica reads its own copy
+        classifier = load_user_model(args.classifier, role="classifier", signature=args.signature)
+        purifier = None if args.purifier is None else resolve_purifier(args.purifier)
     result = evaluate_model(classifier, args.dataset, args.eps, purifier=purifier, n=args.n, suite=args.suite,
                             out=args.out, seed=args.seed, batch_size=args.batch_size, eot_samples=args.eot_samples,
-                            data_dir=args.data_dir, progress=not args.quiet)
+                            data_dir=args.data_dir, progress=not args.quiet, strategy=strategy)
     print(result)
-    print(f"wrote {args.out}/report.md")
+    if distribute.is_chief(strategy):
+        print(f"wrote {args.out}/report.md")
+    else:
+        print("worker done; the chief writes the report")
     if result.failures:
         names = ", ".join(c["name"] for c in result.failures)
         print(f"error: sanity check(s) failed: {names}; the numbers may overstate robustness "

@@ -571,9 +571,26 @@ def _progress_bar(total, desc, enabled):
     return tqdm(total=total, desc=desc, unit="img", disable=not enabled, leave=False)
 
 
-def _run_chunked(spec, model, x, y, source, batch_size, progress):
+def _replica_batch(batch_size, strategy):
+    """Images per attack call on one replica: the global `batch_size` split over the strategy's replicas."""
+    from tfdefense import distribute
+
+    return max(1, -(-batch_size // distribute.num_replicas(strategy)))
+
+
+def _run_chunked(spec, model, x, y, source, batch_size, progress, strategy=None):
+    from tfdefense import distribute
     from tfdefense.evaluation.robustness import run_attack
 
+    if distribute.is_distributed(strategy):
+        # All images at once: the batches (global batch / replicas images each) are dealt to every replica of
+        # every worker, each with its own random stream (`generate(strategy=)`), and gathered in input order.
+        with _progress_bar(len(x), spec.label, progress) as bar:
+            correct, _, info = run_attack(spec, model, x, y, source=source,
+                                          batch_size=_replica_batch(batch_size, strategy), eval_batch_size=batch_size,
+                                          strategy=strategy)
+            bar.update(len(x))
+        return correct, info["first_restart"] if info.get("first_restart") is not None else correct
     correct, first = [], []
     with _progress_bar(len(x), spec.label, progress) as bar:
         for i in range(0, len(x), batch_size):
@@ -585,11 +602,18 @@ def _run_chunked(spec, model, x, y, source, batch_size, progress):
     return np.concatenate(correct), np.concatenate(first)
 
 
-def _pgd_chunked(params, model, x, y, batch_size, progress, desc):
-    from tfdefense.attacks import get_attack
+def _pgd_chunked(params, model, x, y, batch_size, progress, desc, strategy=None):
+    from tfdefense import distribute
+    from tfdefense.attacks import generate, get_attack
     from tfdefense.evaluation.metrics import predict_labels
 
     attack = get_attack("pgd", **params)
+    if distribute.is_distributed(strategy):
+        with _progress_bar(len(x), desc, progress) as bar:
+            x_adv = generate(attack, model, x, y, batch_size=_replica_batch(batch_size, strategy), progress=False,
+                             strategy=strategy)
+            bar.update(len(x))
+        return predict_labels(model, x_adv, batch_size) == y
     correct = []
     with _progress_bar(len(x), desc, progress) as bar:
         for i in range(0, len(x), batch_size):
@@ -616,6 +640,7 @@ def evaluate_model(
     data_dir=None,
     progress=True,
     name=None,
+    strategy=None,
 ):
     """Adaptive evaluation of `classifier(purifier(x))` with the reviewer's suite and sanity checks.
 
@@ -634,7 +659,7 @@ def evaluate_model(
       out: output folder (report.md, results.json, results.csv,
         per_example.csv, plots, cached steps); None writes nothing.
       seed: seed of every attack.
-      batch_size: images per attack call (default 250).
+      batch_size: images per attack call (default 250; the global batch under `strategy`).
       eot_samples: EOT samples for a stochastic pipeline (None: 8 when
         stochastic, 1 otherwise).
       eps_grid, sweep_iter: the accuracy-vs-eps check (default radii eps/3,
@@ -643,11 +668,19 @@ def evaluate_model(
       data_dir: data folder for named datasets.
       progress: progress bars and log lines.
       name: what the report calls the evaluated model.
+      strategy: a `tf.distribute.Strategy` (`tfdefense.distribute.make_strategy`):
+        every attack of the suite and of the sanity checks is sharded over its
+        replicas and workers (`generate(strategy=)`), `batch_size` being the
+        global batch; the model inspection, the predictions that judge the
+        attacks and the sample grid run in full on each worker. Only the chief
+        writes `out`; other workers keep their cached steps in
+        `out/workers/<task>`. None: one device.
     Returns an `EvaluationResult`. A failed sanity check does not raise: see
     `result.failures` / `result.raise_on_failure()`.
     """
     import keras
 
+    from tfdefense import distribute
     from tfdefense.attacks.generation import array_digest
     from tfdefense.evaluation import reports
     from tfdefense.evaluation.robustness import RobustnessResult, check_outcomes
@@ -666,6 +699,7 @@ def evaluate_model(
     check_number("seed", seed, minimum=0, integer=True)
     check_number("batch_size", batch_size, minimum=1, integer=True, allow_none=True)
     check_number("sweep_iter", sweep_iter, minimum=1, integer=True, allow_none=True)
+    distributed = distribute.is_distributed(strategy)  # also checks the type
     batch_size = batch_size or 250
     image_shape = _model_image_shape(purifier) if purifier is not None else None
     image_shape = image_shape or _model_image_shape(classifier)
@@ -680,6 +714,11 @@ def evaluate_model(
     suite_name, attacks, suite_notes = _suite(suite, eps, seed, choices["num_classes"], purifier is not None)
     notes += suite_notes
     choices["suite"] = suite_name
+    if distributed:
+        placement = distribute.describe(strategy)
+        notes.append(f"Distribution: strategy {placement['strategy']} ({placement['class']}), {placement['replicas']} "
+                     f"replica(s) on {placement['workers']} worker(s); batch size {batch_size} is the global batch. "
+                     "The model checks and the predictions judging the attacks ran in full on every worker.")
     sweep_iter = sweep_iter or SWEEP_ITER[suite_name]
     if eps_grid is None:
         eps_grid = sorted({round(e, 6) for e in (eps / 3, 2 * eps / 3, eps, 0.4, 0.5, 0.6) if 0 < e <= 1})
@@ -719,7 +758,7 @@ def evaluate_model(
     else:
         run_dir = out
     run = Run("evaluate_model", run_dir, scale="full" if suite_name == "standard" else "quick", seed=seed,
-              batch_size=batch_size, progress=progress)
+              batch_size=batch_size, progress=progress, strategy=strategy)
     run.set_data(data_name, data_description)
     try:
         per_example = {}
@@ -749,7 +788,7 @@ def evaluate_model(
             run.log(f"{spec.label}: {len(x)} images")
 
             def compute(spec=spec):
-                correct, first = _run_chunked(spec, model, x, y, source, batch_size, progress)
+                correct, first = _run_chunked(spec, model, x, y, source, batch_size, progress, strategy)
                 return {"correct": correct, "first_restart": first}
 
             config = spec.config()
@@ -771,7 +810,8 @@ def evaluate_model(
             label = f"pgd-{sweep_iter} eps {e:.4g}"
             row, _, timings[label] = step(
                 label, {"step": "sweep", "params": params},
-                lambda params=params, label=label: _pgd_chunked(params, model, x, y, batch_size, progress, label),
+                lambda params=params, label=label: _pgd_chunked(params, model, x, y, batch_size, progress, label,
+                                                                strategy),
                 SWEEP_TABLE, "adaptive", {"attack": "pgd", "params": params})
             sweep[e] = row["value"]
         result.extra["sweep"] = sweep
@@ -785,7 +825,8 @@ def evaluate_model(
             config = {"attack": "pgd", "params": params, "kind": "white-box", "restarts": 1}
             _, outcome, timings[label] = step(
                 label, {"step": "convergence", "params": params},
-                lambda: _pgd_chunked(params, model, x, y, batch_size, progress, label), TABLE, "adaptive", config)
+                lambda: _pgd_chunked(params, model, x, y, batch_size, progress, label, strategy), TABLE, "adaptive",
+                config)
             result.extra["convergence"] = {"iterations": n_iter, "doubled_iterations": 2 * n_iter,
                                            "base_correct": result.extra[base_label]["first_restart"],
                                            "doubled_correct": outcome["correct"]}
@@ -808,7 +849,7 @@ def evaluate_model(
             n=len(x), eps=float(eps), clean_accuracy=result.clean_accuracy, accuracies=result.accuracies,
             worst_case=worst, per_example=per_image, checks=checks, choices=choices, sweep=sweep, notes=notes,
             robustness=result)
-        if out is not None:
+        if out is not None and run.is_chief:  # other workers computed the same numbers; the chief writes them
             _write_outputs(run, evaluation, model, purifier, attacks, x, y, start, model_name, reports)
             evaluation.out = pathlib.Path(out)
         else:

@@ -26,11 +26,21 @@ beside it: clean accuracy of `DefendedClassifier(purifier, classifier)` and
 its accuracy under each attack of a small `robustness_suite` (white-box
 attacks through the whole pipeline, transfer from the bare classifier) and the
 per-example worst case, on the first `--eval-n` test images.
+
+`--distribute none|mirrored|multiworker|tpu` (docs/distributed.md): the
+classifier is loaded and the purifier built and compiled inside the
+strategy's scope, `--batch-size` is the global batch, the training pairs and
+the summary's attacks are sharded over the replicas. Only the chief writes
+`<out>`, the summary (which names the strategy and its replicas) and the
+backup folder; another worker restores from a temporary copy of the chief's
+backup (a shared file system resumes the whole worker group).
 """
 
+import contextlib
 import json
 import pathlib
 import shutil
+import tempfile
 import time
 
 KINDS = ("robust", "pix2pix", "apegan")
@@ -78,6 +88,9 @@ def add_parser(subparsers):
     parser.add_argument("--eval-n", type=int, default=200, help="test images of the summary's evaluation")
     parser.add_argument("--eval-suite", default="quick", choices=EVAL_SUITES,
                         help="attacks of the summary (the robust preset's quick / tiny suites; none: clean only)")
+    from tfdefense.train import add_distribute_argument
+
+    add_distribute_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -174,6 +187,33 @@ def resumed_epoch(folder):
     return int(json.loads(metadata.read_text()).get("epoch", 0))
 
 
+@contextlib.contextmanager
+def backup_callback(folder, strategy):
+    """The epoch backup (`BackupAndRestore`, double checkpoint), safe under several workers.
+
+    The chief backs up into `folder` (kept until the purifier is saved);
+    another worker restores from a copy of the chief's backup files in a
+    temporary folder of its own, backs up there, and removes it on exit.
+    """
+    import keras
+
+    from tfdefense import distribute
+
+    if distribute.is_chief(strategy):
+        yield keras.callbacks.BackupAndRestore(str(folder), double_checkpoint=True, delete_checkpoint=False)
+        return
+    task_type, task_id = distribute.task(strategy)
+    temporary = pathlib.Path(tempfile.mkdtemp(prefix=f"tfdefense-purifier-backup-{task_type}-{task_id}-"))
+    try:
+        if folder.is_dir():
+            for item in folder.iterdir():
+                if item.is_file():
+                    shutil.copy2(item, temporary / item.name)
+        yield keras.callbacks.BackupAndRestore(str(temporary), double_checkpoint=True, delete_checkpoint=True)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)  # made here
+
+
 def load_classifier(path, image_shape, num_classes):
     import keras
 
@@ -239,23 +279,23 @@ def build_apegan(args, shape):
     return model
 
 
-def craft_pairs(args, classifier, x, y, cache_dir):
+def craft_pairs(args, classifier, x, y, cache_dir, strategy=None):
     """(x_adv, x_clean) crafted against the bare classifier: the papers' training data."""
     import numpy as np
 
     from tfdefense.attacks import generate, get_attack
 
-    fgsm = generate(get_attack("fgsm", eps=args.eps), classifier, x, y, cache_dir=cache_dir)
+    fgsm = generate(get_attack("fgsm", eps=args.eps), classifier, x, y, cache_dir=cache_dir, strategy=strategy)
     if args.kind == "apegan":
         return fgsm, x
     steps = args.attack_steps
     step = min(args.eps, 2.5 * args.eps / steps)
     pgd = generate(get_attack("pgd", eps=args.eps, eps_iter=step, nb_iter=steps, seed=args.seed),
-                   classifier, x, y, cache_dir=cache_dir)
+                   classifier, x, y, cache_dir=cache_dir, strategy=strategy)
     return np.concatenate([fgsm, pgd, x]), np.concatenate([x, x, x])
 
 
-def evaluate(args, defended, classifier, x, y):
+def evaluate(args, defended, classifier, x, y, strategy=None):
     """Clean and small-suite accuracy of the pipeline on held-out images (`robustness` module)."""
     from tfdefense.evaluation import accuracy
     from tfdefense.evaluation.presets.robust import SUITE_QUICK, SUITE_TINY
@@ -268,8 +308,13 @@ def evaluate(args, defended, classifier, x, y):
         return summary
     params = SUITE_QUICK if args.eval_suite == "quick" else SUITE_TINY
     suite = robustness_suite(args.eps, seed=args.seed, **params)
-    result = evaluate_robustness(defended, x, y, suite, source=classifier, log=lambda m: print(f"  eval: {m}",
-                                                                                                 flush=True))
+    from tfdefense import distribute
+
+    batch_size = 500
+    if distribute.is_distributed(strategy):  # the evaluation images split into one attack call per replica
+        batch_size = -(-min(batch_size, len(x)) // distribute.num_replicas(strategy))
+    result = evaluate_robustness(defended, x, y, suite, source=classifier, strategy=strategy, batch_size=batch_size,
+                                 log=lambda m: print(f"  eval: {m}", flush=True))
     summary.update({
         "clean_accuracy": result.clean_accuracy,
         "robust_accuracy": result.worst_case,
@@ -281,6 +326,10 @@ def evaluate(args, defended, classifier, x, y):
 
 def run(args):
     check_args(args)
+    from tfdefense import distribute
+
+    strategy = distribute.make_strategy(args.distribute)  # before any TF op (multiworker needs it so)
+    chief = distribute.is_chief(strategy)
     import keras
 
     from tfdefense import _cli, _io
@@ -297,32 +346,40 @@ def run(args):
     x_eval, y_eval = x_test[: args.eval_n], y_test[: args.eval_n]
     shape = x_train.shape[1:]
     num_classes = int(max(y_train.max(), y_test.max()) + 1)
-    classifier = load_classifier(args.classifier, shape, num_classes)
+    with strategy.scope():  # variables mirrored on every replica
+        classifier = load_classifier(args.classifier, shape, num_classes)
     out = pathlib.Path(args.out)
     folder = backup_dir(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    _io.write_json(folder / SETTINGS_FILE, settings_of(args))
+    if chief:
+        folder.mkdir(parents=True, exist_ok=True)
+        _io.write_json(folder / SETTINGS_FILE, settings_of(args))
     start_epoch = resumed_epoch(folder)
     verb = f"resuming from epoch {start_epoch} of" if start_epoch else "training"
+    placement = distribute.describe(strategy)
     print(f"{verb} a {args.kind} purifier: {len(x_train)} {args.dataset} images, {args.epochs} epochs, eps "
-          f"{args.eps:.4g}; backup in {folder}", flush=True)
-    backup = keras.callbacks.BackupAndRestore(str(folder), double_checkpoint=True, delete_checkpoint=False)
+          f"{args.eps:.4g}; backup in {folder}; strategy {placement['strategy']}, {placement['replicas']} "
+          f"replica(s)", flush=True)
     verbose = 2
     clock = time.perf_counter(), time.process_time()
-    if args.kind == "robust":
-        purifier = build_robust(args, classifier, shape, len(x_train))
-        purifier.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs, verbose=verbose,
-                     callbacks=[EpsilonRamp(args.ramp_epochs), backup])
-    else:
-        print(f"crafting the training pairs against the classifier (eps {args.eps:.4g})", flush=True)
-        x_adv, x_clean = craft_pairs(args, classifier, x_train, y_train, folder / "pairs")
-        purifier = build_pix2pix(args, shape) if args.kind == "pix2pix" else build_apegan(args, shape)
-        pairs = make_paired_pipeline(x_adv, x_clean, batch_size=args.batch_size, seed=args.seed)
-        purifier.fit(pairs, epochs=args.epochs, verbose=verbose, callbacks=[backup])
+    with backup_callback(folder, strategy) as backup:
+        distribute.check_backup_consistent(backup, strategy)
+        if args.kind == "robust":
+            with strategy.scope():
+                purifier = build_robust(args, classifier, shape, len(x_train))
+            purifier.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs, verbose=verbose,
+                         callbacks=[EpsilonRamp(args.ramp_epochs), backup])
+        else:
+            print(f"crafting the training pairs against the classifier (eps {args.eps:.4g})", flush=True)
+            x_adv, x_clean = craft_pairs(args, classifier, x_train, y_train, folder / "pairs", strategy)
+            with strategy.scope():
+                purifier = build_pix2pix(args, shape) if args.kind == "pix2pix" else build_apegan(args, shape)
+            pairs = make_paired_pipeline(x_adv, x_clean, batch_size=args.batch_size, seed=args.seed)
+            purifier.fit(pairs, epochs=args.epochs, verbose=verbose, callbacks=[backup])
     train_seconds = time.perf_counter() - clock[0]
     train_cpu_seconds = time.process_time() - clock[1]
-    _io.save_model(purifier, out)
-    print(f"saved {out}; evaluating on {len(x_eval)} test images", flush=True)
+    if chief:  # other workers hold the same weights and write nothing
+        _io.save_model(purifier, out)
+        print(f"saved {out}; evaluating on {len(x_eval)} test images", flush=True)
     eval_start = time.perf_counter()
     summary = {
         "kind": args.kind,
@@ -336,11 +393,22 @@ def run(args):
         "settings": settings_of(args),
         "train_seconds": round(train_seconds, 1),
         "train_cpu_seconds": round(train_cpu_seconds, 1),
+        "distribute": placement,
     }
-    summary.update(evaluate(args, DefendedClassifier(purifier, classifier), classifier, x_eval, y_eval))
+    with strategy.scope():
+        defended = DefendedClassifier(purifier, classifier)
+    summary.update(evaluate(args, defended, classifier, x_eval, y_eval, strategy))
     summary["eval_seconds"] = round(time.perf_counter() - eval_start, 1)
     summary["total_seconds"] = round(time.perf_counter() - started, 1)
-    _io.write_json(out.with_suffix(".json"), summary)
-    shutil.rmtree(folder)  # made by this command (checked by check_backup); the purifier is saved
+    if chief:
+        _io.write_json(out.with_suffix(".json"), summary)
+        shutil.rmtree(folder)  # made by this command (checked by check_backup); the purifier is saved
+    elif args.kind != "robust":  # this worker's own pair cache, and the folders above it left empty
+        shutil.rmtree(distribute.worker_dir(folder / "pairs", strategy), ignore_errors=True)
+        for empty in (folder / "pairs" / "workers", folder / "pairs", folder):
+            try:
+                empty.rmdir()  # only an empty folder: nothing of the chief's
+            except OSError:
+                break
     print(json.dumps({k: summary[k] for k in ("clean_accuracy", "robust_accuracy", "attacks", "out") if k in summary}))
     return summary
