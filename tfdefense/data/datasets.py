@@ -13,6 +13,8 @@ Splits (documented in docs/data.md and in every report):
   From the CIFAR-10 python archive or the download: the official 50k/10k split.
 """
 
+import dataclasses
+import os
 import pathlib
 import tarfile
 
