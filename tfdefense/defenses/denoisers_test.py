@@ -9,6 +9,11 @@ from tfdefense.defenses.denoisers import Denoiser, conv_autoencoder_network, dnc
 from tfdefense.evaluation import accuracy
 
 
+# 3 epochs left the tiny DnCNN between 0.14 and 0.61 FGSM accuracy depending on the
+# process's random state (test order); 6 epochs gave 0.94.
+EPOCHS_DNCNN = 6
+
+
 @pytest.fixture(scope="module")
 def fgsm_pairs(mnist, mnist_model_c, mnist_eval_batch):
     """FGSM eps 0.3 on model C: 2000 training pairs and the 200 held-out eval digits."""
@@ -23,12 +28,12 @@ def fgsm_pairs(mnist, mnist_model_c, mnist_eval_batch):
 def trained(fgsm_pairs):
     x_adv, x_clean = fgsm_pairs[:2]
     models = {}
-    for kind, build, learning_rate in (("autoencoder", lambda: Denoiser.autoencoder("default"), 1e-3),
-                                       ("dncnn", lambda: Denoiser.dncnn("tiny"), 3e-3)):
+    for kind, build, learning_rate, epochs in (("autoencoder", lambda: Denoiser.autoencoder("default"), 1e-3, 3),
+                                               ("dncnn", lambda: Denoiser.dncnn("tiny"), 3e-3, EPOCHS_DNCNN)):
         keras.utils.set_random_seed(0)
         model = build()
         model.compile(optimizer=keras.optimizers.Adam(learning_rate))
-        history = model.fit(x_adv, x_clean, batch_size=32, epochs=3, verbose=0)
+        history = model.fit(x_adv, x_clean, batch_size=32, epochs=epochs, verbose=0)
         models[kind] = (model, history.history)
     return models
 
