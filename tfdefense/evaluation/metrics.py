@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from tfdefense._validation import check_images, check_labels
+from tfdefense._validation import check_images, check_labels, check_number
 
 
 def predict_labels(model, x, batch_size=256):
@@ -85,3 +85,14 @@ def seconds_per_image(fn, x, batch_size=256, repeats=3):
             np.asarray(fn(x[i : i + batch_size]))
         best = min(best, time.perf_counter() - start)
     return best / max(len(x), 1)
+
+
+def wilson_interval(successes, n, z=1.96):
+    """Wilson score interval (default 95%) for a proportion `successes / n`: (low, high)."""
+    check_number("n", n, minimum=1, integer=True)
+    check_number("successes", successes, minimum=0, maximum=n, integer=True)
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))

@@ -21,3 +21,15 @@ def test_success_rate_and_timing(mnist_model_c, mnist_eval_batch):
     assert attack_success_rate(mnist_model_c, x, y) == 0.0
     assert attack_success_rate(mnist_model_c, x, y, targeted=True) == 1.0
     assert 0 < seconds_per_image(lambda b: mnist_model_c(b), x[:64], batch_size=32, repeats=1) < 0.1
+
+
+def test_wilson_interval_known_values():
+    import pytest
+
+    from tfdefense.evaluation.metrics import wilson_interval
+
+    low, high = wilson_interval(940, 1000)  # 94.0% of 1000: [92.35, 95.31]
+    assert low == pytest.approx(0.92353, abs=1e-4) and high == pytest.approx(0.95310, abs=1e-4)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    with pytest.raises(ValueError, match="successes"):
+        wilson_interval(11, 10)

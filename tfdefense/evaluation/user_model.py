@@ -43,6 +43,7 @@ import numpy as np
 
 from tfdefense import _io
 from tfdefense._validation import check_choice, check_images, check_labels, check_number, invalid_value
+from tfdefense.evaluation.metrics import wilson_interval
 
 SUITES = ("standard", "quick")
 # The robust preset's quick attack set; "standard" is `robustness_suite(eps)` as published.
@@ -837,7 +838,8 @@ def evaluate_model(
         worst = result.worst_case
         run.add_row(TABLE, "adaptive", model_name, "worst_case", "accuracy", worst, len(x),
                     attack_config={"eps": eps, "attacks": list(result.correct),
-                                   "definition": "right on the clean image and under every attack"})
+                                   "definition": "right on the clean image and under every attack",
+                                   "ci95_wilson": list(wilson_interval(int(round(worst * len(x))), len(x)))})
         for label, seconds in timings.items():
             if seconds is not None:
                 run.add_row(TIMING_TABLE, "timing", model_name, label, "seconds", seconds, len(x))
@@ -883,6 +885,11 @@ def _results_dict(run, evaluation, start, reports):
 
 def _markdown(results, evaluation, plots):
     pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+
+    def interval(value):
+        low, high = wilson_interval(int(round(value * evaluation.n)), evaluation.n)
+        return f"{100 * low:.1f}-{100 * high:.1f}% (Wilson, n={evaluation.n})"
+
     choices = evaluation.choices
     failed = evaluation.failures
     lines = [
@@ -892,8 +899,9 @@ def _markdown(results, evaluation, plots):
         f"- Seed: {results['seed']}; wall time: {results['wall_seconds']:.1f} s; TensorFlow "
         f"{results['environment']['tensorflow']}, Keras {results['environment']['keras']}, devices "
         f"{', '.join(results['environment']['devices'])}",
-        f"- Clean accuracy {pct(evaluation.clean_accuracy)}; **per-example worst case {pct(evaluation.worst_case)}** "
-        "(an image counts only if the model is right on it clean and under every attack).",
+        f"- Clean accuracy {pct(evaluation.clean_accuracy)} (95% interval {interval(evaluation.clean_accuracy)}); "
+        f"**per-example worst case {pct(evaluation.worst_case)}** (95% interval {interval(evaluation.worst_case)}; "
+        "an image counts only if the model is right on it clean and under every attack).",
         f"- Sanity checks: {'all passed' if not failed else f'**{len(failed)} FAILED**: the numbers below may overstate robustness'}.",
         "",
         "## How the model was attacked",

@@ -52,6 +52,9 @@ def test_model_c_alone_falls_and_every_check_passes(classifier, digits, tmp_path
     results = json.loads((tmp_path / "results.json").read_text())
     attacks = [r["attack"] for r in results["rows"] if r["table"].startswith("Accuracy under attack")]
     assert attacks[-1] == "worst_case" and {"fgsm", "pgd-10"} <= set(attacks)
+    low, high = results["rows"][[r["attack"] for r in results["rows"]].index("worst_case")]["attack_config"]["ci95_wilson"]
+    assert 0.0 <= low <= result.worst_case <= high <= 0.1  # 50 images: the interval is a few points wide
+    assert "95% interval" in (tmp_path / "report.md").read_text()
     assert {c["name"] for c in results["sanity_checks"]} >= {"iterative_beats_single_step", "large_eps_near_zero"}
     assert all(set(c) == {"name", "passed", "detail"} for c in results["sanity_checks"])
     for name in ("report.md", "results.csv", "per_example.csv", "accuracy_vs_eps.png", "samples.png",
