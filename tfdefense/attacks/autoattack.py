@@ -26,7 +26,7 @@ import tensorflow as tf
 from tfdefense._validation import check_choice, check_number, invalid_value
 from tfdefense.attacks import _backends
 from tfdefense.attacks import _native as nt
-from tfdefense.attacks.base import Attack, canonical_norm, predict, register_attack
+from tfdefense.attacks.base import Attack, canonical_norm, predict, register_attack, weakrefable
 from tfdefense.attacks.fab import FABT
 
 # --------------------------------------------------------------------------- APGD
@@ -408,7 +408,7 @@ class AutoAttack(Attack):
     def _apgd_t_native(self, attack, model, x, y, targets, num_classes):
         p = attack.params
         key = ("apgd-t", tuple(x.shape[1:]), num_classes)
-        per_model = self._programs.setdefault(model, {}) if _weakrefable(model) else {}
+        per_model = self._programs.setdefault(model, {}) if weakrefable(model) else {}
         if key not in per_model:
             model_ref = nt._ref(model)
             from tfdefense.attacks.base import call_model
@@ -457,13 +457,3 @@ class AutoAttack(Attack):
                 linf_only = name == "fab-t" and p["norm"] != "inf"
                 not_run[name] = "FAB-T is implemented for Linf only" if linf_only else "not in `components`"
         return {"components": self._report, "not_run": not_run}
-
-
-def _weakrefable(obj):
-    try:
-        import weakref
-
-        weakref.ref(obj)
-        return True
-    except TypeError:
-        return False

@@ -336,6 +336,15 @@ class Attack:
 # --------------------------------------------------------------------------- helpers
 
 
+def weakrefable(obj):
+    """True when `obj` accepts a weak reference (usable as a key of a per-model program cache)."""
+    try:
+        weakref.ref(obj)
+        return True
+    except TypeError:
+        return False
+
+
 def project_numpy(x, x_adv, eps, norm):
     """Projects `x_adv` onto the eps-ball around `x` (norm "inf" or 2) and [0, 1]."""
     delta = x_adv.astype(np.float32) - x

@@ -35,7 +35,16 @@ import tensorflow as tf
 
 from tfdefense._validation import check_number
 from tfdefense.attacks import _native as nt
-from tfdefense.attacks.base import Attack, call_model, canonical_norm, check_bool, project_numpy, register_attack
+from tfdefense.attacks.base import (
+    Attack,
+    call_model,
+    canonical_norm,
+    check_bool,
+    predict,
+    project_numpy,
+    register_attack,
+    weakrefable,
+)
 
 _NO_ROOM = 2.0  # "room" of coordinates with zero weight: beyond any move inside [0, 1]
 
@@ -171,7 +180,7 @@ class FABT(Attack):
         return p
 
     def _program(self, model, image_shape):
-        per_model = self._programs.setdefault(model, {}) if _weakrefable(model) else {}
+        per_model = self._programs.setdefault(model, {}) if weakrefable(model) else {}
         key = tuple(image_shape)
         if key not in per_model:
             model_ref = nt._ref(model)
@@ -198,7 +207,7 @@ class FABT(Attack):
         logits[np.arange(len(x)), y] = -np.inf
         order = np.argsort(-logits, axis=1, kind="stable")
         x_best = x.copy()
-        norm_best = np.where(_predict(model, x) != y, 0.0, np.inf).astype(np.float32)
+        norm_best = np.where(predict(model, x) != y, 0.0, np.inf).astype(np.float32)
         stop_radius = eps if early_stop else -1.0
         for k in range(min(int(p["n_target_classes"]), num_classes - 1)):
             for restart in range(int(p["nb_restarts"])):
@@ -226,19 +235,3 @@ class FABT(Attack):
         norms = getattr(self, "last_min_norms", None)
         found = norms[np.isfinite(norms)] if norms is not None else np.zeros(0)
         return {"found": int(len(found)), "median_min_norm": float(np.median(found)) if len(found) else None}
-
-
-def _predict(model, x):
-    from tfdefense.attacks.base import predict
-
-    return predict(model, x)
-
-
-def _weakrefable(obj):
-    try:
-        import weakref
-
-        weakref.ref(obj)
-        return True
-    except TypeError:
-        return False

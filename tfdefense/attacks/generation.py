@@ -194,15 +194,7 @@ def _run_batches(attack, model, x, y, y_target, batch_size, progress):
             bar.set_postfix(success=f"{num_success / max(1, sum(len(o) for o in outputs)):.3f}")
     x_adv = np.concatenate(outputs) if outputs else np.zeros_like(x)
     seconds = time.perf_counter() - start
-    info = {
-        "attack": attack.config(),
-        "num_examples": int(len(x)),
-        "batch_size": int(batch_size),
-        "num_success": int(num_success),
-        "success_rate": float(num_success / len(x)) if len(x) else float("nan"),
-        "seconds": seconds,
-        "images_per_second": float(len(x) / seconds) if seconds > 0 else float("nan"),
-    }
+    info = _run_info(attack, len(x), batch_size, num_success, seconds)
     if components:
         info["components"] = list(components.values())
     return x_adv.astype(np.float32, copy=False), info
@@ -254,16 +246,8 @@ def _run_distributed(attack, model, x, y, y_target, batch_size, progress, strate
     x_adv = np.concatenate(outputs) if outputs else np.zeros_like(x)
     seconds = time.perf_counter() - start
     num_success = sum(info.get("num_success", 0) for info in infos)
-    info = {
-        "attack": attack.config(),
-        "num_examples": int(len(x)),
-        "batch_size": int(batch_size),
-        "num_success": int(num_success),
-        "success_rate": float(num_success / len(x)) if len(x) else float("nan"),
-        "seconds": seconds,
-        "images_per_second": float(len(x) / seconds) if seconds > 0 else float("nan"),
-        "distribute": distribute.describe(strategy),
-    }
+    info = _run_info(attack, len(x), batch_size, num_success, seconds)
+    info["distribute"] = distribute.describe(strategy)
     components = {}
     for run in infos:
         for part in run.get("components", ()):
@@ -328,3 +312,16 @@ def _json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     return repr(value)
+
+
+def _run_info(attack, num_examples, batch_size, num_success, seconds):
+    """The summary `generate(..., return_info=True)` returns for one run."""
+    return {
+        "attack": attack.config(),
+        "num_examples": int(num_examples),
+        "batch_size": int(batch_size),
+        "num_success": int(num_success),
+        "success_rate": float(num_success / num_examples) if num_examples else float("nan"),
+        "seconds": seconds,
+        "images_per_second": float(num_examples / seconds) if seconds > 0 else float("nan"),
+    }
