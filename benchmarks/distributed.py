@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout
+
+from tfdefense.distribute import free_local_ports  # noqa: E402
 
 LAYOUTS = ("1 worker", "mirrored x2", "multiworker x2")
 
@@ -93,17 +94,6 @@ def measure(args, strategy_name, logical_cpus):
             "describe": distribute.describe(strategy), "chief": distribute.is_chief(strategy)}
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for sock in sockets:
-            sock.bind(("localhost", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def run_layout(layout, args):
     """Launches the processes of `layout`; returns the chief's measurement."""
     strategy, cpus, workers = {"1 worker": ("none", 1, 1), "mirrored x2": ("mirrored", 2, 1),
@@ -114,7 +104,7 @@ def run_layout(layout, args):
                   "--train-images", str(args.train_images), "--attack-images", str(args.attack_images),
                   "--attack-batch", str(args.attack_batch)]
         processes = []
-        cluster = {"worker": [f"localhost:{p}" for p in _free_ports(workers)]}
+        cluster = {"worker": [f"localhost:{p}" for p in free_local_ports(workers)]}
         for index in range(workers):
             env = dict(os.environ)
             if strategy == "multiworker":

@@ -7,13 +7,14 @@ so every scenario runs in fresh Python processes.
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+
+from tfdefense.distribute import free_local_ports
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -188,20 +189,9 @@ WORKER = textwrap.dedent(
 )
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for sock in sockets:
-            sock.bind(("localhost", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def _launch_workers(argv, num_workers=2, cwd=ROOT, timeout=1500):
     """Runs `argv` as `num_workers` processes of one localhost cluster (TF_CONFIG each); returns their outputs."""
-    ports = _free_ports(num_workers)
+    ports = free_local_ports(num_workers)
     cluster = {"worker": [f"localhost:{port}" for port in ports]}
     processes = []
     for index in range(num_workers):

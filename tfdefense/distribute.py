@@ -28,6 +28,7 @@ import json
 import os
 import pathlib
 import shutil
+import socket
 import tempfile
 
 import numpy as np
@@ -325,3 +326,15 @@ def check_backup_consistent(callback, strategy):
             f"the workers would resume from different epochs (this one: {epoch}): the backup folder "
             f"{callback.backup_dir} must be on a file system every worker reads (see docs/distributed.md)"
         )
+
+
+def free_local_ports(n):
+    """`n` distinct free TCP ports on localhost (for a local multi-worker `TF_CONFIG`)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for sock in sockets:
+            sock.bind(("localhost", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
