@@ -235,20 +235,20 @@ def warn_if_probabilities(model, x=None, argument="model"):
                 outputs.min() >= 0 and outputs.max() <= 1 and np.allclose(outputs.sum(-1), 1.0, atol=1e-3)
             )
     if not probabilities:
-        try:
-            model._tfdefense_checked_logits = True  # logits: not probed again
-        except Exception:
-            pass
+        if x is not None and len(x):  # outputs probed: logits, not probed again
+            try:
+                model._tfdefense_checked_logits = True
+            except Exception:
+                pass
         return False
-    if probabilities:
-        name = getattr(model, "name", type(model).__name__)
-        warnings.warn(
-            f"Argument `{argument}` ({name!r}) looks like it outputs probabilities (a softmax), not logits; "
-            "the attack and training losses here expect logits: remove the final softmax.",
-            UserWarning,
-            stacklevel=3,
-        )
-    return probabilities
+    name = getattr(model, "name", type(model).__name__)
+    warnings.warn(
+        f"Argument `{argument}` ({name!r}) looks like it outputs probabilities (a softmax), not logits; "
+        "the attack and training losses here expect logits: remove the final softmax.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return True
 
 
 def dataset_range_checked(dataset, argument="x", image_components=(0,), label_component=None, num_classes=None):

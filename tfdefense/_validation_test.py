@@ -112,3 +112,18 @@ def test_probability_outputs_warn_and_logits_do_not():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert not warn_if_probabilities(logits, x)
+
+
+def test_a_check_without_images_does_not_mark_the_model_as_logits():
+    import keras
+
+    from tfdefense._validation import warn_if_probabilities
+
+    inputs = keras.Input((4, 4, 1))
+    flat = keras.layers.Flatten()(inputs)
+    # a softmax the last-layer check cannot see: only probing outputs finds it
+    hidden = keras.Model(inputs, keras.layers.Lambda(lambda z: tf.nn.softmax(z))(keras.layers.Dense(3)(flat)))
+    assert not warn_if_probabilities(hidden)  # no images: nothing probed
+    x = np.random.default_rng(0).random((4, 4, 4, 1)).astype(np.float32)
+    with pytest.warns(UserWarning, match="logits"):
+        assert warn_if_probabilities(hidden, x)

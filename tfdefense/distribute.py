@@ -280,6 +280,21 @@ def all_workers_agree(strategy, flag):
     return int(round(float(total))) == num_replicas(strategy)
 
 
+def all_workers_equal(strategy, value):
+    """True when the number `value` is the same in every worker (a max and a min all-reduce)."""
+    if num_workers(strategy) <= 1:
+        return True
+    import tensorflow as tf
+
+    layout = replica_layout(strategy)
+
+    def largest(number):
+        values = {gid: np.float32(number) for gid, _ in layout}
+        return float(strategy.reduce(tf.distribute.ReduceOp.MAX, _per_replica(strategy, values), axis=None))
+
+    return largest(value) == -largest(-value)
+
+
 def backup_callback(backup_dir, strategy=None, delete_checkpoint=True):
     """A `keras.callbacks.BackupAndRestore` that is safe under a multi-worker strategy.
 
@@ -321,7 +336,7 @@ def check_backup_consistent(callback, strategy):
     if num_workers(strategy) <= 1:
         return
     epoch = backup_epoch(callback.backup_dir)
-    if not all_workers_agree(strategy, epoch == 0) and not all_workers_agree(strategy, epoch > 0):
+    if not all_workers_equal(strategy, epoch):
         raise RuntimeError(
             f"the workers would resume from different epochs (this one: {epoch}): the backup folder "
             f"{callback.backup_dir} must be on a file system every worker reads (see docs/distributed.md)"

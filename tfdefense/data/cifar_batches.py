@@ -83,6 +83,9 @@ class _Decoder:
         self.source = source
         self.stack = []
         self.memo = {}
+        # Bytes of arrays and strings the decoder may build: a little over the file's own size, so a
+        # small file that reuses one memoised buffer for many arrays cannot make it allocate without bound.
+        self.budget = 4 * len(data) + (1 << 20)
 
     # Reading ---------------------------------------------------------------------
     def take(self, n):
@@ -124,9 +127,22 @@ class _Decoder:
             handler(self)
 
     def finished(self, value):
-        if isinstance(value, (_Global, _PendingArray, _PendingDtype)):
-            raise _refuse(self.source, "it holds an unfinished object")
+        pending = [value]
+        while pending:  # every nested value, not only the top one
+            item = pending.pop()
+            if isinstance(item, (_Global, _PendingArray, _PendingDtype)):
+                raise _refuse(self.source, "it holds an unfinished object")
+            if isinstance(item, dict):
+                pending.extend(item.keys())
+                pending.extend(item.values())
+            elif isinstance(item, (list, tuple)):
+                pending.extend(item)
         return value
+
+    def spend(self, size):
+        self.budget -= size
+        if self.budget < 0:
+            raise _refuse(self.source, "it builds more data than the file holds (a crafted file)")
 
     def push_global(self, module, name):
         if (module, name) not in _ALLOWED_GLOBALS:
@@ -147,6 +163,7 @@ class _Decoder:
                 raise _refuse(self.source, f"it holds an array of dtype {code!r} (only plain numbers are read)")
             self.stack.append(_PendingDtype(code))
         elif key == _CODECS_ENCODE and len(args) == 2 and isinstance(args[0], str) and args[1] == "latin1":
+            self.spend(len(args[0]))
             self.stack.append(args[0].encode("latin1"))
         elif key in _BYTES and args == ():
             self.stack.append(b"")
@@ -164,8 +181,13 @@ class _Decoder:
         elif isinstance(target, _PendingArray) and isinstance(state, tuple) and len(state) == 5:
             _, shape, dtype, fortran, raw = state
             if isinstance(raw, str):  # Python 2 files read as text
+                self.spend(len(raw))
                 raw = raw.encode("latin1")
-            self.stack[-1] = self.array(raw, dtype, shape, bool(fortran))
+            built = self.array(raw, dtype, shape, bool(fortran))
+            self.stack[-1] = built
+            for index, stored in self.memo.items():  # later references get the array, not the placeholder
+                if stored is target:
+                    self.memo[index] = built
         else:
             raise _refuse(self.source, "it sets the state of something other than a numpy array")
 
@@ -182,6 +204,7 @@ class _Decoder:
         count = int(np.prod(shape, dtype=np.int64))
         if count * numpy_dtype.itemsize != len(raw):
             raise _refuse(self.source, f"an array of shape {shape} and dtype {code} has {len(raw)} bytes")
+        self.spend(2 * len(raw))  # the bytes copy and the native-order array
         values = np.frombuffer(bytes(raw), dtype=numpy_dtype, count=count)
         return values.reshape(shape, order="F" if fortran else "C").astype(numpy_dtype.newbyteorder("="))
 

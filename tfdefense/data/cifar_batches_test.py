@@ -116,6 +116,19 @@ def test_load_dataset_reads_loose_batches_and_the_archive(tmp_path, real_cifar):
     _assert_loaded(load_dataset("cifar10", data_dir=tmp_path / "archive", download=False), real_cifar)
 
 
+def test_a_corrupt_archive_is_a_clear_error(tmp_path, real_cifar):
+    batches = _write_batches(tmp_path / "loose", real_cifar)
+    archive = tmp_path / "archive" / "cifar-10-python.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(batches, arcname="cifar-10-batches-py")
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)  # corrupt the deflate stream
+    archive.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="data_dir.*cifar-10-python.tar.gz"):
+        load_dataset("cifar10", data_dir=archive.parent, download=False)
+
+
 def _malicious_batches(marker):
     payload = _WritesMarker(marker)
     return {
@@ -189,3 +202,35 @@ def test_broken_batches_give_clear_errors(tmp_path, real_cifar):
     (tmp_path / "bad_archive" / "cifar-10-python.tar.gz").write_bytes(b"not a tar file")
     with pytest.raises(ValueError, match="`data_dir`.*readable cifar-10-python.tar.gz"):
         load_dataset("cifar10", data_dir=tmp_path / "bad_archive", download=False)
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_an_array_referenced_twice_decodes_twice_as_the_array(protocol):
+    rows = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    got = read_batch(pickle.dumps({b"data": rows, b"again": rows, b"labels": [0, 1, 2]}, protocol=protocol))
+    np.testing.assert_array_equal(got["data"], rows)
+    np.testing.assert_array_equal(got["again"], rows)
+
+
+class _ArraySharingOneBuffer:
+    """Pickles as a numpy array whose data is one bytes object shared (memoised) by every instance."""
+
+    def __init__(self, buffer):
+        self.buffer = buffer
+
+    def __reduce__(self):
+        from numpy._core.multiarray import _reconstruct
+
+        state = (1, (len(self.buffer),), np.dtype("uint8"), False, self.buffer)
+        return _reconstruct, (np.ndarray, (0,), b"b"), state
+
+
+def test_one_buffer_reused_for_many_arrays_is_refused():
+    buffer = bytes(1 << 20)
+    arrays = [_ArraySharingOneBuffer(buffer) for _ in range(64)]  # 64 MB of arrays from a ~1 MB file
+    data = pickle.dumps({b"data": arrays, b"labels": [0]}, protocol=4)
+    assert len(data) < 2 << 20
+    one = read_batch(pickle.dumps({b"data": arrays[:1], b"labels": [0]}, protocol=4))
+    assert one["data"][0].shape == (1 << 20,)  # the same construct, once, is an ordinary array
+    with pytest.raises(ValueError, match="more data than the file holds"):
+        read_batch(data, source="bomb")

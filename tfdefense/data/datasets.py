@@ -17,6 +17,7 @@ import dataclasses
 import os
 import pathlib
 import tarfile
+import zlib
 
 import numpy as np
 
@@ -30,6 +31,7 @@ MNIST_KERAS_FILE = "mnist.npz"
 MNIST_OFFICIAL_SIZES = (60000, 10000)
 KERAS_HOME_ENV = "KERAS_HOME"
 CIFAR10_SUBSET_FILE = "cifar10_subset.npz"
+CIFAR10_BATCH_MAX_BYTES = 64 << 20
 CIFAR10_KERAS_DIR = "cifar-10-batches-py"
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
@@ -147,7 +149,6 @@ def load_npz_arrays(path):
     A truncated or foreign file is refused with an error naming the file.
     """
     import zipfile
-    import zlib
 
     path = pathlib.Path(path).expanduser()
     name = f"npz:{path}"
@@ -325,10 +326,15 @@ def _cifar_from_archive(archive):
                     info = None
                 if info is None or not info.isfile():
                     raise invalid_value("data_dir", f"a {CIFAR10_ARCHIVE} holding the file {member}", str(archive))
-                return tar.extractfile(info).read(), f"{archive}:{member}"
+                if info.size > CIFAR10_BATCH_MAX_BYTES:  # a batch is ~31 MB; refuse a bomb before reading
+                    raise invalid_value(
+                        "data_dir", f"a {CIFAR10_ARCHIVE} whose {member} is at most {CIFAR10_BATCH_MAX_BYTES} bytes",
+                        f"{archive} ({info.size} bytes)",
+                    )
+                return tar.extractfile(info).read(CIFAR10_BATCH_MAX_BYTES + 1), f"{archive}:{member}"
 
             return _cifar_from_batches(read)
-    except (tarfile.TarError, EOFError, OSError) as error:
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
         raise invalid_value(
             "data_dir", f"a readable {CIFAR10_ARCHIVE}", f"{archive} ({type(error).__name__}: {error})"
         ) from None

@@ -63,6 +63,17 @@ def test_only_stale_temporary_files_of_the_package_are_removed(tmp_path):
     assert fresh.exists() and kept_old_export.exists() and all(path.exists() for path in users)
 
 
+def test_folders_that_are_not_run_folders_are_not_cleaned(tmp_path, monkeypatch):
+    foreign = tmp_path / "downloads" / ".report.ab12cd34.tmp.json"  # our temp-name shape, another tool's folder
+    foreign.parent.mkdir()
+    foreign.write_text("data")
+    _age(foreign, 3600)
+    assert remove_stale_temp_files(foreign.parent) == [] and foreign.exists()
+    (foreign.parent / "models").mkdir()
+    monkeypatch.chdir(foreign.parent)  # the working directory is never cleaned, even when it looks like a run
+    assert remove_stale_temp_files(".") == [] and foreign.exists()
+
+
 @pytest.mark.slow  # the tiny quickstart trains two models (about a minute on two busy cores)
 def test_quickstart_rerun_recomputes_no_attack_and_writes_the_same_numbers(tmp_path, monkeypatch):
     from tfdefense.attacks.base import Attack

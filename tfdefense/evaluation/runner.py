@@ -119,6 +119,14 @@ def _newest_mtime(path):
     return newest
 
 
+def _is_protected(path):
+    try:
+        _io.check_not_protected(path, "out", "a run folder")
+    except ValueError:
+        return True
+    return False
+
+
 def remove_stale_temp_files(out_dir, older_than=STALE_TEMP_SECONDS):
     """Removes the temporary files and folders a killed run left in `out_dir`; returns their paths.
 
@@ -130,8 +138,10 @@ def remove_stale_temp_files(out_dir, older_than=STALE_TEMP_SECONDS):
     a new one replaces it: it is removed only when NAME exists.
     """
     out_dir = pathlib.Path(out_dir)
-    if not out_dir.is_dir():
+    if not out_dir.is_dir() or _is_protected(out_dir):
         return []
+    if not any((out_dir / name).is_dir() for name in _TEMP_SUBFOLDERS):
+        return []  # not a run folder of ours (no models/, cache/, steps/ or backup/): nothing of ours to clean
     folders = [out_dir]
     for name in _TEMP_SUBFOLDERS:
         top = out_dir / name

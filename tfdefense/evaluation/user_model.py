@@ -33,6 +33,7 @@ Keras model that attacks can differentiate through.
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import pathlib
@@ -110,8 +111,9 @@ def _saved_model_class():
     class SavedModelFunction(keras.Model):
         """A function of a loaded SavedModel as a Keras model (images -> one tensor), differentiable."""
 
-        def __init__(self, loaded, function, description, output_key=None, **kwargs):
+        def __init__(self, loaded, function, description, output_key=None, graph_digest="", **kwargs):
             super().__init__(**kwargs)
+            self.graph_digest = graph_digest  # sha256 of saved_model.pb: the computation, beside the weights
             object.__setattr__(self, "_loaded", loaded)  # keep the variables alive, untracked by Keras
             object.__setattr__(self, "_function", function)
             self.description = description
@@ -125,7 +127,7 @@ def _saved_model_class():
             return out
 
         def fingerprint(self):
-            digest = hashlib.sha256(self.description.encode())
+            digest = hashlib.sha256(f"{self.description}|{self.graph_digest}".encode())
             for variable in sorted(self._loaded.variables, key=lambda v: v.name):
                 value = np.ascontiguousarray(variable.numpy())
                 digest.update(f"|{variable.name}|{value.shape}|{value.dtype}|".encode())
@@ -178,9 +180,12 @@ def load_user_model(path, role="classifier", signature=None):
         import tensorflow as tf
 
         loaded = tf.saved_model.load(str(path))
+        saved_model_class = functools.partial(
+            _saved_model_class(), graph_digest=hashlib.sha256((path / "saved_model.pb").read_bytes()).hexdigest()
+        )
         export_function = {"classifier": "classify", "purifier": "purify"}[role]
         if signature is None and callable(getattr(loaded, export_function, None)):
-            return _saved_model_class()(loaded, getattr(loaded, export_function),
+            return saved_model_class(loaded, getattr(loaded, export_function),
                                         f"{path.name}:{export_function}", name=f"{role}_{export_function}")
         names = list(loaded.signatures)
         if signature is None:
@@ -192,11 +197,11 @@ def load_user_model(path, role="classifier", signature=None):
                 raise invalid_value("signature", f"one of the SavedModel's signatures {names}", None)
         if signature not in names:
             if callable(getattr(loaded, signature, None)):
-                return _saved_model_class()(loaded, getattr(loaded, signature), f"{path.name}:{signature}",
+                return saved_model_class(loaded, getattr(loaded, signature), f"{path.name}:{signature}",
                                             name=f"{role}_{signature}")
             raise invalid_value("signature", f"one of the SavedModel's signatures {names}", signature)
         function, output_key = _signature_function(loaded.signatures[signature])
-        return _saved_model_class()(loaded, function, f"{path.name}:{signature}", output_key=output_key,
+        return saved_model_class(loaded, function, f"{path.name}:{signature}", output_key=output_key,
                                     name=f"{role}_{signature}")
     raise invalid_value(role, "a .keras file, a SavedModel folder or a tfdefense export folder", str(path))
 

@@ -40,6 +40,7 @@ import contextlib
 import json
 import pathlib
 import shutil
+import sys
 import tempfile
 import time
 
@@ -171,12 +172,24 @@ def check_backup(folder, settings):
     marker = folder / SETTINGS_FILE
     if not folder.is_dir() or not marker.is_file():
         _cli.fail(f"argument --out: {str(folder)!r} exists and is not a backup of this command; move it away")
-    saved = json.loads(marker.read_text())
+    try:
+        saved = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        saved = None
+    if not isinstance(saved, dict):
+        _cli.fail(f"argument --out: {str(marker)!r} is not a readable settings file of this command; move "
+                  f"{str(folder)!r} away")
     changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
     if changed:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in changed)
         _cli.fail(f"argument --out: the backup {str(folder)!r} was made with other settings ({detail}); rerun with "
                   "the same settings to resume, or remove the folder to start over")
+
+
+def _ignore_missing(function, path, error):
+    error = error[1] if isinstance(error, tuple) else error
+    if not isinstance(error, FileNotFoundError):
+        raise error
 
 
 def resumed_epoch(folder):
@@ -402,7 +415,10 @@ def run(args):
     summary["total_seconds"] = round(time.perf_counter() - started, 1)
     if chief:
         _io.write_json(out.with_suffix(".json"), summary)
-        shutil.rmtree(folder)  # made by this command (checked by check_backup); the purifier is saved
+        # made by this command (checked by check_backup); the purifier is saved. Other workers may be
+        # removing their own pair caches below it at the same time.
+        shutil.rmtree(folder, onexc=_ignore_missing) if sys.version_info >= (3, 12) else shutil.rmtree(
+            folder, onerror=_ignore_missing)
     elif args.kind != "robust":  # this worker's own pair cache, and the folders above it left empty
         shutil.rmtree(distribute.worker_dir(folder / "pairs", strategy), ignore_errors=True)
         for empty in (folder / "pairs" / "workers", folder / "pairs", folder):
