@@ -263,6 +263,11 @@ def _load_data(dataset, n, data_dir, image_shape):
     if isinstance(dataset, str):
         _, (x, y) = load_dataset(dataset, data_dir=data_dir)
         description = f"{dataset}: test split"
+        if dataset == "mnist":
+            from tfdefense.data import mnist_split
+
+            split = mnist_split(data_dir)
+            description = f"{split.description}: test split" if split is not None else description
         if image_shape and None not in image_shape[:2] and tuple(x.shape[1:3]) != tuple(image_shape[:2]) \
                 and not dataset.startswith("npz:"):
             _, (x, y) = load_dataset(dataset, data_dir=data_dir, image_size=tuple(image_shape[:2]))
