@@ -2,7 +2,7 @@
 
 Times `defense(x)` (compiled with tf.function; eager when it cannot be traced)
 on the same batch of real MNIST test digits (28x28x1) for every input
-transformation of `tfdefense.defenses.transforms` and every learned purifier
+transformation of `tfdefense.defenses.transforms.classic` and every learned purifier
 that can be built: Pix2PixDefense, APE-GAN and EGAN untrained presets, and the
 MagNet / Defense-GAN / DnCNN / autoencoder modules when they are importable
 (skipped with a printed note otherwise; Defense-GAN, ~1000x slower, is timed
@@ -37,8 +37,8 @@ def _note(text):
 def _transforms(args):
     import keras
 
-    from tfdefense.defenses.superres import super_resolution_net
-    from tfdefense.defenses.transforms import get_transform, list_transforms
+    from tfdefense.defenses.transforms.superres import super_resolution_net
+    from tfdefense.defenses.transforms.classic import get_transform, list_transforms
 
     models = {}
     for name in list_transforms():
@@ -57,7 +57,7 @@ def _learned(args):
     models = {}
     keras.utils.set_random_seed(0)
     try:
-        from tfdefense.defenses.pix2pix import Pix2PixDefense
+        from tfdefense.defenses.purifiers.pix2pix import Pix2PixDefense
         from tfdefense.models import patchgan_preset, unet_generator_preset
 
         models["pix2pix (small_32)"] = Pix2PixDefense(
@@ -67,13 +67,13 @@ def _learned(args):
     except Exception as e:  # noqa: BLE001  (an optional entry of the benchmark)
         _note(f"Pix2PixDefense skipped: {type(e).__name__}: {e}")
     try:
-        from tfdefense.defenses.apegan import APEGAN
+        from tfdefense.defenses.purifiers.apegan import APEGAN
 
         models["apegan (mnist)"] = APEGAN.from_preset("mnist")
     except Exception as e:  # noqa: BLE001
         _note(f"APEGAN skipped: {type(e).__name__}: {e}")
     try:
-        from tfdefense.defenses.egan import EGAN
+        from tfdefense.defenses.purifiers.egan import EGAN
         from tfdefense.models.dcgan import dcgan_preset
         from tfdefense.models.egan_encoder import egan_encoder_preset
 

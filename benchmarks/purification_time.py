@@ -26,8 +26,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from
 def _build(args):
     import keras
 
-    from tfdefense.defenses.apegan import APEGAN
-    from tfdefense.defenses.egan import EGAN
+    from tfdefense.defenses.purifiers.apegan import APEGAN
+    from tfdefense.defenses.purifiers.egan import EGAN
     from tfdefense.models.dcgan import dcgan_preset
     from tfdefense.models.egan_encoder import egan_encoder_preset
 

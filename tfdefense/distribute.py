@@ -308,9 +308,9 @@ def backup_callback(backup_dir, strategy=None, delete_checkpoint=True):
     """
     import keras
 
-    from tfdefense import _io
+    from tfdefense._io import check_backup_dir
 
-    backup_dir = _io.check_backup_dir(backup_dir)  # keras deletes it after training: it must hold nothing else
+    backup_dir = check_backup_dir(backup_dir)  # keras deletes it after training: it must hold nothing else
     if is_chief(strategy):
         return keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=delete_checkpoint)
     task_type, task_id = task(strategy)

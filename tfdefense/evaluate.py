@@ -51,38 +51,38 @@ def _split(text):
 
 def check_args(args):
     """Checks every argument (names, numbers, output folder) before any data is loaded or model trained."""
-    from tfdefense import _cli
+    from tfdefense._cli import check_output_dir, check_positive_int, check_seed, fail
     from tfdefense.evaluation.runner import get_preset, list_presets
 
     if args.preset not in list_presets():
-        _cli.fail(f"argument --preset: unknown preset {args.preset!r}; expected one of: {', '.join(list_presets())}")
+        fail(f"argument --preset: unknown preset {args.preset!r}; expected one of: {', '.join(list_presets())}")
     preset = get_preset(args.preset)
     for flag, text, known in (("--attacks", args.attacks, preset.attacks), ("--defenses", args.defenses, preset.defenses)):
         if text is None:
             continue
         if not known:
-            _cli.fail(f"argument {flag}: preset {args.preset!r} has no {flag[2:]} filter")
+            fail(f"argument {flag}: preset {args.preset!r} has no {flag[2:]} filter")
         names = _split(text)
         if not names:
-            _cli.fail(f"argument {flag}: expected comma-separated names, got {text!r}")
+            fail(f"argument {flag}: expected comma-separated names, got {text!r}")
         unknown = [n for n in names if not any(fnmatch.fnmatchcase(n, pattern) for pattern in known)]
         if unknown:
-            _cli.fail(f"argument {flag}: unknown name(s) {', '.join(map(repr, unknown))} for preset {args.preset!r}; "
+            fail(f"argument {flag}: unknown name(s) {', '.join(map(repr, unknown))} for preset {args.preset!r}; "
                       f"expected some of: {', '.join(known)}")
-    _cli.check_positive_int("--batch-size", args.batch_size, allow_none=True)
-    _cli.check_seed(args.seed)
+    check_positive_int("--batch-size", args.batch_size, allow_none=True)
+    check_seed(args.seed)
     if args.data_dir is not None and pathlib.Path(args.data_dir).exists() and not pathlib.Path(args.data_dir).is_dir():
-        _cli.fail(f"argument --data-dir: {args.data_dir!r} is a file; expected a folder")
+        fail(f"argument --data-dir: {args.data_dir!r} is a file; expected a folder")
     if args.weights is not None and not pathlib.Path(args.weights).is_file():
-        _cli.fail(f"argument --weights: {args.weights!r} is not an existing file")
-    _cli.check_output_dir("--out", args.out)
+        fail(f"argument --weights: {args.weights!r} is not an existing file")
+    check_output_dir("--out", args.out)
 
 
 def main(argv=None):
-    from tfdefense import _cli
+    from tfdefense._cli import quiet_tensorflow, run_main
 
-    _cli.quiet_tensorflow()
-    return _cli.run_main(_main, argv)
+    quiet_tensorflow()
+    return run_main(_main, argv)
 
 
 def _main(argv=None):
@@ -134,22 +134,22 @@ EXIT_CHECK_FAILED = 3
 
 def _evaluate_user_model(parser, args):
     """`--classifier PATH ...`: tfdefense.evaluate_model on the user's model; 3 when a sanity check failed."""
-    from tfdefense import _cli
+    from tfdefense._cli import check_output_dir, check_positive_int, check_seed, fail
 
     if args.preset is not None:
-        _cli.fail("argument --classifier: not allowed with --preset (run one or the other)")
+        fail("argument --classifier: not allowed with --preset (run one or the other)")
     for flag, value in (("--dataset", args.dataset), ("--eps", args.eps), ("--out", args.out)):
         if value is None:
-            _cli.fail(f"argument {flag}: required with --classifier")
+            fail(f"argument {flag}: required with --classifier")
     if not 0 < args.eps <= 1:
-        _cli.fail(f"argument --eps: expected a radius in (0, 1] ([0, 1] pixel units), got {args.eps}")
-    _cli.check_positive_int("--n", args.n, allow_none=True)
-    _cli.check_positive_int("--batch-size", args.batch_size, allow_none=True)
-    _cli.check_positive_int("--eot-samples", args.eot_samples, allow_none=True)
-    _cli.check_seed(args.seed)
+        fail(f"argument --eps: expected a radius in (0, 1] ([0, 1] pixel units), got {args.eps}")
+    check_positive_int("--n", args.n, allow_none=True)
+    check_positive_int("--batch-size", args.batch_size, allow_none=True)
+    check_positive_int("--eot-samples", args.eot_samples, allow_none=True)
+    check_seed(args.seed)
     if not pathlib.Path(args.classifier).exists():
-        _cli.fail(f"argument --classifier: {args.classifier!r} does not exist")
-    _cli.check_output_dir("--out", args.out)
+        fail(f"argument --classifier: {args.classifier!r} does not exist")
+    check_output_dir("--out", args.out)
     from tfdefense import distribute
 
     strategy = distribute.make_strategy(args.distribute)  # before any TF op (multiworker needs it so)

@@ -35,28 +35,28 @@ def add_distribute_argument(parser):
 
 def check_classifier_args(args):
     """Checks every argument of `train classifier` before any data is loaded or model trained."""
-    from tfdefense import _cli
+    from tfdefense._cli import check_output_file, check_positive_int, check_seed, fail
     from tfdefense.data import list_datasets
     from tfdefense.models import list_classifiers
 
     if args.model not in list_classifiers():
-        _cli.fail(f"argument --model: unknown classifier {args.model!r}; expected one of: {', '.join(list_classifiers())}")
+        fail(f"argument --model: unknown classifier {args.model!r}; expected one of: {', '.join(list_classifiers())}")
     known = [name for name in list_datasets() if name != "npz:PATH"]
     if args.dataset not in known and not args.dataset.startswith("npz:"):
-        _cli.fail(f"argument --dataset: unknown dataset {args.dataset!r}; expected one of: {', '.join(known)} or npz:PATH")
+        fail(f"argument --dataset: unknown dataset {args.dataset!r}; expected one of: {', '.join(known)} or npz:PATH")
     if args.dataset.startswith("npz:") and not pathlib.Path(args.dataset[4:]).expanduser().is_file():
-        _cli.fail(f"argument --dataset: {args.dataset!r} does not name an existing .npz file")
-    _cli.check_positive_int("--epochs", args.epochs)
-    _cli.check_positive_int("--batch-size", args.batch_size)
-    _cli.check_positive_int("--image-size", args.image_size, allow_none=True)
+        fail(f"argument --dataset: {args.dataset!r} does not name an existing .npz file")
+    check_positive_int("--epochs", args.epochs)
+    check_positive_int("--batch-size", args.batch_size)
+    check_positive_int("--image-size", args.image_size, allow_none=True)
     if not args.learning_rate > 0 or args.learning_rate == float("inf"):
-        _cli.fail(f"argument --learning-rate: expected a positive number, got {args.learning_rate}")
-    _cli.check_seed(args.seed)
-    out = _cli.check_output_file("--out", args.out, (".keras",))
-    _cli.check_output_file("--out", out.with_suffix(".json"), (".json",))
+        fail(f"argument --learning-rate: expected a positive number, got {args.learning_rate}")
+    check_seed(args.seed)
+    out = check_output_file("--out", args.out, (".keras",))
+    check_output_file("--out", out.with_suffix(".json"), (".json",))
     backup = out.with_name(out.name + ".backup")
     if backup.exists() and not backup.is_dir():
-        _cli.fail(f"argument --out: {str(backup)!r} (the resume backup folder) is an existing file")
+        fail(f"argument --out: {str(backup)!r} (the resume backup folder) is an existing file")
 
 
 def run_classifier(args):
@@ -66,7 +66,7 @@ def run_classifier(args):
     strategy = distribute.make_strategy(args.distribute)  # before any TF op (multiworker needs it so)
     import keras
 
-    from tfdefense import _io
+    from tfdefense._io import save_model, write_json
     from tfdefense.data import load_dataset
     from tfdefense.evaluation import accuracy
     from tfdefense.models import get_classifier, train_classifier
@@ -96,7 +96,7 @@ def run_classifier(args):
     seconds = time.perf_counter() - start
     chief = distribute.is_chief(strategy)
     if chief:  # other workers hold the same weights and write nothing
-        _io.save_model(model, out)
+        save_model(model, out)
     summary = {
         "model": args.model,
         "dataset": args.dataset,
@@ -109,25 +109,25 @@ def run_classifier(args):
         "distribute": distribute.describe(strategy),
     }
     if chief:
-        _io.write_json(out.with_suffix(".json"), summary)
+        write_json(out.with_suffix(".json"), summary)
     print(json.dumps(summary))
     return summary
 
 
 def main(argv=None):
-    from tfdefense import _cli
+    from tfdefense._cli import quiet_tensorflow, run_main
 
-    _cli.quiet_tensorflow()
-    return _cli.run_main(_main, argv)
+    quiet_tensorflow()
+    return run_main(_main, argv)
 
 
 def _main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tfdefense.train", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     _classifier_parser(subparsers)
-    from tfdefense.training import purifier_cli
+    from tfdefense import train_purifier
 
-    purifier_cli.add_parser(subparsers)
+    train_purifier.add_parser(subparsers)
     args = parser.parse_args(argv)
     args.run(args)
     return 0

@@ -25,7 +25,7 @@ import tensorflow as tf
 from tfdefense._validation import check_number, invalid_value
 
 
-def _bpda_apply(fn, backward, x):
+def bpda_apply(fn, backward, x):
     @tf.custom_gradient
     def forward(x):
         y = tf.cast(fn(x), x.dtype)
@@ -65,7 +65,7 @@ class BPDA(keras.layers.Layer):
         self.backward = backward
 
     def call(self, inputs):
-        return _bpda_apply(self.fn, self.backward, inputs)
+        return bpda_apply(self.fn, self.backward, inputs)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -5,7 +5,7 @@
 
 Paper: Xia and Liu, "Adversarial Examples Generation and Defense Based on
 Generative Adversarial Network" (after Xiao et al., https://arxiv.org/abs/1801.02610).
-The generator (`tfdefense.defenses.advgan.AdvGAN`, trained with `fit`) maps an
+The generator (`tfdefense.defenses.trainers.advgan.AdvGAN`, trained with `fit`) maps an
 image to a direction in [-1, 1]; the attack scales it by `eps` (Linf bound) and
 clips to [0, 1]. It never queries `model` to build the example: G was trained
 against some classifier, and `model` only serves the success statistics

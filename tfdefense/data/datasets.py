@@ -91,7 +91,7 @@ def resize_images(x, image_size, batch_size=1024):
     """Resizes float images in [0, 1] with antialiased bilinear interpolation."""
     import tensorflow as tf
 
-    size = _as_size(image_size)
+    size = as_size(image_size)
     if tuple(x.shape[1:3]) == size:
         return x
     parts = [
@@ -102,7 +102,7 @@ def resize_images(x, image_size, batch_size=1024):
     return np.clip(np.concatenate(parts), 0.0, 1.0).astype(np.float32)
 
 
-def _as_size(image_size):
+def as_size(image_size):
     if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool) and image_size > 0:
         return (int(image_size), int(image_size))
     if (

@@ -44,10 +44,10 @@ def load_imagenet_folder(
     the first `train_images_per_class` files (sorted by name) train, the next
     `test_images_per_class` test (the versatile paper uses 18 and 5).
     """
-    from tfdefense.data.datasets import _as_size
+    from tfdefense.data.datasets import as_size
 
     folder = pathlib.Path(folder).expanduser()
-    size = _as_size(image_size)
+    size = as_size(image_size)
     if not folder.is_dir():
         raise invalid_value("folder", "a folder of ImageNet class sub-folders (n01440764/, ...)", str(folder))
     for name, value in [

@@ -26,7 +26,7 @@ from tfdefense._validation import (
     dataset_range_checked,
     invalid_value,
 )
-from tfdefense.defenses._gan import add_scalar_variables, check_image_array
+from tfdefense.defenses.base import add_scalar_variables, check_image_array
 
 ATTACK_LOSSES = ("ce", "kl")
 PRECISIONS = ("fp32", "bf16")

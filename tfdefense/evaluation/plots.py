@@ -7,7 +7,7 @@ canvas): pyplot's global backend and figure list are never touched, so
 
 import numpy as np
 
-from tfdefense import _io
+from tfdefense._io import atomic_path
 
 
 def _subplots(*args, **kwargs):
@@ -18,7 +18,7 @@ def _subplots(*args, **kwargs):
 
 
 def _save(fig, path):
-    with _io.atomic_path(path, suffix=".png") as tmp:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     return path
 

@@ -13,7 +13,7 @@ import json
 import math
 import platform
 
-from tfdefense import _io
+from tfdefense._io import write_json, write_text
 
 SCHEMA_VERSION = 1
 PROTOCOLS = (
@@ -192,7 +192,7 @@ def write_reports(out_dir, results, plots=()):
     import pathlib
 
     out_dir = pathlib.Path(out_dir)
-    _io.write_json(out_dir / "results.json", results)
-    _io.write_text(out_dir / "results.csv", to_csv(results["rows"]))
-    _io.write_text(out_dir / "report.md", to_markdown(results, plots))
+    write_json(out_dir / "results.json", results)
+    write_text(out_dir / "results.csv", to_csv(results["rows"]))
+    write_text(out_dir / "report.md", to_markdown(results, plots))
     return out_dir / "report.md"

@@ -18,7 +18,8 @@ import shutil
 import time
 import warnings
 
-from tfdefense import _io, distribute
+from tfdefense import distribute
+from tfdefense._io import check_not_protected, file_sha256, json_default, save_model, write_json
 from tfdefense._validation import check_choice, invalid_value
 from tfdefense.evaluation import reports
 
@@ -121,7 +122,7 @@ def _newest_mtime(path):
 
 def _is_protected(path):
     try:
-        _io.check_not_protected(path, "out", "a run folder")
+        check_not_protected(path, "out", "a run folder")
     except ValueError:
         return True
     return False
@@ -309,8 +310,8 @@ class Run:
         before = len(self.rows)
         value = fn()
         rows = self.rows[before:]
-        value = json.loads(json.dumps(value, default=_io._json_default))
-        _io.write_json(path, {"config": key, "rows": rows, "value": value})
+        value = json.loads(json.dumps(value, default=json_default))
+        write_json(path, {"config": key, "rows": rows, "value": value})
         self.steps_computed.append(name)
         return rows, value
 
@@ -347,8 +348,8 @@ class Run:
             model = build()
             train(model)
         self.log(f"trained {name} in {time.perf_counter() - start:.1f} s")
-        digest = _io.save_model(model, path)
-        _io.write_json(fingerprint_path(path), {"file": path.name, "sha256": digest, "key_hash": config_hash(key)})
+        digest = save_model(model, path)
+        write_json(fingerprint_path(path), {"file": path.name, "sha256": digest, "key_hash": config_hash(key)})
         self.artifacts[f"model:{name}"] = str(path.relative_to(self.out_dir))
         self._model_files[id(model)] = (model, path.name)
         keras.utils.set_random_seed(model_seed + 1)
@@ -361,7 +362,7 @@ class Run:
         record_path = fingerprint_path(path)
         try:
             record = json.loads(record_path.read_text())
-            trusted = record["sha256"] == _io.file_sha256(path) and record["key_hash"] == config_hash(key)
+            trusted = record["sha256"] == file_sha256(path) and record["key_hash"] == config_hash(key)
         except (OSError, ValueError, KeyError, TypeError) as error:
             self._distrust(name, path, f"its fingerprint {record_path.name} is missing or unreadable ({type(error).__name__})")
             return False

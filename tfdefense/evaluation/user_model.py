@@ -42,7 +42,7 @@ import time
 
 import numpy as np
 
-from tfdefense import _io
+from tfdefense._io import write_json, write_text
 from tfdefense._validation import check_choice, check_images, check_labels, check_number, invalid_value
 from tfdefense.evaluation.metrics import wilson_interval
 
@@ -208,7 +208,7 @@ def load_user_model(path, role="classifier", signature=None):
 
 def resolve_purifier(spec, signature=None):
     """A purifier from a path or a transform name (`jpeg`, `bit_depth:bits=2`, ...; see `list_transforms()`)."""
-    from tfdefense.defenses.transforms import get_transform, list_transforms
+    from tfdefense.defenses.transforms.classic import get_transform, list_transforms
 
     name, _, params_text = str(spec).partition(":")
     if name in list_transforms() and not pathlib.Path(spec).exists():
@@ -966,13 +966,13 @@ def _write_outputs(run, evaluation, model, purifier, attacks, x, y, start, model
 
     results = _results_dict(run, evaluation, start, reports)
     out_dir = run.out_dir
-    _io.write_json(out_dir / "results.json", results)
-    _io.write_text(out_dir / "results.csv", reports.to_csv(results["rows"]))
+    write_json(out_dir / "results.json", results)
+    write_text(out_dir / "results.csv", reports.to_csv(results["rows"]))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     labels = list(evaluation.per_example)
     writer.writerow(["index", "label", *labels])
     for i in range(evaluation.n):
         writer.writerow([i, int(y[i]), *(int(evaluation.per_example[label][i]) for label in labels)])
-    _io.write_text(out_dir / "per_example.csv", buffer.getvalue())
-    _io.write_text(out_dir / "report.md", _markdown(results, evaluation, run.plots))
+    write_text(out_dir / "per_example.csv", buffer.getvalue())
+    write_text(out_dir / "report.md", _markdown(results, evaluation, run.plots))

@@ -25,7 +25,7 @@ import tempfile
 
 import keras
 
-from tfdefense import _io
+from tfdefense._io import check_not_protected, default_dir_mode, write_json
 from tfdefense._validation import invalid_value
 
 MARKER_FILE = "tfdefense_export.json"
@@ -90,10 +90,10 @@ def export_saved_model(defense, path, classifier=None, overwrite=True):
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     old = None
     try:
-        os.chmod(tmp, _io.default_dir_mode())  # as os.mkdir would, not mkdtemp's 0o700
+        os.chmod(tmp, default_dir_mode())  # as os.mkdir would, not mkdtemp's 0o700
         archive.write_out(str(tmp), verbose=False)
         signatures = ["purify"] if classifier is None else ["purify", "classify"]
-        _io.write_json(tmp / MARKER_FILE, {"format": MARKER_FORMAT, "signatures": signatures})
+        write_json(tmp / MARKER_FILE, {"format": MARKER_FORMAT, "signatures": signatures})
         if os.path.lexists(path):
             check_replaceable(path, overwrite)  # again: the folder may have changed while tracing
             old = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old.tmp", dir=path.parent))
@@ -114,7 +114,7 @@ def export_saved_model(defense, path, classifier=None, overwrite=True):
 def check_replaceable(path, overwrite=True):
     """Raises a `ValueError` unless `path` is absent or a SavedModel folder that may be replaced."""
     path = pathlib.Path(path)
-    _io.check_not_protected(path, "path", "a new or SavedModel folder")
+    check_not_protected(path, "path", "a new or SavedModel folder")
     if not os.path.lexists(path):
         return
     if not overwrite:

@@ -27,7 +27,7 @@ import keras
 from keras import layers
 
 from tfdefense._validation import check_choice, check_number, invalid_value
-from tfdefense.models.unet import _check_shape
+from tfdefense.models.unet import check_network_input_shape
 
 OUTPUT_ACTIVATIONS = ("sigmoid", "tanh")
 
@@ -84,7 +84,7 @@ def apegan_generator(
         ([-1, 1], e.g. a bounded perturbation direction for AdvGAN).
       bn_momentum: BatchNormalization momentum (0.9 = PyTorch's 0.1).
     """
-    height, width, channels = _check_shape("input_shape", input_shape)
+    height, width, channels = check_network_input_shape("input_shape", input_shape)
     down_filters = _check_filters("down_filters", down_filters)
     up_filters = _check_filters("up_filters", up_filters, allow_empty=True)
     if len(up_filters) + 1 != len(down_filters):
@@ -132,7 +132,7 @@ def apegan_discriminator(
     unless `first_norm`), flatten, optional hidden FC layers `dense_units`
     (BN + LeakyReLU), FC(1). The paper's sigmoid is applied in the loss.
     """
-    height, width, channels = _check_shape("input_shape", input_shape)
+    height, width, channels = check_network_input_shape("input_shape", input_shape)
     filters = _check_filters("filters", filters)
     dense_units = _check_filters("dense_units", dense_units, allow_empty=True)
     if not isinstance(first_norm, bool):

@@ -20,7 +20,7 @@ import keras
 from keras import layers
 
 from tfdefense._validation import check_choice, check_number
-from tfdefense.models.unet import _check_shape
+from tfdefense.models.unet import check_network_input_shape
 
 DCGAN_PRESETS = {
     "mnist": dict(image_shape=(28, 28, 1), latent_dim=30, base_filters=64),
@@ -32,7 +32,7 @@ DCGAN_PRESETS = {
 def dcgan_generator(latent_dim=30, image_shape=(28, 28, 1), base_filters=64, bn_momentum=0.9, name="dcgan_generator"):
     """Builds G: (N, latent_dim) -> (N, *image_shape) images in [0, 1]."""
     check_number("latent_dim", latent_dim, minimum=1, integer=True)
-    height, width, channels = _check_shape("image_shape", image_shape)
+    height, width, channels = check_network_input_shape("image_shape", image_shape)
     check_number("base_filters", base_filters, minimum=1, integer=True)
     check_number("bn_momentum", bn_momentum, minimum=0, maximum=1)
     start_h, start_w = math.ceil(height / 4), math.ceil(width / 4)
@@ -57,7 +57,7 @@ def dcgan_generator(latent_dim=30, image_shape=(28, 28, 1), base_filters=64, bn_
 
 def dcgan_discriminator(image_shape=(28, 28, 1), base_filters=64, dropout=0.3, name="dcgan_discriminator"):
     """Builds D: images -> one logit per image, shape (N, 1)."""
-    height, width, channels = _check_shape("image_shape", image_shape)
+    height, width, channels = check_network_input_shape("image_shape", image_shape)
     check_number("base_filters", base_filters, minimum=1, integer=True)
     check_number("dropout", dropout, minimum=0, maximum=0.999)
     inputs = keras.Input(shape=(height, width, channels), name="images")

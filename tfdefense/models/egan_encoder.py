@@ -18,7 +18,7 @@ import keras
 from keras import layers
 
 from tfdefense._validation import check_choice, check_number, invalid_value
-from tfdefense.models.unet import _check_shape
+from tfdefense.models.unet import check_network_input_shape
 
 ENCODER_PRESETS = {
     "paper": dict(width=100, same_blocks=10),
@@ -48,7 +48,7 @@ def egan_encoder(
       same_blocks: 'same' conv blocks after the first conv (10 in the paper).
       shrink_blocks: 'valid' conv blocks, each 2 px smaller (default: down to 6 px).
     """
-    height, width_px, channels = _check_shape("input_shape", input_shape)
+    height, width_px, channels = check_network_input_shape("input_shape", input_shape)
     check_number("latent_dim", latent_dim, minimum=1, integer=True)
     check_number("width", width, minimum=1, integer=True)
     check_number("same_blocks", same_blocks, minimum=0, integer=True)

@@ -13,7 +13,7 @@ import keras
 from keras import layers
 
 from tfdefense._validation import check_choice, check_number
-from tfdefense.models.unet import _check_shape
+from tfdefense.models.unet import check_network_input_shape
 
 DISCRIMINATOR_PRESETS = {
     # The paper's 70x70 PatchGAN on 256x256 images (30x30 patch logits).
@@ -50,7 +50,7 @@ def patchgan_discriminator(
       max_filters: cap on the block width.
       target_channels: channels of the candidate image (default: same as the input).
     """
-    input_shape = _check_shape("input_shape", input_shape)
+    input_shape = check_network_input_shape("input_shape", input_shape)
     check_number("base_filters", base_filters, minimum=1, integer=True)
     check_number("n_layers", n_layers, minimum=0, integer=True)
     check_number("max_filters", max_filters, minimum=1, integer=True)

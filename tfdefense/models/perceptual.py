@@ -15,7 +15,7 @@ from keras import layers as keras_layers
 
 from tfdefense._validation import check_choice, invalid_value
 from tfdefense.models.applications import ImageNetPreprocessing, check_weights
-from tfdefense.models.unet import _check_shape
+from tfdefense.models.unet import check_network_input_shape
 
 VGG19_BLOCK_CONV2 = ("block1_conv2", "block2_conv2", "block3_conv2", "block4_conv2", "block5_conv2")
 VGG19_BLOCK_POOL = ("block1_pool", "block2_pool", "block3_pool", "block4_pool", "block5_pool")
@@ -67,7 +67,7 @@ def perceptual_feature_extractor(
 
     check_choice("backbone", backbone, tuple(_VGG))
     weights = check_weights(weights)
-    height, width, channels = _check_shape("input_shape", input_shape)
+    height, width, channels = check_network_input_shape("input_shape", input_shape)
     if channels not in (1, 3):
         raise invalid_value("input_shape", "1 (grayscale) or 3 (RGB) channels", input_shape)
     build, default_layers = _VGG[backbone]

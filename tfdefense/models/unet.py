@@ -33,7 +33,7 @@ GENERATOR_PRESETS = {
 }
 
 
-def _check_shape(argument, input_shape, rank=3):
+def check_network_input_shape(argument, input_shape, rank=3):
     try:
         shape = tuple(int(s) for s in input_shape)
     except (TypeError, ValueError):
@@ -80,7 +80,7 @@ def unet_generator(
       output_activation: "sigmoid" or "tanh" (mapped to [0, 1]); both float32.
       bn_momentum: BatchNormalization momentum (0.9 = PyTorch's 0.1).
     """
-    input_shape = _check_shape("input_shape", input_shape)
+    input_shape = check_network_input_shape("input_shape", input_shape)
     height, width, channels = input_shape
     check_number("base_filters", base_filters, minimum=1, integer=True)
     check_number("depth", depth, minimum=1, integer=True, allow_none=True)

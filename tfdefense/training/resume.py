@@ -31,7 +31,7 @@ import warnings
 import keras
 import numpy as np
 
-from tfdefense import _io
+from tfdefense._io import write_json
 from tfdefense.data.pipelines import with_pipeline_epoch
 
 STATE_FILE = "random_state.json"
@@ -98,7 +98,7 @@ class RandomStateBackup(keras.callbacks.Callback):
         states = [np.asarray(keras.ops.convert_to_numpy(v)).tolist() for v in seed_generator_states(self.model)]
         epochs = {k: v for k, v in self._read().items() if k == str(epoch)}  # keep the previous epoch
         epochs[str(epoch + 1)] = states
-        _io.write_json(self.path, {"epochs": epochs})
+        write_json(self.path, {"epochs": epochs})
 
 
 def resumable_fit_callbacks(x, callbacks):

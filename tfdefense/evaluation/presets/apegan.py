@@ -19,7 +19,7 @@ attack_config).
 """
 
 from tfdefense.evaluation import accuracy, paper_values, protocols
-from tfdefense.evaluation.presets import _common
+from tfdefense.evaluation.presets import common
 from tfdefense.evaluation.runner import register_preset
 
 TABLE1 = "Table 1: error rate under attack (attacks on the target model)"
@@ -87,7 +87,7 @@ def _train_apegan(run, dataset, classifier, x_train, y_train, settings):
     from tfdefense.defenses import APEGAN
 
     eps = SETTINGS[dataset]["train_eps"]
-    x_adv = _common.attacked(run, "fgsm", {"eps": eps}, classifier, x_train, y_train)
+    x_adv = common.attacked(run, "fgsm", {"eps": eps}, classifier, x_train, y_train)
     history = {}
 
     def build():
@@ -110,8 +110,8 @@ def _run(run, dataset):
 
     spec = SETTINGS[dataset]
     settings = run.pick(spec["scales"])
-    (x_train, y_train), (x_test, y_test) = _common.load_data(run, dataset, settings["train"], settings["test"])
-    classifier = _common.target_classifier(
+    (x_train, y_train), (x_test, y_test) = common.load_data(run, dataset, settings["train"], settings["test"])
+    classifier = common.target_classifier(
         run, spec["classifier"], x_train, y_train, settings["classifier_epochs"], augment=spec["augment"]
     )
     purifier = _train_apegan(run, dataset, classifier, x_train, y_train, settings)
@@ -123,7 +123,7 @@ def _run(run, dataset):
         """The paper's target model of `attack` (section 4.1.2), trained on first use."""
         name = spec["attack_models"].get(attack, spec["classifier"])
         if name not in targets:
-            targets[name] = _common.target_classifier(
+            targets[name] = common.target_classifier(
                 run, name, x_train, y_train, settings["classifier_epochs"], augment=spec["augment"])
         return name, targets[name]
 
@@ -135,10 +135,10 @@ def _run(run, dataset):
         # ART's C&W-L0 and C&W-Linf cost seconds per image on a CPU: fewer images at the small scales.
         n = {"fgsm": None, "cw_l0": settings["cw_l0"], "cw_linf": settings.get("cw_linf", settings["expensive"])}.get(
             name, settings["expensive"])
-        x, y = _common.subset(x_test, y_test, n)
+        x, y = common.subset(x_test, y_test, n)
         model_name, model = target(name)
         run.log(f"Table 1: {name} on {len(x)} images, target model {model_name}")
-        x_adv = _common.attacked(run, name, params, model, x, y)
+        x_adv = common.attacked(run, name, params, model, x, y)
         protocols.whole_test_set(
             run, TABLE1, {f"none (model {model_name})": model, f"apegan (model {model_name})": DefendedClassifier(purifier, model)},
             {name: (x_adv, {**params, "target_model": model_name})}, y, metric="error_rate",
@@ -148,7 +148,7 @@ def _run(run, dataset):
 
     # Table 2: benign input.
     table2 = f"{TABLE2} (target: model {spec['classifier']})"
-    noisy = _common.attacked(run, "gaussian_noise", {"variance": 0.05, "seed": run.seed}, classifier, x_test, y_test)
+    noisy = common.attacked(run, "gaussian_noise", {"variance": 0.05, "seed": run.seed}, classifier, x_test, y_test)
     protocols.whole_test_set(
         run, table2, models, {"clean": (x_test, {}), "gaussian_noise var 0.05": (noisy, {"variance": 0.05})}, y_test,
         protocol="benign", metric="error_rate",
@@ -163,7 +163,7 @@ def _run(run, dataset):
     table = f"{TABLE3} (target: model {spec['classifier']})"
     curves = {"none": ([0.0], [1 - accuracy(classifier, x_test, y_test)]), "apegan": ([0.0], [1 - accuracy(defended, x_test, y_test)])}
     for eps in spec["eps_grid"]:
-        x_adv = _common.attacked(run, "fgsm", {"eps": float(eps)}, classifier, x_test, y_test)
+        x_adv = common.attacked(run, "fgsm", {"eps": float(eps)}, classifier, x_test, y_test)
         label = f"fgsm eps {eps:.3g}"
         protocols.whole_test_set(run, table, models, {label: (x_adv, {"eps": float(eps)})}, y_test, metric="error_rate")
         for name, model in models.items():
@@ -176,11 +176,11 @@ def _run(run, dataset):
     eps = spec["pgd_eps"]
     nb_iter = 10 if run.scale == "tiny" else 40
     pgd = dict(eps=eps, eps_iter=2.5 * eps / nb_iter, nb_iter=nb_iter, rand_init=True, seed=run.seed)
-    x, y = _common.subset(x_test, y_test, None if run.scale == "full" else max(settings["expensive"], 40))
+    x, y = common.subset(x_test, y_test, None if run.scale == "full" else max(settings["expensive"], 40))
     run.step(f"{dataset}-apegan-adaptive", {"pgd": pgd}, lambda: protocols.adaptive(run, "apegan", defended, classifier, x, y, "pgd", pgd),
              depends_on=(purifier, classifier, x, y))  # stored in steps/: a rerun reuses it
 
-    x_fgsm = _common.attacked(run, "fgsm", {"eps": SETTINGS[dataset]["train_eps"]}, classifier, x_test, y_test)
+    x_fgsm = common.attacked(run, "fgsm", {"eps": SETTINGS[dataset]["train_eps"]}, classifier, x_test, y_test)
     plots.plot_sample_grid(
         run.add_plot("samples.png"), {"clean": x_test, "fgsm": x_fgsm, "apegan(fgsm)": purifier.purify(x_fgsm[:8])}
     )

@@ -14,7 +14,7 @@ purifier (EOT for Defense-GAN).
 import numpy as np
 
 from tfdefense.evaluation import accuracy, paper_values, protocols, seconds_per_image
-from tfdefense.evaluation.presets import _baselines, _common
+from tfdefense.evaluation.presets import baselines, common
 from tfdefense.evaluation.runner import register_preset
 
 EPS_GRID = tuple(np.round(np.arange(0.0, 1.01, 0.1), 1))
@@ -89,35 +89,35 @@ def egan(run):
     from tfdefense.evaluation import plots
 
     settings = run.pick(SCALES)
-    (x_train, y_train), (x_test, y_test) = _common.load_data(run, "mnist", settings["train"], settings["test"])
-    classifier = _common.target_classifier(run, "C", x_train, y_train, settings["classifier_epochs"])
+    (x_train, y_train), (x_test, y_test) = common.load_data(run, "mnist", settings["train"], settings["test"])
+    classifier = common.target_classifier(run, "C", x_train, y_train, settings["classifier_epochs"])
     purifiers = {}
     if run.wants_defense("egan"):
         purifiers["egan"] = _egan(run, settings, x_train)
     x_fgsm_train = None
     if run.wants_defense("apegan") or run.wants_defense("autoencoder") or run.wants_defense("dncnn"):
-        x_fgsm_train = _common.attacked(run, "fgsm", {"eps": 0.3}, classifier, x_train, y_train)
+        x_fgsm_train = common.attacked(run, "fgsm", {"eps": 0.3}, classifier, x_train, y_train)
     if run.wants_defense("apegan"):
         purifiers["apegan"] = _apegan(run, settings, x_fgsm_train, x_train)
     purifiers.update(_transforms(run))
     if run.wants_defense("magnet"):
-        purifiers["magnet"] = _baselines.magnet(run, x_train)
+        purifiers["magnet"] = baselines.magnet(run, x_train)
     if run.wants_defense("autoencoder"):
-        purifiers["autoencoder"] = _baselines.denoiser(run, "autoencoder", x_fgsm_train, x_train, {"fgsm": {"eps": 0.3}})
+        purifiers["autoencoder"] = baselines.denoiser(run, "autoencoder", x_fgsm_train, x_train, {"fgsm": {"eps": 0.3}})
     if run.wants_defense("dncnn"):
-        purifiers["dncnn"] = _baselines.denoiser(run, "dncnn", x_fgsm_train, x_train, {"fgsm": {"eps": 0.3}})
+        purifiers["dncnn"] = baselines.denoiser(run, "dncnn", x_fgsm_train, x_train, {"fgsm": {"eps": 0.3}})
     if run.wants_defense("defensegan"):
-        defense_gan = _baselines.defense_gan(run, x_train)
+        defense_gan = baselines.defense_gan(run, x_train)
         if defense_gan is not None:
             purifiers["defensegan"] = defense_gan
-        _baselines.defense_gan_note(run)
+        baselines.defense_gan_note(run)
     models = {"none": classifier, **{name: DefendedClassifier(p, classifier) for name, p in purifiers.items()}}
 
     curves = {name: ([], []) for name in models}
     by_eps = {}
     for eps in settings["eps_grid"]:
         eps = float(eps)
-        x = x_test if eps == 0 else _common.attacked(run, "fgsm", {"eps": eps}, classifier, x_test, y_test)
+        x = x_test if eps == 0 else common.attacked(run, "fgsm", {"eps": eps}, classifier, x_test, y_test)
         by_eps[eps] = x
         for name, model in models.items():
             value = accuracy(model, x, y_test)
@@ -152,7 +152,7 @@ def egan(run):
 
     nb_iter = 10 if run.scale == "tiny" else 40
     pgd = dict(eps=0.3, eps_iter=2.5 * 0.3 / nb_iter, nb_iter=nb_iter, rand_init=True, seed=run.seed)
-    x, y = _common.subset(x_test, y_test, None if run.scale == "full" else 200)
+    x, y = common.subset(x_test, y_test, None if run.scale == "full" else 200)
     for name in ("egan", "apegan", "magnet", "autoencoder", "dncnn", "defensegan"):
         if name in models:
             run.step(f"egan-adaptive-{name}", {"pgd": pgd, "defense": name},  # stored in steps/: a rerun reuses it

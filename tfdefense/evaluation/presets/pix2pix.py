@@ -18,7 +18,7 @@
 import numpy as np
 
 from tfdefense.evaluation import accuracy, l2_distances, paper_values, predict_labels, protocols
-from tfdefense.evaluation.presets import _baselines, _common
+from tfdefense.evaluation.presets import baselines, common
 from tfdefense.evaluation.runner import register_preset
 
 TABLE = "Accuracy on successful adversarial examples (pix2pix paper protocol)"
@@ -80,21 +80,21 @@ def _defense_gan_comparison(run, settings, targets, pix2pix, x_train, y_train, x
     from tfdefense.defenses import DefendedClassifier
 
     eps = SETTINGS["mnist"]["eps"]
-    magnet = _baselines.magnet(run, x_train) if run.wants_defense("magnet") else None
-    defense_gan = _baselines.defense_gan(run, x_train) if run.wants_defense("defensegan") else None
-    _baselines.defense_gan_note(run)
+    magnet = baselines.magnet(run, x_train) if run.wants_defense("magnet") else None
+    defense_gan = baselines.defense_gan(run, x_train) if run.wants_defense("defensegan") else None
+    baselines.defense_gan_note(run)
     cw = _cw_settings(run, seed=run.seed)
-    x_cw, y_cw = _common.subset(x_test, y_test, settings["expensive"])
+    x_cw, y_cw = common.subset(x_test, y_test, settings["expensive"])
     for name in ("A", "B", "C", "D"):
-        model = targets.get(name) or _common.target_classifier(run, name, x_train, y_train, settings["classifier_epochs"])
+        model = targets.get(name) or common.target_classifier(run, name, x_train, y_train, settings["classifier_epochs"])
         defenses = {f"model {name}": model, f"pix2pix (for C) + model {name}": DefendedClassifier(pix2pix, model)}
         if defense_gan is not None:
             defenses[f"defensegan + model {name}"] = DefendedClassifier(defense_gan, model)
         inputs = {"clean": (x_test, y_test)}
         if run.wants_attack("fgsm"):
-            inputs[f"fgsm eps {eps}"] = (_common.attacked(run, "fgsm", {"eps": eps}, model, x_test, y_test), y_test)
+            inputs[f"fgsm eps {eps}"] = (common.attacked(run, "fgsm", {"eps": eps}, model, x_test, y_test), y_test)
         if run.wants_attack("cw_l2"):
-            inputs["cw_l2"] = (_common.attacked(run, "cw_l2", cw, model, x_cw, y_cw), y_cw)
+            inputs["cw_l2"] = (common.attacked(run, "cw_l2", cw, model, x_cw, y_cw), y_cw)
         for attack, (x, y) in inputs.items():
             for label, defended in defenses.items():
                 run.add_row(COMPARISON, "whole_test_set", label, attack, "accuracy", accuracy(defended, x, y), len(y))
@@ -103,14 +103,14 @@ def _defense_gan_comparison(run, settings, targets, pix2pix, x_train, y_train, x
                 for label, key in (("magnet (reformer)", "reformed_accuracy"), ("magnet (detector + reformer)", "accuracy")):
                     run.add_row(COMPARISON, "whole_test_set", f"{label} + model {name}", attack, "accuracy", scores[key], len(y))
         if run.wants_defense("adv_training"):
-            trained = _baselines.fgsm_adversarial_training(run, name, model, x_train, y_train, eps)
+            trained = baselines.fgsm_adversarial_training(run, name, model, x_train, y_train, eps)
             label = f"FGSM adversarial training of model {name} (white-box on it)"
             run.add_row(COMPARISON, "whole_test_set", label, "clean", "accuracy", accuracy(trained, x_test, y_test), len(y_test))
             if run.wants_attack("fgsm"):
-                x_adv = _common.attacked(run, "fgsm", {"eps": eps}, trained, x_test, y_test)
+                x_adv = common.attacked(run, "fgsm", {"eps": eps}, trained, x_test, y_test)
                 run.add_row(COMPARISON, "whole_test_set", label, f"fgsm eps {eps}", "accuracy", accuracy(trained, x_adv, y_test), len(y_test))
             if run.wants_attack("cw_l2"):
-                x_adv = _common.attacked(run, "cw_l2", cw, trained, x_cw, y_cw)
+                x_adv = common.attacked(run, "cw_l2", cw, trained, x_cw, y_cw)
                 run.add_row(COMPARISON, "whole_test_set", label, "cw_l2", "accuracy", accuracy(trained, x_adv, y_cw), len(y_cw))
     run.note("Defense-GAN comparison setting: attacks are white-box on each bare model (the papers' protocol); "
              "pix2pix, MagNet and Defense-GAN are classifier-agnostic purifiers put unchanged in front of each model. "
@@ -126,9 +126,9 @@ def _train_purifier(run, dataset, name, classifier, x_train, y_train, settings, 
     spec = SETTINGS[dataset]
     eps = spec["eps"]
     pgd = dict(eps=eps, eps_iter=2.5 * eps / 20, nb_iter=20, rand_init=True, seed=run.seed)
-    x_adv = [_common.attacked(run, "fgsm", {"eps": eps}, classifier, x_train, y_train),
-             _common.attacked(run, "pgd", pgd, classifier, x_train, y_train)]
-    x_pairs, x_clean = _common.paired_training_data(x_adv, x_train, include_clean=True)
+    x_adv = [common.attacked(run, "fgsm", {"eps": eps}, classifier, x_train, y_train),
+             common.attacked(run, "pgd", pgd, classifier, x_train, y_train)]
+    x_pairs, x_clean = common.paired_training_data(x_adv, x_train, include_clean=True)
     y_pairs = np.concatenate([y_train] * 3)
     unet = dict(spec["unet"], **settings.get("unet", {}))
     curve = []
@@ -163,19 +163,19 @@ def _run(run, dataset):
 
     spec = SETTINGS[dataset]
     settings = run.pick(spec["scales"])
-    (x_train, y_train), (x_test, y_test) = _common.load_data(run, dataset, settings["train"], settings["test"])
+    (x_train, y_train), (x_test, y_test) = common.load_data(run, dataset, settings["train"], settings["test"])
     attacks = _test_attacks(run, settings, spec["eps"])
     targets, purifiers, examples, curves = {}, {}, {}, {}
     model_names = settings.get("models", spec["models"])
     for name, augment in model_names:
-        classifier = _common.target_classifier(run, name, x_train, y_train, settings["classifier_epochs"], augment,
+        classifier = common.target_classifier(run, name, x_train, y_train, settings["classifier_epochs"], augment,
                                                schedule=spec["schedules"].get(name))
         targets[name] = classifier
-        _common.report_clean_accuracy(run, "Clean accuracy", {f"model {name}": classifier}, x_test, y_test)
+        common.report_clean_accuracy(run, "Clean accuracy", {f"model {name}": classifier}, x_test, y_test)
         examples[name] = {}
         for attack, (params, n) in attacks.items():
-            x, y = _common.subset(x_test, y_test, n)
-            examples[name][attack] = (_common.attacked(run, attack.split(" ")[0], params, classifier, x, y), params, y)
+            x, y = common.subset(x_test, y_test, n)
+            examples[name][attack] = (common.attacked(run, attack.split(" ")[0], params, classifier, x, y), params, y)
         fooled = None
         if "fgsm" in attacks:
             fooled = (predict_labels(classifier, examples[name]["fgsm"][0]) != y_test) & (predict_labels(classifier, x_test) == y_test)
@@ -188,7 +188,7 @@ def _run(run, dataset):
         if curve:
             curves[f"model {name} (FGSM)"] = (list(range(1, len(curve) + 1)), curve)
         defended = DefendedClassifier(purifier, classifier)
-        _common.report_clean_accuracy(run, "Clean accuracy", {f"pix2pix + model {name}": defended}, x_test, y_test)
+        common.report_clean_accuracy(run, "Clean accuracy", {f"pix2pix + model {name}": defended}, x_test, y_test)
         for attack, (x_adv, params, y) in examples[name].items():
             protocols.successful_only(run, TABLE, classifier, {f"pix2pix + model {name}": defended}, {attack: (x_adv, params)}, y,
                                       x_clean=x_test)
@@ -215,7 +215,7 @@ def _run(run, dataset):
     eps = spec["eps"]
     nb_iter = 10 if run.scale == "tiny" else 40
     pgd = dict(eps=eps, eps_iter=2.5 * eps / nb_iter, nb_iter=nb_iter, rand_init=True, seed=run.seed)
-    x, y = _common.subset(x_test, y_test, None if run.scale == "full" else max(settings["expensive"], 40))
+    x, y = common.subset(x_test, y_test, None if run.scale == "full" else max(settings["expensive"], 40))
     defended = DefendedClassifier(purifiers[first], targets[first])
     run.step(f"{dataset}-pix2pix-adaptive", {"pgd": pgd, "model": first},  # stored in steps/: a rerun reuses it
              lambda: protocols.adaptive(run, f"pix2pix + model {first}", defended, targets[first], x, y, "pgd", pgd),

@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from tfdefense import _io
+from tfdefense._io import write_json
 from tfdefense.evaluation.runner import config_hash, register_preset, with_dependencies
 
 DATASETS = {
@@ -124,7 +124,7 @@ def _train_robust(run, name, dataset, classifier, x_train, y_train, settings, ep
             callbacks=[EpsilonRamp(settings["eps_ramp"]), budget,
                        keras.callbacks.BackupAndRestore(str(run.out_dir / "backup" / key))],
         )
-        _io.write_json(_cpu_record(run, key), {"cpu_seconds": budget.spent, "history": {
+        write_json(_cpu_record(run, key), {"cpu_seconds": budget.spent, "history": {
             k: [float(v) for v in vs] for k, vs in history.history.items()}})
 
     model = run.model(f"{name}-robust", config, build, train)
@@ -161,7 +161,7 @@ def _train_madry(run, name, dataset, classifier, x_train, y_train, settings, eps
         model.fit(x_train, y_train, batch_size=batch, epochs=epochs, verbose=0,
                   callbacks=[EpsilonRamp(settings["eps_ramp"]), budget,
                              keras.callbacks.BackupAndRestore(str(run.out_dir / "backup" / key))])
-        _io.write_json(_cpu_record(run, key), {"cpu_seconds": budget.spent})
+        write_json(_cpu_record(run, key), {"cpu_seconds": budget.spent})
 
     model = run.model(f"{name}-madry", config, build, train)
     record = _cpu_record(run, key)
@@ -245,7 +245,7 @@ def _evaluate_dataset(run, name, settings):
         x_test, y_test = x_test[: settings["test_images"]], y_test[: settings["test_images"]]
     dataset = f"{name}: {len(x_train)} train / {len(x_test)} test images"
     if name == "mnist":  # which MNIST file was read (models trained on another split are not reused)
-        from tfdefense.evaluation.presets._common import mnist_split_description
+        from tfdefense.evaluation.presets.common import mnist_split_description
 
         dataset = f"{mnist_split_description(run)}: first {len(x_train)} train / first {len(x_test)} test images"
     run.log(dataset)
@@ -327,7 +327,7 @@ def robust(run):
 
     settings = run.pick(SCALES)
     start = time.perf_counter()
-    from tfdefense.evaluation.presets._common import mnist_split_description
+    from tfdefense.evaluation.presets.common import mnist_split_description
 
     mnist = mnist_split_description(run)
     run.set_data(

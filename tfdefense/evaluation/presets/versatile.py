@@ -22,7 +22,7 @@ the target classifier's conv layers (no ImageNet weights offline).
 """
 
 from tfdefense.evaluation import accuracy, mean_absolute_error, paper_values, protocols, psnr
-from tfdefense.evaluation.presets import _common
+from tfdefense.evaluation.presets import common
 from tfdefense.evaluation.runner import PresetUnavailable, register_preset
 
 TRAIN_ATTACKS = ("fgsm", "bim", "pgd", "cw_l2", "mifgsm", "autoattack")
@@ -71,7 +71,7 @@ def _classifier(run, settings, x_train, y_train):
         model = get_classifier("inception_v3", input_shape=x_train.shape[1:], num_classes=1000, weights=run.weights)
         model.trainable = False
         return model
-    return _common.target_classifier(run, "D", x_train, y_train, settings["classifier_epochs"], augment="flip_shift")
+    return common.target_classifier(run, "D", x_train, y_train, settings["classifier_epochs"], augment="flip_shift")
 
 
 def _feature_extractor(run, settings, classifier):
@@ -114,7 +114,8 @@ def _purifier(run, name, pairs, classifier, settings):
 
 def _transform_baselines(run, x_train):
     try:
-        from tfdefense.defenses import superres, transforms
+        from tfdefense.defenses import transforms
+        from tfdefense.defenses.transforms import superres
     except ImportError as error:
         raise PresetUnavailable(f"Table 2 needs the input-transformation baselines ({error})") from error
     baselines = {}
@@ -133,7 +134,7 @@ def _transform_baselines(run, x_train):
 def _load(run, settings):
     from tfdefense.data import take_balanced
 
-    (x_train, y_train), (x_test, y_test) = _common.load_data(run, settings["dataset"])
+    (x_train, y_train), (x_test, y_test) = common.load_data(run, settings["dataset"])
     x_test, y_test = take_balanced(x_test, y_test, settings["test_per_class"], run.seed)
     if settings["dataset"] != "imagenet" and run.scale == "tiny":
         x_train, y_train = x_train[:600], y_train[:600]
@@ -169,7 +170,7 @@ def versatile(run):
 
     tests = {"clean": x_test}
     for attack in [*train_attacks, HELD_OUT]:
-        tests[attack] = _common.attacked(run, attack, params[attack], classifier, x_test, y_test)
+        tests[attack] = common.attacked(run, attack, params[attack], classifier, x_test, y_test)
     models = {"none": classifier, **{name: DefendedClassifier(p, classifier) for name, p in purifiers.items()}}
 
     for name, model in models.items():
@@ -214,7 +215,7 @@ def versatile(run):
             values = []
             for iterations in settings["iterations"]:
                 p = dict(params[attack], eps=check_eps, nb_iter=iterations, eps_iter=min(0.01, check_eps) if run.scale == "full" else 2.5 * check_eps / iterations)
-                x_adv = _common.attacked(run, attack, p, classifier, x_test, y_test)
+                x_adv = common.attacked(run, attack, p, classifier, x_test, y_test)
                 value = accuracy(models["versatile"], x_adv, y_test)
                 values.append(value)
                 run.add_row(ROBUSTNESS, "per_attack", "versatile", f"{attack} eps {check_eps * 255:.0f}/255, {iterations} it",

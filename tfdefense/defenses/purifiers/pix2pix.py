@@ -48,7 +48,7 @@ from tfdefense._validation import (
     output_classes,
     warn_if_probabilities,
 )
-from tfdefense.defenses._gan import (
+from tfdefense.defenses.base import (
     add_scalar_variables,
     GANModelMixin,
     batched_call,

@@ -38,7 +38,7 @@ The generator is built for one image size and channel count.
 import keras
 
 from tfdefense._validation import check_number, fit_checked, invalid_value
-from tfdefense.defenses._gan import (
+from tfdefense.defenses.base import (
     GANModelMixin,
     PurifierMixin,
     add_scalar_variables,

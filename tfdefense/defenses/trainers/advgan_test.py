@@ -4,7 +4,7 @@ import pytest
 
 import tfdefense.attacks.advgan_attack  # noqa: F401  (registers "advgan")
 from tfdefense.attacks import get_attack, list_attacks
-from tfdefense.defenses.advgan import AdvGAN, advgan_generator, advgan_perturb
+from tfdefense.defenses.trainers.advgan import AdvGAN, advgan_generator, advgan_perturb
 from tfdefense.evaluation import accuracy
 from tfdefense.models import model_c
 

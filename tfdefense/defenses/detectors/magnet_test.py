@@ -4,7 +4,7 @@ import pytest
 
 from tfdefense.attacks import get_attack
 from tfdefense.defenses import DefendedClassifier
-from tfdefense.defenses.magnet import MagNet, magnet_autoencoder
+from tfdefense.defenses.detectors.magnet import MagNet, magnet_autoencoder
 from tfdefense.evaluation import accuracy
 
 

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from tfdefense.attacks import get_attack
-from tfdefense.defenses.egan import DCGAN, EGAN
+from tfdefense.defenses.purifiers.egan import DCGAN, EGAN
 from tfdefense.evaluation import accuracy
 from tfdefense.models.dcgan import dcgan_generator, dcgan_preset
 from tfdefense.models.egan_encoder import egan_encoder, egan_encoder_preset

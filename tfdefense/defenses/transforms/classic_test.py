@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from tfdefense.attacks import get_attack
 from tfdefense.defenses import DefendedClassifier
-from tfdefense.defenses.transforms import (
+from tfdefense.defenses.transforms.classic import (
     BitDepthReduction,
     InputTransform,
     JpegCompression,

@@ -97,29 +97,29 @@ def add_parser(subparsers):
 
 def check_args(args):
     """Checks the command line before anything is loaded or trained; fills the per-kind defaults."""
-    from tfdefense import _cli
+    from tfdefense._cli import check_output_file, check_positive_int, check_seed, fail
     from tfdefense.data import list_datasets
 
     known = [name for name in list_datasets() if name != "npz:PATH"]
     if args.dataset not in known and not args.dataset.startswith("npz:"):
-        _cli.fail(f"argument --dataset: unknown dataset {args.dataset!r}; expected one of: {', '.join(known)} or npz:PATH")
+        fail(f"argument --dataset: unknown dataset {args.dataset!r}; expected one of: {', '.join(known)} or npz:PATH")
     if args.dataset.startswith("npz:") and not pathlib.Path(args.dataset[4:]).expanduser().is_file():
-        _cli.fail(f"argument --dataset: {args.dataset!r} does not name an existing .npz file")
+        fail(f"argument --dataset: {args.dataset!r} does not name an existing .npz file")
     classifier = pathlib.Path(args.classifier)
     if classifier.suffix != ".keras" or not classifier.is_file():
-        _cli.fail(f"argument --classifier: expected an existing .keras file, got {args.classifier!r}")
+        fail(f"argument --classifier: expected an existing .keras file, got {args.classifier!r}")
     if args.kind != "robust":
         for name in ROBUST_ONLY:
             if getattr(args, name) is not None:
-                _cli.fail(f"argument --{name.replace('_', '-')}: only for --kind robust (got --kind {args.kind})")
+                fail(f"argument --{name.replace('_', '-')}: only for --kind robust (got --kind {args.kind})")
     if args.kind == "apegan" and args.attack_steps is not None:
-        _cli.fail("argument --attack-steps: --kind apegan trains on FGSM pairs (the paper's recipe); leave it out")
+        fail("argument --attack-steps: --kind apegan trains on FGSM pairs (the paper's recipe); leave it out")
     if args.eps is None:
         if args.dataset not in DEFAULT_EPS:
-            _cli.fail(f"argument --eps: required for dataset {args.dataset!r} (no default radius)")
+            fail(f"argument --eps: required for dataset {args.dataset!r} (no default radius)")
         args.eps = DEFAULT_EPS[args.dataset]
     if not 0 < args.eps <= 1:
-        _cli.fail(f"argument --eps: expected a number in (0, 1] (pixel units in [0, 1]), got {args.eps}")
+        fail(f"argument --eps: expected a number in (0, 1] (pixel units in [0, 1]), got {args.eps}")
     args.epochs = DEFAULT_EPOCHS[args.kind] if args.epochs is None else args.epochs
     args.learning_rate = DEFAULT_LEARNING_RATE[args.kind] if args.learning_rate is None else args.learning_rate
     args.width = DEFAULT_WIDTH if args.width is None else args.width
@@ -129,22 +129,22 @@ def check_args(args):
         args.lambda_trades = 0.0 if args.lambda_trades is None else args.lambda_trades
         args.precision = args.precision or "fp32"
         args.ramp_epochs = min(3, max(1, args.epochs // 2)) if args.ramp_epochs is None else args.ramp_epochs
-        _cli.check_positive_int("--ramp-epochs", args.ramp_epochs)
+        check_positive_int("--ramp-epochs", args.ramp_epochs)
         if args.attack_steps < 1:
-            _cli.fail(f"argument --attack-steps: expected a positive integer, got {args.attack_steps}")
+            fail(f"argument --attack-steps: expected a positive integer, got {args.attack_steps}")
         if not 0 <= args.lambda_trades < float("inf"):
-            _cli.fail(f"argument --lambda-trades: expected a number >= 0, got {args.lambda_trades}")
+            fail(f"argument --lambda-trades: expected a number >= 0, got {args.lambda_trades}")
     elif args.kind == "pix2pix":
         args.attack_steps = PIX2PIX_PGD_STEPS if args.attack_steps is None else args.attack_steps
-        _cli.check_positive_int("--attack-steps", args.attack_steps)
+        check_positive_int("--attack-steps", args.attack_steps)
     for flag in ("--epochs", "--batch-size", "--width", "--eval-n"):
-        _cli.check_positive_int(flag, getattr(args, flag[2:].replace("-", "_")))
-    _cli.check_positive_int("--n-train", args.n_train, allow_none=True)
+        check_positive_int(flag, getattr(args, flag[2:].replace("-", "_")))
+    check_positive_int("--n-train", args.n_train, allow_none=True)
     if not 0 < args.learning_rate < float("inf"):
-        _cli.fail(f"argument --learning-rate: expected a positive number, got {args.learning_rate}")
-    _cli.check_seed(args.seed)
-    out = _cli.check_output_file("--out", args.out, (".keras",))
-    _cli.check_output_file("--out", out.with_suffix(".json"), (".json",))
+        fail(f"argument --learning-rate: expected a positive number, got {args.learning_rate}")
+    check_seed(args.seed)
+    out = check_output_file("--out", args.out, (".keras",))
+    check_output_file("--out", out.with_suffix(".json"), (".json",))
     check_backup(backup_dir(out), settings_of(args))
     return args
 
@@ -165,24 +165,24 @@ def settings_of(args):
 
 def check_backup(folder, settings):
     """A backup folder may be resumed only if this command made it, with the same settings."""
-    from tfdefense import _cli
+    from tfdefense._cli import fail
 
     if not folder.exists():
         return
     marker = folder / SETTINGS_FILE
     if not folder.is_dir() or not marker.is_file():
-        _cli.fail(f"argument --out: {str(folder)!r} exists and is not a backup of this command; move it away")
+        fail(f"argument --out: {str(folder)!r} exists and is not a backup of this command; move it away")
     try:
         saved = json.loads(marker.read_text())
     except (OSError, ValueError):
         saved = None
     if not isinstance(saved, dict):
-        _cli.fail(f"argument --out: {str(marker)!r} is not a readable settings file of this command; move "
+        fail(f"argument --out: {str(marker)!r} is not a readable settings file of this command; move "
                   f"{str(folder)!r} away")
     changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
     if changed:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in changed)
-        _cli.fail(f"argument --out: the backup {str(folder)!r} was made with other settings ({detail}); rerun with "
+        fail(f"argument --out: the backup {str(folder)!r} was made with other settings ({detail}); rerun with "
                   "the same settings to resume, or remove the folder to start over")
 
 
@@ -230,18 +230,18 @@ def backup_callback(folder, strategy):
 def load_classifier(path, image_shape, num_classes):
     import keras
 
-    from tfdefense import _cli
+    from tfdefense._cli import fail
 
     classifier = keras.models.load_model(path, safe_mode=True, compile=False)  # no optimizer needed
     if not isinstance(classifier, keras.Model):
-        _cli.fail(f"argument --classifier: {path!r} does not hold a keras.Model")
+        fail(f"argument --classifier: {path!r} does not hold a keras.Model")
     shape = tuple(classifier.input_shape[1:]) if not isinstance(classifier.input_shape, list) else None
     if shape != tuple(image_shape):
-        _cli.fail(f"argument --classifier: the model takes inputs of shape {classifier.input_shape}; the dataset's "
+        fail(f"argument --classifier: the model takes inputs of shape {classifier.input_shape}; the dataset's "
                   f"images have shape {tuple(image_shape)}")
     outputs = classifier.output_shape[-1] if not isinstance(classifier.output_shape, list) else None
     if outputs is None or outputs < num_classes:
-        _cli.fail(f"argument --classifier: the model returns {outputs} logits; the dataset has {num_classes} classes")
+        fail(f"argument --classifier: the model returns {outputs} logits; the dataset has {num_classes} classes")
     classifier.trainable = False
     return classifier
 
@@ -269,7 +269,7 @@ def build_robust(args, classifier, shape, n_train):
 
 def build_pix2pix(args, shape):
     from tfdefense.defenses import Pix2PixDefense
-    from tfdefense.defenses.pix2pix import FusedAdam
+    from tfdefense.defenses.purifiers.pix2pix import FusedAdam
     from tfdefense.models.patchgan import patchgan_discriminator
 
     model = Pix2PixDefense(_unet(shape, args.width, 0.5), patchgan_discriminator(shape, base_filters=8, n_layers=1),
@@ -280,7 +280,7 @@ def build_pix2pix(args, shape):
 
 def build_apegan(args, shape):
     from tfdefense.defenses import APEGAN
-    from tfdefense.defenses.apegan import default_optimizer
+    from tfdefense.defenses.purifiers.apegan import default_optimizer
     from tfdefense.models.apegan_nets import apegan_discriminator_preset, apegan_generator_preset
 
     preset = "mnist" if shape[-1] == 1 else "cifar10"
@@ -345,7 +345,9 @@ def run(args):
     chief = distribute.is_chief(strategy)
     import keras
 
-    from tfdefense import _cli, _io
+    from tfdefense._cli import fail
+
+    from tfdefense._io import save_model, write_json
     from tfdefense.data import load_dataset, make_paired_pipeline
     from tfdefense.defenses import DefendedClassifier, EpsilonRamp
 
@@ -354,7 +356,7 @@ def run(args):
     (x_train, y_train), (x_test, y_test) = load_dataset(args.dataset, data_dir=args.data_dir)
     if args.n_train is not None:
         if args.n_train > len(x_train):
-            _cli.fail(f"argument --n-train: the dataset has {len(x_train)} training images, got {args.n_train}")
+            fail(f"argument --n-train: the dataset has {len(x_train)} training images, got {args.n_train}")
         x_train, y_train = x_train[: args.n_train], y_train[: args.n_train]
     x_eval, y_eval = x_test[: args.eval_n], y_test[: args.eval_n]
     shape = x_train.shape[1:]
@@ -365,7 +367,7 @@ def run(args):
     folder = backup_dir(out)
     if chief:
         folder.mkdir(parents=True, exist_ok=True)
-        _io.write_json(folder / SETTINGS_FILE, settings_of(args))
+        write_json(folder / SETTINGS_FILE, settings_of(args))
     start_epoch = resumed_epoch(folder)
     verb = f"resuming from epoch {start_epoch} of" if start_epoch else "training"
     placement = distribute.describe(strategy)
@@ -391,7 +393,7 @@ def run(args):
     train_seconds = time.perf_counter() - clock[0]
     train_cpu_seconds = time.process_time() - clock[1]
     if chief:  # other workers hold the same weights and write nothing
-        _io.save_model(purifier, out)
+        save_model(purifier, out)
         print(f"saved {out}; evaluating on {len(x_eval)} test images", flush=True)
     eval_start = time.perf_counter()
     summary = {
@@ -414,7 +416,7 @@ def run(args):
     summary["eval_seconds"] = round(time.perf_counter() - eval_start, 1)
     summary["total_seconds"] = round(time.perf_counter() - started, 1)
     if chief:
-        _io.write_json(out.with_suffix(".json"), summary)
+        write_json(out.with_suffix(".json"), summary)
         # made by this command (checked by check_backup); the purifier is saved. Other workers may be
         # removing their own pair caches below it at the same time.
         shutil.rmtree(folder, onexc=_ignore_missing) if sys.version_info >= (3, 12) else shutil.rmtree(

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from tfdefense.attacks import get_attack
 from tfdefense.defenses import DefendedClassifier
-from tfdefense.defenses.denoisers import Denoiser, conv_autoencoder_network, dncnn_network
+from tfdefense.defenses.purifiers.denoisers import Denoiser, conv_autoencoder_network, dncnn_network
 from tfdefense.evaluation import accuracy
 
 

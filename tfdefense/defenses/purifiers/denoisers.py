@@ -40,7 +40,7 @@ import keras
 from keras import layers
 
 from tfdefense._validation import check_choice, check_number, fit_checked, invalid_value
-from tfdefense.defenses._gan import (
+from tfdefense.defenses.base import (
     PurifierMixin,
     add_scalar_variables,
     check_model,
@@ -50,7 +50,7 @@ from tfdefense.defenses._gan import (
     static_image_shape,
     unpack_images,
 )
-from tfdefense.defenses.egan import _add_seed_state, _draw_seed
+from tfdefense.defenses.purifiers.egan import _add_seed_state, _draw_seed
 
 LOSSES = ("mse", "l1")
 

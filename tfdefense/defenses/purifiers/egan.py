@@ -50,7 +50,7 @@ from tfdefense._validation import (
     fit_checked,
     invalid_value,
 )
-from tfdefense.defenses._gan import (
+from tfdefense.defenses.base import (
     PurifierMixin,
     add_scalar_variables,
     GANModelMixin,

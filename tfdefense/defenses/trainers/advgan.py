@@ -48,7 +48,7 @@ from tfdefense._validation import (
     invalid_value,
     output_classes,
 )
-from tfdefense.defenses._gan import (
+from tfdefense.defenses.base import (
     add_scalar_variables,
     GANModelMixin,
     dataset_fit_defaults,

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tfdefense.attacks import get_attack
-from tfdefense.defenses.adversarial_training import AdversarialTrainer, adversarial_training
+from tfdefense.defenses.trainers.adversarial_training import AdversarialTrainer, adversarial_training
 from tfdefense.evaluation import accuracy
 from tfdefense.models import model_c, trainable_copy
 

@@ -24,10 +24,10 @@ import tensorflow as tf
 from keras import layers
 
 from tfdefense._validation import check_choice, check_images, check_number, invalid_value
-from tfdefense.defenses.transforms import (
+from tfdefense.defenses.transforms.classic import (
     InputTransform,
-    _check_bool,
-    _check_wavelet,
+    check_bool,
+    check_wavelet,
     register_transform,
     wavelet_denoise,
 )
@@ -176,8 +176,8 @@ class SuperResolutionWavelet(InputTransform):
         self.scale = _sr_scale(sr_model)
         self.sr_model = sr_model
         self.order = check_choice("order", order, ("denoise_first", "sr_first"))
-        self.denoise = _check_bool("denoise", denoise)
-        _check_wavelet(wavelet, mode, method, sigma)
+        self.denoise = check_bool("denoise", denoise)
+        check_wavelet(wavelet, mode, method, sigma)
         self.sigma = None if sigma is None else float(sigma)
         self.wavelet, self.mode, self.method = wavelet, mode, method
         self.image_shape = tuple(sr_model.output_shape[1:])
@@ -189,9 +189,9 @@ class SuperResolutionWavelet(InputTransform):
             lambda b: wavelet_denoise(b, self.sigma, self.wavelet, self.mode, self.method), a
         )
         if self.bpda:
-            from tfdefense.attacks.adaptive import _bpda_apply
+            from tfdefense.attacks.adaptive import bpda_apply
 
-            return _bpda_apply(fn, None, x)
+            return bpda_apply(fn, None, x)
         return tf.stop_gradient(fn(x))
 
     def _super_resolve(self, x, training=None):

@@ -49,7 +49,7 @@ import numpy as np
 from keras import layers
 
 from tfdefense._validation import check_choice, check_number, fit_checked, invalid_value
-from tfdefense.defenses._gan import (
+from tfdefense.defenses.base import (
     add_metric_trackers,
     add_scalar_variables,
     check_image_array,
@@ -58,7 +58,7 @@ from tfdefense.defenses._gan import (
     compile_optimizers,
     static_image_shape,
 )
-from tfdefense.defenses.egan import (
+from tfdefense.defenses.purifiers.egan import (
     _add_seed_state,
     _draw_seed,
     _first_images,

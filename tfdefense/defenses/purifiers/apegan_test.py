@@ -5,8 +5,8 @@ import tensorflow as tf
 
 from tfdefense.data import make_paired_pipeline
 from tfdefense.attacks import get_attack
-from tfdefense.defenses.apegan import APEGAN
-from tfdefense.defenses.paired import make_attack_pairs
+from tfdefense.defenses.purifiers.apegan import APEGAN
+from tfdefense.defenses.trainers.paired import make_attack_pairs
 from tfdefense.evaluation import accuracy
 from tfdefense.models.apegan_nets import apegan_discriminator_preset, apegan_generator_preset
 

@@ -47,7 +47,7 @@ is never updated.
 
 The classifier-side baseline at the same settings, Madry PGD adversarial
 training of the classifier itself, is `AdversarialTrainer`
-(tfdefense.defenses.adversarial_training); both use the in-graph attack of
+(tfdefense.defenses.trainers.adversarial_training); both use the in-graph attack of
 `tfdefense.defenses.training_attack`.
 
 Limits: robustness is certified by nothing; it is what the attack suite of
@@ -60,7 +60,7 @@ import numpy as np
 import keras
 
 from tfdefense._validation import check_number, fit_checked, invalid_value, output_classes
-from tfdefense.defenses._gan import (
+from tfdefense.defenses.base import (
     PurifierMixin,
     add_metric_trackers,
     add_scalar_variables,
@@ -72,7 +72,7 @@ from tfdefense.defenses._gan import (
     epoch_ordered_arrays,
     static_image_shape,
 )
-from tfdefense.defenses.pix2pix import FusedAdam
+from tfdefense.defenses.purifiers.pix2pix import FusedAdam
 from tfdefense.defenses.training_attack import (
     AttackSettingsMixin,
     check_precision,

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from tfdefense.attacks import get_attack
 from tfdefense.defenses import DefendedClassifier
-from tfdefense.defenses.defensegan import WGANGP, DefenseGAN, defensegan_critic, defensegan_generator
+from tfdefense.defenses.purifiers.defensegan import WGANGP, DefenseGAN, defensegan_critic, defensegan_generator
 from tfdefense.evaluation import accuracy
 
 

@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdefense._validation import check_choice, check_number, invalid_value
-from tfdefense.attacks.adaptive import _bpda_apply
+from tfdefense.attacks.adaptive import bpda_apply
 
 _TRANSFORMS = {}
 
@@ -76,7 +76,7 @@ def get_transform(name, **params):
     return cls(**params)
 
 
-def _check_bool(argument, value):
+def check_bool(argument, value):
     if not isinstance(value, (bool, np.bool_)):
         raise invalid_value(argument, "True or False", value)
     return bool(value)
@@ -100,7 +100,7 @@ class InputTransform(keras.Model):
 
     def __init__(self, bpda=True, seed=None, **kwargs):
         super().__init__(**kwargs)
-        self.bpda = _check_bool("bpda", bpda)
+        self.bpda = check_bool("bpda", bpda)
         check_number("seed", seed, minimum=0, integer=True, allow_none=True)
         if seed is not None and not self.stochastic:
             raise invalid_value("seed", f"None ({type(self).__name__} is deterministic)", seed)
@@ -138,7 +138,7 @@ class InputTransform(keras.Model):
         if self.differentiable:
             return self.transform(x)
         if self.bpda:
-            return _bpda_apply(self.transform, None, x)
+            return bpda_apply(self.transform, None, x)
         return tf.stop_gradient(self.transform(x))
 
     def compute_output_shape(self, input_shape):
@@ -322,7 +322,7 @@ def wavelet_denoise(x, sigma=None, wavelet="db1", mode="soft", method="BayesShri
     return np.clip(out, 0.0, 1.0)
 
 
-def _check_wavelet(wavelet, mode, method, sigma):
+def check_wavelet(wavelet, mode, method, sigma):
     import pywt
 
     check_choice("wavelet", wavelet, pywt.wavelist(kind="discrete"))
@@ -348,7 +348,7 @@ class WaveletDenoise(InputTransform):
 
     def __init__(self, sigma=0.04, wavelet="db1", mode="soft", method="BayesShrink", **kwargs):
         super().__init__(**kwargs)
-        _check_wavelet(wavelet, mode, method, sigma)
+        check_wavelet(wavelet, mode, method, sigma)
         self.sigma = None if sigma is None else float(sigma)
         self.wavelet, self.mode, self.method = wavelet, mode, method
 
@@ -413,8 +413,8 @@ class PixelDeflection(InputTransform):
         super().__init__(**kwargs)
         self.deflections = check_number("deflections", deflections, minimum=0, integer=True, allow_none=True)
         self.window = check_number("window", window, minimum=1, integer=True)
-        self.denoise = _check_bool("denoise", denoise)
-        _check_wavelet(wavelet, mode, method, sigma)
+        self.denoise = check_bool("denoise", denoise)
+        check_wavelet(wavelet, mode, method, sigma)
         self.sigma = None if sigma is None else float(sigma)
         self.wavelet, self.mode, self.method = wavelet, mode, method
 
@@ -503,11 +503,3 @@ class RandomResizePad(InputTransform):
 
     def get_config(self):
         return {**super().get_config(), "max_ratio": self.max_ratio}
-
-
-def _register_others():
-    # The super-resolution defense lives in its own module (it owns a trained network).
-    from tfdefense.defenses import superres  # noqa: F401
-
-
-_register_others()

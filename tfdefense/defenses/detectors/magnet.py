@@ -38,14 +38,14 @@ import numpy as np
 from keras import layers
 
 from tfdefense._validation import check_choice, check_labels, check_number, fit_checked, invalid_value
-from tfdefense.defenses._gan import (
+from tfdefense.defenses.base import (
     check_image_array,
     check_model,
     check_symbolic_images,
     compile_optimizers,
     static_image_shape,
 )
-from tfdefense.defenses.egan import _add_seed_state, _draw_seed, _first_images, _prepare_image_fit
+from tfdefense.defenses.purifiers.egan import _add_seed_state, _draw_seed, _first_images, _prepare_image_fit
 
 STRUCTURES = ("I", "II")
 PRESETS = {

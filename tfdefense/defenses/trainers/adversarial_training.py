@@ -43,7 +43,7 @@ from tfdefense._validation import (
     invalid_value,
     output_classes,
 )
-from tfdefense.defenses._gan import (
+from tfdefense.defenses.base import (
     add_metric_trackers,
     add_scalar_variables,
     check_model,
@@ -293,7 +293,7 @@ def adversarial_training(
     et al., 1e-3 for "fgsm"), shuffled batches of `batch_size`, `epochs`
     passes. `backup_dir` resumes an interrupted run.
     """
-    from tfdefense import _io
+    from tfdefense._io import check_backup_dir
     from tfdefense.data.pipelines import make_pipeline
 
     unknown = set(attack_params) - {"eps", "eps_iter", "nb_iter", "rand_init", "mix"}
@@ -318,5 +318,5 @@ def adversarial_training(
     callbacks = list(callbacks)
     if backup_dir is not None:
         # keras deletes the backup folder after training: it must hold nothing else
-        callbacks.append(keras.callbacks.BackupAndRestore(str(_io.check_backup_dir(backup_dir)), delete_checkpoint=True))
+        callbacks.append(keras.callbacks.BackupAndRestore(str(check_backup_dir(backup_dir)), delete_checkpoint=True))
     return trainer.fit(dataset, epochs=epochs, validation_data=validation, callbacks=callbacks, verbose=verbose)

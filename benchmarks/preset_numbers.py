@@ -1,0 +1,83 @@
+"""Records every preset's tiny-scale numbers, or checks that a checkout still gives the same ones.
+
+    python benchmarks/preset_numbers.py record numbers.json     # on the reference checkout
+    python benchmarks/preset_numbers.py check numbers.json      # on the changed checkout
+
+Each preset runs at tiny scale with seed 0 in a fresh temporary folder; a row's identity is
+(table, defense, attack, metric, eval_mode) and its value must be equal (1e-9) in both runs.
+Timing rows (wall-clock) are left out. Exit status 1 names every row that changed.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _numbers(name, data_dir):
+    from tfdefense.evaluation.runner import run_preset
+
+    with tempfile.TemporaryDirectory() as folder:
+        results = run_preset(name, pathlib.Path(folder) / "run", scale="tiny", seed=0, data_dir=data_dir, progress=False)
+    rows = {}
+    for row in results["rows"]:
+        if row["protocol"] == "timing":
+            continue
+        key = " | ".join(str(row[k]) for k in ("table", "defense", "attack", "metric", "eval_mode"))
+        rows[key] = row["value"]
+    return rows
+
+
+def _all_numbers(presets, data_dir):
+    numbers = {}
+    for name in presets:
+        start = time.time()
+        numbers[name] = _numbers(name, data_dir)
+        print(f"{name}: {len(numbers[name])} rows, {time.time() - start:.0f} s", flush=True)
+    return numbers
+
+
+def _differences(expected, actual):
+    problems = []
+    for name, rows in expected.items():
+        got = actual.get(name, {})
+        for key in sorted(set(rows) | set(got)):
+            a, b = rows.get(key, "missing"), got.get(key, "missing")
+            same = a == b or (isinstance(a, float) and isinstance(b, float) and abs(a - b) <= 1e-9)
+            if not same:
+                problems.append(f"{name}: {key}: {a} -> {b}")
+    return problems
+
+
+def main(argv=None):
+    from tfdefense.evaluation.runner import list_presets
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=("record", "check"))
+    parser.add_argument("path", type=pathlib.Path)
+    parser.add_argument("--presets", default=",".join(list_presets()), help="comma-separated preset names")
+    parser.add_argument("--data-dir", default=os.environ.get("TFDEFENSE_DATA_DIR"))
+    args = parser.parse_args(argv)
+    presets = [p for p in args.presets.split(",") if p]
+    if args.mode == "record":
+        numbers = _all_numbers(presets, args.data_dir)
+        tmp = args.path.with_name(args.path.name + ".tmp")
+        tmp.write_text(json.dumps(numbers, indent=1, sort_keys=True))
+        os.replace(tmp, args.path)
+        return 0
+    expected = json.loads(args.path.read_text())
+    presets = [p for p in presets if p in expected]
+    problems = _differences({p: expected[p] for p in presets}, _all_numbers(presets, args.data_dir))
+    for line in problems:
+        print("CHANGED", line)
+    print(f"{len(presets)} presets, {sum(len(expected[p]) for p in presets)} rows, {len(problems)} changed")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

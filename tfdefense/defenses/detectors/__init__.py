@@ -1,0 +1,5 @@
+"""Detectors: models that flag adversarial inputs (MagNet's detector, with its reformer)."""
+
+from tfdefense.defenses.detectors.magnet import MagNet, magnet_autoencoder
+
+__all__ = ["MagNet", "magnet_autoencoder"]
