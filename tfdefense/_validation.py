@@ -227,7 +227,7 @@ def warn_if_probabilities(model, x=None, argument="model"):
         pass
     probabilities = _last_layer_is_softmax(model)
     if not probabilities and x is not None and len(x):
-        from tfdefense.attacks.base import call_model
+        from tfdefense.inference import call_model
 
         outputs = np.asarray(call_model(model, x[:8]), np.float64)
         if outputs.ndim == 2 and outputs.shape[-1] > 1:

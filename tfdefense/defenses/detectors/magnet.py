@@ -251,7 +251,7 @@ class MagNet(keras.Model):
         `detection_rate`, and `reformed_accuracy` (the reformer alone, no
         detection).
         """
-        from tfdefense.evaluation import predict_labels
+        from tfdefense.inference import predict_labels
 
         x = check_image_array(x, self.image_shape)
         y = check_labels(y, "y", num_examples=len(x))

@@ -170,7 +170,7 @@ def make_attack_pairs(
     """
     from tfdefense.attacks import generate
     from tfdefense.data.pipelines import take_balanced
-    from tfdefense.evaluation.metrics import predict_labels
+    from tfdefense.inference import predict_labels
 
     x = check_images(x, "x", allow_tensor=False)
     y = check_labels(y, "y", num_examples=len(x))
