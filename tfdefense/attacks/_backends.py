@@ -4,8 +4,9 @@ Nothing here forks either library; the adaptations to Keras 3 / numpy 2 are
 made at the boundary:
 
 * cleverhans' BIM / MI-FGSM default to `sanity_checks=True`, whose
-  `np.all(list_of_tensors)` fails on numpy >= 1.24: we always pass
-  `sanity_checks=False` (and call `projected_gradient_descent` directly for PGD).
+  `np.all(list_of_tensors)` fails on numpy >= 1.24: the gradient attacks'
+  cleverhans hooks (gradient.py) always pass `sanity_checks=False` (and call
+  `projected_gradient_descent` directly for PGD).
 * cleverhans' `CarliniWagnerL2` resets its optimizer with
   `optimizer.variables()` (a method in Keras 2, a list property in Keras 3)
   and, because it builds its constant with the image's shape, multiplies the
@@ -83,46 +84,7 @@ def run_art(attack_cls_name, model, x, labels, num_classes=None, **kwargs):
         return np.asarray(attack.generate(x=x, y=y), dtype=np.float32)
 
 
-def art_gradient_attack(name, model, x, labels, p):
-    order = np.inf if p["norm"] == "inf" else p["norm"]
-    if name == "fgsm":
-        return run_art("FastGradientMethod", model, x, labels, norm=order, eps=p["eps"], targeted=p["targeted"],
-                       num_random_init=0)
-    if name == "bim":
-        return run_art("BasicIterativeMethod", model, x, labels, eps=p["eps"], eps_step=p["eps_iter"],
-                       max_iter=p["nb_iter"], targeted=p["targeted"], verbose=False)
-    if name == "pgd":
-        return run_art("ProjectedGradientDescent", model, x, labels, norm=order, eps=p["eps"],
-                       eps_step=p["eps_iter"], max_iter=p["nb_iter"], targeted=p["targeted"],
-                       num_random_init=p["nb_restarts"] if p["rand_init"] else 0, random_eps=False, verbose=False)
-    raise ValueError(f"no ART implementation of {name!r}")
-
-
 # --------------------------------------------------------------------------- cleverhans
-
-
-def cleverhans_gradient_attack(name, model, x, p, order, common):
-    if name == "fgsm":
-        from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
-
-        return fast_gradient_method(model, x, p["eps"], order, sanity_checks=False, **common)
-    if name == "bim":
-        from cleverhans.tf2.attacks.basic_iterative_method import basic_iterative_method
-
-        return basic_iterative_method(model, x, p["eps"], p["eps_iter"], p["nb_iter"], order, sanity_checks=False,
-                                      **common)
-    if name == "pgd":
-        from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
-
-        return projected_gradient_descent(model, x, p["eps"], p["eps_iter"], p["nb_iter"], order,
-                                          rand_init=p["rand_init"], rand_minmax=p["rand_minmax"],
-                                          sanity_checks=False, **common)
-    if name == "mifgsm":
-        from cleverhans.tf2.attacks.momentum_iterative_method import momentum_iterative_method
-
-        return momentum_iterative_method(model, x, p["eps"], p["eps_iter"], p["nb_iter"], order,
-                                         decay_factor=p["decay_factor"], sanity_checks=False, **common)
-    raise ValueError(f"no cleverhans implementation of {name!r}")
 
 
 class _CallableVariableList(list):

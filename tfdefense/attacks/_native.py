@@ -7,6 +7,10 @@ stateless random ops). `NativeMixin` wraps it in one `tf.function` with a
 `None` batch dimension, traces it once per (model, image shape) and keeps the
 concrete function, so a configured attack compiles once and every call runs
 one graph with the iteration loop inside it (`tf.while_loop`).
+
+`pgd_loop` is the projected-gradient iteration shared by the native gradient
+attacks (FGSM, BIM, PGD, MI-FGSM) and the in-graph training attack of the
+robust trainers (`tfdefense.defenses.training_attack.pgd_in_graph`).
 """
 
 import contextlib
@@ -15,7 +19,8 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from tfdefense.attacks.base import call_model
+from tfdefense._validation import invalid_value
+from tfdefense.inference import call_model
 
 NATIVE_CHUNK = 1024  # images per graph call (memory bound only; results do not depend on it)
 
@@ -61,7 +66,7 @@ class NativeMixin:
             per_model = {}
         key = (tuple(image_shape), num_classes)
         if key not in per_model:
-            model_ref = _ref(model)
+            model_ref = model_reference(model)
 
             def model_fn(x):
                 return call_model(model_ref(), x)
@@ -98,7 +103,8 @@ def num_classes_from(model, x):
     return num_classes_of(model, x)
 
 
-def _ref(obj):
+def model_reference(obj):
+    """A weak reference to `obj` (a callable returning it), or a strong one when it takes none."""
     try:
         return weakref.ref(obj)
     except TypeError:
@@ -224,6 +230,59 @@ def value_and_grad_fn(model_fn, objective_fn, eot_samples=1):
         return value * scale, logits, grad * scale
 
     return averaged
+
+
+def pgd_loop(value_and_grad, x0, x_start, eps, step_size, steps, norm="inf", decay=None, projection="delta"):
+    """`steps` projected steepest-ascent steps from `x_start` around `x0`, in one `tf.while_loop`.
+
+    Each step: grad = d objective / dx (`value_and_grad` from `value_and_grad_fn`);
+    with `decay` (MI-FGSM) grad is L1-normalised per example and accumulated
+    into the momentum, which replaces it; x <- x + steepest_step(grad,
+    step_size, norm), then back into the eps-ball around x0 and [0, 1]:
+    projection "delta" computes clip_[0,1](x0 + P_eps(x - x0)) (any norm),
+    "bounds" computes clip_[0,1](clip(x, x0 - eps, x0 + eps)) (Linf only; the
+    same point up to float rounding). eps and step_size are floats or scalar
+    tensors, `steps` a Python int (0 returns `x_start`). The iterate is
+    stop-gradient at every step, so a caller's outer tape never records the loop.
+    """
+    if projection not in ("delta", "bounds") or (projection == "bounds" and norm != "inf"):
+        raise invalid_value("projection", "'delta', or 'bounds' with norm 'inf'", f"{projection!r} (norm {norm!r})")
+    if steps == 0:
+        return x_start
+
+    def body(i, x_adv, momentum):
+        _, _, grad = value_and_grad(x_adv)
+        if decay is not None:
+            grad = grad / tf.maximum(tf.reduce_mean(tf.abs(grad), reduce_axes(grad), keepdims=True), 1e-12)
+            momentum = decay * momentum + grad
+            grad = momentum
+        x_adv = x_adv + steepest_step(grad, step_size, norm)
+        if projection == "bounds":
+            x_adv = tf.clip_by_value(tf.clip_by_value(x_adv, x0 - eps, x0 + eps), 0.0, 1.0)
+        else:
+            x_adv = tf.clip_by_value(x0 + project(x_adv - x0, eps, norm), 0.0, 1.0)
+        return i + 1, tf.stop_gradient(x_adv), momentum
+
+    _, x_adv, _ = tf.while_loop(lambda i, *_: i < steps, body, (tf.constant(0), x_start, tf.zeros_like(x0)))
+    return x_adv
+
+
+def best_of_restarts(run, model_fn, objective_fn, x0, y, t, targeted, seed, restarts):
+    """Per example, the best of `restarts` runs `run(seed_k)` (k-th split of `seed`).
+
+    Best: a successful run (`is_success`) over an unsuccessful one, then the
+    highest `objective_fn(logits)`; x0 where every run scores -inf.
+    """
+    seeds = tf.random.experimental.stateless_split(seed, restarts)
+    best, best_score = x0, tf.fill(tf.shape(y), -np.inf)
+    for k in range(restarts):
+        x_adv = run(seeds[k])
+        logits = model_fn(x_adv)
+        score = objective_fn(logits) + tf.where(is_success(logits, y, t, targeted), 1e9, 0.0)
+        better = score > best_score
+        best = where_batch(better, x_adv, best)
+        best_score = tf.where(better, score, best_score)
+    return best
 
 
 def where_batch(mask, a, b):

@@ -119,23 +119,16 @@ def test_bim_is_deterministic_and_identical_across_backends(mnist_model_c, mnist
         assert np.mean(np.abs(other - outs[0]) > 1e-4) < 0.01  # sign flips of ~0 gradients only
 
 
-def test_cw_l2_native_succeeds_95_percent(mnist_model_c, mnist_eval_batch):
+@pytest.mark.parametrize(
+    "name, params",
+    [("cw_l2", dict(binary_search_steps=4, max_iterations=50, learning_rate=0.1, initial_const=1.0)), ("deepfool", {})],
+)
+def test_minimum_distortion_attack_native_succeeds_95_percent(name, params, mnist_model_c, mnist_eval_batch):
     x, y = mnist_eval_batch[0][:100], mnist_eval_batch[1][:100]
-    attack = get_attack("cw_l2", binary_search_steps=4, max_iterations=50, learning_rate=0.1, initial_const=1.0)
-    x_adv = attack(mnist_model_c, x, y)
+    x_adv = get_attack(name, **params)(mnist_model_c, x, y)
     rate = success_rate(mnist_model_c, x, x_adv, y)
     broken = predict(mnist_model_c, x_adv) != y
-    print(f"C&W-L2 native success: {rate:.3f}, mean L2 of successes: {_l2(x, x_adv)[broken].mean():.3f}")
-    assert rate >= 0.95
-    assert _l2(x, x_adv)[broken].mean() < 3.0
-
-
-def test_deepfool_native_succeeds_95_percent(mnist_model_c, mnist_eval_batch):
-    x, y = mnist_eval_batch[0][:100], mnist_eval_batch[1][:100]
-    x_adv = get_attack("deepfool")(mnist_model_c, x, y)
-    rate = success_rate(mnist_model_c, x, x_adv, y)
-    broken = predict(mnist_model_c, x_adv) != y
-    print(f"DeepFool native success: {rate:.3f}, mean L2 of successes: {_l2(x, x_adv)[broken].mean():.3f}")
+    print(f"{name} native success: {rate:.3f}, mean L2 of successes: {_l2(x, x_adv)[broken].mean():.3f}")
     assert rate >= 0.95
     assert _l2(x, x_adv)[broken].mean() < 3.0
 

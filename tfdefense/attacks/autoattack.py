@@ -24,10 +24,31 @@ import numpy as np
 import tensorflow as tf
 
 from tfdefense._validation import check_choice, check_number, invalid_value
-from tfdefense.attacks import _backends
-from tfdefense.attacks import _native as nt
-from tfdefense.attacks.base import Attack, canonical_norm, predict, register_attack, weakrefable
+from tfdefense.attacks._native import (
+    NativeMixin,
+    best_of_restarts,
+    is_success,
+    lp_norm,
+    margin,
+    model_reference,
+    objective,
+    project,
+    steepest_step,
+    value_and_grad_fn,
+    where_batch,
+)
+from tfdefense.attacks.base import (
+    Attack,
+    canonical_norm,
+    norm_order,
+    num_classes_of,
+    predict,
+    project_numpy,
+    register_attack,
+    weakrefable,
+)
 from tfdefense.attacks.fab import FABT
+from tfdefense.inference import call_model
 
 # --------------------------------------------------------------------------- APGD
 
@@ -61,27 +82,27 @@ def apgd_program(model_fn, num_classes, eps, norm, nb_iter, loss, targeted, rho=
 
     def program(x0, y, t, seed):
         def obj(logits):
-            return nt.objective(loss, logits, y, t, targeted, num_classes)
+            return objective(loss, logits, y, t, targeted, num_classes)
 
-        value_and_grad = nt.value_and_grad_fn(model_fn, obj, eot_samples)
+        value_and_grad = value_and_grad_fn(model_fn, obj, eot_samples)
         checks = tf.constant(is_check)
         windows = tf.constant(window)
 
-        def project(z):
-            return tf.clip_by_value(x0 + nt.project(z - x0, eps, norm), 0.0, 1.0)
+        def to_ball(z):
+            return tf.clip_by_value(x0 + project(z - x0, eps, norm), 0.0, 1.0)
 
         def step(x, grad, size):
-            return x + nt.steepest_step(grad, size, norm)
+            return x + steepest_step(grad, size, norm)
 
         if norm == "inf":
             r = tf.random.stateless_uniform(tf.shape(x0), seed, -1.0, 1.0)
-            start = x0 + eps * r / tf.maximum(nt.lp_norm(r, "inf"), 1e-12)
+            start = x0 + eps * r / tf.maximum(lp_norm(r, "inf"), 1e-12)
         else:
             r = tf.random.stateless_normal(tf.shape(x0), seed)
-            start = x0 + eps * r / tf.maximum(nt.lp_norm(r, 2), 1e-12)
+            start = x0 + eps * r / tf.maximum(lp_norm(r, 2), 1e-12)
         x_adv = tf.clip_by_value(start, 0.0, 1.0)
         value, logits, grad = value_and_grad(x_adv)
-        ok = nt.is_success(logits, y, t, judge_targeted)
+        ok = is_success(logits, y, t, judge_targeted)
         step_shape = tf.concat([tf.shape(y), tf.ones([tf.rank(x0) - 1], tf.int32)], 0)
         state = dict(
             x_adv=x_adv, x_old=x_adv, grad=grad, value=value,
@@ -92,16 +113,16 @@ def apgd_program(model_fn, num_classes, eps, norm, nb_iter, loss, targeted, rho=
 
         def body(i, s):
             a = tf.where(i > 0, 0.75, 1.0)
-            z = project(step(s["x_adv"], s["grad"], s["size"]))
-            x_new = project(s["x_adv"] + a * (z - s["x_adv"]) + (1.0 - a) * (s["x_adv"] - s["x_old"]))
+            z = to_ball(step(s["x_adv"], s["grad"], s["size"]))
+            x_new = to_ball(s["x_adv"] + a * (z - s["x_adv"]) + (1.0 - a) * (s["x_adv"] - s["x_old"]))
             value, logits, grad = value_and_grad(x_new)
-            ok = nt.is_success(logits, y, t, judge_targeted)
+            ok = is_success(logits, y, t, judge_targeted)
             newly = tf.logical_and(ok, tf.logical_not(s["found"]))
-            x_found = nt.where_batch(newly, x_new, s["x_found"])
+            x_found = where_batch(newly, x_new, s["x_found"])
             found = tf.logical_or(ok, s["found"])
             improved = value > s["loss_best"]
-            x_best = nt.where_batch(improved, x_new, s["x_best"])
-            grad_best = nt.where_batch(improved, grad, s["grad_best"])
+            x_best = where_batch(improved, x_new, s["x_best"])
+            grad_best = where_batch(improved, grad, s["grad_best"])
             loss_best = tf.where(improved, value, s["loss_best"])
             increases = s["increases"] + tf.cast(value > s["value"], tf.float32)
 
@@ -111,7 +132,7 @@ def apgd_program(model_fn, num_classes, eps, norm, nb_iter, loss, targeted, rho=
                 no_improvement = tf.logical_and(tf.logical_not(s["reduced_last"]), s["loss_best_last"] >= loss_best)
                 reduce = tf.logical_or(oscillating, no_improvement)
                 size = tf.where(tf.reshape(reduce, step_shape), s["size"] / 2.0, s["size"])
-                return (nt.where_batch(reduce, x_best, x_new), nt.where_batch(reduce, grad_best, grad), size,
+                return (where_batch(reduce, x_best, x_new), where_batch(reduce, grad_best, grad), size,
                         tf.zeros_like(increases), loss_best, reduce)
 
             def no_check():
@@ -125,13 +146,21 @@ def apgd_program(model_fn, num_classes, eps, norm, nb_iter, loss, targeted, rho=
             )
 
         _, state = tf.while_loop(lambda i, s: i < nb_iter, body, (tf.constant(0), state))
-        return nt.where_batch(state["found"], state["x_found"], state["x_best"])
+        return where_batch(state["found"], state["x_found"], state["x_best"])
 
     return program
 
 
+def _checked_eps_and_norm(p):
+    """A copy of the params with eps checked (>= 0) and norm canonical ("inf" or 2)."""
+    p = dict(p)
+    check_number("eps", p["eps"], minimum=0)
+    p["norm"] = canonical_norm(p["norm"], ("inf", 2))
+    return p
+
+
 @register_attack("apgd", backends=("native", "art"))
-class APGD(nt.NativeMixin, Attack):
+class APGD(NativeMixin, Attack):
     """Auto-PGD: step-size-free PGD with momentum and checkpoints (Croce & Hein 2020).
 
     Params: eps (0.3), norm ("inf" or 2), nb_iter (100), loss ("ce" or "dlr";
@@ -144,11 +173,10 @@ class APGD(nt.NativeMixin, Attack):
     defaults = {"eps": 0.3, "norm": "inf", "nb_iter": 100, "loss": "ce", "rho": 0.75, "nb_restarts": 1,
                 "targeted": False, "target": None, "eot_samples": 1, "seed": None}
     unsupported = {"art": ("rho", "eot_samples")}
+    art_method = "AutoProjectedGradientDescent"
 
     def _check_params(self, p):
-        p = dict(p)
-        check_number("eps", p["eps"], minimum=0)
-        p["norm"] = canonical_norm(p["norm"], ("inf", 2))
+        p = _checked_eps_and_norm(p)
         check_number("nb_iter", p["nb_iter"], minimum=1, integer=True)
         check_choice("loss", p["loss"], ("ce", "dlr"))
         check_number("rho", p["rho"], minimum=0, maximum=1)
@@ -165,28 +193,19 @@ class APGD(nt.NativeMixin, Attack):
             return single
 
         def program(x0, y, t, seed):
-            seeds = tf.random.experimental.stateless_split(seed, restarts)
-            best, best_score = x0, tf.fill(tf.shape(y), -np.inf)
-            for k in range(restarts):
-                x_adv = single(x0, y, t, seeds[k])
-                logits = model_fn(x_adv)
-                score = nt.objective(loss, logits, y, t, targeted, num_classes)
-                score = score + tf.where(nt.is_success(logits, y, t, targeted), 1e9, 0.0)
-                better = score > best_score
-                best = nt.where_batch(better, x_adv, best)
-                best_score = tf.where(better, score, best_score)
-            return best
+            def obj(logits):
+                return objective(loss, logits, y, t, targeted, num_classes)
+
+            return best_of_restarts(lambda run_seed: single(x0, y, t, run_seed), model_fn, obj, x0, y, t, targeted,
+                                    seed, restarts)
 
         return program
 
-    def _run_art(self, model, x, y, targets):
+    def _art_params(self):
         p = self._params
-        return _backends.run_art(
-            "AutoProjectedGradientDescent", model, x, targets if targets is not None else y,
-            norm=np.inf if p["norm"] == "inf" else p["norm"], eps=p["eps"], eps_step=2 * p["eps"],
-            max_iter=p["nb_iter"], targeted=p["targeted"], nb_random_init=p["nb_restarts"],
-            loss_type={"ce": "cross_entropy", "dlr": "difference_logits_ratio"}[p["loss"]], verbose=False,
-        )
+        return dict(norm=norm_order(p["norm"]), eps=p["eps"], eps_step=2 * p["eps"], max_iter=p["nb_iter"],
+                    targeted=p["targeted"], nb_random_init=p["nb_restarts"],
+                    loss_type={"ce": "cross_entropy", "dlr": "difference_logits_ratio"}[p["loss"]], verbose=False)
 
 
 # --------------------------------------------------------------------------- Square
@@ -219,7 +238,7 @@ def square_program(model_fn, num_classes, eps, nb_queries, p_init, targeted, ima
         label = t if targeted else y
 
         def margin_and_loss(logits, lab):
-            m = nt.margin(logits, lab, num_classes)  # > 0: lab not predicted
+            m = margin(logits, lab, num_classes)  # > 0: lab not predicted
             if targeted:
                 return -m, tf.nn.sparse_softmax_cross_entropy_with_logits(lab, logits)
             return -m, -m  # untargeted: minimise z_y - max_other
@@ -247,7 +266,7 @@ def square_program(model_fn, num_classes, eps, nb_queries, p_init, targeted, ima
             x_new = tf.clip_by_value(x0a + delta, 0.0, 1.0)
             m_new, l_new = margin_and_loss(model_fn(x_new), la)
             better = l_new < tf.gather(loss_min, idx)
-            x_best = tf.tensor_scatter_nd_update(x_best, idx[:, None], nt.where_batch(better, x_new, xa))
+            x_best = tf.tensor_scatter_nd_update(x_best, idx[:, None], where_batch(better, x_new, xa))
             margin_min = tf.tensor_scatter_nd_update(margin_min, idx[:, None],
                                                      tf.where(better, m_new, tf.gather(margin_min, idx)))
             loss_min = tf.tensor_scatter_nd_update(loss_min, idx[:, None],
@@ -264,7 +283,7 @@ def square_program(model_fn, num_classes, eps, nb_queries, p_init, targeted, ima
 
 
 @register_attack("square", backends=("native", "art"))
-class Square(nt.NativeMixin, Attack):
+class Square(NativeMixin, Attack):
     """Square attack: score-based (gradient-free) random search (Andriushchenko et al. 2020).
 
     Params: eps (0.3), norm ("inf"; 2 with backend="art"), nb_queries (5000:
@@ -277,11 +296,10 @@ class Square(nt.NativeMixin, Attack):
     defaults = {"eps": 0.3, "norm": "inf", "nb_queries": 5000, "p_init": 0.8, "nb_restarts": 1,
                 "targeted": False, "target": None, "seed": None}
     unsupported = {"native": ("nb_restarts",)}
+    art_method = "SquareAttack"
 
     def _check_params(self, p):
-        p = dict(p)
-        check_number("eps", p["eps"], minimum=0)
-        p["norm"] = canonical_norm(p["norm"], ("inf", 2))
+        p = _checked_eps_and_norm(p)
         check_number("nb_queries", p["nb_queries"], minimum=1, integer=True)
         check_number("p_init", p["p_init"], minimum=0, maximum=1)
         check_number("nb_restarts", p["nb_restarts"], minimum=1, integer=True)
@@ -300,14 +318,11 @@ class Square(nt.NativeMixin, Attack):
         self._image_shape = tuple(x.shape[1:])
         return super()._run_native(model, x, y, targets)
 
-    def _run_art(self, model, x, y, targets):
+    def _art_params(self):
         p = self._params
         # ART counts iterations, each one query per example after the initial one
-        return _backends.run_art(
-            "SquareAttack", model, x, targets if targets is not None else y,
-            norm=np.inf if p["norm"] == "inf" else p["norm"], eps=p["eps"], max_iter=max(1, p["nb_queries"] - 1),
-            p_init=p["p_init"], nb_restarts=p["nb_restarts"], verbose=False,
-        )
+        return dict(norm=norm_order(p["norm"]), eps=p["eps"], max_iter=max(1, p["nb_queries"] - 1),
+                    p_init=p["p_init"], nb_restarts=p["nb_restarts"], verbose=False)
 
 
 # --------------------------------------------------------------------------- AutoAttack
@@ -338,9 +353,7 @@ class AutoAttack(Attack):
                 "n_target_classes": 9, "nb_queries": 5000, "seed": None}
 
     def _check_params(self, p):
-        p = dict(p)
-        check_number("eps", p["eps"], minimum=0)
-        p["norm"] = canonical_norm(p["norm"], ("inf", 2))
+        p = _checked_eps_and_norm(p)
         components = p["components"]
         if isinstance(components, str) or not isinstance(components, (list, tuple)) or not components:
             raise invalid_value("components", f"a non-empty list drawn from {list(AVAILABLE_COMPONENTS)}", components)
@@ -385,8 +398,6 @@ class AutoAttack(Attack):
             return attack(model, x, y), attack.backend
         # APGD-T: the paper's targeted DLR towards the k-th most likely class, k = 2..n+1,
         # success = misclassification; each target runs on what is still robust.
-        from tfdefense.attacks.base import call_model
-
         logits = np.concatenate([np.asarray(call_model(model, x[i:i + 512])) for i in range(0, len(x), 512)])
         order = np.argsort(-logits, axis=1)
         x_adv = x.copy()
@@ -410,9 +421,7 @@ class AutoAttack(Attack):
         key = ("apgd-t", tuple(x.shape[1:]), num_classes)
         per_model = self._programs.setdefault(model, {}) if weakrefable(model) else {}
         if key not in per_model:
-            model_ref = nt._ref(model)
-            from tfdefense.attacks.base import call_model
-
+            model_ref = model_reference(model)
             program = apgd_program(lambda z: call_model(model_ref(), z), num_classes, float(p["eps"]), p["norm"],
                                    int(p["nb_iter"]), "dlr", True, success="misclassify")
             fn = tf.function(program, input_signature=[
@@ -421,13 +430,9 @@ class AutoAttack(Attack):
             per_model[key] = fn.get_concrete_function()
         seed = tf.constant(self._next_seed(), tf.int64)
         out = per_model[key](tf.constant(x), tf.constant(y), tf.constant(targets.astype(np.int64)), seed).numpy()
-        from tfdefense.attacks.base import project_numpy
-
         return project_numpy(x, out, p["eps"], p["norm"])
 
     def _run(self, model, x, y, targets):
-        from tfdefense.attacks.base import num_classes_of
-
         num_classes = num_classes_of(model, x)
         x_adv = x.copy()
         robust = predict(model, x) == y

@@ -24,6 +24,8 @@ from tfdefense._validation import (
     invalid_value,
     warn_if_probabilities,
 )
+from tfdefense.attacks._backends import run_art
+from tfdefense.inference import call_model, predict_labels
 
 BACKENDS = ("native", "cleverhans", "art")
 _ATTACKS = {}
@@ -35,8 +37,8 @@ _ATTACKS = {}
 def register_attack(name, backends=("native",)):
     """Class decorator registering an `Attack` subclass under `name`.
 
-    `backends` lists the implementations the class provides (methods
-    `_run_native`, `_run_cleverhans`, `_run_art`); the first is the default.
+    `backends` lists the implementations the class provides (its backend
+    hooks, see `Attack`); the first is the default.
     """
     backends = tuple(backends)
     for backend in backends:
@@ -46,14 +48,24 @@ def register_attack(name, backends=("native",)):
         if name in _ATTACKS:
             raise ValueError(f"attack {name!r} is registered twice")
         for backend in backends:
-            if not hasattr(cls, f"_run_{backend}") and cls._run is Attack._run:
-                raise TypeError(f"{cls.__name__} lists backend {backend!r} but has no _run_{backend} method")
+            if not _provides(cls, backend):
+                hint = " (or an `art_method`)" if backend == "art" else ""
+                raise TypeError(f"{cls.__name__} lists backend {backend!r} but has no _run_{backend} method{hint}")
         cls.name = name
         cls.backends = backends
         _ATTACKS[name] = cls
         return cls
 
     return wrap
+
+
+def _provides(cls, backend):
+    """True when `cls` implements `backend`: a `_run_<backend>` method, an ART method name or its own `_run`."""
+    if cls._run is not Attack._run:  # the attack dispatches its backends itself
+        return True
+    if backend == "art":
+        return cls.art_method is not None or cls._run_art is not Attack._run_art
+    return callable(getattr(cls, f"_run_{backend}", None))
 
 
 def list_attacks(filter="*", backend=None):
@@ -135,8 +147,14 @@ class Attack:
     `unsupported` (backend -> names of parameters that backend only accepts
     at their default) and `bounded = True` when the output must lie in the
     `eps`-ball of norm `norm`, and implement `_check_params(params)` and one
-    `_run_<backend>(model, x, y, y_target)` per backend (numpy in, numpy out).
-    Native backends usually implement `_build_native` instead (see `_native`).
+    hook per backend they list in `register_attack`:
+
+    * native: `_run_native(model, x, y, y_target)` (numpy in, numpy out), or
+      `_build_native` with `NativeMixin` (see `_native`), which compiles the
+      attack into one graph;
+    * cleverhans: `_run_cleverhans(model, x, y, y_target)`;
+    * art: `art_method`, the name of the ART evasion class, and
+      `_art_params()`, its keyword arguments (or `_run_art` for more).
 
     Calling the attack returns float32 numpy images of the input's shape, in
     [0, 1] (and in the eps-ball for bounded attacks: the output is projected
@@ -150,6 +168,7 @@ class Attack:
     unsupported = {}
     bounded = False
     targeted_only = False
+    art_method = None
 
     def __init__(self, backend=None, **params):
         if backend is None:
@@ -200,6 +219,15 @@ class Attack:
 
     def _check_backend_params(self, backend, params):
         """Checks the parameter values `backend` cannot honour (beyond `unsupported`)."""
+
+    def _art_params(self):
+        """Keyword arguments of the ART class `art_method` for this attack's parameters."""
+        return {}
+
+    def _run_art(self, model, x, y, targets):
+        """Runs ART's `art_method` on (x, the target labels when targeted, else y)."""
+        labels = targets if targets is not None else y
+        return run_art(self.art_method, model, x, labels, **self._art_params())
 
     # ------------------------------------------------------------------ public
 
@@ -367,19 +395,9 @@ def random_targets(y, num_classes, rng):
     return ((y + rng.integers(1, num_classes, size=len(y))) % num_classes).astype(np.int64)
 
 
-def call_model(model, x):
-    """Logits of `model` on `x` in inference mode, as a float32 tensor."""
-    import keras
-    import tensorflow as tf
-
-    out = model(x, training=False) if isinstance(model, keras.Layer) else model(x)
-    return tf.cast(out, tf.float32)
-
-
 def predict(model, x, batch_size=512):
-    """Arg-max predictions of a logits model on a numpy batch (int64)."""
-    outs = [np.asarray(call_model(model, x[i : i + batch_size])).argmax(-1) for i in range(0, len(x), batch_size)]
-    return np.concatenate(outs).astype(np.int64) if outs else np.zeros((0,), np.int64)
+    """Arg-max predictions of a logits model on a numpy batch (int64): `tfdefense.inference.predict_labels`."""
+    return predict_labels(model, x, batch_size)
 
 
 def num_classes_of(model, x):

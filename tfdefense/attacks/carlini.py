@@ -11,9 +11,15 @@ import numpy as np
 import tensorflow as tf
 
 from tfdefense._validation import check_choice, check_number
-from tfdefense.attacks import _backends
-from tfdefense.attacks import _native as nt
+from tfdefense.attacks._backends import cleverhans_cw_l2
+from tfdefense.attacks._native import (
+    NativeMixin,
+    model_reference,
+    reduce_axes,
+    where_batch,
+)
 from tfdefense.attacks.base import Attack, check_bool, register_attack
+from tfdefense.inference import call_model
 
 _OPT_COMMON = {
     "targeted": False,
@@ -38,12 +44,17 @@ def _check_opt_params(p):
     return p
 
 
-def _labels(y, targets):
-    return targets if targets is not None else y
+def _art_optimizer_params(p):
+    """The ART keyword arguments the C&W family and EAD share."""
+    common = dict(confidence=p["confidence"], targeted=p["targeted"], learning_rate=p["learning_rate"],
+                  max_iter=p["max_iterations"], initial_const=p["initial_const"], verbose=False)
+    if "binary_search_steps" in p:
+        common["binary_search_steps"] = p["binary_search_steps"]
+    return common
 
 
 @register_attack("cw_l2", backends=("native", "cleverhans", "art"))
-class CarliniWagnerL2(nt.NativeMixin, Attack):
+class CarliniWagnerL2(NativeMixin, Attack):
     """Carlini & Wagner L2: Adam in tanh space, binary search over the constant c.
 
     Minimises ||x' - x||_2^2 + c * max(z_y - max_{j!=y} z_j + confidence, 0)
@@ -58,6 +69,7 @@ class CarliniWagnerL2(nt.NativeMixin, Attack):
     """
 
     defaults = {**_OPT_COMMON, "abort_early": True, "seed": None}
+    art_method = "CarliniL2Method"
 
     def _check_params(self, p):
         return _check_opt_params(dict(p))
@@ -90,7 +102,7 @@ class CarliniWagnerL2(nt.NativeMixin, Attack):
                         tape.watch(mod)
                         x_new = (tf.tanh(w0 + mod) + 1.0) * 0.5
                         logits = model_fn(x_new)
-                        l2 = tf.reduce_sum(tf.square(x_new - x0), nt.reduce_axes(x0))
+                        l2 = tf.reduce_sum(tf.square(x_new - x0), reduce_axes(x0))
                         real = tf.reduce_sum(onehot * logits, axis=1)
                         other = tf.reduce_max(logits - onehot * 1e9, axis=1)
                         gap = other - real + conf if targeted else real - other + conf
@@ -104,7 +116,7 @@ class CarliniWagnerL2(nt.NativeMixin, Attack):
                     ok = succeeded(logits)
                     better = tf.logical_and(ok, l2 < best_l2)
                     best_l2 = tf.where(better, l2, best_l2)
-                    best_adv = nt.where_batch(better, x_new, best_adv)
+                    best_adv = where_batch(better, x_new, best_adv)
                     step_ok = tf.logical_or(step_ok, ok)
                     check = tf.logical_and(abort_early, tf.equal(i % every, 0))
                     stop = tf.logical_and(check, loss > prev * 0.9999)
@@ -134,15 +146,11 @@ class CarliniWagnerL2(nt.NativeMixin, Attack):
         return program
 
     def _run_cleverhans(self, model, x, y, targets):
-        return _backends.cleverhans_cw_l2(model, x, _labels(y, targets), self.targeted, self._params)
+        labels = targets if targets is not None else y
+        return cleverhans_cw_l2(model, x, labels, self.targeted, self._params)
 
-    def _run_art(self, model, x, y, targets):
-        p = self._params
-        return _backends.run_art(
-            "CarliniL2Method", model, x, _labels(y, targets), confidence=p["confidence"], targeted=p["targeted"],
-            learning_rate=p["learning_rate"], binary_search_steps=p["binary_search_steps"],
-            max_iter=p["max_iterations"], initial_const=p["initial_const"], verbose=False,
-        )
+    def _art_params(self):
+        return _art_optimizer_params(self._params)
 
 
 @register_attack("cw_linf", backends=("art",))
@@ -157,6 +165,7 @@ class CarliniWagnerLinf(Attack):
     defaults = {"targeted": False, "target": None, "confidence": 0.0, "learning_rate": 0.01,
                 "max_iterations": 10, "decrease_factor": 0.9, "initial_const": 1e-5, "largest_const": 20.0,
                 "const_factor": 2.0}
+    art_method = "CarliniLInfMethod"
 
     def _check_params(self, p):
         p = _check_opt_params(dict(p))
@@ -165,14 +174,10 @@ class CarliniWagnerLinf(Attack):
         check_number("const_factor", p["const_factor"], minimum=1)
         return p
 
-    def _run_art(self, model, x, y, targets):
+    def _art_params(self):
         p = self._params
-        return _backends.run_art(
-            "CarliniLInfMethod", model, x, _labels(y, targets), confidence=p["confidence"], targeted=p["targeted"],
-            learning_rate=p["learning_rate"], max_iter=p["max_iterations"], decrease_factor=p["decrease_factor"],
-            initial_const=p["initial_const"], largest_const=p["largest_const"], const_factor=p["const_factor"],
-            verbose=False,
-        )
+        return dict(_art_optimizer_params(p), decrease_factor=p["decrease_factor"], largest_const=p["largest_const"],
+                    const_factor=p["const_factor"])
 
 
 @register_attack("cw_l0", backends=("art",))
@@ -185,20 +190,15 @@ class CarliniWagnerL0(Attack):
 
     defaults = {"targeted": False, "target": None, "confidence": 0.0, "learning_rate": 0.01,
                 "binary_search_steps": 10, "max_iterations": 10, "initial_const": 0.01, "warm_start": True}
+    art_method = "CarliniL0Method"
 
     def _check_params(self, p):
         p = _check_opt_params(dict(p))
         p["warm_start"] = check_bool("warm_start", p["warm_start"])
         return p
 
-    def _run_art(self, model, x, y, targets):
-        p = self._params
-        return _backends.run_art(
-            "CarliniL0Method", model, x, _labels(y, targets), confidence=p["confidence"], targeted=p["targeted"],
-            learning_rate=p["learning_rate"], binary_search_steps=p["binary_search_steps"],
-            max_iter=p["max_iterations"], initial_const=p["initial_const"], warm_start=p["warm_start"],
-            verbose=False,
-        )
+    def _art_params(self):
+        return dict(_art_optimizer_params(self._params), warm_start=self._params["warm_start"])
 
 
 @register_attack("ead", backends=("art",))
@@ -213,6 +213,7 @@ class ElasticNet(Attack):
     defaults = {"targeted": False, "target": None, "confidence": 0.0, "learning_rate": 0.01,
                 "binary_search_steps": 9, "max_iterations": 100, "initial_const": 1e-3, "beta": 1e-3,
                 "decision_rule": "EN"}
+    art_method = "ElasticNet"
 
     def _check_params(self, p):
         p = _check_opt_params(dict(p))
@@ -220,14 +221,9 @@ class ElasticNet(Attack):
         check_choice("decision_rule", p["decision_rule"], ("EN", "L1", "L2"))
         return p
 
-    def _run_art(self, model, x, y, targets):
+    def _art_params(self):
         p = self._params
-        return _backends.run_art(
-            "ElasticNet", model, x, _labels(y, targets), confidence=p["confidence"], targeted=p["targeted"],
-            learning_rate=p["learning_rate"], binary_search_steps=p["binary_search_steps"],
-            max_iter=p["max_iterations"], beta=p["beta"], initial_const=p["initial_const"],
-            decision_rule=p["decision_rule"], verbose=False,
-        )
+        return dict(_art_optimizer_params(p), beta=p["beta"], decision_rule=p["decision_rule"])
 
 
 @register_attack("lbfgs", backends=("native",))
@@ -255,9 +251,7 @@ class LBFGS(Attack):
     def _loss_fn(self, model, image_shape):
         per_model = self._programs.setdefault(model, {})
         if image_shape not in per_model:
-            from tfdefense.attacks.base import call_model
-
-            model_ref = nt._ref(model)
+            model_ref = model_reference(model)
 
             @tf.function(input_signature=[
                 tf.TensorSpec([None, *image_shape], tf.float32), tf.TensorSpec([None, *image_shape], tf.float32),
@@ -267,7 +261,7 @@ class LBFGS(Attack):
                     tape.watch(x_adv)
                     logits = call_model(model_ref(), x_adv)
                     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(t, logits)
-                    l2 = tf.reduce_sum(tf.square(x_adv - x0), nt.reduce_axes(x0))
+                    l2 = tf.reduce_sum(tf.square(x_adv - x0), reduce_axes(x0))
                     loss = tf.reduce_sum(const * ce + l2)
                 pred = tf.argmax(logits, axis=1, output_type=tf.int64)
                 grad = tape.gradient(loss, x_adv, unconnected_gradients=tf.UnconnectedGradients.ZERO)

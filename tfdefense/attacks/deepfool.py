@@ -3,13 +3,12 @@
 import tensorflow as tf
 
 from tfdefense._validation import check_number
-from tfdefense.attacks import _backends
-from tfdefense.attacks import _native as nt
+from tfdefense.attacks._native import NativeMixin
 from tfdefense.attacks.base import Attack, register_attack
 
 
 @register_attack("deepfool", backends=("native", "art"))
-class DeepFool(nt.NativeMixin, Attack):
+class DeepFool(NativeMixin, Attack):
     """DeepFool (Moosavi-Dezfooli et al.), L2, untargeted, minimum distortion.
 
     Each iteration linearises the logit differences f_k = z_k - z_y for the
@@ -25,6 +24,7 @@ class DeepFool(nt.NativeMixin, Attack):
     """
 
     defaults = {"nb_candidate": 10, "overshoot": 0.02, "max_iter": 50}
+    art_method = "DeepFool"
 
     def _check_params(self, p):
         check_number("nb_candidate", p["nb_candidate"], minimum=2, integer=True)
@@ -90,7 +90,6 @@ class DeepFool(nt.NativeMixin, Attack):
 
         return program
 
-    def _run_art(self, model, x, y, targets):
+    def _art_params(self):
         p = self._params
-        return _backends.run_art("DeepFool", model, x, y, max_iter=p["max_iter"], epsilon=p["overshoot"],
-                                 nb_grads=p["nb_candidate"], verbose=False)
+        return dict(max_iter=p["max_iter"], epsilon=p["overshoot"], nb_grads=p["nb_candidate"], verbose=False)

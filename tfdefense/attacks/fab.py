@@ -34,7 +34,12 @@ import numpy as np
 import tensorflow as tf
 
 from tfdefense._validation import check_number
-from tfdefense.attacks import _native as nt
+from tfdefense.attacks._native import (
+    NATIVE_CHUNK,
+    lp_norm,
+    model_reference,
+    where_batch,
+)
 from tfdefense.attacks.base import (
     Attack,
     call_model,
@@ -98,7 +103,7 @@ def fab_target_program(model_fn, nb_iter, alpha_max, eta, beta):
         pred0 = tf.argmax(model_fn(x0), axis=1, output_type=tf.int64)
         attackable = tf.equal(pred0, y)
         noise = tf.random.stateless_uniform(image_shape, seed, -1.0, 1.0)
-        noise = noise / tf.maximum(nt.lp_norm(noise, "inf"), 1e-12)
+        noise = noise / tf.maximum(lp_norm(noise, "inf"), 1e-12)
         x1 = tf.clip_by_value(x0 + start_radius * noise, 0.0, 1.0)
         norm_best = tf.where(attackable, np.inf, 0.0)
         x_best = x0
@@ -130,13 +135,13 @@ def fab_target_program(model_fn, nb_iter, alpha_max, eta, beta):
             x_new = tf.clip_by_value((x1f + eta * d1) * (1.0 - alpha) + (x0f + eta * d2) * alpha, 0.0, 1.0)
             x_new = tf.reshape(x_new, tf.shape(xs))
             adv = tf.not_equal(tf.argmax(model_fn(x_new), axis=1, output_type=tf.int64), ys)
-            norms = nt.lp_norm(x_new - x0s, "inf", keepdims=False)
+            norms = lp_norm(x_new - x0s, "inf", keepdims=False)
             better = tf.logical_and(adv, norms < tf.gather(norm_best, idx))
             x_best = tf.tensor_scatter_nd_update(x_best, idx[:, None],
-                                                 nt.where_batch(better, x_new, tf.gather(x_best, idx)))
+                                                 where_batch(better, x_new, tf.gather(x_best, idx)))
             norm_best = tf.tensor_scatter_nd_update(norm_best, idx[:, None],
                                                     tf.where(better, norms, tf.gather(norm_best, idx)))
-            x_new = nt.where_batch(adv, x0s + beta * (x_new - x0s), x_new)
+            x_new = where_batch(adv, x0s + beta * (x_new - x0s), x_new)
             x1 = tf.tensor_scatter_nd_update(x1, idx[:, None], x_new)
             return i + 1, x1, x_best, norm_best
 
@@ -183,7 +188,7 @@ class FABT(Attack):
         per_model = self._programs.setdefault(model, {}) if weakrefable(model) else {}
         key = tuple(image_shape)
         if key not in per_model:
-            model_ref = nt._ref(model)
+            model_ref = model_reference(model)
             p = self._params
 
             def model_fn(z):
@@ -216,8 +221,8 @@ class FABT(Attack):
                 if len(idx) == 0:
                     break
                 start = 0.0 if restart == 0 else 0.5 * eps
-                for i in range(0, len(idx), nt.NATIVE_CHUNK):
-                    part = idx[i:i + nt.NATIVE_CHUNK]
+                for i in range(0, len(idx), NATIVE_CHUNK):
+                    part = idx[i:i + NATIVE_CHUNK]
                     out, norms = program(tf.constant(x[part]), tf.constant(y[part]),
                                          tf.constant(order[part, k].astype(np.int64)), tf.constant(start, tf.float32),
                                          tf.constant(stop_radius, tf.float32),

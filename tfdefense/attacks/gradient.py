@@ -2,9 +2,11 @@
 
 Native implementations share one graph: (optional random start) then
 `nb_iter` steps `x <- clip_[0,1](x0 + P_eps(x + eps_iter * step(grad) - x0))`
-inside a `tf.while_loop`, with optional momentum (MI-FGSM), EOT gradient
-averaging (`eot_samples`) and random restarts (`nb_restarts`, keeping per
-example the restart that succeeds, else the one with the highest loss).
+inside a `tf.while_loop` (`_native.pgd_loop`), with optional momentum
+(MI-FGSM), EOT gradient averaging (`eot_samples`) and random restarts
+(`nb_restarts`, keeping per example the restart that succeeds, else the one
+with the highest loss). Each class names its cleverhans function
+(`_cleverhans_attack`) and its ART class (`art_method`, `_art_params`).
 
 Papers: FGSM https://arxiv.org/abs/1412.6572, BIM https://arxiv.org/abs/1607.02533,
 PGD https://arxiv.org/abs/1706.06083, MI-FGSM https://arxiv.org/abs/1710.06081.
@@ -14,8 +16,15 @@ import numpy as np
 import tensorflow as tf
 
 from tfdefense._validation import check_choice, check_number, invalid_value
-from tfdefense.attacks import _backends
-from tfdefense.attacks import _native as nt
+from tfdefense.attacks._native import (
+    NativeMixin,
+    best_of_restarts,
+    objective,
+    pgd_loop,
+    project,
+    random_in_ball,
+    value_and_grad_fn,
+)
 from tfdefense.attacks.base import Attack, canonical_norm, check_bool, norm_order, register_attack
 
 _COMMON = {
@@ -32,7 +41,7 @@ _NATIVE_ONLY = ("loss", "eot_samples", "compute_dtype", "nb_restarts", "rand_min
 LOSSES = ("ce", "cw")
 
 
-class _GradientAttack(nt.NativeMixin, Attack):
+class _GradientAttack(NativeMixin, Attack):
     """Shared parameter checks and the shared native graph."""
 
     bounded = True
@@ -70,10 +79,7 @@ class _GradientAttack(nt.NativeMixin, Attack):
     # ------------------------------------------------------------------ the loop settings
 
     def _settings(self):
-        p = {**self._params, **self.fixed}
-        if self.name == "fgsm":
-            p.update(eps_iter=p["eps"], nb_iter=1)
-        return p
+        return {**self._params, **self.fixed}
 
     def _build_native(self, model_fn, num_classes):
         p = self._settings()
@@ -88,46 +94,21 @@ class _GradientAttack(nt.NativeMixin, Attack):
 
         def program(x0, y, t, seed):
             def obj(logits):
-                return nt.objective(kind, logits, y, t, targeted, num_classes)
+                return objective(kind, logits, y, t, targeted, num_classes)
 
-            value_and_grad = nt.value_and_grad_fn(model_fn, obj, p["eot_samples"])
+            value_and_grad = value_and_grad_fn(model_fn, obj, p["eot_samples"])
 
             def one_run(run_seed):
                 if rand_init:
-                    eta = nt.project(nt.random_in_ball(tf.shape(x0), rand_minmax, norm, run_seed), eps, norm)
+                    eta = project(random_in_ball(tf.shape(x0), rand_minmax, norm, run_seed), eps, norm)
                     x_start = tf.clip_by_value(x0 + eta, 0.0, 1.0)
                 else:
                     x_start = x0
-
-                def body(i, x_adv, momentum):
-                    _, _, grad = value_and_grad(x_adv)
-                    if decay is not None:
-                        grad = grad / tf.maximum(
-                            tf.reduce_mean(tf.abs(grad), nt.reduce_axes(grad), keepdims=True), 1e-12
-                        )
-                        momentum = decay * momentum + grad
-                        grad = momentum
-                    x_adv = x_adv + nt.steepest_step(grad, eps_iter, norm)
-                    x_adv = tf.clip_by_value(x0 + nt.project(x_adv - x0, eps, norm), 0.0, 1.0)
-                    return i + 1, x_adv, momentum
-
-                _, x_adv, _ = tf.while_loop(
-                    lambda i, *_: i < nb_iter, body, (tf.constant(0), x_start, tf.zeros_like(x0))
-                )
-                return x_adv
+                return pgd_loop(value_and_grad, x0, x_start, eps, eps_iter, nb_iter, norm, decay)
 
             if restarts == 1:
                 return one_run(seed)
-            seeds = tf.random.experimental.stateless_split(seed, restarts)
-            best, best_score = x0, tf.fill(tf.shape(y), -np.inf)
-            for k in range(restarts):
-                x_adv = one_run(seeds[k])
-                logits = model_fn(x_adv)
-                score = obj(logits) + tf.where(nt.is_success(logits, y, t, targeted), 1e9, 0.0)
-                better = score > best_score
-                best = nt.where_batch(better, x_adv, best)
-                best_score = tf.where(better, score, best_score)
-            return best
+            return best_of_restarts(one_run, model_fn, obj, x0, y, t, targeted, seed, restarts)
 
         return program
 
@@ -139,13 +120,7 @@ class _GradientAttack(nt.NativeMixin, Attack):
         x_t = tf.constant(x)
         order = norm_order(p["norm"])
         common = dict(clip_min=0.0, clip_max=1.0, y=labels, targeted=p["targeted"])
-        out = _backends.cleverhans_gradient_attack(self.name, model, x_t, p, order, common)
-        return np.asarray(out)
-
-    def _run_art(self, model, x, y, targets):
-        p = self._settings()
-        labels = targets if targets is not None else y
-        return _backends.art_gradient_attack(self.name, model, x, labels, p)
+        return np.asarray(self._cleverhans_attack(model, x_t, p, order, common))
 
 
 @register_attack("fgsm", backends=("native", "cleverhans", "art"))
@@ -157,6 +132,22 @@ class FGSM(_GradientAttack):
     """
 
     defaults = dict(_COMMON)
+    art_method = "FastGradientMethod"
+
+    def _settings(self):  # one step of size eps
+        p = super()._settings()
+        p.update(eps_iter=p["eps"], nb_iter=1)
+        return p
+
+    @staticmethod
+    def _cleverhans_attack(model, x, p, order, common):
+        from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
+
+        return fast_gradient_method(model, x, p["eps"], order, sanity_checks=False, **common)
+
+    def _art_params(self):
+        p = self._settings()
+        return dict(norm=norm_order(p["norm"]), eps=p["eps"], targeted=p["targeted"], num_random_init=0)
 
 
 @register_attack("bim", backends=("native", "cleverhans", "art"))
@@ -170,10 +161,22 @@ class BIM(_GradientAttack):
     defaults = {**_COMMON, "eps_iter": 0.01, "nb_iter": 40}
     fixed = {"rand_init": False}
     unsupported = {"cleverhans": _NATIVE_ONLY, "art": _NATIVE_ONLY}
+    art_method = "BasicIterativeMethod"
 
     def _check_backend_params(self, backend, p):
         if backend == "art" and p["norm"] != "inf":
             raise invalid_value("norm", "'inf' with backend='art' (ART's BIM is Linf only)", p["norm"])
+
+    @staticmethod
+    def _cleverhans_attack(model, x, p, order, common):
+        from cleverhans.tf2.attacks.basic_iterative_method import basic_iterative_method
+
+        return basic_iterative_method(model, x, p["eps"], p["eps_iter"], p["nb_iter"], order, sanity_checks=False,
+                                      **common)
+
+    def _art_params(self):
+        p = self._settings()
+        return dict(eps=p["eps"], eps_step=p["eps_iter"], max_iter=p["nb_iter"], targeted=p["targeted"], verbose=False)
 
 
 @register_attack("pgd", backends=("native", "cleverhans", "art"))
@@ -193,6 +196,21 @@ class PGD(_GradientAttack):
         "cleverhans": _NATIVE_ONLY,
         "art": ("loss", "eot_samples", "compute_dtype", "rand_minmax"),
     }
+    art_method = "ProjectedGradientDescent"
+
+    @staticmethod
+    def _cleverhans_attack(model, x, p, order, common):
+        from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
+
+        return projected_gradient_descent(model, x, p["eps"], p["eps_iter"], p["nb_iter"], order,
+                                          rand_init=p["rand_init"], rand_minmax=p["rand_minmax"],
+                                          sanity_checks=False, **common)
+
+    def _art_params(self):
+        p = self._settings()
+        return dict(norm=norm_order(p["norm"]), eps=p["eps"], eps_step=p["eps_iter"], max_iter=p["nb_iter"],
+                    targeted=p["targeted"], num_random_init=p["nb_restarts"] if p["rand_init"] else 0,
+                    random_eps=False, verbose=False)
 
 
 @register_attack("mifgsm", backends=("native", "cleverhans"))
@@ -204,3 +222,10 @@ class MIFGSM(_GradientAttack):
     """
 
     defaults = {**_COMMON, "eps_iter": 0.06, "nb_iter": 10, "decay_factor": 1.0}
+
+    @staticmethod
+    def _cleverhans_attack(model, x, p, order, common):
+        from cleverhans.tf2.attacks.momentum_iterative_method import momentum_iterative_method
+
+        return momentum_iterative_method(model, x, p["eps"], p["eps_iter"], p["nb_iter"], order,
+                                         decay_factor=p["decay_factor"], sanity_checks=False, **common)

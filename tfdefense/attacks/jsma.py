@@ -4,15 +4,14 @@ import numpy as np
 import tensorflow as tf
 
 from tfdefense._validation import check_number, invalid_value
-from tfdefense.attacks import _backends
-from tfdefense.attacks import _native as nt
+from tfdefense.attacks._native import NativeMixin
 from tfdefense.attacks.base import Attack, check_bool, register_attack
 
 PAIR_BUDGET = 64_000_000  # pair-saliency entries per graph call (~256 MB float32)
 
 
 @register_attack("jsma", backends=("native", "art"))
-class JSMA(nt.NativeMixin, Attack):
+class JSMA(NativeMixin, Attack):
     """Jacobian-based Saliency Map Attack (Papernot et al.), targeted.
 
     Native: the paper's pairwise saliency map. Each iteration takes the
@@ -36,6 +35,7 @@ class JSMA(nt.NativeMixin, Attack):
                 "seed": None}
     targeted_only = True
     unsupported = {"art": ("use_logits",)}
+    art_method = "SaliencyMapMethod"
 
     def _check_params(self, p):
         p["use_logits"] = check_bool("use_logits", p["use_logits"])
@@ -118,7 +118,5 @@ class JSMA(nt.NativeMixin, Attack):
                  for i in range(0, len(x), chunk)]
         return np.concatenate(parts)
 
-    def _run_art(self, model, x, y, targets):
-        p = self._params
-        return _backends.run_art("SaliencyMapMethod", model, x, targets, theta=p["theta"], gamma=p["gamma"],
-                                 verbose=False)
+    def _art_params(self):
+        return dict(theta=self._params["theta"], gamma=self._params["gamma"], verbose=False)

@@ -5,12 +5,12 @@ import math
 import tensorflow as tf
 
 from tfdefense._validation import check_number, invalid_value
-from tfdefense.attacks import _native as nt
+from tfdefense.attacks._native import NativeMixin
 from tfdefense.attacks.base import Attack, check_bool, register_attack
 
 
 @register_attack("gaussian_noise", backends=("native",))
-class GaussianNoise(nt.NativeMixin, Attack):
+class GaussianNoise(NativeMixin, Attack):
     """x + N(0, sigma^2) per pixel, clipped to [0, 1]; ignores the model and labels.
 
     Params: sigma (0.1, standard deviation in [0, 1] pixel units) or variance

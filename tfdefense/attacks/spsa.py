@@ -10,14 +10,14 @@ import numpy as np
 import tensorflow as tf
 
 from tfdefense._validation import check_number, invalid_value
-from tfdefense.attacks import _native as nt
+from tfdefense.attacks._native import NativeMixin, margin, where_batch
 from tfdefense.attacks.base import Attack, register_attack
 
 QUERY_BUDGET = 4096  # images per model call in the native graph (examples x samples)
 
 
 @register_attack("spsa", backends=("native", "cleverhans"))
-class SPSA(nt.NativeMixin, Attack):
+class SPSA(NativeMixin, Attack):
     """SPSA: Adam steps on SPSA gradient estimates of the margin loss, projected to the Linf ball.
 
     Each step draws `spsa_samples` / 2 random sign directions (mirrored, so
@@ -58,7 +58,7 @@ class SPSA(nt.NativeMixin, Attack):
         beta1, beta2, adam_eps = 0.9, 0.999, 1e-7
 
         def loss_fn(x, label):  # minimised; < 0 once the attack succeeds
-            m = nt.margin(model_fn(x), label, num_classes)
+            m = margin(model_fn(x), label, num_classes)
             return m if targeted else -m
 
         def project(x0, pert):
@@ -93,7 +93,7 @@ class SPSA(nt.NativeMixin, Attack):
                 n = tf.cast(i + 1, tf.float32)
                 step = lr * (m / (1 - tf.pow(beta1, n))) / (tf.sqrt(v / (1 - tf.pow(beta2, n))) + adam_eps)
                 new = project(x0, pert - step)
-                new = nt.where_batch(done, pert, new)
+                new = where_batch(done, pert, new)
                 if threshold is not None:
                     done = tf.logical_or(done, loss_fn(x0 + new, label) < threshold)
                 return i + 1, new, m, v, done

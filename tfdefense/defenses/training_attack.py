@@ -2,10 +2,12 @@
 
 `RobustPurifier` (PGD through purifier + frozen classifier) and
 `AdversarialTrainer` (FGSM / PGD on the classifier itself, Madry et al.)
-craft their examples with `pgd_in_graph` in a `tf.while_loop`, keep eps and
-the step size in non-trainable variables (`AttackSettingsMixin`), and share
-the callbacks `EpsilonRamp` (eps curriculum) and `ComputeBudget` (stop at a
-CPU-time budget, for comparisons at equal training compute).
+craft their examples with `pgd_in_graph`, which runs the attacks' PGD
+iteration (`tfdefense.attacks._native.pgd_loop`) in a `tf.while_loop`, and
+keep eps and the step size in non-trainable variables (`AttackSettingsMixin`).
+The callbacks `EpsilonRamp` (eps curriculum) and `ComputeBudget` (stop at a
+CPU-time budget, for comparisons at equal training compute) live in
+`tfdefense.training`.
 
 `compute_precision(models, "bf16")` runs the float32 layers of the given models
 in bfloat16 while a step is traced (variables stay float32, autocast on read;
@@ -26,7 +28,9 @@ from tfdefense._validation import (
     dataset_range_checked,
     invalid_value,
 )
+from tfdefense.attacks._native import pgd_loop, random_in_ball, value_and_grad_fn
 from tfdefense.defenses.base import add_scalar_variables, check_image_array
+from tfdefense.training.callbacks import ComputeBudget, EpsilonRamp  # noqa: F401  (exported by tfdefense.defenses)
 
 ATTACK_LOSSES = ("ce", "kl")
 PRECISIONS = ("fp32", "bf16")
@@ -76,28 +80,18 @@ def pgd_in_graph(logits_fn, x, y, eps, step_size, steps, seed, rand_init=True, l
         if loss == "kl":  # TRADES starts close to x (0.001 * N(0, 1) in the paper)
             noise = 0.001 * tf.random.stateless_normal(tf.shape(x), seed)
         else:
-            noise = tf.random.stateless_uniform(tf.shape(x), seed, -1.0, 1.0) * eps
+            noise = random_in_ball(tf.shape(x), eps, "inf", seed)
         x_adv = tf.clip_by_value(x + noise, 0.0, 1.0)
     else:
         x_adv = x
 
-    def objective(z):
-        logits = tf.cast(logits_fn(z), tf.float32)
+    def objective(logits):
         if loss == "kl":
-            return tf.reduce_sum(kl_divergence(reference_logits, logits))
-        return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+            return kl_divergence(reference_logits, logits)
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
 
-    def body(i, z):
-        with tf.GradientTape() as tape:
-            tape.watch(z)
-            value = objective(z)
-        grad = tape.gradient(value, z)
-        z = z + step_size * tf.sign(grad)
-        z = tf.clip_by_value(tf.clip_by_value(z, x - eps, x + eps), 0.0, 1.0)
-        return i + 1, tf.stop_gradient(z)
-
-    if steps > 0:
-        _, x_adv = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), x_adv))
+    value_and_grad = value_and_grad_fn(lambda z: tf.cast(logits_fn(z), tf.float32), objective)
+    x_adv = pgd_loop(value_and_grad, x, x_adv, eps, step_size, steps, "inf", projection="bounds")
     return tf.stop_gradient(x_adv)
 
 
@@ -198,83 +192,18 @@ class AttackSettingsMixin:
         add_scalar_variables(self, {"attack_eps": attack_eps, "attack_step_size": step})
         self.seed_generator = keras.random.SeedGenerator(seed, name="attack_seed")
 
+    def attack_schedule(self):
+        """The configured attack eps and step size / eps (0 when eps is 0): what `EpsilonRamp` ramps."""
+        config = self._attack_config
+        step = check_attack_settings(
+            config["attack_eps"], config["attack_steps"], config["attack_step_size"], config["attack_loss"]
+        )
+        eps = config["attack_eps"]
+        return {"eps": eps, "step_ratio": step / eps if eps > 0 else 0.0}
+
     def _attack_seed(self):
         import tensorflow as tf
 
         # SeedGenerator state advances every step (it is saved with the model).
         raw = keras.random.randint((2,), 0, 2**30, seed=self.seed_generator, dtype="int32")
         return tf.cast(raw, tf.int32)
-
-
-class EpsilonRamp(keras.callbacks.Callback):
-    """Curriculum on the training attack's eps: linear from `start` to the model's target eps.
-
-    At the start of epoch e (0-based, absolute) assigns eps = start + (target -
-    start) * min(1, (e + 1) / ramp_epochs) to `model.attack_eps` (so the target
-    is reached at epoch ramp_epochs - 1; ramp_epochs=1 is no ramp) and scales
-    `model.attack_step_size` with it. Works with `RobustPurifier` and
-    `AdversarialTrainer`; resuming lands at the right eps (epoch-indexed).
-    """
-
-    def __init__(self, ramp_epochs, start=0.0, target=None):
-        super().__init__()
-        check_number("ramp_epochs", ramp_epochs, minimum=1, integer=True)
-        check_number("start", start, minimum=0, maximum=1)
-        check_number("target", target, minimum=0, maximum=1, allow_none=True)
-        self.ramp_epochs = int(ramp_epochs)
-        self.start = float(start)
-        self.target = target
-        self._ratio = None
-
-    def on_train_begin(self, logs=None):
-        config = self.model._attack_config
-        self.target = config["attack_eps"] if self.target is None else self.target
-        step = check_attack_settings(
-            config["attack_eps"], config["attack_steps"], config["attack_step_size"], config["attack_loss"]
-        )
-        self._ratio = step / config["attack_eps"] if config["attack_eps"] > 0 else 0.0
-
-    def eps_at(self, epoch):
-        return self.start + (self.target - self.start) * min(1.0, (epoch + 1) / self.ramp_epochs)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        eps = self.eps_at(epoch)
-        self.model.attack_eps.assign(eps)
-        self.model.attack_step_size.assign(self._ratio * eps)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["attack_eps"] = float(keras.ops.convert_to_numpy(self.model.attack_eps))
-
-
-class ComputeBudget(keras.callbacks.Callback):
-    """Stops `fit` at the end of the epoch in which the process CPU time spent in `fit` reaches `cpu_seconds`.
-
-    For comparisons "at equal training compute": train one model, read its
-    `cpu_seconds` (also logged as `cpu_seconds` in the epoch logs), give the
-    other the same budget. CPU time (all threads of this process) is steadier
-    than wall time on a shared machine. `offset` adds seconds already spent
-    (a resumed run).
-    """
-
-    def __init__(self, cpu_seconds=None, offset=0.0):
-        super().__init__()
-        check_number("cpu_seconds", cpu_seconds, minimum=0, allow_none=True)
-        check_number("offset", offset, minimum=0)
-        self.cpu_seconds = cpu_seconds
-        self.offset = float(offset)
-        self.spent = float(offset)
-
-    def on_train_begin(self, logs=None):
-        import time
-
-        self._start = time.process_time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        import time
-
-        self.spent = self.offset + time.process_time() - self._start
-        if logs is not None:
-            logs["cpu_seconds"] = self.spent
-        if self.cpu_seconds is not None and self.spent >= self.cpu_seconds:
-            self.model.stop_training = True

@@ -1,10 +1,13 @@
-"""Training callbacks: `StagedLossWeights` (the versatile defense's lambda schedule).
+"""Training callbacks: `StagedLossWeights` (the versatile defense's lambda schedule),
+`EpsilonRamp` (the training attack's eps curriculum) and `ComputeBudget` (stop
+at a CPU-time budget).
 
-Loss weights that change during `fit` live in the model's non-trainable
-variables (`model.lambda_l1`, `model.lambda_perc`, `model.lambda_cls` on
-`Pix2PixDefense`); the callback `assign`s them at the start of every epoch, so
-the new values reach the already-traced train step (a Python float would be
-frozen into it).
+Values that change during `fit` live in the model's non-trainable variables
+(`model.lambda_l1`, `model.lambda_perc`, `model.lambda_cls` on
+`Pix2PixDefense`; `model.attack_eps`, `model.attack_step_size` on the robust
+trainers); the callbacks `assign` them at the start of every epoch, so the new
+values reach the already-traced train step (a Python float would be frozen
+into it).
 """
 
 import numbers
@@ -172,3 +175,82 @@ class StagedLossWeights(keras.callbacks.Callback):
         if logs is not None:
             for name, variable in self._variables().items():
                 logs[name] = float(keras.ops.convert_to_numpy(variable))
+
+
+class EpsilonRamp(keras.callbacks.Callback):
+    """Curriculum on the training attack's eps: linear from `start` to the model's target eps.
+
+    At the start of epoch e (0-based, absolute) assigns eps = start + (target -
+    start) * min(1, (e + 1) / ramp_epochs) to `model.attack_eps` (so the target
+    is reached at epoch ramp_epochs - 1; ramp_epochs=1 is no ramp) and scales
+    `model.attack_step_size` with it. Works with any model that has these two
+    variables and an `attack_schedule()` method returning {"eps": target eps,
+    "step_ratio": step size / eps} (`RobustPurifier`, `AdversarialTrainer`);
+    resuming lands at the right eps (epoch-indexed).
+    """
+
+    def __init__(self, ramp_epochs, start=0.0, target=None):
+        super().__init__()
+        check_number("ramp_epochs", ramp_epochs, minimum=1, integer=True)
+        check_number("start", start, minimum=0, maximum=1)
+        check_number("target", target, minimum=0, maximum=1, allow_none=True)
+        self.ramp_epochs = int(ramp_epochs)
+        self.start = float(start)
+        self.target = target
+        self._ratio = None
+
+    def on_train_begin(self, logs=None):
+        for name in ("attack_schedule", "attack_eps", "attack_step_size"):
+            if not hasattr(self.model, name):
+                raise TypeError(
+                    f"EpsilonRamp needs a model trained against an in-graph attack (with `{name}`, e.g. "
+                    f"RobustPurifier or AdversarialTrainer). Received: model of type {type(self.model).__name__}"
+                )
+        schedule = self.model.attack_schedule()
+        self.target = schedule["eps"] if self.target is None else self.target
+        self._ratio = schedule["step_ratio"]
+
+    def eps_at(self, epoch):
+        return self.start + (self.target - self.start) * min(1.0, (epoch + 1) / self.ramp_epochs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        eps = self.eps_at(epoch)
+        self.model.attack_eps.assign(eps)
+        self.model.attack_step_size.assign(self._ratio * eps)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["attack_eps"] = float(keras.ops.convert_to_numpy(self.model.attack_eps))
+
+
+class ComputeBudget(keras.callbacks.Callback):
+    """Stops `fit` at the end of the epoch in which the process CPU time spent in `fit` reaches `cpu_seconds`.
+
+    For comparisons "at equal training compute": train one model, read its
+    `cpu_seconds` (also logged as `cpu_seconds` in the epoch logs), give the
+    other the same budget. CPU time (all threads of this process) is steadier
+    than wall time on a shared machine. `offset` adds seconds already spent
+    (a resumed run).
+    """
+
+    def __init__(self, cpu_seconds=None, offset=0.0):
+        super().__init__()
+        check_number("cpu_seconds", cpu_seconds, minimum=0, allow_none=True)
+        check_number("offset", offset, minimum=0)
+        self.cpu_seconds = cpu_seconds
+        self.offset = float(offset)
+        self.spent = float(offset)
+
+    def on_train_begin(self, logs=None):
+        import time
+
+        self._start = time.process_time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        import time
+
+        self.spent = self.offset + time.process_time() - self._start
+        if logs is not None:
+            logs["cpu_seconds"] = self.spent
+        if self.cpu_seconds is not None and self.spent >= self.cpu_seconds:
+            self.model.stop_training = True

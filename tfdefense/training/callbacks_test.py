@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from tfdefense.training import VERSATILE_STAGES, StagedLossWeights, check_stages, versatile_stages
+from tfdefense.training import ComputeBudget, EpsilonRamp
 
 
 class WeightsModel(keras.Model):
@@ -119,3 +120,59 @@ def test_perceptual_weight_needs_a_feature_extractor():
     x = np.zeros((4, 28, 28, 1), np.float32)
     with pytest.raises(ValueError, match="lambda_perc = 0 in every stage for a model without a feature_extractor"):
         defense.fit(x, x, epochs=1, verbose=0, callbacks=[StagedLossWeights()])
+
+
+class RampedAttackModel(WeightsModel):
+    """A model with the training attack's eps / step-size variables; its loss reports what the step saw."""
+
+    def __init__(self, eps=0.3, step_ratio=0.25):
+        super().__init__()
+        self.schedule = {"eps": eps, "step_ratio": step_ratio}
+        self.attack_eps = self.add_weight(shape=(), initializer="zeros", trainable=False, name="attack_eps")
+        self.attack_step_size = self.add_weight(shape=(), initializer="zeros", trainable=False, name="attack_step_size")
+
+    def attack_schedule(self):
+        return dict(self.schedule)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        return 0.0 * keras.ops.mean(y_pred) + self.attack_eps + 1000.0 * self.attack_step_size
+
+
+def test_epsilon_ramp_reaches_the_target_at_ramp_epochs_and_scales_the_step(data):
+    model = RampedAttackModel(eps=0.3, step_ratio=0.25)
+    model.compile(optimizer="sgd")
+    history = model.fit(*data, batch_size=8, epochs=5, verbose=0, callbacks=[EpsilonRamp(3, start=0.0)])
+    expected = [0.1, 0.2, 0.3, 0.3, 0.3]
+    np.testing.assert_allclose(history.history["attack_eps"], expected, rtol=1e-6)
+    # the traced step read eps + 1000 * step with step = 0.25 * eps
+    np.testing.assert_allclose(history.history["loss"], [e + 250.0 * e for e in expected], rtol=1e-5)
+    resumed = RampedAttackModel(eps=0.3, step_ratio=0.25)
+    resumed.compile(optimizer="sgd")
+    history = resumed.fit(*data, batch_size=8, epochs=3, initial_epoch=1, verbose=0, callbacks=[EpsilonRamp(3)])
+    np.testing.assert_allclose(history.history["attack_eps"], [0.2, 0.3], rtol=1e-6)
+
+
+def test_epsilon_ramp_refuses_a_model_without_a_training_attack(data):
+    model = WeightsModel()
+    model.compile(optimizer="sgd")
+    with pytest.raises(TypeError, match="attack_schedule.*WeightsModel"):
+        model.fit(*data, batch_size=8, epochs=1, verbose=0, callbacks=[EpsilonRamp(2)])
+    with pytest.raises(ValueError, match="`ramp_epochs`"):
+        EpsilonRamp(0)
+    with pytest.raises(ValueError, match="`target`"):
+        EpsilonRamp(2, target=1.5)
+
+
+def test_compute_budget_stops_after_the_epoch_that_spends_it(data):
+    model = WeightsModel()
+    model.compile(optimizer="sgd")
+    budget = ComputeBudget(cpu_seconds=0.0, offset=2.0)
+    history = model.fit(*data, batch_size=8, epochs=4, verbose=0, callbacks=[budget])
+    assert len(history.history["loss"]) == 1
+    assert history.history["cpu_seconds"][0] > 2.0 and budget.spent == history.history["cpu_seconds"][0]
+    unlimited = ComputeBudget()
+    history = model.fit(*data, batch_size=8, epochs=3, verbose=0, callbacks=[unlimited])
+    assert len(history.history["loss"]) == 3
+    assert np.all(np.diff(history.history["cpu_seconds"]) >= 0)
+    with pytest.raises(ValueError, match="`cpu_seconds`"):
+        ComputeBudget(-1)
