@@ -4,7 +4,8 @@
 - `successful_only`: accuracy on the adversarial examples that fooled the
   bare classifier, so "no defense" is 0% by construction.
 - `adaptive`: the attack re-run against `DefendedClassifier(purifier,
-  classifier)` (white-box through the purifier), with a convergence check.
+  classifier)` (white-box through the purifier), with a convergence check;
+  run on `robustness.evaluate_robustness`, the engine of the reviewer's suite.
 - `png_roundtrip`: the same numbers after 8-bit quantization.
 """
 
@@ -83,7 +84,7 @@ def adaptive(run, defense, defended, classifier, x, y, attack="pgd", params=None
       - "worst case": per example, wrong under any of the above.
     Returns the worst-case accuracy.
     """
-    from tfdefense.attacks import get_attack
+    from tfdefense.evaluation.robustness import SuiteAttack, evaluate_robustness
 
     params = dict(params or {})
     stochastic = bool(getattr(defended, "stochastic", False))
@@ -95,15 +96,20 @@ def adaptive(run, defense, defended, classifier, x, y, attack="pgd", params=None
             stronger["eps_iter"] = params["eps_iter"] / 2
     if params.get("rand_init", attack == "pgd"):
         stronger["nb_restarts"] = 2
-    candidates = [get_attack(attack, **params)(classifier, x, y)]
-    labels = [(f"{attack} on classifier (papers' protocol)", params, "whole_test_set")]
-    for label, config in ((f"{attack} through defense", through), (f"{attack} through defense, x2 iterations, 2 restarts", stronger)):
-        candidates.append(get_attack(attack, **config)(defended, x, y))
-        labels.append((label + (f", EOT {eot_samples}" if stochastic else ""), config, "adaptive"))
-    for images, (label, config, protocol) in zip(candidates, labels):
-        value = float(np.mean(predict_labels(defended, images) == y))
-        run.add_row(table, protocol, defense, label, "accuracy", value, len(y), attack_config=config)
-    worst = worst_case_accuracy(defended, candidates, y)
+    eot = f", EOT {eot_samples}" if stochastic else ""
+    suite = [
+        SuiteAttack(f"{attack} on classifier (papers' protocol)", attack, params, "transfer"),
+        SuiteAttack(f"{attack} through defense{eot}", attack, through, "white-box"),
+        SuiteAttack(f"{attack} through defense, x2 iterations, 2 restarts{eot}", attack, stronger, "white-box"),
+    ]
+    # Each attack once on all of x in one call, every image crafted before any is judged.
+    result = evaluate_robustness(defended, x, y, suite, source=classifier, batch_size=max(len(x), 1), every_example=True)
+    for spec in suite:
+        protocol = "whole_test_set" if spec.kind == "transfer" else "adaptive"
+        run.add_row(table, protocol, defense, spec.label, "accuracy", result.accuracy(spec.label), len(y),
+                    attack_config=spec.params)
+    # Judged again per candidate: a stochastic defense draws afresh, as an attacker facing it would see.
+    worst = worst_case_accuracy(defended, [result.extra[spec.label]["images"] for spec in suite], y)
     run.add_row(table, "adaptive", defense, f"{attack}: worst case of all rows", "accuracy", worst, len(y), attack_config=stronger)
     if stochastic:
         run.note(f"{defense} is stochastic at inference: its adaptive attacks average gradients over {eot_samples} passes (EOT).")

@@ -178,7 +178,8 @@ class RobustnessResult:
     """Per-example outcomes of a suite on one model.
 
     `correct[label]` is a bool array (model right on that attack's image);
-    `clean` the clean outcome. Accuracies are fractions of all examples.
+    `clean` the clean outcome (None where not measured: the worst case is then
+    over the attacks alone). Accuracies are fractions of all examples.
     """
 
     n: int
@@ -192,7 +193,7 @@ class RobustnessResult:
 
     @property
     def clean_accuracy(self):
-        return float(np.mean(self.clean)) if self.n else float("nan")
+        return float(np.mean(self.clean)) if self.n and self.clean is not None else float("nan")
 
     def accuracy(self, label):
         return float(np.mean(self.correct[label])) if self.n else float("nan")
@@ -203,7 +204,7 @@ class RobustnessResult:
 
     def worst_case_of(self, kinds=None, labels=None):
         """Per-example worst case over the attacks of the given kinds / labels (and clean)."""
-        alive = self.clean.copy()
+        alive = np.ones(self.n, bool) if self.clean is None else self.clean.copy()
         for label, outcome in self.correct.items():
             if (kinds is None or self.kinds[label] in kinds) and (labels is None or label in labels):
                 alive &= outcome
@@ -248,11 +249,7 @@ def run_attack(spec, model, x, y, source=None, batch_size=500, eval_batch_size=2
     attack then draws from seed + r.
     """
     attack = spec.build()
-    target = model
-    if spec.kind == "transfer":
-        if source is None:
-            raise invalid_value("source", f"the undefended classifier for the transfer attack {spec.label!r}", source)
-        target = source
+    target = _target(spec, model, source)
     x_adv = x.copy()
     correct = _predict(model, x, eval_batch_size) == y
     if spec.kind == "transfer":
@@ -266,11 +263,7 @@ def run_attack(spec, model, x, y, source=None, batch_size=500, eval_batch_size=2
         idx = np.where(alive)[0]
         if len(idx) == 0:
             break
-        if _distributed(strategy):
-            out = _sharded(attack, restart, target, x[idx], y[idx], batch_size, strategy, info_out=last_sharded)
-        else:
-            out = np.concatenate([attack(target, x[idx[i:i + batch_size]], y[idx[i:i + batch_size]])
-                                  for i in range(0, len(idx), batch_size)])
+        out = _craft(attack, restart, target, x[idx], y[idx], batch_size, strategy, last_sharded)
         if spec.kind == "transfer":
             fooled = _predict(source, out, eval_batch_size) != y[idx]
             x_adv[idx] = np.where(fooled[:, None, None, None] | (restart == 0), out, x_adv[idx])
@@ -292,6 +285,22 @@ def run_attack(spec, model, x, y, source=None, batch_size=500, eval_batch_size=2
     return correct, x_adv, info
 
 
+def _target(spec, model, source):
+    """The model `spec` is crafted on: `source` for a transfer attack, else `model`."""
+    if spec.kind != "transfer":
+        return model
+    if source is None:
+        raise invalid_value("source", f"the undefended classifier for the transfer attack {spec.label!r}", source)
+    return source
+
+
+def _craft(attack, restart, target, x, y, batch_size, strategy, info_out):
+    """`attack`'s images of (x, y) crafted on `target`, `batch_size` at a time (sharded under `strategy`)."""
+    if _distributed(strategy):
+        return _sharded(attack, restart, target, x, y, batch_size, strategy, info_out=info_out)
+    return np.concatenate([attack(target, x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
 def _distributed(strategy):
     from tfdefense import distribute
 
@@ -310,7 +319,7 @@ def _sharded(attack, restart, model, x, y, batch_size, strategy, info_out):
     return out
 
 
-def evaluate_robustness(model, x, y, suite, source=None, batch_size=500, log=None, strategy=None):
+def evaluate_robustness(model, x, y, suite, source=None, batch_size=500, log=None, strategy=None, every_example=False):
     """Runs every attack of `suite` on every example of (x, y); returns a `RobustnessResult`.
 
     Args:
@@ -324,7 +333,14 @@ def evaluate_robustness(model, x, y, suite, source=None, batch_size=500, log=Non
       strategy: a `tf.distribute.Strategy`: each attack's batches are dealt
         to its replicas and workers and gathered in input order; the
         predictions that judge them run on every worker (cheap next to the
-        attacks). None: one device, as before.
+        attacks). None: one device.
+      every_example: run each attack once on every example (restarts
+        ignored) and keep its images, as the papers' and the adaptive
+        protocols do (`protocols.adaptive`): every attack is crafted before
+        any is judged, the clean images are not judged (`result.clean` is
+        None) and `result.extra[label]["images"]` holds each attack's images.
+        False: the reviewer's suite (clean pass, restarts on the examples
+        still robust).
     """
     x = check_images(x, "x", allow_tensor=False)
     y = check_labels(y, "y", num_examples=len(x))
@@ -334,6 +350,8 @@ def evaluate_robustness(model, x, y, suite, source=None, batch_size=500, log=Non
     if len(set(labels)) != len(labels):
         raise invalid_value("suite", "attacks with distinct labels", labels)
     check_number("batch_size", batch_size, minimum=1, integer=True)
+    if every_example:
+        return _evaluate_every_example(model, x, y, suite, source, batch_size, log, strategy)
     clean = _predict(model, x, 256) == y
     result = RobustnessResult(n=len(x), clean=clean, correct={}, kinds={}, configs={}, seconds={})
     for spec in suite:
@@ -346,6 +364,25 @@ def evaluate_robustness(model, x, y, suite, source=None, batch_size=500, log=Non
         result.extra[spec.label] = info
         if log is not None:
             log(f"{spec.label}: accuracy {np.mean(correct):.4f} ({result.seconds[spec.label]:.0f} s)")
+    return result
+
+
+def _evaluate_every_example(model, x, y, suite, source, batch_size, log, strategy):
+    """`evaluate_robustness(every_example=True)`: craft every attack on every example, then judge each."""
+    crafted = []
+    for spec in suite:
+        start, info = time.perf_counter(), {}
+        images = _craft(spec.build(), 0, _target(spec, model, source), x, y, batch_size, strategy, info)
+        crafted.append((spec, images, time.perf_counter() - start))
+    result = RobustnessResult(n=len(x), clean=None, correct={}, kinds={}, configs={}, seconds={})
+    for spec, images, seconds in crafted:
+        result.correct[spec.label] = _predict(model, images, 256) == y
+        result.kinds[spec.label] = spec.kind
+        result.configs[spec.label] = spec.config()
+        result.seconds[spec.label] = seconds
+        result.extra[spec.label] = {"images": images}
+        if log is not None:
+            log(f"{spec.label}: accuracy {result.accuracy(spec.label):.4f} ({seconds:.0f} s)")
     return result
 
 

@@ -18,8 +18,8 @@ images; the quick scale uses shortened optimisation budgets (in every row's
 attack_config).
 """
 
-from tfdefense.evaluation import accuracy, paper_values, protocols
-from tfdefense.evaluation.presets import common
+from tfdefense.evaluation import accuracy, paper_values, plots, protocols
+from tfdefense.evaluation.presets import common, recipes
 from tfdefense.evaluation.runner import register_preset
 
 TABLE1 = "Table 1: error rate under attack (attacks on the target model)"
@@ -83,40 +83,46 @@ def _table1_attacks(dataset, budget, seed):
 
 
 def _train_apegan(run, dataset, classifier, x_train, y_train, settings):
-    from tfdefense.data import make_paired_pipeline
-    from tfdefense.defenses import APEGAN
-
+    """APE-GAN on FGSM examples of the training split crafted on the target model (the paper's eps)."""
     eps = SETTINGS[dataset]["train_eps"]
     x_adv = common.attacked(run, "fgsm", {"eps": eps}, classifier, x_train, y_train)
-    history = {}
-
-    def build():
-        defense = APEGAN.from_preset("tiny" if run.scale == "tiny" else dataset, input_shape=x_train.shape[1:])
-        defense.compile()
-        return defense
-
-    def train(defense):
-        pairs = make_paired_pipeline(x_adv, x_train, batch_size=run.batch_size or 64, seed=run.seed)
-        history.update(defense.fit(pairs, epochs=settings["epochs"], verbose=0).history)
-        run.note("APE-GAN g_mse per epoch: " + ", ".join(f"{v:.4f}" for v in history["g_mse"]))
-
-    config = {"data": run.data, "train_eps": eps, "epochs": settings["epochs"], "scale": run.scale, "seed": run.seed}
-    return run.model("apegan", config, build, train, depends_on=(x_adv,))
+    return recipes.apegan(run, x_adv, x_train, "tiny" if run.scale == "tiny" else dataset, settings["epochs"],
+                          recipes.key(run, settings["epochs"], train_eps=eps, scale=run.scale),
+                          input_shape=x_train.shape[1:], loss_note=True)
 
 
 def _run(run, dataset):
     from tfdefense.defenses import DefendedClassifier
-    from tfdefense.evaluation import mean_absolute_error, plots, psnr
 
     spec = SETTINGS[dataset]
     settings = run.pick(spec["scales"])
-    (x_train, y_train), (x_test, y_test) = common.load_data(run, dataset, settings["train"], settings["test"])
+    data = common.load_data(run, dataset, settings["train"], settings["test"])
+    (x_train, y_train), (x_test, y_test) = data
     classifier = common.target_classifier(
         run, spec["classifier"], x_train, y_train, settings["classifier_epochs"], augment=spec["augment"]
     )
     purifier = _train_apegan(run, dataset, classifier, x_train, y_train, settings)
     defended = DefendedClassifier(purifier, classifier)
     models = {"none": classifier, "apegan": defended}
+    _table1(run, dataset, settings, data, classifier, purifier)
+    _table2(run, dataset, models, purifier, x_test, y_test)
+    _table3(run, dataset, models, x_test, y_test)
+    _adaptive(run, dataset, settings, defended, purifier, classifier, x_test, y_test)
+    x_fgsm = common.attacked(run, "fgsm", {"eps": spec["train_eps"]}, classifier, x_test, y_test)
+    plots.plot_sample_grid(
+        run.add_plot("samples.png"), {"clean": x_test, "fgsm": x_fgsm, "apegan(fgsm)": purifier.purify(x_fgsm[:8])}
+    )
+    run.note("Error rate = 1 - accuracy on the images listed in n; APE-GAN is deterministic (stored BN statistics).")
+    _fill_paper_column(run, dataset)
+
+
+def _table1(run, dataset, settings, data, classifier, purifier):
+    """Table 1 (whole set for FGSM; the optimisation attacks on the first `expensive` images), and the
+    clean error rate of every target model it trained."""
+    from tfdefense.defenses import DefendedClassifier
+
+    spec = SETTINGS[dataset]
+    (x_train, y_train), (x_test, y_test) = data
     targets = {spec["classifier"]: classifier}
 
     def target(attack):
@@ -127,7 +133,6 @@ def _run(run, dataset):
                 run, name, x_train, y_train, settings["classifier_epochs"], augment=spec["augment"])
         return name, targets[name]
 
-    # Table 1 (whole set for FGSM; the optimisation attacks on the first `expensive` images).
     attacks = _table1_attacks(dataset, settings["budget"], run.seed)
     for name, params in attacks.items():
         if not run.wants_attack(name):
@@ -146,9 +151,13 @@ def _run(run, dataset):
     for name, model in targets.items():
         run.add_row(CLEAN_TABLE, "benign", f"model {name}", "clean", "error_rate", 1 - accuracy(model, x_test, y_test), len(y_test))
 
-    # Table 2: benign input.
-    table2 = f"{TABLE2} (target: model {spec['classifier']})"
-    noisy = common.attacked(run, "gaussian_noise", {"variance": 0.05, "seed": run.seed}, classifier, x_test, y_test)
+
+def _table2(run, dataset, models, purifier, x_test, y_test):
+    """Table 2: benign input (clean, Gaussian noise), and the purified images' quality."""
+    from tfdefense.evaluation import mean_absolute_error, psnr
+
+    table2 = f"{TABLE2} (target: model {SETTINGS[dataset]['classifier']})"
+    noisy = common.attacked(run, "gaussian_noise", {"variance": 0.05, "seed": run.seed}, models["none"], x_test, y_test)
     protocols.whole_test_set(
         run, table2, models, {"clean": (x_test, {}), "gaussian_noise var 0.05": (noisy, {"variance": 0.05})}, y_test,
         protocol="benign", metric="error_rate",
@@ -159,9 +168,13 @@ def _run(run, dataset):
     run.add_row("Purified image quality (clean inputs)", "quality", "apegan", "clean", "psnr_db",
                 psnr(purified, x_test), len(x_test))
 
-    # Table 3: FGSM over the paper's eps grid.
+
+def _table3(run, dataset, models, x_test, y_test):
+    """Table 3: FGSM over the paper's eps grid (and its plot)."""
+    spec = SETTINGS[dataset]
+    classifier = models["none"]
     table = f"{TABLE3} (target: model {spec['classifier']})"
-    curves = {"none": ([0.0], [1 - accuracy(classifier, x_test, y_test)]), "apegan": ([0.0], [1 - accuracy(defended, x_test, y_test)])}
+    curves = {name: ([0.0], [1 - accuracy(model, x_test, y_test)]) for name, model in models.items()}
     for eps in spec["eps_grid"]:
         x_adv = common.attacked(run, "fgsm", {"eps": float(eps)}, classifier, x_test, y_test)
         label = f"fgsm eps {eps:.3g}"
@@ -172,20 +185,13 @@ def _run(run, dataset):
     plots.plot_curves(run.add_plot("error_vs_eps.png"), curves, "FGSM eps (Linf)", ylabel="error rate",
                       title=f"{dataset}: APE-GAN, FGSM crafted on the classifier")
 
-    # Adaptive protocol.
-    eps = spec["pgd_eps"]
-    nb_iter = 10 if run.scale == "tiny" else 40
-    pgd = dict(eps=eps, eps_iter=2.5 * eps / nb_iter, nb_iter=nb_iter, rand_init=True, seed=run.seed)
+
+def _adaptive(run, dataset, settings, defended, purifier, classifier, x_test, y_test):
+    """The adaptive protocol: PGD through APE-GAN + classifier beside PGD on the classifier."""
+    pgd = recipes.pgd_settings(run, SETTINGS[dataset]["pgd_eps"])
     x, y = common.subset(x_test, y_test, None if run.scale == "full" else max(settings["expensive"], 40))
     run.step(f"{dataset}-apegan-adaptive", {"pgd": pgd}, lambda: protocols.adaptive(run, "apegan", defended, classifier, x, y, "pgd", pgd),
              depends_on=(purifier, classifier, x, y))  # stored in steps/: a rerun reuses it
-
-    x_fgsm = common.attacked(run, "fgsm", {"eps": SETTINGS[dataset]["train_eps"]}, classifier, x_test, y_test)
-    plots.plot_sample_grid(
-        run.add_plot("samples.png"), {"clean": x_test, "fgsm": x_fgsm, "apegan(fgsm)": purifier.purify(x_fgsm[:8])}
-    )
-    run.note("Error rate = 1 - accuracy on the images listed in n; APE-GAN is deterministic (stored BN statistics).")
-    _fill_paper_column(run, dataset)
 
 
 def _fill_paper_column(run, dataset):

@@ -3,6 +3,7 @@
 import numpy as np
 
 from tfdefense.evaluation import accuracy
+from tfdefense.evaluation.presets import recipes
 
 DATASETS = {
     "mnist": dict(classifier_input=(28, 28, 1), description="real MNIST"),  # + the split found (mnist_split)
@@ -11,8 +12,11 @@ DATASETS = {
 }
 
 
-def load_data(run, dataset, train_images=None, test_images=None):
-    """(x_train, y_train), (x_test, y_test) of `dataset`, cut to the scale's sizes; records the data."""
+def load_data(run, dataset, train_images=None, test_images=None, record=True):
+    """(x_train, y_train), (x_test, y_test) of `dataset`, cut to the scale's sizes; records the data.
+
+    record=False: leaves `run.data` alone (a preset over several data sets records them itself).
+    """
     from tfdefense.data import load_dataset
 
     kwargs = {"image_size": 28} if dataset == "digits" else {}
@@ -22,6 +26,8 @@ def load_data(run, dataset, train_images=None, test_images=None):
         x_train, y_train = x_train[:train_images], y_train[:train_images]
     if test_images:
         x_test, y_test = x_test[:test_images], y_test[:test_images]
+    if not record:
+        return (x_train, y_train), (x_test, y_test)
     description = DATASETS.get(dataset, {}).get("description", dataset)
     used = f"{len(x_train)} train / {len(x_test)} test images used"
     if (len(x_train), len(x_test)) != sizes:
@@ -46,22 +52,14 @@ def target_classifier(run, name, x_train, y_train, epochs, augment=None, schedul
 
     schedule: None (constant learning rate) or "cosine" (see `train_classifier`).
     """
-    from tfdefense.models import get_classifier, train_classifier
+    from tfdefense.models import get_classifier
 
     shape = tuple(x_train.shape[1:])
-    config = {"data": run.data, "epochs": epochs, "augment": augment, "seed": run.seed, "n": len(x_train)}
+    config = recipes.key(run, epochs, augment=augment, n=len(x_train))
     if schedule is not None:  # absent from older configs: models trained before keep their hash
         config["schedule"] = schedule
-
-    def train(model):
-        train_classifier(
-            model, x_train, y_train, epochs=epochs, batch_size=run.batch_size or 64, augment=augment, schedule=schedule,
-            seed=run.seed, verbose=0,
-        )
-
-    model = run.model(name, config, lambda: get_classifier(name, input_shape=shape), train)
-    model.trainable = False
-    return model
+    return recipes.classifier(run, name, lambda: get_classifier(name, input_shape=shape), x_train, y_train, epochs, config,
+                              augment=augment, schedule=schedule)
 
 
 def attacked(run, attack, params, model, x, y):

@@ -13,8 +13,8 @@ purifier (EOT for Defense-GAN).
 
 import numpy as np
 
-from tfdefense.evaluation import accuracy, paper_values, protocols, seconds_per_image
-from tfdefense.evaluation.presets import baselines, common
+from tfdefense.evaluation import accuracy, paper_values, plots, protocols, seconds_per_image
+from tfdefense.evaluation.presets import baselines, common, recipes
 from tfdefense.evaluation.runner import register_preset
 
 EPS_GRID = tuple(np.round(np.arange(0.0, 1.01, 0.1), 1))
@@ -32,44 +32,9 @@ SCALES = {
 }
 
 
-def _egan(run, settings, x_train):
-    from tfdefense.defenses import DCGAN, EGAN
-    from tfdefense.models.egan_encoder import egan_encoder_preset
-
-    dcgan_config = {"data": run.data, "net": settings["net"], "epochs": settings["dcgan_epochs"], "seed": run.seed}
-
-    def build_dcgan():
-        model = DCGAN.from_preset(settings["net"], seed=run.seed)
-        model.compile()
-        return model
-
-    dcgan = run.model("dcgan", dcgan_config, build_dcgan,
-                      lambda m: m.fit(x_train, batch_size=64, epochs=settings["dcgan_epochs"], verbose=0))
-
-    def build_egan():
-        model = EGAN(dcgan.generator, egan_encoder_preset(settings["encoder"]), seed=run.seed)
-        model.compile()
-        return model
-
-    egan_config = {"dcgan": dcgan_config, "encoder": settings["encoder"], "epochs": settings["encoder_epochs"], "seed": run.seed}
-    return run.model("egan", egan_config, build_egan,
-                     lambda m: m.fit(x_train, batch_size=64, epochs=settings["encoder_epochs"], verbose=0))
-
-
 def _apegan(run, settings, x_adv, x_train):
-    from tfdefense.data import make_paired_pipeline
-    from tfdefense.defenses import APEGAN
-
-    def build():
-        model = APEGAN.from_preset(settings["net"])
-        model.compile()
-        return model
-
-    def train(model):
-        model.fit(make_paired_pipeline(x_adv, x_train, batch_size=64, seed=run.seed), epochs=settings["apegan_epochs"], verbose=0)
-
-    config = {"data": run.data, "net": settings["net"], "epochs": settings["apegan_epochs"], "seed": run.seed}
-    return run.model("apegan", config, build, train, depends_on=(x_adv,))
+    return recipes.apegan(run, x_adv, x_train, settings["net"], settings["apegan_epochs"],
+                          recipes.key(run, settings["apegan_epochs"], net=settings["net"]), batch_size=64)
 
 
 def _transforms(run):
@@ -86,14 +51,28 @@ def _transforms(run):
                            "random_resize_pad", "pixel_deflection"))
 def egan(run):
     from tfdefense.defenses import DefendedClassifier
-    from tfdefense.evaluation import plots
 
     settings = run.pick(SCALES)
     (x_train, y_train), (x_test, y_test) = common.load_data(run, "mnist", settings["train"], settings["test"])
     classifier = common.target_classifier(run, "C", x_train, y_train, settings["classifier_epochs"])
+    purifiers = _purifiers(run, settings, classifier, x_train, y_train)
+    models = {"none": classifier, **{name: DefendedClassifier(p, classifier) for name, p in purifiers.items()}}
+    by_eps = _accuracy_vs_eps(run, settings, models, purifiers, x_test, y_test)
+    _accuracy_vs_time(run, models, purifiers, by_eps.get(0.5), y_test)
+    _adaptive(run, models, purifiers, x_test, y_test)
+    if "egan" in purifiers:
+        x_fgsm = by_eps.get(0.3, x_test)
+        plots.plot_sample_grid(run.add_plot("samples.png"), {"clean": x_test, "fgsm": x_fgsm, "G(E(x))": purifiers["egan"].purify(x_fgsm[:8])})
+    run.note("Purification time: best of 3 wall times of `purify` over the test set after a warm-up call, per image, on this machine.")
+    _fill_paper_column(run)
+
+
+def _purifiers(run, settings, classifier, x_train, y_train):
+    """EGAN, APE-GAN, the input transformations and the learned baselines the run asks for."""
     purifiers = {}
     if run.wants_defense("egan"):
-        purifiers["egan"] = _egan(run, settings, x_train)
+        purifiers["egan"] = recipes.egan(run, x_train, settings["net"], settings["encoder"], settings["dcgan_epochs"],
+                                         settings["encoder_epochs"])
     x_fgsm_train = None
     if run.wants_defense("apegan") or run.wants_defense("autoencoder") or run.wants_defense("dncnn"):
         x_fgsm_train = common.attacked(run, "fgsm", {"eps": 0.3}, classifier, x_train, y_train)
@@ -102,17 +81,20 @@ def egan(run):
     purifiers.update(_transforms(run))
     if run.wants_defense("magnet"):
         purifiers["magnet"] = baselines.magnet(run, x_train)
-    if run.wants_defense("autoencoder"):
-        purifiers["autoencoder"] = baselines.denoiser(run, "autoencoder", x_fgsm_train, x_train, {"fgsm": {"eps": 0.3}})
-    if run.wants_defense("dncnn"):
-        purifiers["dncnn"] = baselines.denoiser(run, "dncnn", x_fgsm_train, x_train, {"fgsm": {"eps": 0.3}})
+    for kind in ("autoencoder", "dncnn"):
+        if run.wants_defense(kind):
+            purifiers[kind] = baselines.denoiser(run, kind, x_fgsm_train, x_train, {"fgsm": {"eps": 0.3}})
     if run.wants_defense("defensegan"):
         defense_gan = baselines.defense_gan(run, x_train)
         if defense_gan is not None:
             purifiers["defensegan"] = defense_gan
         baselines.defense_gan_note(run)
-    models = {"none": classifier, **{name: DefendedClassifier(p, classifier) for name, p in purifiers.items()}}
+    return purifiers
 
+
+def _accuracy_vs_eps(run, settings, models, purifiers, x_test, y_test):
+    """Accuracy vs FGSM eps (crafted on the classifier), MagNet's detector counted as defended; {eps: images}."""
+    classifier = models["none"]
     curves = {name: ([], []) for name in models}
     by_eps = {}
     for eps in settings["eps_grid"]:
@@ -135,34 +117,35 @@ def egan(run):
             curves["magnet (detector + reformer)"][0].append(eps)
             curves["magnet (detector + reformer)"][1].append(scores["accuracy"])
     plots.plot_curves(run.add_plot("accuracy_vs_eps.png"), curves, "FGSM eps (Linf)", title="MNIST: accuracy vs FGSM eps")
+    return by_eps
 
-    x_half = by_eps.get(0.5)
-    if x_half is not None:
-        times, points = {}, {}
-        for name, purifier in purifiers.items():
-            # Defense-GAN's projection costs ~1 s per image: timed on 64 images, once.
-            timed = x_half[:64] if name == "defensegan" else x_half
-            seconds = seconds_per_image(purifier.purify, timed, repeats=1 if name == "defensegan" else 3)
-            times[name] = seconds
-            run.add_row(TIME_TABLE, "timing", name, "purification", "seconds_per_image", seconds, len(timed))
-            points[name] = ([seconds * 1e3], [accuracy(models[name], x_half, y_test)])
-        if points:
-            plots.plot_curves(run.add_plot("accuracy_vs_time.png"), points, "purification time per image (ms)",
-                              title="FGSM eps 0.5: accuracy vs cost")
 
-    nb_iter = 10 if run.scale == "tiny" else 40
-    pgd = dict(eps=0.3, eps_iter=2.5 * 0.3 / nb_iter, nb_iter=nb_iter, rand_init=True, seed=run.seed)
+def _accuracy_vs_time(run, models, purifiers, x_half, y_test):
+    """Accuracy vs purification time at FGSM eps 0.5 (where the eps grid holds 0.5)."""
+    if x_half is None:
+        return
+    points = {}
+    for name, purifier in purifiers.items():
+        # Defense-GAN's projection costs ~1 s per image: timed on 64 images, once.
+        timed = x_half[:64] if name == "defensegan" else x_half
+        seconds = seconds_per_image(purifier.purify, timed, repeats=1 if name == "defensegan" else 3)
+        run.add_row(TIME_TABLE, "timing", name, "purification", "seconds_per_image", seconds, len(timed))
+        points[name] = ([seconds * 1e3], [accuracy(models[name], x_half, y_test)])
+    if points:
+        plots.plot_curves(run.add_plot("accuracy_vs_time.png"), points, "purification time per image (ms)",
+                          title="FGSM eps 0.5: accuracy vs cost")
+
+
+def _adaptive(run, models, purifiers, x_test, y_test):
+    """The adaptive protocol: PGD through each learned purifier (EOT for Defense-GAN)."""
+    classifier = models["none"]
+    pgd = recipes.pgd_settings(run, 0.3)
     x, y = common.subset(x_test, y_test, None if run.scale == "full" else 200)
     for name in ("egan", "apegan", "magnet", "autoencoder", "dncnn", "defensegan"):
         if name in models:
             run.step(f"egan-adaptive-{name}", {"pgd": pgd, "defense": name},  # stored in steps/: a rerun reuses it
                      lambda name=name: protocols.adaptive(run, name, models[name], classifier, x, y, "pgd", pgd),
                      depends_on=(purifiers.get(name, models[name]), classifier, x, y))
-    if "egan" in purifiers:
-        x_fgsm = by_eps.get(0.3, x_test)
-        plots.plot_sample_grid(run.add_plot("samples.png"), {"clean": x_test, "fgsm": x_fgsm, "G(E(x))": purifiers["egan"].purify(x_fgsm[:8])})
-    run.note("Purification time: best of 3 wall times of `purify` over the test set after a warm-up call, per image, on this machine.")
-    _fill_paper_column(run)
 
 
 def _fill_paper_column(run):
