@@ -9,9 +9,8 @@ classifier, with doubled iterations and restarts as the convergence check).
 Writes the table, plots and a SavedModel of the defended classifier.
 """
 
-import numpy as np
-
 from tfdefense.evaluation import protocols
+from tfdefense.evaluation.presets import common, recipes
 from tfdefense.evaluation.runner import register_preset
 
 EPS = 0.3
@@ -23,24 +22,38 @@ SCALES = {
 
 
 def _attack_set(run, settings):
-    pgd = dict(eps=EPS, eps_iter=2.5 * EPS / settings["pgd_iter"], nb_iter=settings["pgd_iter"], rand_init=True, seed=run.seed)
-    attacks = {"fgsm": dict(eps=EPS), "pgd": pgd}
+    attacks = {"fgsm": dict(eps=EPS), "pgd": recipes.pgd_settings(run, EPS, settings["pgd_iter"])}
     return {name: params for name, params in attacks.items() if run.wants_attack(name)}
 
 
 @register_preset("quickstart", "digits (offline): model C + pix2pix purifier, FGSM/PGD, adaptive PGD, SavedModel export",
                  attacks=("fgsm", "pgd"))
 def quickstart(run):
-    from tfdefense.attacks import generate, get_attack
-    from tfdefense.data import load_dataset, make_paired_pipeline
-    from tfdefense.defenses import DefendedClassifier, Pix2PixDefense
-    from tfdefense.evaluation import accuracy, plots
+    from tfdefense.defenses import DefendedClassifier
+    from tfdefense.evaluation import plots
     from tfdefense.export import export_saved_model
-    from tfdefense.models import model_c, train_classifier
-    from tfdefense.models.patchgan import patchgan_preset
-    from tfdefense.models.unet import unet_generator_preset
 
     settings = run.pick(SCALES)
+    (x_train, y_train), (x_test, y_test) = _load(run, settings)
+    classifier, purifier, attacks = _train(run, settings, x_train, y_train, x_test, y_test)
+    defended = DefendedClassifier(purifier, classifier)
+    test_adv = {name: (common.attacked(run, name, params, classifier, x_test, y_test), params) for name, params in attacks.items()}
+    evaluated_on = (classifier, purifier, x_test, y_test)
+    _papers_protocols(run, attacks, classifier, defended, test_adv, x_test, y_test, evaluated_on)
+    if "pgd" in attacks:
+        _adaptive(run, settings, attacks["pgd"], classifier, defended, x_test, y_test, evaluated_on)
+    first = next(iter(test_adv))
+    plots.plot_sample_grid(
+        run.add_plot("samples.png"),
+        {"clean": x_test, first: test_adv[first][0], "purified": purifier.purify(test_adv[first][0][:8])},
+    )
+    saved = export_saved_model(purifier, run.out_dir / "saved_model", classifier=classifier)
+    run.artifacts["saved_model"] = str(saved.relative_to(run.out_dir))
+
+
+def _load(run, settings):
+    from tfdefense.data import load_dataset
+
     (x_train, y_train), (x_test, y_test) = load_dataset("digits", image_size=28)
     if settings["train_images"]:
         x_train, y_train = x_train[: settings["train_images"]], y_train[: settings["train_images"]]
@@ -50,89 +63,68 @@ def quickstart(run):
         f"scikit-learn's bundled real 8x8 digits resized to 28x28 (seeded 80/20 split): "
         f"{len(x_train)} train / {len(x_test)} test images",
     )
-    batch = run.batch_size or 64
+    return (x_train, y_train), (x_test, y_test)
 
-    def train_target(model):
-        train_classifier(model, x_train, y_train, epochs=settings["classifier_epochs"], batch_size=batch, seed=run.seed, verbose=0)
 
-    classifier = run.model("model_c", {"data": run.data, "epochs": settings["classifier_epochs"], "seed": run.seed}, model_c, train_target)
-    classifier.trainable = False
+def _train(run, settings, x_train, y_train, x_test, y_test):
+    """Model C, then the pix2pix purifier on its FGSM / PGD training examples plus identity pairs; (classifier, purifier, attacks)."""
+    from tfdefense.data import make_paired_pipeline
+    from tfdefense.evaluation import accuracy
+    from tfdefense.models import model_c
+    from tfdefense.models.patchgan import patchgan_preset
+    from tfdefense.models.unet import unet_generator_preset
+
+    epochs = settings["classifier_epochs"]
+    classifier = recipes.classifier(run, "model_c", model_c, x_train, y_train, epochs, recipes.key(run, epochs))
     run.log(f"model C clean test accuracy {accuracy(classifier, x_test, y_test):.3f}")
-
     attacks = _attack_set(run, settings)
-    cache = run.cache_dir / "adversarial"
-    train_adv = {
-        name: generate(get_attack(name, **params), classifier, x_train, y_train, cache_dir=cache, progress=run.progress,
-                       strategy=run.strategy)
-        for name, params in attacks.items()
-    }
+    train_adv = [common.attacked(run, name, params, classifier, x_train, y_train) for name, params in attacks.items()]
     if not train_adv:
         raise ValueError("quickstart needs at least one of the attacks fgsm, pgd (see --attacks)")
     # Identity pairs (clean -> clean) teach the purifier to leave clean digits alone.
-    x_adv_train = np.concatenate([*train_adv.values(), x_train])
-    x_clean_train = np.concatenate([x_train] * (len(train_adv) + 1))
-
-    def build_purifier():
-        defense = Pix2PixDefense(unet_generator_preset("tiny"), patchgan_preset("tiny"), lambda_l1=100.0)
-        defense.compile()
-        return defense
-
-    def train_purifier(defense):
-        pairs = make_paired_pipeline(x_adv_train, x_clean_train, batch_size=batch, seed=run.seed)
-        history = defense.fit(pairs, epochs=settings["purifier_epochs"], verbose=0)
-        run.note(
-            "pix2pix L1 loss per epoch: " + ", ".join(f"{v:.4f}" for v in history.history["l1"])
-        )
-
+    x_adv_train, x_clean_train = common.paired_training_data(train_adv, x_train, include_clean=True)
     purifier_config = {"classifier": run.data, "attacks": attacks, "identity_pairs": True, "epochs": settings["purifier_epochs"], "seed": run.seed}
-    purifier = run.model("pix2pix", purifier_config, build_purifier, train_purifier, depends_on=(classifier,))
-    defended = DefendedClassifier(purifier, classifier)
+    purifier = recipes.pix2pix(
+        run, "pix2pix", purifier_config,
+        lambda: dict(generator=unet_generator_preset("tiny"), discriminator=patchgan_preset("tiny")),
+        lambda: make_paired_pipeline(x_adv_train, x_clean_train, batch_size=run.batch_size or 64, seed=run.seed),
+        settings["purifier_epochs"], depends_on=(classifier,), loss_note=True, lambda_l1=100.0)
+    return classifier, purifier, attacks
 
-    test_adv = {
-        name: (generate(get_attack(name, **params), classifier, x_test, y_test, cache_dir=cache, progress=run.progress,
-                        strategy=run.strategy), params)
-        for name, params in attacks.items()
-    }
-    inputs = {"clean": (x_test, {}), **test_adv}
+
+def _papers_protocols(run, attacks, classifier, defended, test_adv, x_test, y_test, evaluated_on):
+    """The papers' protocols: attacks on the bare classifier, whole test set and successful examples only."""
     models = {"none": classifier, "pix2pix": defended}
-    # Evaluation steps: stored in steps/ and reused by a rerun (keyed by the models' and test images' fingerprints).
-    evaluated_on = (classifier, purifier, x_test, y_test)
 
-    def evaluate_papers_protocols():
-        protocols.whole_test_set(run, "Accuracy, attacks on the bare classifier", models, inputs, y_test)
+    def evaluate():
+        protocols.whole_test_set(run, "Accuracy, attacks on the bare classifier", models, {"clean": (x_test, {}), **test_adv}, y_test)
         protocols.successful_only(run, "Accuracy on successful adversarial examples", classifier, models, test_adv, y_test, x_clean=x_test)
 
-    run.step("quickstart-papers-protocols", {"attacks": attacks, "png_roundtrip": run.png_roundtrip},
-             evaluate_papers_protocols, depends_on=evaluated_on)
+    # Evaluation steps: stored in steps/ and reused by a rerun (keyed by the models' and test images' fingerprints).
+    run.step("quickstart-papers-protocols", {"attacks": attacks, "png_roundtrip": run.png_roundtrip}, evaluate,
+             depends_on=evaluated_on)
 
-    # Adaptive: the attacker differentiates through purifier + classifier.
-    adaptive_curves = {}
-    if "pgd" in attacks:
-        pgd = attacks["pgd"]
 
-        def evaluate_adaptive():
-            protocols.adaptive(run, "pix2pix", defended, classifier, x_test, y_test, "pgd", pgd)
-            curves = {}
-            for name, model, target in (("none", classifier, classifier), ("pix2pix (attack on classifier)", defended, classifier), ("pix2pix (adaptive)", defended, defended)):
-                values = []
-                for eps in settings["eps_grid"]:
-                    if eps == 0:
-                        values.append(accuracy(model, x_test, y_test))
-                        continue
-                    params = dict(pgd, eps=eps, eps_iter=2.5 * eps / pgd["nb_iter"])
-                    values.append(accuracy(model, get_attack("pgd", **params)(target, x_test, y_test), y_test))
-                curves[name] = (list(settings["eps_grid"]), values)
-            return curves
+def _adaptive(run, settings, pgd, classifier, defended, x_test, y_test, evaluated_on):
+    """The adaptive protocol (the attacker differentiates through purifier + classifier) and accuracy vs PGD eps."""
+    from tfdefense.attacks import get_attack
+    from tfdefense.evaluation import accuracy, plots
 
-        adaptive_curves = run.step_value("quickstart-adaptive", {"pgd": pgd, "eps_grid": list(settings["eps_grid"])},
-                                         evaluate_adaptive, depends_on=evaluated_on)
-        plots.plot_curves(run.add_plot("accuracy_vs_eps.png"), adaptive_curves, "PGD eps (Linf)", title="digits: accuracy vs eps")
-        run.note("In the adaptive protocol the attacker differentiates through the purifier; the papers' protocol attacks the bare classifier.")
+    def evaluate():
+        protocols.adaptive(run, "pix2pix", defended, classifier, x_test, y_test, "pgd", pgd)
+        curves = {}
+        for name, model, target in (("none", classifier, classifier), ("pix2pix (attack on classifier)", defended, classifier), ("pix2pix (adaptive)", defended, defended)):
+            values = []
+            for eps in settings["eps_grid"]:
+                if eps == 0:
+                    values.append(accuracy(model, x_test, y_test))
+                    continue
+                params = dict(pgd, eps=eps, eps_iter=2.5 * eps / pgd["nb_iter"])
+                values.append(accuracy(model, get_attack("pgd", **params)(target, x_test, y_test), y_test))
+            curves[name] = (list(settings["eps_grid"]), values)
+        return curves
 
-    first = next(iter(test_adv))
-    plots.plot_sample_grid(
-        run.add_plot("samples.png"),
-        {"clean": x_test, first: test_adv[first][0], "purified": purifier.purify(test_adv[first][0][:8])},
-    )
-    saved = export_saved_model(purifier, run.out_dir / "saved_model", classifier=classifier)
-    run.artifacts["saved_model"] = str(saved.relative_to(run.out_dir))
+    curves = run.step_value("quickstart-adaptive", {"pgd": pgd, "eps_grid": list(settings["eps_grid"])}, evaluate,
+                            depends_on=evaluated_on)
+    plots.plot_curves(run.add_plot("accuracy_vs_eps.png"), curves, "PGD eps (Linf)", title="digits: accuracy vs eps")
+    run.note("In the adaptive protocol the attacker differentiates through the purifier; the papers' protocol attacks the bare classifier.")
