@@ -205,5 +205,5 @@ def assert_fit_rejects_bad_data(model, x, y=None, **fit_kwargs):
     _expect_value_error(fit(x[:0], None if y is None else y[:0]), "`x`.*at least one example", "an empty x")
     if y is not None:
         short = np.asarray(y)[: n - 1]
-        _expect_value_error(fit(x, short), f"`y`.*{re.escape(str(tuple(short.shape)))}", "y one shorter than x")
+        _expect_value_error(fit(x, short), _shape_pattern("y", short.shape), "y one shorter than x")
         _expect_value_error(fit(x, None), "`y`", "y=None")

@@ -9,6 +9,12 @@ from tfdefense.defenses.purifiers.apegan import APEGAN
 from tfdefense.defenses.trainers.paired import make_attack_pairs
 from tfdefense.evaluation import accuracy
 from tfdefense.models.apegan_nets import apegan_discriminator_preset, apegan_generator_preset
+from tfdefense.testing import (
+    assert_config_round_trip,
+    assert_fit_rejects_bad_data,
+    assert_keras_round_trip,
+    assert_saved_model_round_trip,
+)
 
 METRICS = {"d_loss", "g_mse", "g_adv", "g_total"}
 
@@ -83,19 +89,14 @@ def test_purification_is_deterministic(trained, fgsm_data):
 def test_keras_round_trip(tmp_path, trained, fgsm_data):
     defense = trained[0]
     x = fgsm_data[2][:32]
-    path = tmp_path / "apegan.keras"
-    defense.save(path)
-    loaded = keras.saving.load_model(path)
-    assert isinstance(loaded, APEGAN) and loaded.generator_steps == 2
-    np.testing.assert_array_equal(loaded.purify(x), defense.purify(x))
-    assert loaded.g_optimizer.iterations.numpy() == defense.g_optimizer.iterations.numpy()
-    config = APEGAN.from_config(defense.get_config()).get_config()
+    loaded = assert_keras_round_trip(defense, x, tmp_path)
+    assert loaded.generator_steps == 2
+    config = assert_config_round_trip(defense).get_config()
     assert config["mse_weight"] == 0.7 and config["generator"]["class_name"] == "Functional"
 
 
 def test_defended_classifier_and_saved_model(tmp_path, trained, fgsm_data, mnist_model_c):
     from tfdefense.defenses import DefendedClassifier
-    from tfdefense.export import export_saved_model
 
     defense = trained[0]
     x = fgsm_data[2][:16]
@@ -108,10 +109,7 @@ def test_defended_classifier_and_saved_model(tmp_path, trained, fgsm_data, mnist
         tape.watch(inputs)
         logits = pipeline(inputs)
     assert np.abs(np.asarray(tape.gradient(logits, inputs))).sum() > 0
-    path = export_saved_model(defense, tmp_path / "saved", classifier=mnist_model_c)
-    served = tf.saved_model.load(str(path))
-    np.testing.assert_allclose(np.asarray(served.purify(tf.constant(x))), defense.purify(x), atol=1e-5)
-    np.testing.assert_allclose(np.asarray(served.classify(tf.constant(x))), expected, atol=1e-4)
+    assert_saved_model_round_trip(defense, x, tmp_path, classifier=mnist_model_c)
 
 
 def test_bad_input_is_rejected(fgsm_data):
@@ -136,10 +134,7 @@ def test_bad_input_is_rejected(fgsm_data):
     defense.compile()
     with pytest.raises(ValueError, match="`optimizer`"):
         defense.compile(optimizer="adam")
-    with pytest.raises(ValueError, match="`y`.*Received: y=.?array of shape \\(7, 28, 28, 1\\)"):
-        defense.fit(x_adv, x_clean[:7], verbose=0)
-    with pytest.raises(ValueError, match="`x`.*values in \\[0, 1\\]"):
-        defense.fit(x_adv * 2.0 - 0.5, x_clean, verbose=0)
+    assert_fit_rejects_bad_data(defense, x_adv, x_clean)
     with pytest.raises(ValueError, match="`y`.*clean images"):
         defense.fit(x_adv, None, verbose=0)
 
