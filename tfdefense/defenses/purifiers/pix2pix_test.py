@@ -11,6 +11,7 @@ import tensorflow as tf
 from tfdefense.data import make_paired_pipeline
 from tfdefense.defenses import Pix2PixDefense
 from tfdefense.models import model_c, patchgan_preset, perceptual_feature_extractor, unet_generator_preset
+from tfdefense.testing import assert_config_round_trip, assert_fit_rejects_bad_data, assert_keras_round_trip
 from tfdefense.training import StagedLossWeights
 
 METRICS = {"g_gan", "l1", "perceptual", "cls", "g_total", "d_loss"}
@@ -83,7 +84,7 @@ def test_deterministic_by_default_and_train_mode_option(pairs):
     for before, after in zip(moving_before, defense.generator.non_trainable_variables):
         if np.asarray(after).dtype.kind == "f":
             np.testing.assert_array_equal(before, np.asarray(after))
-    assert Pix2PixDefense.from_config(stochastic.get_config()).stochastic
+    assert assert_config_round_trip(stochastic).stochastic
 
 
 def test_purify_checks_inputs(pairs):
@@ -103,10 +104,7 @@ def test_fit_checks_pairs(pairs):
     x_adv, x_clean, _ = pairs
     defense = tiny_defense()
     defense.compile()
-    with pytest.raises(ValueError, match="`y`.*Received: y=.?array of shape \\(63, 28, 28, 1\\)"):
-        defense.fit(x_adv, x_clean[:63], epochs=1, verbose=0)
-    with pytest.raises(ValueError, match="`x`.*values in \\[0, 1\\]"):
-        defense.fit(x_adv * 2.0, x_clean, epochs=1, verbose=0)
+    assert_fit_rejects_bad_data(defense, x_adv, x_clean)
     with pytest.raises(ValueError, match="`x`.*shape \\(28, 28, 1\\).*Received: x=.?array of shape \\(4, 32, 32, 3\\)"):
         defense.fit(np.zeros((4, 32, 32, 3), np.float32), np.zeros((4, 32, 32, 3), np.float32), verbose=0)
     bad = tf.data.Dataset.from_tensor_slices((np.zeros((4, 28, 28, 3), np.float32),) * 2).batch(2)
@@ -158,20 +156,12 @@ def test_keras_round_trip_with_feature_extractor_and_classifier(tmp_path, pairs)
     defense.compile()
     defense.fit(make_paired_pipeline(x_adv, x_clean, y, batch_size=32), epochs=1, verbose=0)
     defense.lambda_l1.assign(42.0)
-    path = tmp_path / "defense.keras"
-    defense.save(path)
-    loaded = keras.models.load_model(path)
-    assert isinstance(loaded, Pix2PixDefense)
-    np.testing.assert_array_equal(loaded.purify(x_adv), defense.purify(x_adv))
+    loaded = assert_keras_round_trip(defense, x_adv, tmp_path)  # optimizer state too: training continues
     assert float(loaded.lambda_l1) == 42.0 and float(loaded.lambda_cls) == pytest.approx(0.3)
     # The feature extractor is rebuilt from the (one, shared) classifier.
     name = classifier.layers[2].name
     assert loaded.feature_extractor.get_layer(name) is loaded.classifier.get_layer(name)
     np.testing.assert_array_equal(np.asarray(loaded.classifier(x_adv)), np.asarray(classifier(x_adv)))
-    # Optimizer state travels with the model and training continues.
-    assert loaded.g_optimizer.iterations.numpy() == defense.g_optimizer.iterations.numpy()
-    for a, b in zip(loaded.d_optimizer.variables, defense.d_optimizer.variables):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     loaded.fit(make_paired_pipeline(x_adv, x_clean, y, batch_size=32), epochs=1, verbose=0)
 
 
@@ -181,9 +171,7 @@ def test_vgg_perceptual_round_trip(tmp_path, pairs):
                                             input_shape=(28, 28, 1))
     defense = tiny_defense(feature_extractor=features)
     assert float(defense.lambda_perc) == 100.0
-    defense.save(tmp_path / "vgg.keras")
-    loaded = keras.models.load_model(tmp_path / "vgg.keras")
-    np.testing.assert_array_equal(loaded.purify(x_adv), defense.purify(x_adv))
+    loaded = assert_keras_round_trip(defense, x_adv, tmp_path)
     assert not loaded.feature_extractor.trainable
 
 
