@@ -8,6 +8,12 @@ from tfdefense.defenses.purifiers.egan import DCGAN, EGAN
 from tfdefense.evaluation import accuracy
 from tfdefense.models.dcgan import dcgan_generator, dcgan_preset
 from tfdefense.models.egan_encoder import egan_encoder, egan_encoder_preset
+from tfdefense.testing import (
+    assert_config_round_trip,
+    assert_fit_rejects_bad_data,
+    assert_keras_round_trip,
+    assert_saved_model_round_trip,
+)
 
 
 @pytest.fixture(scope="module")
@@ -79,24 +85,16 @@ def test_purification_beats_no_defense_under_fgsm(egan, mnist, mnist_model_c):
 
 def test_round_trip_defended_classifier_and_saved_model(tmp_path, egan, dcgan, mnist, mnist_model_c):
     from tfdefense.defenses import DefendedClassifier
-    from tfdefense.export import export_saved_model
 
     model = egan[0]
     _, (x_test, _) = mnist
     x = x_test[:16]
-    model.save(tmp_path / "egan.keras")
-    loaded = keras.saving.load_model(tmp_path / "egan.keras")
-    assert isinstance(loaded, EGAN)
-    np.testing.assert_array_equal(loaded.purify(x), model.purify(x))
-    dcgan[0].save(tmp_path / "dcgan.keras")
-    reloaded_gan = keras.saving.load_model(tmp_path / "dcgan.keras")
-    np.testing.assert_array_equal(reloaded_gan.sample(4, seed=3), dcgan[0].sample(4, seed=3))
+    assert_keras_round_trip(model, x, tmp_path)
+    assert_keras_round_trip(dcgan[0], None, tmp_path, outputs=lambda gan, _: gan.sample(4, seed=3))
     pipeline = DefendedClassifier(model, mnist_model_c)
     expected = np.asarray(mnist_model_c(model(x)))
     np.testing.assert_allclose(np.asarray(pipeline(x)), expected, atol=1e-5)
-    served = tf.saved_model.load(str(export_saved_model(model, tmp_path / "saved", classifier=mnist_model_c)))
-    np.testing.assert_allclose(np.asarray(served.purify(tf.constant(x))), model.purify(x), atol=1e-5)
-    np.testing.assert_allclose(np.asarray(served.classify(tf.constant(x))), expected, atol=1e-4)
+    assert_saved_model_round_trip(model, x, tmp_path, classifier=mnist_model_c)
 
 
 def _tiny_egan(seed=0, **kwargs):
@@ -112,7 +110,7 @@ def test_latent_weight_and_backup_and_restore(tmp_path, mnist):
     model.compile()
     scores = model.evaluate(x, batch_size=64, return_dict=True, verbose=0)
     assert scores["loss"] == pytest.approx(scores["mse"] + 0.5 * scores["latent_mse"], rel=1e-4)
-    assert EGAN.from_config(model.get_config()).input_noise == 0.3
+    assert assert_config_round_trip(model).input_noise == 0.3
 
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -178,6 +176,8 @@ def test_bad_input_is_rejected(mnist):
     gan = DCGAN.from_preset("tiny")
     with pytest.raises(RuntimeError, match="compile"):
         gan.fit(x_train[:8], verbose=0)
+    gan.compile()
+    assert_fit_rejects_bad_data(gan, x_train[:8])
     gan.compile()
     with pytest.raises(ValueError, match="`x`.*values in \\[0, 1\\]"):
         gan.fit(x_train[:8] * 3.0, verbose=0)
