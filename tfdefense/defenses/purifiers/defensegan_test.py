@@ -7,6 +7,7 @@ from tfdefense.attacks import get_attack
 from tfdefense.defenses import DefendedClassifier
 from tfdefense.defenses.purifiers.defensegan import WGANGP, DefenseGAN, defensegan_critic, defensegan_generator
 from tfdefense.evaluation import accuracy
+from tfdefense.testing import assert_fit_rejects_bad_data, assert_keras_round_trip
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +65,9 @@ def test_stochastic_flag_eot_bpda_and_round_trip(tmp_path, digit_generator, mnis
     assert defense.stochastic and defense.backward == "identity"
     assert not np.array_equal(defense.purify(x[:4]), defense.purify(x[:4]))  # fresh restarts per call
     np.testing.assert_array_equal(defense.purify(x[:4], seed=5), defense.purify(x[:4], seed=5))
-    path = tmp_path / "defensegan.keras"
-    defense.save(path)
-    loaded = keras.saving.load_model(path)
-    assert isinstance(loaded, DefenseGAN) and loaded.iterations == 30 and loaded.restarts == 2
     # Same saved seed counter -> the same restarts -> identical outputs.
-    np.testing.assert_array_equal(np.asarray(loaded(x[:8])), np.asarray(defense(x[:8])))
+    loaded = assert_keras_round_trip(defense, x[:8], tmp_path, outputs=lambda model, x: model(x))
+    assert loaded.iterations == 30 and loaded.restarts == 2
     np.testing.assert_array_equal(loaded.purify(x[:8], seed=2), defense.purify(x[:8], seed=2))
     pipeline = DefendedClassifier(defense, mnist_model_c)
     assert pipeline.stochastic
@@ -110,10 +108,7 @@ def test_wgan_gp_step_and_round_trip(tmp_path, mnist):
     assert gan.d_optimizer.iterations.numpy() == 5 * gan.g_optimizer.iterations.numpy() == 5 * 18
     # The critic learns to score real digits above generated ones (positive Wasserstein estimate).
     assert history["w_dist"][-1] > history["w_dist"][0] and history["w_dist"][-1] > 0
-    path = tmp_path / "wgan.keras"
-    gan.save(path)
-    loaded = keras.saving.load_model(path)
-    np.testing.assert_array_equal(loaded.sample(8, seed=1), gan.sample(8, seed=1))
+    loaded = assert_keras_round_trip(gan, None, tmp_path, outputs=lambda model, _: model.sample(8, seed=1))
     assert loaded.g_optimizer.iterations.numpy() == 18
 
 
@@ -141,6 +136,8 @@ def test_bad_input_is_rejected():
     gan = WGANGP(generator, defensegan_critic(4))
     with pytest.raises(RuntimeError, match="compile"):
         gan.fit(np.zeros((4, 28, 28, 1), np.float32), verbose=0)
+    gan.compile()
+    assert_fit_rejects_bad_data(gan, np.zeros((4, 28, 28, 1), np.float32))
 
 
 @pytest.mark.slow

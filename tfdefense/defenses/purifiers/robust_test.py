@@ -13,6 +13,7 @@ from tfdefense.evaluation import accuracy
 from tfdefense.models import trainable_copy
 from tfdefense.models.patchgan import patchgan_preset
 from tfdefense.models.unet import unet_generator, unet_generator_preset
+from tfdefense.testing import assert_fit_rejects_bad_data, assert_keras_round_trip, assert_saved_model_round_trip
 
 
 # eps 0.2: robustness at 0.3 needs longer training than a unit test affords (docs/robust.md has the
@@ -84,21 +85,11 @@ def test_save_load_roundtrip_defended_and_export(tmp_path, mnist_eval_batch, mni
     assert history.history["d_loss"][0] > 0 and history.history["gan"][0] > 0
     out = purifier.purify(x)
     assert out.shape == x.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
-    path = tmp_path / "robust.keras"
-    purifier.save(path)
-    loaded = keras.saving.load_model(path)
-    assert isinstance(loaded, RobustPurifier) and loaded.residual and loaded.attack_loss == "kl"
-    np.testing.assert_allclose(loaded.purify(x), out, atol=1e-6)
+    loaded = assert_keras_round_trip(purifier, x, tmp_path, atol=1e-6)
+    assert loaded.residual and loaded.attack_loss == "kl"
     assert loaded.get_config()["lambda_trades"] == 0.5 and loaded.discriminator is not None
-    defended = DefendedClassifier(loaded, loaded.classifier)
-    defended.save(tmp_path / "defended.keras")
-    again = keras.saving.load_model(tmp_path / "defended.keras")
-    np.testing.assert_allclose(np.asarray(again(x)), np.asarray(defended(x)), atol=1e-5)
-    from tfdefense.export import export_saved_model
-
-    exported = tf.saved_model.load(str(export_saved_model(loaded, tmp_path / "sm", classifier=mnist_model_c)))
-    np.testing.assert_allclose(exported.purify(tf.constant(x)).numpy(), out, atol=1e-5)
-    np.testing.assert_allclose(exported.classify(tf.constant(x)).numpy(), np.asarray(defended(x)), atol=1e-4)
+    assert_keras_round_trip(DefendedClassifier(loaded, loaded.classifier), x, tmp_path, atol=1e-5)
+    assert_saved_model_round_trip(loaded, x, tmp_path, classifier=mnist_model_c)
 
 
 def test_adversarial_training_baseline_trains_and_roundtrips(tmp_path, mnist, mnist_model_c):
@@ -111,9 +102,7 @@ def test_adversarial_training_baseline_trains_and_roundtrips(tmp_path, mnist, mn
     assert len(history.history["loss"]) == 1  # the budget stopped it after the first epoch
     assert history.history["cpu_seconds"][0] > 0
     assert not np.allclose(clone.get_weights()[0], mnist_model_c.get_weights()[0])  # the classifier was trained
-    trainer.save(tmp_path / "at.keras")
-    loaded = keras.saving.load_model(tmp_path / "at.keras")
-    np.testing.assert_allclose(np.asarray(loaded(x_train[:4])), np.asarray(trainer(x_train[:4])), atol=1e-5)
+    assert_keras_round_trip(trainer, x_train[:4], tmp_path, atol=1e-5)
 
 
 def test_invalid_arguments_name_the_argument(mnist_model_c):
@@ -140,12 +129,9 @@ def test_invalid_arguments_name_the_argument(mnist_model_c):
     with pytest.raises(RuntimeError, match="compile"):
         purifier.fit(np.zeros((4, 28, 28, 1), np.float32), np.zeros(4, np.int64))
     purifier.compile()
-    with pytest.raises(ValueError, match="`y`"):
-        purifier.fit(np.zeros((4, 28, 28, 1), np.float32), None)
+    assert_fit_rejects_bad_data(purifier, np.zeros((4, 28, 28, 1), np.float32), np.zeros(4, np.int64))
     with pytest.raises(ValueError, match="`x`"):
         purifier.fit(np.full((4, 28, 28, 1), 255.0, np.float32), np.zeros(4, np.int64))
-    with pytest.raises(ValueError, match="`y`"):
-        purifier.fit(np.zeros((4, 28, 28, 1), np.float32), np.zeros(3, np.int64))
     with pytest.raises(ValueError, match="`x`"):
         purifier.purify(np.zeros((2, 32, 32, 1), np.float32))
     with pytest.raises(ValueError, match="`ramp_epochs`"):
@@ -180,11 +166,8 @@ def test_bf16_training_keeps_float32_state_and_roundtrips(tmp_path, mnist, mnist
     out = purifier.purify(x[:16])
     assert out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
     assert _conv_dtypes(tf.function(purifier.call).get_concrete_function(spec[0])) == {"float32"}
-    path = tmp_path / "bf16.keras"
-    purifier.save(path)
-    loaded = keras.saving.load_model(path)
+    loaded = assert_keras_round_trip(purifier, x[:16], tmp_path, atol=1e-6)
     assert loaded.precision == "bf16"
-    np.testing.assert_allclose(loaded.purify(x[:16]), out, atol=1e-6)
     loaded.fit(x[:128], y[:128], batch_size=64, epochs=1, verbose=0)  # the restored model trains on
     with pytest.raises(ValueError, match="`precision`.*Received: precision='fp16'"):
         RobustPurifier(_tiny_generator(0), mnist_model_c, precision="fp16")
