@@ -77,7 +77,8 @@ def _step_timer():
 def build_purifier(classifier, precision, args, total_steps, seed=0):
     import keras
 
-    from tfdefense.defenses import FusedAdam, RobustPurifier
+    from tfdefense.defenses import RobustPurifier
+    from tfdefense.training import FusedAdam
     from tfdefense.models.unet import unet_generator
 
     keras.utils.set_random_seed(seed)  # same initial weights for both precisions

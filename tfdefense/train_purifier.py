@@ -255,7 +255,8 @@ def _unet(shape, width, dropout):
 def build_robust(args, classifier, shape, n_train):
     import keras
 
-    from tfdefense.defenses import FusedAdam, RobustPurifier
+    from tfdefense.defenses import RobustPurifier
+    from tfdefense.training import FusedAdam
 
     purifier = RobustPurifier(
         _unet(shape, args.width, 0.0), classifier, attack_eps=args.eps, attack_steps=args.attack_steps,
@@ -269,7 +270,7 @@ def build_robust(args, classifier, shape, n_train):
 
 def build_pix2pix(args, shape):
     from tfdefense.defenses import Pix2PixDefense
-    from tfdefense.defenses.purifiers.pix2pix import FusedAdam
+    from tfdefense.training import FusedAdam
     from tfdefense.models.patchgan import patchgan_discriminator
 
     model = Pix2PixDefense(_unet(shape, args.width, 0.5), patchgan_discriminator(shape, base_filters=8, n_layers=1),

@@ -7,8 +7,11 @@
   training, AdvGAN) and the paired adversarial data purifiers train on.
 - `detectors`: MagNet.
 - `DefendedClassifier` wraps any of them in front of a classifier.
+- `base`: the `DefenseModel` / `Purifier` base classes and the contract a defense follows.
 
-Every public name is importable from `tfdefense.defenses` directly.
+Every public name is importable from `tfdefense.defenses` directly, including the networks' builders
+(from `tfdefense.models`) and the training tools the defenses use (`FusedAdam`, `EpsilonRamp`,
+`ComputeBudget`, from `tfdefense.training`).
 """
 
 from tfdefense.defenses.defended import DefendedClassifier
@@ -18,8 +21,8 @@ from tfdefense.defenses.purifiers import *  # noqa: F401,F403
 from tfdefense.defenses.purifiers import __all__ as _purifiers
 from tfdefense.defenses.trainers import *  # noqa: F401,F403
 from tfdefense.defenses.trainers import __all__ as _trainers
-from tfdefense.defenses.training_attack import ComputeBudget, EpsilonRamp
 from tfdefense.defenses.transforms import *  # noqa: F401,F403
 from tfdefense.defenses.transforms import __all__ as _transforms
+from tfdefense.training import ComputeBudget, EpsilonRamp
 
 __all__ = sorted(["ComputeBudget", "DefendedClassifier", "EpsilonRamp", *_detectors, *_purifiers, *_trainers, *_transforms])

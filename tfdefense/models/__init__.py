@@ -40,3 +40,21 @@ __all__ += [
     "unet_generator",
     "unet_generator_preset",
 ]
+
+# The defenses' networks (one module per family; the defenses build them through their presets).
+from tfdefense.models.advgan_nets import advgan_generator  # noqa: E402
+from tfdefense.models.defensegan_nets import defensegan_critic, defensegan_generator  # noqa: E402
+from tfdefense.models.denoiser_nets import conv_autoencoder_network, dncnn_network  # noqa: E402
+from tfdefense.models.magnet_nets import magnet_autoencoder  # noqa: E402
+from tfdefense.models.superres_nets import PixelShuffle, super_resolution_net  # noqa: E402
+
+__all__ += [
+    "PixelShuffle",
+    "advgan_generator",
+    "conv_autoencoder_network",
+    "defensegan_critic",
+    "defensegan_generator",
+    "dncnn_network",
+    "magnet_autoencoder",
+    "super_resolution_net",
+]

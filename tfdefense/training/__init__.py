@@ -1,4 +1,5 @@
-"""Training helpers: callbacks for `fit` (loss-weight schedules, the training attack's eps ramp, a CPU-time budget)."""
+"""Training helpers: callbacks for `fit` (loss-weight schedules, the training attack's eps ramp, a CPU-time budget) and
+optimizers (`FusedAdam`)."""
 
 from tfdefense.training.callbacks import (
     VERSATILE_STAGES,
@@ -8,5 +9,9 @@ from tfdefense.training.callbacks import (
     check_stages,
     versatile_stages,
 )
+from tfdefense.training.optimizers import FusedAdam, default_optimizer
 
-__all__ = ["VERSATILE_STAGES", "ComputeBudget", "EpsilonRamp", "StagedLossWeights", "check_stages", "versatile_stages"]
+__all__ = [
+    "VERSATILE_STAGES", "ComputeBudget", "EpsilonRamp", "FusedAdam", "StagedLossWeights", "check_stages",
+    "default_optimizer", "versatile_stages",
+]

@@ -1,5 +1,6 @@
 """Detectors: models that flag adversarial inputs (MagNet's detector, with its reformer)."""
 
-from tfdefense.defenses.detectors.magnet import MagNet, magnet_autoencoder
+from tfdefense.defenses.detectors.magnet import MagNet
+from tfdefense.models.magnet_nets import magnet_autoencoder
 
 __all__ = ["MagNet", "magnet_autoencoder"]

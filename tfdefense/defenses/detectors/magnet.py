@@ -35,56 +35,26 @@ diversity (many autoencoders, one drawn at random) is not implemented.
 
 import keras
 import numpy as np
-from keras import layers
 
-from tfdefense._validation import check_choice, check_labels, check_number, fit_checked, invalid_value
+from tfdefense._validation import check_choice, check_labels, check_number, invalid_value
 from tfdefense.defenses.base import (
+    OptimizerSlot,
+    Purifier,
+    add_seed_state,
+    batched_call,
     check_image_array,
     check_model,
     check_symbolic_images,
-    compile_optimizers,
-    static_image_shape,
+    draw_seed,
+    image_to_image_shape,
 )
-from tfdefense.defenses.purifiers.egan import _add_seed_state, _draw_seed, _first_images, _prepare_image_fit
+from tfdefense.models.magnet_nets import STRUCTURES, magnet_autoencoder  # noqa: F401  (re-exported)
 
-STRUCTURES = ("I", "II")
 PRESETS = {
     # (autoencoder structures, detector norms, reformer index, filters)
     "mnist": dict(structures=("I", "II"), detector_norms=(2, 1), reformer_index=0, filters=3),
     "tiny": dict(structures=("I", "II"), detector_norms=(2, 1), reformer_index=0, filters=2),
 }
-
-
-def magnet_autoencoder(image_shape=(28, 28, 1), structure="I", filters=3, name=None):
-    """MagNet's MNIST autoencoders (all activations sigmoid, 3x3 'same' convolutions).
-
-    "I": Conv(f), AvgPool 2x2, Conv(f), Conv(f), UpSampling 2x2, Conv(f), Conv(C).
-    "II": Conv(f), Conv(f), Conv(C). Structure I needs even sides.
-    """
-    check_choice("structure", structure, STRUCTURES)
-    check_number("filters", filters, minimum=1, integer=True)
-    if not isinstance(image_shape, (tuple, list)) or len(image_shape) != 3:
-        raise invalid_value("image_shape", "a tuple (height, width, channels)", image_shape)
-    height, width, channels = (int(s) for s in image_shape)
-    if structure == "I" and (height % 2 or width % 2):
-        raise invalid_value("image_shape", "even height and width for structure 'I'", image_shape)
-
-    def conv(n, label):
-        return layers.Conv2D(n, 3, padding="same", activation="sigmoid", name=label)
-
-    inputs = keras.Input(shape=(height, width, channels), name="images")
-    if structure == "I":
-        x = conv(filters, "conv0")(inputs)
-        x = layers.AveragePooling2D(2, name="pool")(x)
-        x = conv(filters, "conv1")(x)
-        x = conv(filters, "conv2")(x)
-        x = layers.UpSampling2D(2, name="upsample")(x)
-        x = conv(filters, "conv3")(x)
-    else:
-        x = conv(filters, "conv0")(inputs)
-        x = conv(filters, "conv1")(x)
-    outputs = layers.Conv2D(channels, 3, padding="same", activation="sigmoid", dtype="float32", name="out")(x)
-    return keras.Model(inputs, outputs, name=name or f"magnet_ae_{structure}")
 
 
 def default_magnet_optimizer():
@@ -93,7 +63,7 @@ def default_magnet_optimizer():
 
 
 @keras.saving.register_keras_serializable(package="tfdefense")
-class MagNet(keras.Model):
+class MagNet(Purifier):
     """MagNet defense: autoencoders trained with `fit` on clean images.
 
     Args:
@@ -104,7 +74,15 @@ class MagNet(keras.Model):
       noise_stddev: Gaussian noise added to the training inputs (0.1).
       fpr: default false-positive rate per detector for `calibrate` (0.001).
       seed: seed of the training noise.
+
+    `compile(optimizer=None)`: one optimizer for all autoencoders, Adam(1e-3)
+    by default. `fit` takes clean images (arrays or a dataset; labels are
+    ignored). Metrics: `loss` (the sum of the autoencoders' MSEs), `ae{k}_mse`.
     """
+
+    optimizer_slots = (OptimizerSlot("ae_optimizer", "autoencoders", "loss", default_magnet_optimizer, "optimizer"),)
+    nested_models = ("autoencoders",)
+    fit_data = "images"
 
     def __init__(self, autoencoders, detector_norms=(2, 1), reformer_index=0, noise_stddev=0.1, fpr=0.001, seed=None,
                  **kwargs):
@@ -117,11 +95,7 @@ class MagNet(keras.Model):
         shapes = []
         for ae in autoencoders:
             check_model("autoencoders", ae)
-            shape = static_image_shape(ae, "autoencoders")
-            out = ae.output_shape
-            if isinstance(out, list) or tuple(out[1:]) != shape:
-                raise invalid_value("autoencoders", f"models whose output shape equals the input shape {shape}", out)
-            shapes.append(shape)
+            shapes.append(image_to_image_shape(ae, "autoencoders"))
         if len(set(shapes)) != 1:
             raise invalid_value("autoencoders", "models taking the same image shape", shapes)
         if not isinstance(detector_norms, (list, tuple)) or len(detector_norms) != len(autoencoders):
@@ -147,11 +121,9 @@ class MagNet(keras.Model):
             shape=(len(self.detectors),), initializer=keras.initializers.Constant(np.inf), trainable=False,
             name="thresholds",
         )
-        self.latent_seed = _add_seed_state(self, seed)
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.mse_trackers = [keras.metrics.Mean(name=f"ae{k}_mse") for k in range(len(self.autoencoders))]
-        self.ae_optimizer = None
-        self._functions = {}
+        self.latent_seed = add_seed_state(self, seed)
+        self.track_metrics(("loss", *(f"ae{k}_mse" for k in range(len(self.autoencoders)))))
+        self._purify_function = None
         self.built = True
 
     @classmethod
@@ -167,35 +139,11 @@ class MagNet(keras.Model):
     def reformer(self):
         return self.autoencoders[self.reformer_index]
 
-    @property
-    def stochastic(self):
-        """False: the reformer is a deterministic autoencoder."""
-        return False
-
     # ------------------------------------------------------------------ inference
 
     def call(self, inputs, training=None):
         check_symbolic_images(inputs, self.image_shape)
         return self.reformer(inputs, training=bool(training))
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def _batched(self, key, fn, x, batch_size):
-        import tensorflow as tf
-
-        check_number("batch_size", batch_size, minimum=1, integer=True)
-        if key not in self._functions:
-            self._functions[key] = tf.function(fn, reduce_retracing=True, autograph=False)
-        function = self._functions[key]
-        outs = [np.asarray(function(tf.constant(x[i : i + batch_size]))) for i in range(0, len(x), batch_size)]
-        return np.concatenate(outs) if outs else None
-
-    def purify(self, x, batch_size=256):
-        """The reformer on a checked numpy batch; float32 numpy images."""
-        x = check_image_array(x, self.image_shape)
-        out = self._batched("purify", lambda b: self(b, training=False), x, batch_size)
-        return np.zeros_like(x) if out is None else out.astype(np.float32)
 
     def _errors_graph(self, x):
         import tensorflow as tf
@@ -210,8 +158,10 @@ class MagNet(keras.Model):
     def reconstruction_errors(self, x, batch_size=256):
         """(N, number of detectors) array of `mean |x - AE_k(x)|^p`, one column per detector."""
         x = check_image_array(x, self.image_shape)
-        out = self._batched("errors", self._errors_graph, x, batch_size)
-        return np.zeros((0, len(self.detectors)), np.float32) if out is None else out
+        if len(x) == 0:
+            check_number("batch_size", batch_size, minimum=1, integer=True)
+            return np.zeros((0, len(self.detectors)), np.float32)
+        return batched_call(self._errors_graph, x, batch_size, self, "_errors_function")
 
     @property
     def calibrated(self):
@@ -266,67 +216,20 @@ class MagNet(keras.Model):
 
     # ------------------------------------------------------------------ training
 
-    def compile(self, optimizer=None, auto_scale_loss=True, **kwargs):
-        """Sets one optimizer for all autoencoders (default Adam(1e-3)); the loss is built in."""
-        variables = [v for ae in self.autoencoders for v in ae.trainable_variables]
-        compile_optimizers(self, {"ae_optimizer": (optimizer, variables, default_magnet_optimizer)}, auto_scale_loss,
-                           kwargs)
-
-    def get_compile_config(self):
-        if self.ae_optimizer is None:
-            return None
-        return {"optimizer": keras.saving.serialize_keras_object(self.ae_optimizer)}
-
-    def compile_from_config(self, config):
-        self.compile(optimizer=keras.saving.deserialize_keras_object(config["optimizer"]))
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker, *self.mse_trackers]
-
-    def _compute_losses(self, x, training, noisy):
+    def compute_losses(self, x, training):
+        """The autoencoders' per-example MSEs to the clean image and their sum; in training from noisy inputs."""
         import tensorflow as tf
 
         x = tf.cast(x, tf.float32)
         x_in = x
-        if noisy and self.noise_stddev > 0:
-            noise = tf.random.stateless_normal(tf.shape(x), seed=_draw_seed(self)) * self.noise_stddev
+        if training and self.noise_stddev > 0:
+            noise = tf.random.stateless_normal(tf.shape(x), seed=draw_seed(self)) * self.noise_stddev
             x_in = tf.clip_by_value(x + noise, 0.0, 1.0)
         mses = [
             tf.reduce_mean(tf.square(tf.cast(ae(x_in, training=training), tf.float32) - x), axis=[1, 2, 3])
             for ae in self.autoencoders
         ]
-        return tf.add_n(mses), mses
-
-    def _record(self, loss, mses):
-        import tensorflow as tf
-
-        self.loss_tracker.update_state(tf.reduce_mean(loss))
-        for tracker, mse in zip(self.mse_trackers, mses):
-            tracker.update_state(tf.reduce_mean(mse))
-        return {m.name: m.result() for m in self.metrics}
-
-    def train_step(self, data):
-        import tensorflow as tf
-
-        x = _first_images(data)
-        variables = [v for ae in self.autoencoders for v in ae.trainable_variables]
-        with tf.GradientTape() as tape:
-            loss, mses = self._compute_losses(x, training=True, noisy=True)
-            scaled = self.ae_optimizer.scale_loss(tf.nn.compute_average_loss(loss))
-        self.ae_optimizer.apply(tape.gradient(scaled, variables), variables)
-        return self._record(loss, mses)
-
-    def test_step(self, data):
-        loss, mses = self._compute_losses(_first_images(data), training=False, noisy=False)
-        return self._record(loss, mses)
-
-    def fit(self, x=None, y=None, *args, **kwargs):
-        """`keras.Model.fit` on clean images (arrays, checked, or a dataset); labels are ignored."""
-        if self.ae_optimizer is None:
-            raise RuntimeError("Call compile() before fit().")
-        x = _prepare_image_fit(self, x, args, kwargs)
-        return fit_checked(super().fit, x, None, *args, **kwargs)
+        return {"loss": tf.add_n(mses), **{f"ae{k}_mse": mse for k, mse in enumerate(mses)}}
 
     # ------------------------------------------------------------------ config
 
@@ -334,7 +237,6 @@ class MagNet(keras.Model):
         config = super().get_config()
         config.update(
             {
-                "autoencoders": [keras.saving.serialize_keras_object(ae) for ae in self.autoencoders],
                 "detector_norms": list(self.detector_norms),
                 "reformer_index": self.reformer_index,
                 "noise_stddev": self.noise_stddev,
@@ -343,10 +245,3 @@ class MagNet(keras.Model):
             }
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["autoencoders"] = [keras.saving.deserialize_keras_object(c) for c in config["autoencoders"]]
-        config["detector_norms"] = tuple(config["detector_norms"])
-        return cls(**config)

@@ -37,17 +37,15 @@ The generator is built for one image size and channel count.
 
 import keras
 
-from tfdefense._validation import check_number, fit_checked, invalid_value
+from tfdefense._validation import check_number
 from tfdefense.defenses.base import (
-    GANModelMixin,
-    PurifierMixin,
-    add_scalar_variables,
+    OptimizerSlot,
+    Purifier,
     bce_from_logits,
+    check_image_input,
     check_model,
     check_symbolic_images,
-    compile_optimizers,
-    prepare_paired_fit,
-    static_image_shape,
+    image_to_image_shape,
     unpack_images,
 )
 
@@ -64,7 +62,7 @@ def default_optimizer(learning_rate=2e-4):
 
 
 @keras.saving.register_keras_serializable(package="tfdefense")
-class APEGAN(PurifierMixin, GANModelMixin, keras.Model):
+class APEGAN(Purifier):
     """APE-GAN purifier trained with `fit` on `(x_adv, x_clean[, y])` batches.
 
     Args:
@@ -77,23 +75,25 @@ class APEGAN(PurifierMixin, GANModelMixin, keras.Model):
       generator_steps: generator updates per discriminator update (2 in the paper).
 
     Use `APEGAN.from_preset("mnist" | "cifar10" | "imagenet" | "tiny")` for the
-    paper's Table 6 networks.
+    paper's Table 6 networks. `compile(g_optimizer=None, d_optimizer=None)`:
+    Adam(2e-4, beta_1=0.5) each by default.
     """
+
+    optimizer_slots = (
+        OptimizerSlot("g_optimizer", "generator", "g_total", default_optimizer),
+        OptimizerSlot("d_optimizer", "discriminator", "d_loss", default_optimizer),
+    )
+    metric_names = METRIC_NAMES
+    nested_models = ("generator", "discriminator")
+    fit_data = "pairs"
 
     def __init__(self, generator, discriminator, mse_weight=0.7, adv_weight=0.3, generator_steps=2, **kwargs):
         kwargs.setdefault("name", "apegan")
         super().__init__(**kwargs)
         check_model("generator", generator)
         check_model("discriminator", discriminator)
-        image_shape = static_image_shape(generator, "generator")
-        out_shape = generator.output_shape
-        if isinstance(out_shape, list) or tuple(out_shape[1:]) != image_shape:
-            raise invalid_value(
-                "generator", f"a model whose output shape equals its input shape {image_shape}", out_shape
-            )
-        d_shape = static_image_shape(discriminator, "discriminator")
-        if d_shape != image_shape:
-            raise invalid_value("discriminator", f"a model taking images of shape {image_shape}", d_shape)
+        image_shape = image_to_image_shape(generator, "generator")
+        check_image_input(discriminator, "discriminator", image_shape, "a model taking images of shape")
         check_number("mse_weight", mse_weight, minimum=0)
         check_number("adv_weight", adv_weight, minimum=0)
         check_number("generator_steps", generator_steps, minimum=1, integer=True)
@@ -101,14 +101,7 @@ class APEGAN(PurifierMixin, GANModelMixin, keras.Model):
         self.discriminator = discriminator
         self.image_shape = image_shape
         self.generator_steps = int(generator_steps)
-        self._initial_weights = {"mse_weight": float(mse_weight), "adv_weight": float(adv_weight)}
-        add_scalar_variables(self, self._initial_weights)
-        self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
-        self.g_mse_tracker = keras.metrics.Mean(name="g_mse")
-        self.g_adv_tracker = keras.metrics.Mean(name="g_adv")
-        self.g_total_tracker = keras.metrics.Mean(name="g_total")
-        self.g_optimizer = None
-        self.d_optimizer = None
+        self.add_loss_weights({"mse_weight": mse_weight, "adv_weight": adv_weight})
         self._purify_function = None
         self.built = True
 
@@ -129,27 +122,6 @@ class APEGAN(PurifierMixin, GANModelMixin, keras.Model):
 
     # ------------------------------------------------------------------ training
 
-    def compile(self, g_optimizer=None, d_optimizer=None, auto_scale_loss=True, **kwargs):
-        """Sets the optimizers (default Adam(2e-4, beta_1=0.5) each).
-
-        Other keyword arguments (`jit_compile`, `steps_per_execution`,
-        `run_eagerly`) go to `keras.Model.compile`. Call it inside the strategy
-        scope under tf.distribute.
-        """
-        compile_optimizers(
-            self,
-            {
-                "g_optimizer": (g_optimizer, self.generator.trainable_variables, default_optimizer),
-                "d_optimizer": (d_optimizer, self.discriminator.trainable_variables, default_optimizer),
-            },
-            auto_scale_loss,
-            kwargs,
-        )
-
-    @property
-    def metrics(self):
-        return [self.d_loss_tracker, self.g_mse_tracker, self.g_adv_tracker, self.g_total_tracker]
-
     def _generator_losses(self, x_adv, x_clean, training):
         import tensorflow as tf
 
@@ -163,14 +135,13 @@ class APEGAN(PurifierMixin, GANModelMixin, keras.Model):
         real = bce_from_logits(self.discriminator(x_clean, training=training), True)
         return real + bce_from_logits(self.discriminator(fake, training=training), False)
 
-    def _update_metrics(self, losses):
-        import tensorflow as tf
-
-        for name in METRIC_NAMES:
-            getattr(self, f"{name}_tracker").update_state(tf.reduce_mean(losses[name]))
-        return {m.name: m.result() for m in self.metrics}
+    def compute_losses(self, x_adv, x_clean, y, training):
+        fake, losses = self._generator_losses(x_adv, x_clean, training=training)
+        losses["d_loss"] = self._discriminator_loss(x_clean, fake, training=training)
+        return losses
 
     def train_step(self, data):
+        """One discriminator update on G's current output, then `generator_steps` generator updates."""
         import tensorflow as tf
 
         x_adv, x_clean = (tf.cast(t, tf.float32) for t in unpack_images(data))
@@ -187,29 +158,9 @@ class APEGAN(PurifierMixin, GANModelMixin, keras.Model):
                 scaled = self.g_optimizer.scale_loss(tf.nn.compute_average_loss(losses["g_total"]))
             self.g_optimizer.apply(tape.gradient(scaled, g_vars), g_vars)
         losses["d_loss"] = d_loss
-        return self._update_metrics(losses)
-
-    def test_step(self, data):
-        import tensorflow as tf
-
-        x_adv, x_clean = (tf.cast(t, tf.float32) for t in unpack_images(data))
-        fake, losses = self._generator_losses(x_adv, x_clean, training=False)
-        losses["d_loss"] = self._discriminator_loss(x_clean, fake, training=False)
-        return self._update_metrics(losses)
-
-    def fit(self, x=None, y=None, *args, **kwargs):
-        """`keras.Model.fit` on paired data: `fit(x_adv, x_clean, ...)` (arrays, checked)
-        or a `tf.data.Dataset` of `(x_adv, x_clean[, y])` batches
-        (`tfdefense.data.make_paired_pipeline`)."""
-        self.require_compiled()
-        x, y, kwargs = prepare_paired_fit(self.image_shape, x, y, args, kwargs)
-        return fit_checked(super().fit, x, y, *args, **kwargs)
+        return self.update_metrics(losses)
 
     # ------------------------------------------------------------------ config
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {**self.nested_model_config(), **self._initial_weights, "generator_steps": self.generator_steps}
-        )
-        return config
+        return {**super().get_config(), "generator_steps": self.generator_steps}

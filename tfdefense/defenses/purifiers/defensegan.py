@@ -46,64 +46,28 @@ projection costs L x R generator forward and backward passes per image.
 
 import keras
 import numpy as np
-from keras import layers
 
-from tfdefense._validation import check_choice, check_number, fit_checked, invalid_value
+from tfdefense._validation import check_choice, check_number
 from tfdefense.defenses.base import (
-    add_metric_trackers,
-    add_scalar_variables,
+    DefenseModel,
+    OptimizerSlot,
+    Purifier,
+    add_seed_state,
     check_image_array,
+    check_image_input,
+    check_latent_codes,
     check_model,
     check_symbolic_images,
-    compile_optimizers,
-    static_image_shape,
+    draw_seed,
+    first_images,
+    generator_image_shape,
+    generator_latent_dim,
+    sample_images,
 )
-from tfdefense.defenses.purifiers.egan import (
-    _add_seed_state,
-    _draw_seed,
-    _first_images,
-    _generator_image_shape,
-    _latent_dim,
-    _prepare_image_fit,
-)
+from tfdefense.models.defensegan_nets import DEFENSEGAN_PRESETS, defensegan_critic, defensegan_generator
 
-PRESETS = {
-    "mnist": dict(latent_dim=128, net_dim=64),  # the paper's configuration
-    "light": dict(latent_dim=128, net_dim=32),
-    "tiny": dict(latent_dim=16, net_dim=8),
-}
+PRESETS = DEFENSEGAN_PRESETS
 BACKWARDS = ("identity", "unroll")
-
-
-def defensegan_generator(latent_dim=128, net_dim=64, image_shape=(28, 28, 1), name="defensegan_generator"):
-    """The paper's MNIST generator: z -> 28x28 images in [0, 1] (no batch norm, as configured)."""
-    check_number("latent_dim", latent_dim, minimum=1, integer=True)
-    check_number("net_dim", net_dim, minimum=1, integer=True)
-    if tuple(image_shape)[:2] != (28, 28):
-        raise invalid_value("image_shape", "(28, 28, C) (the MNIST generator)", image_shape)
-    channels = int(image_shape[-1])
-    z = keras.Input(shape=(latent_dim,), name="latent")
-    x = layers.Dense(4 * 4 * 4 * net_dim, activation="relu", name="fc")(z)
-    x = layers.Reshape((4, 4, 4 * net_dim), name="reshape")(x)
-    x = layers.Conv2DTranspose(2 * net_dim, 5, strides=2, padding="same", activation="relu", name="deconv0")(x)
-    x = layers.Cropping2D(((0, 1), (0, 1)), name="crop")(x)  # 8x8 -> 7x7
-    x = layers.Conv2DTranspose(net_dim, 5, strides=2, padding="same", activation="relu", name="deconv1")(x)
-    x = layers.Conv2DTranspose(channels, 5, strides=2, padding="same", name="deconv2")(x)
-    images = layers.Activation("sigmoid", dtype="float32", name="images")(x)
-    return keras.Model(z, images, name=name)
-
-
-def defensegan_critic(net_dim=64, image_shape=(28, 28, 1), name="defensegan_critic"):
-    """The paper's MNIST critic: Conv 5x5 stride 2 (net_dim, 2x, 4x) + LeakyReLU 0.2, FC(1), no sigmoid."""
-    check_number("net_dim", net_dim, minimum=1, integer=True)
-    inputs = keras.Input(shape=tuple(image_shape), name="images")
-    x = inputs
-    for i, mult in enumerate((1, 2, 4)):
-        x = layers.Conv2D(mult * net_dim, 5, strides=2, padding="same", name=f"conv{i}")(x)
-        x = layers.LeakyReLU(0.2, name=f"lrelu{i}")(x)
-    x = layers.Flatten(name="flatten")(x)
-    outputs = layers.Dense(1, dtype="float32", name="critic")(x)
-    return keras.Model(inputs, outputs, name=name)
 
 
 def default_wgan_optimizer():
@@ -112,7 +76,7 @@ def default_wgan_optimizer():
 
 
 @keras.saving.register_keras_serializable(package="tfdefense")
-class WGANGP(keras.Model):
+class WGANGP(DefenseModel):
     """A WGAN with gradient penalty trained with `fit` on clean images.
 
     Args:
@@ -123,7 +87,16 @@ class WGANGP(keras.Model):
       seed: seed of the latent codes and interpolation weights.
 
     `wgan(z)` returns G(z); `wgan.sample(n, seed)` draws images.
+    `compile(g_optimizer=None, d_optimizer=None)`: Adam(1e-4, beta_1=0.5, beta_2=0.9) each by default.
     """
+
+    optimizer_slots = (
+        OptimizerSlot("g_optimizer", "generator", "g_loss", default_wgan_optimizer),
+        OptimizerSlot("d_optimizer", "critic", "d_loss", default_wgan_optimizer),
+    )
+    metric_names = ("d_loss", "g_loss", "gp", "w_dist")
+    nested_models = ("generator", "critic")
+    fit_data = "images"
 
     def __init__(self, generator, critic, critic_steps=5, gp_weight=10.0, seed=None, **kwargs):
         kwargs.setdefault("name", "wgan_gp")
@@ -133,21 +106,15 @@ class WGANGP(keras.Model):
         check_number("critic_steps", critic_steps, minimum=1, integer=True)
         check_number("gp_weight", gp_weight, minimum=0)
         check_number("seed", seed, integer=True, allow_none=True)
-        self.latent_dim = _latent_dim(generator)
-        self.image_shape = _generator_image_shape(generator)
-        c_shape = static_image_shape(critic, "critic")
-        if c_shape != self.image_shape:
-            raise invalid_value("critic", f"a model taking the generator's images {self.image_shape}", c_shape)
+        self.latent_dim = generator_latent_dim(generator)
+        self.image_shape = generator_image_shape(generator)
+        check_image_input(critic, "critic", self.image_shape)
         self.generator = generator
         self.critic = critic
         self.critic_steps = int(critic_steps)
         self.seed = seed
-        self._gp_weight = float(gp_weight)
-        add_scalar_variables(self, {"gp_weight": gp_weight})
-        self.latent_seed = _add_seed_state(self, seed)
-        add_metric_trackers(self, ("d_loss", "g_loss", "gp", "w_dist"))
-        self.g_optimizer = None
-        self.d_optimizer = None
+        self.add_loss_weights({"gp_weight": gp_weight})
+        self.latent_seed = add_seed_state(self, seed)
         self._sample_fn = None
         self.built = True
 
@@ -160,54 +127,20 @@ class WGANGP(keras.Model):
         return cls(generator, critic, seed=seed, **kwargs)
 
     def call(self, inputs, training=None):
-        shape = tuple(inputs.shape)
-        if len(shape) != 2 or (shape[1] is not None and shape[1] != self.latent_dim):
-            raise invalid_value("z", f"latent codes of shape (N, {self.latent_dim})", f"shape {shape}")
+        check_latent_codes(inputs, self.latent_dim)
         return self.generator(inputs, training=bool(training))
 
     def sample(self, n, seed=None, batch_size=256):
         """`n` generated images (numpy float32) from N(0, I) codes drawn with numpy `seed`."""
-        import tensorflow as tf
-
-        check_number("n", n, minimum=0, integer=True)
-        z = np.random.default_rng(seed).standard_normal((n, self.latent_dim)).astype(np.float32)
-        if self._sample_fn is None:
-            self._sample_fn = tf.function(lambda b: self.generator(b, training=False), reduce_retracing=True)
-        outs = [np.asarray(self._sample_fn(tf.constant(z[i : i + batch_size]))) for i in range(0, n, batch_size)]
-        return np.concatenate(outs) if outs else np.zeros((0, *self.image_shape), np.float32)
-
-    def compile(self, g_optimizer=None, d_optimizer=None, auto_scale_loss=True, **kwargs):
-        """Sets the optimizers (default Adam(1e-4, beta_1=0.5, beta_2=0.9) each)."""
-        compile_optimizers(
-            self,
-            {
-                "g_optimizer": (g_optimizer, self.generator.trainable_variables, default_wgan_optimizer),
-                "d_optimizer": (d_optimizer, self.critic.trainable_variables, default_wgan_optimizer),
-            },
-            auto_scale_loss,
-            kwargs,
-        )
-
-    def get_compile_config(self):
-        if self.g_optimizer is None:
-            return None
-        serialize = keras.saving.serialize_keras_object
-        return {"g_optimizer": serialize(self.g_optimizer), "d_optimizer": serialize(self.d_optimizer)}
-
-    def compile_from_config(self, config):
-        self.compile(**{k: keras.saving.deserialize_keras_object(v) for k, v in config.items()})
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
+        return sample_images(self, n, seed, batch_size)
 
     def _critic_losses(self, x, training):
         import tensorflow as tf
 
         n = tf.shape(x)[0]
-        z = tf.random.stateless_normal((n, self.latent_dim), seed=_draw_seed(self))
+        z = tf.random.stateless_normal((n, self.latent_dim), seed=draw_seed(self))
         fake = tf.stop_gradient(tf.cast(self.generator(z, training=training), tf.float32))
-        alpha = tf.random.stateless_uniform((n, 1, 1, 1), seed=_draw_seed(self))
+        alpha = tf.random.stateless_uniform((n, 1, 1, 1), seed=draw_seed(self))
         mixed = x + alpha * (fake - x)
         with tf.GradientTape() as gp_tape:
             gp_tape.watch(mixed)
@@ -223,21 +156,15 @@ class WGANGP(keras.Model):
     def _generator_loss(self, n, training):
         import tensorflow as tf
 
-        z = tf.random.stateless_normal((n, self.latent_dim), seed=_draw_seed(self))
+        z = tf.random.stateless_normal((n, self.latent_dim), seed=draw_seed(self))
         fake = tf.cast(self.generator(z, training=training), tf.float32)
         return -tf.reshape(tf.cast(self.critic(fake, training=training), tf.float32), [-1])
 
-    def _record(self, values):
-        import tensorflow as tf
-
-        for name, tracker in self.trackers.items():
-            tracker.update_state(tf.reduce_mean(values[name]))
-        return {m.name: m.result() for m in self.metrics}
-
     def train_step(self, data):
+        """`critic_steps` critic updates on the same real batch, then one generator update."""
         import tensorflow as tf
 
-        x = tf.cast(_first_images(data), tf.float32)
+        x = tf.cast(first_images(data), tf.float32)
         d_vars = self.critic.trainable_variables
         g_vars = self.generator.trainable_variables
         for _ in range(self.critic_steps):
@@ -249,46 +176,22 @@ class WGANGP(keras.Model):
             g_loss = self._generator_loss(tf.shape(x)[0], training=True)
             scaled = self.g_optimizer.scale_loss(tf.nn.compute_average_loss(g_loss))
         self.g_optimizer.apply(tape.gradient(scaled, g_vars), g_vars)
-        return self._record({"d_loss": d_loss, "g_loss": g_loss, "gp": gp, "w_dist": w_dist})
+        return self.update_metrics({"d_loss": d_loss, "g_loss": g_loss, "gp": gp, "w_dist": w_dist})
 
-    def test_step(self, data):
+    def compute_losses(self, x, training):
         import tensorflow as tf
 
-        x = tf.cast(_first_images(data), tf.float32)
-        d_loss, gp, w_dist = self._critic_losses(x, training=False)
-        g_loss = self._generator_loss(tf.shape(x)[0], training=False)
-        return self._record({"d_loss": d_loss, "g_loss": g_loss, "gp": gp, "w_dist": w_dist})
-
-    def fit(self, x=None, y=None, *args, **kwargs):
-        """`keras.Model.fit` on clean images (arrays, checked, or a dataset); labels are ignored."""
-        if self.g_optimizer is None:
-            raise RuntimeError("Call compile() before fit() (it sets g_optimizer and d_optimizer).")
-        x = _prepare_image_fit(self, x, args, kwargs)
-        return fit_checked(super().fit, x, None, *args, **kwargs)
+        x = tf.cast(x, tf.float32)
+        d_loss, gp, w_dist = self._critic_losses(x, training=training)
+        g_loss = self._generator_loss(tf.shape(x)[0], training=training)
+        return {"d_loss": d_loss, "g_loss": g_loss, "gp": gp, "w_dist": w_dist}
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "generator": keras.saving.serialize_keras_object(self.generator),
-                "critic": keras.saving.serialize_keras_object(self.critic),
-                "critic_steps": self.critic_steps,
-                "gp_weight": self._gp_weight,
-                "seed": self.seed,
-            }
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("generator", "critic"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
+        return {**super().get_config(), "critic_steps": self.critic_steps, "seed": self.seed}
 
 
 @keras.saving.register_keras_serializable(package="tfdefense")
-class DefenseGAN(keras.Model):
+class DefenseGAN(Purifier):
     """Defense-GAN purifier: x -> G(z*), z* = best of R gradient-descent runs on ||G(z) - x||^2.
 
     Args:
@@ -307,6 +210,8 @@ class DefenseGAN(keras.Model):
       seed: start of the restarts' seed stream.
     """
 
+    nested_models = ("generator",)
+
     def __init__(self, generator, iterations=200, restarts=10, learning_rate=10.0, momentum=0.7, lr_decay=1.0,
                  lr_decay_at=0.8, z_stddev=None, backward="identity", seed=None, **kwargs):
         kwargs.setdefault("name", "defensegan")
@@ -322,8 +227,8 @@ class DefenseGAN(keras.Model):
         check_choice("backward", backward, BACKWARDS)
         check_number("seed", seed, integer=True, allow_none=True)
         self.generator = generator
-        self.latent_dim = _latent_dim(generator)
-        self.image_shape = _generator_image_shape(generator)
+        self.latent_dim = generator_latent_dim(generator)
+        self.image_shape = generator_image_shape(generator)
         self.iterations = int(iterations)
         self.restarts = int(restarts)
         self.learning_rate = float(learning_rate)
@@ -333,7 +238,7 @@ class DefenseGAN(keras.Model):
         self.z_stddev = None if z_stddev is None else float(z_stddev)
         self.backward = backward
         self.seed = seed
-        self.latent_seed = _add_seed_state(self, seed)
+        self.latent_seed = add_seed_state(self, seed)
         self._purify_fn = None
         self.built = True
 
@@ -396,10 +301,7 @@ class DefenseGAN(keras.Model):
 
     def call(self, inputs, training=None):
         check_symbolic_images(inputs, self.image_shape)
-        return self._forward(inputs, _draw_seed(self))
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
+        return self._forward(inputs, draw_seed(self))
 
     def purify(self, x, batch_size=64, seed=None, return_errors=False):
         """Projects a checked numpy batch; `seed` (int) makes it reproducible, None draws from the stream.
@@ -417,7 +319,7 @@ class DefenseGAN(keras.Model):
         outs, errs = [], []
         for k, i in enumerate(range(0, len(x), batch_size)):
             if seed is None:
-                batch_seed = _draw_seed(self)
+                batch_seed = draw_seed(self)
             else:
                 batch_seed = tf.constant([seed, k], tf.int64)
             out, err = self._purify_fn(tf.constant(x[i : i + batch_size]), batch_seed)
@@ -434,7 +336,6 @@ class DefenseGAN(keras.Model):
         config = super().get_config()
         config.update(
             {
-                "generator": keras.saving.serialize_keras_object(self.generator),
                 "iterations": self.iterations,
                 "restarts": self.restarts,
                 "learning_rate": self.learning_rate,
@@ -447,9 +348,3 @@ class DefenseGAN(keras.Model):
             }
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["generator"] = keras.saving.deserialize_keras_object(config["generator"])
-        return cls(**config)

@@ -40,93 +40,14 @@ evaluation).
 
 import keras
 
-from tfdefense._validation import (
-    check_choice,
-    check_number,
-    fit_checked,
-    invalid_value,
-    output_classes,
-    warn_if_probabilities,
-)
-from tfdefense.defenses.base import (
-    add_scalar_variables,
-    GANModelMixin,
-    batched_call,
-    check_image_array,
-    compile_optimizers,
-    prepare_paired_fit,
-    static_image_shape,
-)
+from tfdefense._validation import check_choice, check_number, invalid_value, warn_if_probabilities
+from tfdefense.defenses.base import OptimizerSlot, Purifier, check_symbolic_images, image_to_image_shape
+from tfdefense.training.optimizers import FusedAdam, default_optimizer  # noqa: F401  (re-exported)
 
 INFERENCE_MODES = ("deterministic", "train_mode")
 CLS_LOSSES = ("cross_entropy", "kl")
 LOSS_WEIGHTS = ("lambda_l1", "lambda_perc", "lambda_cls")
 METRIC_NAMES = ("g_gan", "l1", "perceptual", "cls", "g_total", "d_loss")
-
-
-def _handle(variable):
-    if isinstance(variable, keras.Variable):  # wraps a tf.Variable
-        variable = variable.value
-    return variable.handle
-
-
-@keras.saving.register_keras_serializable(package="tfdefense")
-class FusedAdam(keras.optimizers.Adam):
-    """`keras.optimizers.Adam` whose dense update is TensorFlow's fused `ResourceApplyAdam` kernel.
-
-    Same arguments, same math (bias-corrected step size lr * sqrt(1 - b2^t) /
-    (1 - b1^t), the same epsilon placement), one pass over each variable
-    instead of keras' ~8 element-wise ops: the optimizer step of the 54M
-    parameter pix2pix U-Net takes a third of the time. Falls back to keras'
-    update for sparse gradients, `amsgrad=True` and non-TensorFlow backends.
-    """
-
-    def update_step(self, gradient, variable, learning_rate):
-        import tensorflow as tf
-
-        if self.amsgrad or isinstance(gradient, tf.IndexedSlices) or keras.backend.backend() != "tensorflow":
-            return super().update_step(gradient, variable, learning_rate)
-        dtype = variable.dtype
-        index = self._get_variable_index(variable)
-        step = tf.cast(self.iterations + 1, dtype)
-        beta_1 = tf.cast(self.beta_1, dtype)
-        beta_2 = tf.cast(self.beta_2, dtype)
-        tf.raw_ops.ResourceApplyAdam(
-            var=_handle(variable),
-            m=_handle(self._momentums[index]),
-            v=_handle(self._velocities[index]),
-            beta1_power=tf.pow(beta_1, step),
-            beta2_power=tf.pow(beta_2, step),
-            lr=tf.cast(learning_rate, dtype),
-            beta1=beta_1,
-            beta2=beta_2,
-            epsilon=tf.cast(self.epsilon, dtype),
-            grad=tf.cast(gradient, dtype),
-        )
-
-
-def default_optimizer():
-    """Adam(2e-4, beta_1=0.5), as in the pix2pix paper (the fused-kernel `FusedAdam`)."""
-    return FusedAdam(learning_rate=2e-4, beta_1=0.5)
-
-
-def _as_tuple(data):
-    """(x_adv, x_clean) or (x_adv, x_clean, y) from what keras hands train_step."""
-    if isinstance(data, dict):
-        keys = ("x_adv", "x_clean", "y")
-        return tuple(data.get(k) for k in keys)
-    data = tuple(data) if isinstance(data, (list, tuple)) else (data,)
-    if len(data) == 1 and isinstance(data[0], (list, tuple)):
-        data = tuple(data[0])
-    data = tuple(d for d in data if d is not None)
-    if len(data) == 2:
-        return data[0], data[1], None
-    if len(data) == 3:
-        return data
-    raise ValueError(
-        "Invalid value received for argument `data`. Expected batches of (x_adv, x_clean) or "
-        f"(x_adv, x_clean, y). Received: data with {len(data)} element(s)"
-    )
 
 
 def _classifier_feature_layers(feature_extractor, classifier):
@@ -149,7 +70,7 @@ def _integer_state(variable):
 
 
 @keras.saving.register_keras_serializable(package="tfdefense")
-class Pix2PixDefense(GANModelMixin, keras.Model):
+class Pix2PixDefense(Purifier):
     """A pix2pix purifier trained with `fit` on `(x_adv, x_clean[, y])` batches.
 
     Args:
@@ -169,7 +90,23 @@ class Pix2PixDefense(GANModelMixin, keras.Model):
       cls_loss: "cross_entropy" (to y, else to the clean prediction) or "kl".
       inference_mode: "deterministic" (default) or "train_mode" (dropout on,
         batch statistics; stochastic and batch-dependent, see module docs).
+
+    `compile(g_optimizer=None, d_optimizer=None)`: Adam(2e-4, beta_1=0.5) each
+    by default (`FusedAdam`). `fit(x_adv, x_clean, ...)` takes arrays (checked:
+    [0, 1], matching shapes and channels) or a `tf.data.Dataset` of
+    `(x_adv, x_clean)` / `(x_adv, x_clean, y)` batches (shapes checked; build it
+    with `tfdefense.data.make_paired_pipeline`, which checks values);
+    `validation_data` takes the same forms.
     """
+
+    optimizer_slots = (
+        OptimizerSlot("g_optimizer", "generator", "g_total", default_optimizer),
+        OptimizerSlot("d_optimizer", "discriminator", "d_loss", default_optimizer),
+    )
+    metric_names = METRIC_NAMES
+    # The classifier first: a feature extractor built from its layers is rebuilt from it on load.
+    nested_models = ("classifier", "generator", "discriminator")
+    fit_data = "pairs"
 
     def __init__(
         self,
@@ -191,12 +128,7 @@ class Pix2PixDefense(GANModelMixin, keras.Model):
         for argument, model in (("feature_extractor", feature_extractor), ("classifier", classifier)):
             if model is not None and not isinstance(model, keras.Model):
                 raise invalid_value(argument, "a keras.Model or None", model)
-        image_shape = static_image_shape(generator, "generator")
-        out_shape = tuple(generator.output_shape[1:]) if not isinstance(generator.output_shape, list) else None
-        if out_shape != image_shape:
-            raise invalid_value(
-                "generator", f"a model whose output shape equals its input shape {image_shape}", out_shape
-            )
+        image_shape = image_to_image_shape(generator, "generator")
         d_inputs = discriminator.input_shape
         if not isinstance(d_inputs, list) or len(d_inputs) != 2 or any(tuple(s[1:]) != image_shape for s in d_inputs):
             raise invalid_value(
@@ -229,20 +161,7 @@ class Pix2PixDefense(GANModelMixin, keras.Model):
         self.feature_extractor = feature_extractor
         self.classifier = classifier
         self.image_shape = image_shape
-        self._initial_weights = {
-            "lambda_l1": float(lambda_l1),
-            "lambda_perc": float(lambda_perc),
-            "lambda_cls": float(lambda_cls),
-        }
-        add_scalar_variables(self, self._initial_weights)
-        self.g_gan_tracker = keras.metrics.Mean(name="g_gan")
-        self.l1_tracker = keras.metrics.Mean(name="l1")
-        self.perceptual_tracker = keras.metrics.Mean(name="perceptual")
-        self.cls_tracker = keras.metrics.Mean(name="cls")
-        self.g_total_tracker = keras.metrics.Mean(name="g_total")
-        self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
-        self.g_optimizer = None
-        self.d_optimizer = None
+        self.add_loss_weights({"lambda_l1": lambda_l1, "lambda_perc": lambda_perc, "lambda_cls": lambda_cls})
         self._purify_function = None
         self.built = True
 
@@ -267,15 +186,8 @@ class Pix2PixDefense(GANModelMixin, keras.Model):
         )
         return twin
 
-    def _check_symbolic_shape(self, inputs):
-        shape = tuple(inputs.shape)
-        if len(shape) != 4 or any(s is not None and s != e for s, e in zip(shape[1:], self.image_shape)):
-            raise invalid_value(
-                "x", f"a batch of images of shape (N, {', '.join(map(str, self.image_shape))})", f"shape {shape}"
-            )
-
     def call(self, inputs, training=None):
-        self._check_symbolic_shape(inputs)
+        check_symbolic_images(inputs, self.image_shape)
         if training:
             return self.generator(inputs, training=True)
         if self.stochastic:
@@ -293,52 +205,18 @@ class Pix2PixDefense(GANModelMixin, keras.Model):
                 variable.assign(value)
         return outputs
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
     def purify(self, x, batch_size=256):
         """Purifies a numpy batch of [0, 1] images; returns float32 numpy images.
 
         Checks the images (values in [0, 1], shape and channels the generator
         was built for). In train_mode the result depends on `batch_size`.
         """
-        x = check_image_array(x, self.image_shape)
-        return batched_call(lambda batch: self(batch, training=False), x, batch_size, self)
+        return super().purify(x, batch_size)
 
     # ------------------------------------------------------------------ training
 
-    def compile(self, g_optimizer=None, d_optimizer=None, auto_scale_loss=True, **kwargs):
-        """Sets the generator and discriminator optimizers (default Adam(2e-4, beta_1=0.5)).
-
-        Other keyword arguments (`jit_compile`, `steps_per_execution`,
-        `run_eagerly`) go to `keras.Model.compile`. Call it inside the
-        strategy scope when training under tf.distribute. Under the
-        "mixed_float16" policy both optimizers are wrapped in a
-        LossScaleOptimizer (not needed for "mixed_bfloat16").
-        """
-        compile_optimizers(
-            self,
-            {
-                "g_optimizer": (g_optimizer, self.generator.trainable_variables, default_optimizer),
-                "d_optimizer": (d_optimizer, self.discriminator.trainable_variables, default_optimizer),
-            },
-            auto_scale_loss,
-            kwargs,
-        )
-
-    @property
-    def metrics(self):
-        return [
-            self.g_gan_tracker,
-            self.l1_tracker,
-            self.perceptual_tracker,
-            self.cls_tracker,
-            self.g_total_tracker,
-            self.d_loss_tracker,
-        ]
-
-    def _per_example_losses(self, x_adv, x_clean, y, training):
-        """Per-example loss terms (float32, shape (N,)) and the purified batch."""
+    def compute_losses(self, x_adv, x_clean, y, training):
+        """Per-example loss terms (float32, shape (N,))."""
         import tensorflow as tf
 
         x_adv = tf.cast(x_adv, tf.float32)
@@ -399,58 +277,13 @@ class Pix2PixDefense(GANModelMixin, keras.Model):
             + weight("lambda_perc") * losses["perceptual"]
             + weight("lambda_cls") * losses["cls"]
         )
-        return losses, fake
-
-    def _update_metrics(self, losses):
-        import tensorflow as tf
-
-        for name in METRIC_NAMES:
-            getattr(self, f"{name}_tracker").update_state(tf.reduce_mean(losses[name]))
-        return {m.name: m.result() for m in self.metrics}
-
-    def train_step(self, data):
-        import tensorflow as tf
-
-        x_adv, x_clean, y = _as_tuple(data)
-        g_vars = self.generator.trainable_variables
-        d_vars = self.discriminator.trainable_variables
-        with tf.GradientTape(persistent=True) as tape:
-            losses, _ = self._per_example_losses(x_adv, x_clean, y, training=True)
-            # Averaged over the global batch: gradients are summed over replicas.
-            g_loss = self.g_optimizer.scale_loss(tf.nn.compute_average_loss(losses["g_total"]))
-            d_loss = self.d_optimizer.scale_loss(tf.nn.compute_average_loss(losses["d_loss"]))
-        g_grads = tape.gradient(g_loss, g_vars)
-        d_grads = tape.gradient(d_loss, d_vars)
-        del tape
-        self.g_optimizer.apply(g_grads, g_vars)
-        self.d_optimizer.apply(d_grads, d_vars)
-        return self._update_metrics(losses)
-
-    def test_step(self, data):
-        x_adv, x_clean, y = _as_tuple(data)
-        losses, _ = self._per_example_losses(x_adv, x_clean, y, training=False)
-        return self._update_metrics(losses)
-
-    def fit(self, x=None, y=None, *args, **kwargs):
-        """`keras.Model.fit` on `(x_adv, x_clean[, y])` data.
-
-        Accepts `fit(x_adv, x_clean, ...)` with arrays (checked: [0, 1],
-        matching shapes and channels) or a `tf.data.Dataset` of
-        `(x_adv, x_clean)` / `(x_adv, x_clean, y)` batches (shapes checked;
-        build it with `tfdefense.data.make_paired_pipeline`, which checks
-        values). `validation_data` takes the same forms.
-        """
-        self.require_compiled()
-        num_classes = None if self.classifier is None else output_classes(self.classifier)
-        x, y, kwargs = prepare_paired_fit(self.image_shape, x, y, args, kwargs, num_classes=num_classes)
-        return fit_checked(super().fit, x, y, *args, **kwargs)
+        return losses
 
     # ------------------------------------------------------------------ config
 
     def get_config(self):
         config = super().get_config()
         serialize = keras.saving.serialize_keras_object
-        classifier = None if self.classifier is None else serialize(self.classifier)
         shared = _classifier_feature_layers(self.feature_extractor, self.classifier)
         if shared is not None:
             # Built from the classifier's own layers: stored as layer names and
@@ -461,27 +294,20 @@ class Pix2PixDefense(GANModelMixin, keras.Model):
         else:
             feature_extractor = None
         config.update(
-            {
-                "generator": serialize(self.generator),
-                "discriminator": serialize(self.discriminator),
-                "feature_extractor": feature_extractor,
-                "classifier": classifier,
-                **self._initial_weights,
-                "cls_loss": self.cls_loss,
-                "inference_mode": self.inference_mode,
-            }
+            {"feature_extractor": feature_extractor, "cls_loss": self.cls_loss, "inference_mode": self.inference_mode}
         )
         return config
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        for key in ("classifier", "generator", "discriminator", "feature_extractor"):
-            value = config.get(key)
-            if isinstance(value, dict) and "classifier_layers" in value:
-                from tfdefense.models.perceptual import perceptual_feature_extractor
+        config = cls.deserialize_nested(config)
+        value = config.get("feature_extractor")
+        if isinstance(value, dict) and "classifier_layers" in value:
+            from tfdefense.models.perceptual import perceptual_feature_extractor
 
-                config[key] = perceptual_feature_extractor(config["classifier"], list(value["classifier_layers"]))
-            elif value is not None:
-                config[key] = keras.saving.deserialize_keras_object(value)
+            config["feature_extractor"] = perceptual_feature_extractor(
+                config["classifier"], list(value["classifier_layers"])
+            )
+        elif value is not None:
+            config["feature_extractor"] = keras.saving.deserialize_keras_object(value)
         return cls(**config)

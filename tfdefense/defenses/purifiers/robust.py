@@ -59,30 +59,29 @@ import numpy as np
 
 import keras
 
-from tfdefense._validation import check_number, fit_checked, invalid_value, output_classes
+from tfdefense._validation import check_number, invalid_value
 from tfdefense.defenses.base import (
-    PurifierMixin,
-    add_metric_trackers,
-    add_scalar_variables,
+    OptimizerSlot,
+    Purifier,
     bce_from_logits,
+    check_image_input,
+    check_labelled_fit_data,
     check_model,
     check_symbolic_images,
-    compile_optimizers,
     dataset_fit_defaults,
     epoch_ordered_arrays,
+    image_to_image_shape,
     static_image_shape,
 )
-from tfdefense.defenses.purifiers.pix2pix import FusedAdam
 from tfdefense.defenses.training_attack import (
     AttackSettingsMixin,
     check_precision,
-    check_xy_arrays,
-    check_xy_dataset,
     compute_precision,
     kl_divergence,
     pgd_in_graph,
     split_xy,
 )
+from tfdefense.training.optimizers import FusedAdam
 
 LOSS_WEIGHTS = ("lambda_adv_cls", "lambda_clean_cls", "lambda_trades", "lambda_rec", "lambda_gan")
 METRIC_NAMES = ("loss", "adv_cls", "clean_cls", "trades", "rec", "gan", "d_loss", "adv_acc", "clean_acc")
@@ -98,7 +97,7 @@ def default_discriminator_optimizer():
 
 
 @keras.saving.register_keras_serializable(package="tfdefense")
-class RobustPurifier(PurifierMixin, AttackSettingsMixin, keras.Model):
+class RobustPurifier(AttackSettingsMixin, Purifier):
     """A purifier trained with PGD crafted through `classifier(purifier(x))` (classifier frozen).
 
     Args:
@@ -123,7 +122,20 @@ class RobustPurifier(PurifierMixin, AttackSettingsMixin, keras.Model):
       seed: seed of the training attack's random starts.
       precision: "fp32" or "bf16" (training attack and train step in
         bfloat16, float32 variables and losses; inference stays float32).
+
+    `compile(g_optimizer=None, d_optimizer=None)`: generator Adam(1e-3),
+    discriminator Adam(2e-4, beta_1=0.5) by default (`FusedAdam`; no
+    `d_optimizer` without a discriminator). `fit` takes images and integer
+    labels: arrays `(x, y)` or a dataset of `(x, y)` batches.
     """
+
+    optimizer_slots = (
+        OptimizerSlot("g_optimizer", "generator", "loss", default_generator_optimizer),
+        OptimizerSlot("d_optimizer", "discriminator", "d_loss", default_discriminator_optimizer),
+    )
+    metric_names = METRIC_NAMES
+    # The classifier first: a DefendedClassifier holding the same classifier then shares one model on load.
+    nested_models = ("classifier", "generator", "discriminator")
 
     def __init__(
         self,
@@ -150,17 +162,8 @@ class RobustPurifier(PurifierMixin, AttackSettingsMixin, keras.Model):
         check_model("generator", generator)
         check_model("classifier", classifier)
         check_model("discriminator", discriminator, allow_none=True)
-        image_shape = static_image_shape(generator, "generator")
-        out_shape = generator.output_shape
-        if isinstance(out_shape, list) or tuple(out_shape[1:]) != image_shape:
-            raise invalid_value(
-                "generator", f"a model whose output shape equals its input shape {image_shape}", out_shape
-            )
-        classifier_shape = static_image_shape(classifier, "classifier")
-        if classifier_shape != image_shape:
-            raise invalid_value(
-                "classifier", f"a model taking the generator's images of shape {image_shape}", classifier_shape
-            )
+        image_shape = image_to_image_shape(generator, "generator")
+        check_image_input(classifier, "classifier", image_shape, "a model taking the generator's images of shape")
         self._conditional = False
         if discriminator is not None:
             d_inputs = discriminator.input_shape
@@ -194,11 +197,7 @@ class RobustPurifier(PurifierMixin, AttackSettingsMixin, keras.Model):
         self.residual = bool(residual)
         self.precision = precision
         self.image_shape = image_shape
-        self._initial_weights = {k: float(v) for k, v in weights.items()}
-        add_scalar_variables(self, self._initial_weights)
-        add_metric_trackers(self, METRIC_NAMES)
-        self.g_optimizer = None
-        self.d_optimizer = None
+        self.add_loss_weights(weights)
         self._purify_function = None
         self.built = True
 
@@ -224,32 +223,6 @@ class RobustPurifier(PurifierMixin, AttackSettingsMixin, keras.Model):
 
     # ------------------------------------------------------------------ training
 
-    def compile(self, g_optimizer=None, d_optimizer=None, auto_scale_loss=True, **kwargs):
-        """Sets the optimizers: generator Adam(1e-3), discriminator Adam(2e-4, beta_1=0.5) by default."""
-        named = {"g_optimizer": (g_optimizer, self.generator.trainable_variables, default_generator_optimizer)}
-        if self.discriminator is not None:
-            named["d_optimizer"] = (d_optimizer, self.discriminator.trainable_variables,
-                                    default_discriminator_optimizer)
-        elif d_optimizer is not None:
-            raise invalid_value("d_optimizer", "None when no discriminator is given", d_optimizer)
-        compile_optimizers(self, named, auto_scale_loss, kwargs)
-
-    def get_compile_config(self):
-        if self.g_optimizer is None:
-            return None
-        serialize = keras.saving.serialize_keras_object
-        config = {"g_optimizer": serialize(self.g_optimizer)}
-        if self.d_optimizer is not None:
-            config["d_optimizer"] = serialize(self.d_optimizer)
-        return config
-
-    def compile_from_config(self, config):
-        self.compile(**{k: keras.saving.deserialize_keras_object(v) for k, v in config.items()})
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
-
     def craft(self, x, y):
         """The training attack on a batch (graph-friendly): PGD through the frozen pipeline."""
         import tensorflow as tf
@@ -263,7 +236,15 @@ class RobustPurifier(PurifierMixin, AttackSettingsMixin, keras.Model):
             rand_init=self.attack_rand_init, loss=self.attack_loss, reference_logits=reference,
         ) if self.attack_steps > 0 else tf.cast(x, tf.float32)
 
-    def _loss_terms(self, x, x_adv, y, training):
+    def prepare_batch(self, data, training):
+        """(x, x_adv, y): the training attack runs outside the gradient tape."""
+        import tensorflow as tf
+
+        x, y = split_xy(data)
+        x = tf.cast(x, tf.float32)
+        return x, self.craft(x, y), y
+
+    def compute_losses(self, x, x_adv, y, training):
         import tensorflow as tf
 
         x = tf.cast(x, tf.float32)
@@ -308,67 +289,22 @@ class RobustPurifier(PurifierMixin, AttackSettingsMixin, keras.Model):
         )
         return losses
 
-    def _update_metrics(self, losses):
-        import tensorflow as tf
-
-        for name, tracker in self.trackers.items():
-            tracker.update_state(tf.reduce_mean(losses[name]))
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
-
-    def _precision_scope(self):
+    def step_scope(self):
+        """The compute precision of the training attack and the step (`precision`)."""
         return compute_precision((self.generator, self.classifier, self.discriminator), self.precision)
 
-    def train_step(self, data):
-        with self._precision_scope():
-            return self._train_step(data)
-
-    def _train_step(self, data):
+    def prepare_fit(self, x, y, args, kwargs):
+        """Checks `(x, y)` and `validation_data` (arrays or datasets); arrays under `BackupAndRestore` get
+        an epoch order that resumes exactly."""
         import tensorflow as tf
 
-        x, y = split_xy(data)
-        x = tf.cast(x, tf.float32)
-        x_adv = self.craft(x, y)
-        g_vars = self.generator.trainable_variables
-        d_vars = self.discriminator.trainable_variables if self.discriminator is not None else []
-        with tf.GradientTape(persistent=True) as tape:
-            losses = self._loss_terms(x, x_adv, y, training=True)
-            g_loss = self.g_optimizer.scale_loss(tf.nn.compute_average_loss(losses["loss"]))
-            if d_vars:
-                d_loss = self.d_optimizer.scale_loss(tf.nn.compute_average_loss(losses["d_loss"]))
-        self.g_optimizer.apply(tape.gradient(g_loss, g_vars), g_vars)
-        if d_vars:
-            self.d_optimizer.apply(tape.gradient(d_loss, d_vars), d_vars)
-        del tape
-        return self._update_metrics(losses)
-
-    def test_step(self, data):
-        x, y = split_xy(data)
-        with self._precision_scope():
-            x_adv = self.craft(x, y)
-            losses = self._loss_terms(x, x_adv, y, training=False)
-        return self._update_metrics(losses)
-
-    def fit(self, x=None, y=None, *args, **kwargs):
-        """`keras.Model.fit` on images and integer labels: arrays `(x, y)` or a dataset of `(x, y)` batches."""
-        if self.g_optimizer is None:
-            raise RuntimeError("Call compile() before fit() (it sets g_optimizer and d_optimizer).")
-        import tensorflow as tf
-
-        num_classes = output_classes(self.classifier)
-        if isinstance(x, tf.data.Dataset):
-            x = check_xy_dataset(x, self.image_shape, num_classes=num_classes)
-        else:
-            x, y = check_xy_arrays(x, y, self.image_shape, num_classes=num_classes)
+        x, y = check_labelled_fit_data(self, x, y)
         validation = kwargs.get("validation_data")
         if validation is not None:
             if isinstance(validation, tf.data.Dataset):
-                kwargs["validation_data"] = check_xy_dataset(
-                    validation, self.image_shape, "validation_data", num_classes=num_classes
-                )
+                kwargs["validation_data"] = check_labelled_fit_data(self, validation, None, "validation_data")[0]
             elif isinstance(validation, (tuple, list)) and len(validation) == 2:
-                kwargs["validation_data"] = check_xy_arrays(
-                    validation[0], validation[1], self.image_shape, num_classes=num_classes
-                )
+                kwargs["validation_data"] = check_labelled_fit_data(self, validation[0], validation[1])
             else:
                 raise invalid_value(
                     "validation_data",
@@ -376,33 +312,11 @@ class RobustPurifier(PurifierMixin, AttackSettingsMixin, keras.Model):
                     f"a {len(validation)}-tuple" if isinstance(validation, (tuple, list)) else type(validation).__name__,
                 )
         x, y = epoch_ordered_arrays(x, y, args, kwargs, paired=False, seed=self.seed)  # exact resume
-        kwargs = dataset_fit_defaults(x, args, kwargs)
-        return fit_checked(super().fit, x, y, *args, **kwargs)
+        return x, y, dataset_fit_defaults(x, args, kwargs)
 
     # ------------------------------------------------------------------ config
 
     def get_config(self):
         config = super().get_config()
-        serialize = keras.saving.serialize_keras_object
-        config.update(
-            {
-                # The classifier first: a DefendedClassifier holding the same
-                # classifier then shares one model on load.
-                "classifier": serialize(self.classifier),
-                "generator": serialize(self.generator),
-                "discriminator": None if self.discriminator is None else serialize(self.discriminator),
-                **self._attack_config,
-                **self._initial_weights,
-                "residual": self.residual,
-                "precision": self.precision,
-            }
-        )
+        config.update({**self._attack_config, "residual": self.residual, "precision": self.precision})
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("classifier", "generator", "discriminator"):
-            if config.get(key) is not None:
-                config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)

@@ -39,25 +39,19 @@ from tfdefense._validation import (
     check_not_empty,
     check_number,
     check_validation_data,
-    fit_checked,
     invalid_value,
     output_classes,
 )
 from tfdefense.defenses.base import (
-    add_metric_trackers,
+    DefenseModel,
+    OptimizerSlot,
     add_scalar_variables,
+    check_labelled_fit_data,
     check_model,
-    compile_optimizers,
     dataset_fit_defaults,
     static_image_shape,
 )
-from tfdefense.defenses.training_attack import (
-    AttackSettingsMixin,
-    check_xy_arrays,
-    check_xy_dataset,
-    pgd_in_graph,
-    split_xy,
-)
+from tfdefense.defenses.training_attack import AttackSettingsMixin, pgd_in_graph, split_xy
 
 ATTACKS = ("fgsm", "pgd")
 DEFAULT_MIX = {"fgsm": 0.5, "pgd": 0.0}
@@ -70,7 +64,7 @@ def default_classifier_optimizer():
 
 
 @keras.saving.register_keras_serializable(package="tfdefense")
-class AdversarialTrainer(AttackSettingsMixin, keras.Model):
+class AdversarialTrainer(AttackSettingsMixin, DefenseModel):
     """Trains `classifier` on attacks crafted on itself in every training step.
 
     Args:
@@ -87,7 +81,15 @@ class AdversarialTrainer(AttackSettingsMixin, keras.Model):
     The attack's eps and step size are the variables `attack_eps` and
     `attack_step_size` (shared with `RobustPurifier`, so `EpsilonRamp` and
     `ComputeBudget` work here too); `mix` is a variable as well.
+    `compile(optimizer=None)`: the classifier's optimizer, Adam(1e-3) by
+    default. `fit` takes `(x, y)` arrays (checked) or a dataset of `(x, y)` batches.
     """
+
+    optimizer_slots = (
+        OptimizerSlot("c_optimizer", "classifier", "loss", default_classifier_optimizer, "optimizer"),
+    )
+    metric_names = METRIC_NAMES
+    nested_models = ("classifier",)
 
     def __init__(
         self,
@@ -130,15 +132,8 @@ class AdversarialTrainer(AttackSettingsMixin, keras.Model):
         self._arguments = {"eps": float(eps), "eps_iter": float(eps_iter), "nb_iter": int(nb_iter),
                            "rand_init": bool(rand_init), "mix": mix}
         initial_mix = float(DEFAULT_MIX[attack] if mix is None else mix)
-        add_scalar_variables(self, {"mix": initial_mix})
-        add_metric_trackers(self, METRIC_NAMES)
-        self.c_optimizer = None
+        add_scalar_variables(self, {"mix": initial_mix})  # in the config as `mix` (None: the attack's default)
         self.built = True
-
-    @property
-    def stochastic(self):
-        """False: `trainer(x)` is the classifier's deterministic forward pass."""
-        return False
 
     def call(self, inputs, training=None):
         return self.classifier(inputs, training=bool(training))
@@ -160,28 +155,15 @@ class AdversarialTrainer(AttackSettingsMixin, keras.Model):
 
     # ------------------------------------------------------------------ training
 
-    def compile(self, optimizer=None, auto_scale_loss=True, **kwargs):
-        """Sets the classifier's optimizer (default Adam(1e-3)); the loss is built in."""
-        compile_optimizers(
-            self,
-            {"c_optimizer": (optimizer, self.classifier.trainable_variables, default_classifier_optimizer)},
-            auto_scale_loss,
-            kwargs,
-        )
+    def prepare_batch(self, data, training):
+        """(x, y, x_adv): the attack runs on the current classifier outside the gradient tape."""
+        import tensorflow as tf
 
-    def get_compile_config(self):
-        if self.c_optimizer is None:
-            return None
-        return {"optimizer": keras.saving.serialize_keras_object(self.c_optimizer)}
+        x, y = split_xy(data)
+        x = tf.cast(x, tf.float32)
+        return x, y, self.craft(x, y)
 
-    def compile_from_config(self, config):
-        self.compile(optimizer=keras.saving.deserialize_keras_object(config["optimizer"]))
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
-
-    def _compute_losses(self, x, y, x_adv, training):
+    def compute_losses(self, x, y, x_adv, training):
         import tensorflow as tf
 
         y = tf.reshape(tf.cast(y, tf.int64), [-1])
@@ -197,7 +179,7 @@ class AdversarialTrainer(AttackSettingsMixin, keras.Model):
         def acc(logits):
             return tf.cast(tf.equal(tf.argmax(logits, -1), y), tf.float32)
 
-        return loss, {
+        return {
             "loss": loss,
             "clean_loss": clean_loss,
             "adv_loss": adv_loss,
@@ -205,68 +187,20 @@ class AdversarialTrainer(AttackSettingsMixin, keras.Model):
             "adv_acc": acc(adv_logits),
         }
 
-    def _record(self, values):
+    def prepare_fit(self, x, y, args, kwargs):
         import tensorflow as tf
 
-        for name, tracker in self.trackers.items():
-            tracker.update_state(tf.reduce_mean(values[name]))
-        return {m.name: m.result() for m in self.metrics}
-
-    def train_step(self, data):
-        import tensorflow as tf
-
-        x, y = split_xy(data)
-        x = tf.cast(x, tf.float32)
-        x_adv = self.craft(x, y)
-        variables = self.classifier.trainable_variables
-        with tf.GradientTape() as tape:
-            loss, values = self._compute_losses(x, y, x_adv, training=True)
-            scaled = self.c_optimizer.scale_loss(tf.nn.compute_average_loss(loss))
-        self.c_optimizer.apply(tape.gradient(scaled, variables), variables)
-        return self._record(values)
-
-    def test_step(self, data):
-        import tensorflow as tf
-
-        x, y = split_xy(data)
-        x = tf.cast(x, tf.float32)
-        return self._record(self._compute_losses(x, y, self.craft(x, y), training=False)[1])
-
-    def fit(self, x=None, y=None, *args, **kwargs):
-        """`keras.Model.fit` on `(x, y)` arrays (checked) or a dataset of `(x, y)` batches."""
-        import tensorflow as tf
-
-        if self.c_optimizer is None:
-            raise RuntimeError("Call compile() before fit().")
-        num_classes = output_classes(self.classifier)
-        if isinstance(x, tf.data.Dataset):
-            x = check_xy_dataset(x, self.image_shape, num_classes=num_classes)
-        else:
-            if y is None:
-                raise invalid_value("y", "integer labels (adversarial training needs the true labels)", y)
-            x, y = check_xy_arrays(x, y, self.image_shape, num_classes=num_classes)
-        kwargs = dataset_fit_defaults(x, args, kwargs)
-        return fit_checked(super().fit, x, y, *args, **kwargs)
+        if not isinstance(x, tf.data.Dataset) and y is None:
+            raise invalid_value("y", "integer labels (adversarial training needs the true labels)", y)
+        x, y = check_labelled_fit_data(self, x, y)
+        return x, y, dataset_fit_defaults(x, args, kwargs)
 
     # ------------------------------------------------------------------ config
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "classifier": keras.saving.serialize_keras_object(self.classifier),
-                "attack": self.attack,
-                **self._arguments,
-                "seed": self.seed,
-            }
-        )
+        config.update({"attack": self.attack, **self._arguments, "seed": self.seed})
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
-        return cls(**config)
 
 
 def adversarial_training(

@@ -44,20 +44,21 @@ from tfdefense._validation import (
     check_number,
     check_validation_data,
     dataset_range_checked,
-    fit_checked,
     invalid_value,
     output_classes,
 )
 from tfdefense.defenses.base import (
-    add_scalar_variables,
-    GANModelMixin,
-    dataset_fit_defaults,
+    DefenseModel,
+    OptimizerSlot,
+    check_dataset_images,
     check_image_array,
+    check_image_input,
     check_model,
     check_symbolic_images,
-    compile_optimizers,
-    static_image_shape,
+    dataset_fit_defaults,
+    image_to_image_shape,
 )
+from tfdefense.models.advgan_nets import advgan_generator  # noqa: F401  (re-exported)
 
 METRIC_NAMES = ("g_loss", "d_loss", "clean_acc", "adv_acc")
 
@@ -72,16 +73,6 @@ def default_classifier_optimizer():
     return keras.optimizers.Adam(learning_rate=1e-3)
 
 
-def advgan_generator(input_shape=(28, 28, 1), preset="mnist", name="advgan_generator", **overrides):
-    """The perturbation generator: the APE-GAN encoder-decoder with a tanh output in [-1, 1].
-
-    `preset` is an APE-GAN generator preset ("mnist", "cifar10", "imagenet", "tiny").
-    """
-    from tfdefense.models.apegan_nets import apegan_generator_preset
-
-    return apegan_generator_preset(preset, input_shape, output_activation="tanh", name=name, **overrides)
-
-
 def _unpack(data):
     if isinstance(data, dict):
         return data.get("x"), data.get("y")
@@ -92,9 +83,7 @@ def _unpack(data):
 
 
 @keras.saving.register_keras_serializable(package="tfdefense")
-class AdvGAN(GANModelMixin, keras.Model):
-    nested_models = ("generator", "classifier")
-
+class AdvGAN(DefenseModel):
     """Perturbation generator G trained against classifier D, optionally alternating with D.
 
     Args:
@@ -105,22 +94,26 @@ class AdvGAN(GANModelMixin, keras.Model):
       train_classifier: alternate G updates with D updates (generative
         adversarial training); False trains G only (an attack on a fixed D).
       clean_weight: weight of the clean-image cross-entropy in D's loss.
+
+    `compile(g_optimizer=None, d_optimizer=None)`: Adam(1e-3) each by default
+    (`d_optimizer` trains the classifier). `fit` takes `(x, y)` labelled images
+    (arrays or a dataset); `y=None` uses the classifier's predictions.
     """
+
+    optimizer_slots = (
+        OptimizerSlot("g_optimizer", "generator", "g_loss", default_generator_optimizer),
+        OptimizerSlot("d_optimizer", "classifier", "d_loss", default_classifier_optimizer),
+    )
+    metric_names = METRIC_NAMES
+    nested_models = ("generator", "classifier")
 
     def __init__(self, generator, classifier, eps=0.3, train_classifier=True, clean_weight=0.5, **kwargs):
         kwargs.setdefault("name", "advgan")
         super().__init__(**kwargs)
         check_model("generator", generator)
         check_model("classifier", classifier)
-        image_shape = static_image_shape(generator, "generator")
-        out_shape = generator.output_shape
-        if isinstance(out_shape, list) or tuple(out_shape[1:]) != image_shape:
-            raise invalid_value(
-                "generator", f"a model whose output shape equals its input shape {image_shape}", out_shape
-            )
-        c_shape = static_image_shape(classifier, "classifier")
-        if c_shape != image_shape:
-            raise invalid_value("classifier", f"a model taking the generator's images {image_shape}", c_shape)
+        image_shape = image_to_image_shape(generator, "generator")
+        check_image_input(classifier, "classifier", image_shape)
         check_number("eps", eps, minimum=0, maximum=1)
         check_number("clean_weight", clean_weight, minimum=0, maximum=1)
         if not isinstance(train_classifier, bool):
@@ -129,20 +122,9 @@ class AdvGAN(GANModelMixin, keras.Model):
         self.classifier = classifier
         self.image_shape = image_shape
         self.train_classifier = train_classifier
-        self._initial_weights = {"eps": float(eps), "clean_weight": float(clean_weight)}
-        add_scalar_variables(self, self._initial_weights)
-        self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
-        self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
-        self.clean_acc_tracker = keras.metrics.Mean(name="clean_acc")
-        self.adv_acc_tracker = keras.metrics.Mean(name="adv_acc")
-        self.g_optimizer = None
-        self.d_optimizer = None
+        self.add_loss_weights({"eps": eps, "clean_weight": clean_weight})
         self._perturb_function = None
         self.built = True
-
-    @property
-    def stochastic(self):
-        return False
 
     # ------------------------------------------------------------------ inference
 
@@ -181,22 +163,6 @@ class AdvGAN(GANModelMixin, keras.Model):
 
     # ------------------------------------------------------------------ training
 
-    def compile(self, g_optimizer=None, d_optimizer=None, auto_scale_loss=True, **kwargs):
-        """Sets the generator and classifier optimizers (default Adam(1e-3) each)."""
-        compile_optimizers(
-            self,
-            {
-                "g_optimizer": (g_optimizer, self.generator.trainable_variables, default_generator_optimizer),
-                "d_optimizer": (d_optimizer, self.classifier.trainable_variables, default_classifier_optimizer),
-            },
-            auto_scale_loss,
-            kwargs,
-        )
-
-    @property
-    def metrics(self):
-        return [self.g_loss_tracker, self.d_loss_tracker, self.clean_acc_tracker, self.adv_acc_tracker]
-
     def _targets(self, x, y):
         import tensorflow as tf
 
@@ -217,11 +183,10 @@ class AdvGAN(GANModelMixin, keras.Model):
         return tf.cast(tf.equal(tf.argmax(logits, axis=-1), labels), tf.float32)
 
     def train_step(self, data):
+        """One generator step against the classifier, then one classifier step on the new examples."""
         import tensorflow as tf
 
-        x, y = _unpack(data)
-        x = tf.cast(x, tf.float32)
-        labels = self._targets(x, y)
+        x, labels = self.prepare_batch(data, training=True)
         g_vars = self.generator.trainable_variables
         with tf.GradientTape() as tape:
             x_adv = self._adversarial(x, training=True)
@@ -234,65 +199,44 @@ class AdvGAN(GANModelMixin, keras.Model):
         if self.train_classifier:
             d_vars = self.classifier.trainable_variables
             with tf.GradientTape() as tape:
-                clean_logits = self.classifier(x, training=True)
-                adv_logits = self.classifier(x_adv, training=True)
-                weight = tf.cast(self.clean_weight, tf.float32)
-                d_loss = weight * self._ce(labels, clean_logits) + (1.0 - weight) * self._ce(labels, adv_logits)
-                scaled = self.d_optimizer.scale_loss(tf.nn.compute_average_loss(d_loss))
+                values = self._classifier_losses(x, x_adv, labels, training=True)
+                scaled = self.d_optimizer.scale_loss(tf.nn.compute_average_loss(values["d_loss"]))
             self.d_optimizer.apply(tape.gradient(scaled, d_vars), d_vars)
         else:
-            clean_logits = self.classifier(x, training=False)
-            adv_logits = self.classifier(x_adv, training=False)
-            weight = tf.cast(self.clean_weight, tf.float32)
-            d_loss = weight * self._ce(labels, clean_logits) + (1.0 - weight) * self._ce(labels, adv_logits)
-        return self._update_metrics(
-            {
-                "g_loss": g_loss,
-                "d_loss": d_loss,
-                "clean_acc": self._correct(labels, clean_logits),
-                "adv_acc": self._correct(labels, adv_logits),
-            }
-        )
+            values = self._classifier_losses(x, x_adv, labels, training=False)
+        return self.update_metrics({"g_loss": g_loss, **values})
 
-    def test_step(self, data):
+    def _classifier_losses(self, x, x_adv, labels, training):
+        """D's loss and its accuracy on clean and adversarial images."""
+        import tensorflow as tf
+
+        clean_logits = self.classifier(x, training=training)
+        adv_logits = self.classifier(x_adv, training=training)
+        weight = tf.cast(self.clean_weight, tf.float32)
+        return {
+            "d_loss": weight * self._ce(labels, clean_logits) + (1.0 - weight) * self._ce(labels, adv_logits),
+            "clean_acc": self._correct(labels, clean_logits),
+            "adv_acc": self._correct(labels, adv_logits),
+            "adv_logits": adv_logits,
+        }
+
+    def prepare_batch(self, data, training):
         import tensorflow as tf
 
         x, y = _unpack(data)
         x = tf.cast(x, tf.float32)
-        labels = self._targets(x, y)
-        x_adv = self._adversarial(x, training=False)
-        clean_logits = self.classifier(x, training=False)
-        adv_logits = self.classifier(x_adv, training=False)
-        weight = tf.cast(self.clean_weight, tf.float32)
-        return self._update_metrics(
-            {
-                "g_loss": -self._ce(labels, adv_logits),
-                "d_loss": weight * self._ce(labels, clean_logits) + (1.0 - weight) * self._ce(labels, adv_logits),
-                "clean_acc": self._correct(labels, clean_logits),
-                "adv_acc": self._correct(labels, adv_logits),
-            }
-        )
+        return x, self._targets(x, y)
 
-    def _update_metrics(self, values):
-        import tensorflow as tf
-
-        for name in METRIC_NAMES:
-            getattr(self, f"{name}_tracker").update_state(tf.reduce_mean(values[name]))
-        return {m.name: m.result() for m in self.metrics}
+    def compute_losses(self, x, labels, training):
+        values = self._classifier_losses(x, self._adversarial(x, training=False), labels, training=False)
+        return {"g_loss": -self._ce(labels, values["adv_logits"]), **values}
 
     def _check_fit_data(self, x, y, argument="x"):
         import tensorflow as tf
 
         if isinstance(x, tf.data.Dataset):
-            spec = x.element_spec
-            image_spec = spec[0] if isinstance(spec, (tuple, list)) else spec
-            shape = tuple(getattr(image_spec, "shape", ()))
-            if len(shape) != 4 or any(s is not None and s != e for s, e in zip(shape[1:], self.image_shape)):
-                raise invalid_value(
-                    argument, f"a dataset of (x, y) batches of images of shape {self.image_shape}", spec
-                )
-            if not image_spec.dtype.is_floating:
-                raise invalid_value(argument, "a dataset of float images in [0, 1] (convert uint8 with x / 255)", spec)
+            expected = f"a dataset of (x, y) batches of images of shape {self.image_shape}"
+            spec = check_dataset_images(x, self.image_shape, argument, expected)
             labels = 1 if isinstance(spec, (tuple, list)) and len(spec) > 1 else None
             return dataset_range_checked(x, argument, (0,), labels, output_classes(self.classifier)), y
         if x is None or isinstance(x, (str, dict)) or not hasattr(x, "shape"):
@@ -302,29 +246,19 @@ class AdvGAN(GANModelMixin, keras.Model):
             y = check_labels(y, "y", num_examples=len(x), num_classes=output_classes(self.classifier))
         return x, y
 
-    def fit(self, x=None, y=None, *args, **kwargs):
-        """`keras.Model.fit` on `(x, y)` labelled images (arrays or a dataset); `y=None` uses predictions."""
-        self.require_compiled()
+    def prepare_fit(self, x, y, args, kwargs):
         x, y = self._check_fit_data(x, y)
         validation = kwargs.get("validation_data")
         if isinstance(validation, (tuple, list)):
             validation = check_validation_data(validation, (1, 2))
             labels = validation[1] if len(validation) > 1 else None
             kwargs["validation_data"] = self._check_fit_data(validation[0], labels, "validation_data")
-        return fit_checked(super().fit, x, y, *args, **dataset_fit_defaults(x, args, kwargs))
+        return x, y, dataset_fit_defaults(x, args, kwargs)
 
     # ------------------------------------------------------------------ config
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                **self.nested_model_config(),
-                **self._initial_weights,
-                "train_classifier": self.train_classifier,
-            }
-        )
-        return config
+        return {**super().get_config(), "train_classifier": self.train_classifier}
 
 
 def advgan_perturb(generator, x, eps, batch_size=256):

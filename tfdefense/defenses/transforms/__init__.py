@@ -13,7 +13,8 @@ from tfdefense.defenses.transforms.classic import (
     list_transforms,
     register_transform,
 )
-from tfdefense.defenses.transforms.superres import SuperResolutionWavelet, super_resolution_net, train_super_resolution
+from tfdefense.defenses.transforms.superres import SuperResolutionWavelet, train_super_resolution
+from tfdefense.models.superres_nets import super_resolution_net
 
 __all__ = [
     "BitDepthReduction",
