@@ -64,7 +64,7 @@ def _assert_same_variables(actual, expected, what):
 
 def assert_keras_round_trip(model, x, directory, *, outputs=model_outputs, atol=0.0, rtol=0.0,
                             check_optimizers=True):
-    """Saves `model` as a `.keras` file in `directory`, loads it back and checks it is the same model.
+    """Saves `model` as `directory/<class name in lower case>.keras`, loads it back and checks it is the same model.
 
     Checks: the class; `outputs(loaded, x)` against `outputs(model, x)` (default `model_outputs`;
     pass e.g. `lambda m, x: m.purify(x, seed=0)` for a seeded stochastic defense); every weight
@@ -185,12 +185,13 @@ def _shape_pattern(argument, shape):
     return f"`{argument}`.*Received: {argument}=.?array of shape {re.escape(str(tuple(shape)))}"
 
 
-def assert_fit_rejects_bad_data(model, x, y=None, **fit_kwargs):
+def assert_fit_rejects_bad_data(model, x, y=None, *, y_required=True, **fit_kwargs):
     """Checks that `model.fit` refuses bad numpy data with a ValueError naming the argument.
 
     `model` is compiled and `x` (and `y`, the clean images or the labels it trains on, if any)
     is good data. Each case must raise before training: `x` out of [0, 1], `x` of another
-    image shape, an empty `x`; with `y`: `y` one shorter than `x`, and `y=None`.
+    image shape, an empty `x`; with `y`: `y` one shorter than `x`, and (with `y_required`)
+    `y=None`. Other keyword arguments go to `fit`.
     """
     x = np.asarray(x, np.float32)
     fit_kwargs = {"epochs": 1, "verbose": 0, **fit_kwargs}
@@ -207,4 +208,5 @@ def assert_fit_rejects_bad_data(model, x, y=None, **fit_kwargs):
     if y is not None:
         short = np.asarray(y)[: n - 1]
         _expect_value_error(fit(x, short), _shape_pattern("y", short.shape), "y one shorter than x")
-        _expect_value_error(fit(x, None), "`y`", "y=None")
+        if y_required:
+            _expect_value_error(fit(x, None), "`y`", "y=None")

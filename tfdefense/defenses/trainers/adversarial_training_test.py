@@ -6,6 +6,7 @@ from tfdefense.attacks import get_attack
 from tfdefense.defenses.trainers.adversarial_training import AdversarialTrainer, adversarial_training
 from tfdefense.evaluation import accuracy
 from tfdefense.models import model_c, trainable_copy
+from tfdefense.testing import assert_fit_rejects_bad_data, assert_keras_round_trip
 
 METRICS = {"loss", "clean_loss", "adv_loss", "clean_acc", "adv_acc"}
 
@@ -58,11 +59,8 @@ def test_pgd_step_crafts_in_the_graph_and_round_trips(tmp_path, mnist, mnist_mod
     trainer.mix.assign(1.0)  # a variable read by the compiled step
     scores = trainer.evaluate(x[:64], y[:64], return_dict=True, verbose=0)
     assert scores["loss"] == pytest.approx(scores["clean_loss"], rel=1e-5)
-    path = tmp_path / "at.keras"
-    trainer.save(path)
-    loaded = keras.saving.load_model(path)
-    assert isinstance(loaded, AdversarialTrainer) and loaded.nb_iter == 5 and loaded.attack == "pgd"
-    np.testing.assert_array_equal(np.asarray(loaded(x[:32])), np.asarray(trainer(x[:32])))
+    loaded = assert_keras_round_trip(trainer, x[:32], tmp_path)
+    assert loaded.nb_iter == 5 and loaded.attack == "pgd"
     assert float(loaded.mix) == 1.0 and not loaded.stochastic
 
 
@@ -90,5 +88,4 @@ def test_bad_input_is_rejected(mnist):
     trainer.compile()
     with pytest.raises(ValueError, match="`y`.*Received: y=None"):
         trainer.fit(x_train[:8], None, verbose=0)
-    with pytest.raises(ValueError, match="`x`.*values in \\[0, 1\\]"):
-        trainer.fit(x_train[:8] * 255.0, y_train[:8], verbose=0)
+    assert_fit_rejects_bad_data(trainer, x_train[:8], y_train[:8])

@@ -7,6 +7,7 @@ from tfdefense.attacks import get_attack, list_attacks
 from tfdefense.defenses.trainers.advgan import AdvGAN, advgan_generator, advgan_perturb
 from tfdefense.evaluation import accuracy
 from tfdefense.models import model_c
+from tfdefense.testing import assert_fit_rejects_bad_data, assert_keras_round_trip
 
 METRICS = {"g_loss", "d_loss", "clean_acc", "adv_acc"}
 
@@ -99,17 +100,17 @@ def test_adversarial_training_makes_the_classifier_robust_to_g(defender, attacke
     np.testing.assert_allclose(np.asarray(gan(x_test[:8])), np.asarray(robust(x_test[:8])), atol=1e-6)
 
 
+def _perturbations_and_logits(gan, x):
+    return np.concatenate([gan.perturb(x).ravel(), np.asarray(gan(x)).ravel()])
+
+
 def test_keras_round_trip(tmp_path, defender, data):
     gan = defender[0]
     x = data[2][:32]
     gan.eps.assign(0.2)
     try:
-        gan.save(tmp_path / "advgan.keras")
-        loaded = keras.saving.load_model(tmp_path / "advgan.keras")
-        assert isinstance(loaded, AdvGAN) and loaded.train_classifier
-        assert float(loaded.eps) == pytest.approx(0.2)
-        np.testing.assert_array_equal(loaded.perturb(x), gan.perturb(x))
-        np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(gan(x)))
+        loaded = assert_keras_round_trip(gan, x, tmp_path, outputs=_perturbations_and_logits)
+        assert loaded.train_classifier and float(loaded.eps) == pytest.approx(0.2)
         attack = get_attack("advgan", generator=str(tmp_path / "advgan.keras"), eps=0.2)
         np.testing.assert_allclose(attack(gan.classifier, x), gan.perturb(x), atol=1e-6)
     finally:
@@ -130,8 +131,7 @@ def test_labels_are_optional_and_inputs_checked(data):
         AdvGAN(advgan_generator(preset="tiny"), model_c(input_shape=(32, 32, 3)))
     with pytest.raises(ValueError, match="`train_classifier`"):
         AdvGAN(advgan_generator(preset="tiny"), model_c(), train_classifier="yes")
-    with pytest.raises(ValueError, match="`y`.*Received: y=.?array of shape \\(10,\\)"):
-        gan.fit(x, y[:10], verbose=0)
+    assert_fit_rejects_bad_data(gan, x, y, y_required=False)
     with pytest.raises(ValueError, match="`x`.*values in \\[0, 1\\]"):
         gan.perturb(x * 255.0)
     with pytest.raises(ValueError, match="`x`.*Received: x=.?array of shape \\(2, 28, 28, 3\\)"):
