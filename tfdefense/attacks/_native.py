@@ -232,7 +232,8 @@ def value_and_grad_fn(model_fn, objective_fn, eot_samples=1):
     return averaged
 
 
-def pgd_loop(value_and_grad, x0, x_start, eps, step_size, steps, norm="inf", decay=None, projection="delta"):
+def pgd_loop(value_and_grad, x0, x_start, eps, step_size, steps, norm="inf", decay=None, projection="delta",
+             stop_gradient=False):
     """`steps` projected steepest-ascent steps from `x_start` around `x0`, in one `tf.while_loop`.
 
     Each step: grad = d objective / dx (`value_and_grad` from `value_and_grad_fn`);
@@ -242,8 +243,9 @@ def pgd_loop(value_and_grad, x0, x_start, eps, step_size, steps, norm="inf", dec
     projection "delta" computes clip_[0,1](x0 + P_eps(x - x0)) (any norm),
     "bounds" computes clip_[0,1](clip(x, x0 - eps, x0 + eps)) (Linf only; the
     same point up to float rounding). eps and step_size are floats or scalar
-    tensors, `steps` a Python int (0 returns `x_start`). The iterate is
-    stop-gradient at every step, so a caller's outer tape never records the loop.
+    tensors, `steps` a Python int (0 returns `x_start`). With `stop_gradient`
+    the iterate is cut from the graph at every step (for a caller inside an
+    outer tape, such as a training step).
     """
     if projection not in ("delta", "bounds") or (projection == "bounds" and norm != "inf"):
         raise invalid_value("projection", "'delta', or 'bounds' with norm 'inf'", f"{projection!r} (norm {norm!r})")
@@ -261,7 +263,7 @@ def pgd_loop(value_and_grad, x0, x_start, eps, step_size, steps, norm="inf", dec
             x_adv = tf.clip_by_value(tf.clip_by_value(x_adv, x0 - eps, x0 + eps), 0.0, 1.0)
         else:
             x_adv = tf.clip_by_value(x0 + project(x_adv - x0, eps, norm), 0.0, 1.0)
-        return i + 1, tf.stop_gradient(x_adv), momentum
+        return i + 1, tf.stop_gradient(x_adv) if stop_gradient else x_adv, momentum
 
     _, x_adv, _ = tf.while_loop(lambda i, *_: i < steps, body, (tf.constant(0), x_start, tf.zeros_like(x0)))
     return x_adv

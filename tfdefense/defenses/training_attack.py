@@ -91,7 +91,7 @@ def pgd_in_graph(logits_fn, x, y, eps, step_size, steps, seed, rand_init=True, l
         return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
 
     value_and_grad = value_and_grad_fn(lambda z: tf.cast(logits_fn(z), tf.float32), objective)
-    x_adv = pgd_loop(value_and_grad, x, x_adv, eps, step_size, steps, "inf", projection="bounds")
+    x_adv = pgd_loop(value_and_grad, x, x_adv, eps, step_size, steps, "inf", projection="bounds", stop_gradient=True)
     return tf.stop_gradient(x_adv)
 
 
