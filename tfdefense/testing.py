@@ -164,7 +164,7 @@ def assert_config_round_trip(model, *, compile_config=True):
         raise AssertionError(f"{cls.__name__}.from_config gave a {type(restored).__name__}")
     _assert_same_config(restored.get_config(), config)
     compiled = model.get_compile_config() if compile_config else None
-    if compiled is not None:
+    if compiled:  # None or {} when the model was never compiled
         restored.compile_from_config(json.loads(json.dumps(compiled)))
         _assert_same_config(restored.get_compile_config(), compiled, "get_compile_config()")
     return restored

@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from tfdefense.defenses import DefendedClassifier, Pix2PixDefense
 from tfdefense.models import model_c, model_d, patchgan_preset, unet_generator_preset
+from tfdefense.testing import assert_keras_round_trip
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +67,7 @@ def test_round_trip_shares_the_classifier(tmp_path, parts, rng):
     defense, classifier = parts
     model = DefendedClassifier(defense, classifier)
     x = rng.random((4, 28, 28, 1), dtype=np.float32)
-    model.save(tmp_path / "defended.keras")
-    loaded = keras.models.load_model(tmp_path / "defended.keras")
-    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+    loaded = assert_keras_round_trip(model, x, tmp_path)
     assert loaded.classifier is loaded.purifier.classifier
     loaded.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     assert loaded.evaluate(x, np.zeros(4, np.int64), verbose=0, return_dict=True)["accuracy"] >= 0

@@ -7,20 +7,12 @@ import tensorflow as tf
 
 from tfdefense.attacks import get_attack
 from tfdefense.defenses import DefendedClassifier
-from tfdefense.defenses.transforms.classic import (
-    BitDepthReduction,
-    InputTransform,
-    JpegCompression,
-    MedianSmoothing,
-    PixelDeflection,
-    RandomResizePad,
-    TotalVarianceMinimization,
-    WaveletDenoise,
-    get_transform,
-    list_transforms,
-    pixel_deflect,
-)
+from tfdefense.defenses.transforms.classic import (BitDepthReduction, InputTransform, JpegCompression,
+                                                   MedianSmoothing, PixelDeflection, RandomResizePad,
+                                                   TotalVarianceMinimization, WaveletDenoise, get_transform,
+                                                   list_transforms, pixel_deflect)
 from tfdefense.evaluation.metrics import accuracy
+from tfdefense.testing import assert_config_round_trip, assert_keras_round_trip
 
 SIMPLE = ("bit_depth", "jpeg", "median", "wavelet", "random_resize_pad", "pixel_deflection", "tv_min")
 STOCHASTIC = {"random_resize_pad", "pixel_deflection", "tv_min"}
@@ -156,20 +148,15 @@ def test_bpda_false_masks_the_gradient(mnist_model_c, mnist_eval_batch):
 def test_save_load_round_trip(name, tmp_path, mnist_eval_batch):
     x = mnist_eval_batch[0][: 3 if name == "tv_min" else 8]
     t = _make(name, seed=5) if name in STOCHASTIC else _make(name)
-    path = tmp_path / f"{name}.keras"
-    t.save(path)
-    loaded = keras.saving.load_model(path)
-    assert type(loaded) is type(t) and loaded.get_config() == t.get_config()
     # deterministic: identical outputs; stochastic: the saved seed state gives the same draw
-    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(t(x)))
+    assert_keras_round_trip(t, x, tmp_path, outputs=lambda model, x: model(x))
+    assert_config_round_trip(t)
 
 
 def test_defended_classifier_round_trip(tmp_path, mnist_model_c, mnist_eval_batch):
     x = mnist_eval_batch[0][:8]
     model = DefendedClassifier(MedianSmoothing(window=2), mnist_model_c)
-    model.save(tmp_path / "defended.keras")
-    loaded = keras.saving.load_model(tmp_path / "defended.keras")
-    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-5)
+    assert_keras_round_trip(model, x, tmp_path, rtol=1e-5, atol=1e-5)
 
 
 # What the transforms really do at MNIST eps 0.3 (FGSM crafted on model C alone, the papers'
