@@ -215,6 +215,7 @@ class Run:
         self.steps_dir = self.out_dir / "steps"
         self.steps_computed, self.steps_reused = [], []  # step names, in order (see `step`)
         self._model_files = {}  # id -> (model, "NAME-HASH.keras") of the models `model` returned
+        self.failure = None  # an exception `run_preset` raises after writing the reports (`fail_after_reports`)
         self.started = time.perf_counter()
 
     # Selection ------------------------------------------------------------------
@@ -255,6 +256,10 @@ class Run:
 
     def note(self, text):
         self.notes.append(text)
+
+    def fail_after_reports(self, error):
+        """Makes `run_preset` raise `error` once the reports are written (e.g. a failed sanity check)."""
+        self.failure = error
 
     def log(self, message):
         if self.progress:
@@ -411,4 +416,6 @@ def run_preset(name, out_dir, scale="quick", seed=0, **options):
     reports.validate_results(results)
     if run.is_chief:  # other workers computed the same numbers; only the chief writes reports
         reports.write_reports(run.out_dir, results, run.plots)
+    if run.failure is not None:
+        raise run.failure
     return results

@@ -25,13 +25,12 @@ reviewer's attack set on the whole MNIST test split, plus CIFAR-10 at eps
 8/255: hours on CPU).
 """
 
-import json
 import time
 
 import numpy as np
 
-from tfdefense._io import write_json
-from tfdefense.evaluation.runner import config_hash, register_preset, with_dependencies
+from tfdefense.evaluation.presets import common, recipes
+from tfdefense.evaluation.runner import register_preset
 
 DATASETS = {
     "mnist": dict(eps=0.3, eps_grid=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6), classifier="C", apegan="mnist"),
@@ -65,17 +64,14 @@ DEFENSES = ("none", "robust", "madry", "pix2pix", "apegan")
 
 
 def _train_classifier(run, name, dataset, x_train, y_train, settings):
-    from tfdefense.models import model_c, model_d, train_classifier
+    from tfdefense.models import model_c, model_d
 
-    build = model_c if DATASETS[name]["classifier"] == "C" else model_d
+    architecture = DATASETS[name]["classifier"]
+    build = model_c if architecture == "C" else model_d
     epochs = settings["classifier_epochs"]
-
-    def train(model):
-        train_classifier(model, x_train, y_train, epochs=epochs, batch_size=128, seed=run.seed, verbose=0,
-                         augment="flip_shift" if name == "cifar10" else None)
-
-    config = {"data": dataset, "epochs": epochs, "seed": run.seed, "classifier": DATASETS[name]["classifier"]}
-    return run.model(f"{name}-classifier", config, lambda: build(input_shape=x_train.shape[1:]), train)
+    return recipes.classifier(run, f"{name}-classifier", lambda: build(input_shape=x_train.shape[1:]), x_train, y_train,
+                              epochs, recipes.key(run, epochs, data=dataset, classifier=architecture), batch_size=128,
+                              augment="flip_shift" if name == "cifar10" else None)
 
 
 # Madry epochs cost ~0.6 of a robust-purifier epoch (no purifier in the loop): the cosine schedule
@@ -83,134 +79,53 @@ def _train_classifier(run, name, dataset, x_train, y_train, settings):
 MADRY_EPOCH_RATIO = 5 / 3
 
 
-def _cosine_adam(epochs, n, batch):
-    """FusedAdam(1e-3) with cosine decay to 2% over `epochs` passes of `n` images (the measured recipe)."""
-    import keras
-
-    from tfdefense.defenses import FusedAdam
-
-    steps = epochs * -(-n // batch)
-    return FusedAdam(keras.optimizers.schedules.CosineDecay(1e-3, steps, alpha=0.02))
-
-
-def _cpu_record(run, key):
-    return run.models_dir / f"{key}.cpu.json"
-
-
 def _train_robust(run, name, dataset, classifier, x_train, y_train, settings, eps):
-    import keras
-
-    from tfdefense.defenses import ComputeBudget, EpsilonRamp, RobustPurifier
     from tfdefense.models.unet import unet_generator
 
-    config = {"data": dataset, "classifier": DATASETS[name]["classifier"], "eps": eps, "unet": settings["unet"],
-              "steps": settings["train_steps"], "epochs": settings["robust_epochs"], "ramp": settings["eps_ramp"],
-              "schedule": "cosine", "seed": run.seed}
-    config = with_dependencies(config, [classifier])
-    key = f"{name}-robust-{config_hash(config)}"
-    batch = run.batch_size or 64
-
-    def build():
-        generator = unet_generator(x_train.shape[1:], dropout=0.0, **settings["unet"])
-        model = RobustPurifier(generator, classifier, attack_eps=eps, attack_steps=settings["train_steps"],
-                               seed=run.seed)
-        model.compile(g_optimizer=_cosine_adam(settings["robust_epochs"], len(x_train), batch))
-        return model
-
-    def train(model):
-        budget = ComputeBudget()
-        history = model.fit(
-            x_train, y_train, batch_size=batch, epochs=settings["robust_epochs"], verbose=0,
-            callbacks=[EpsilonRamp(settings["eps_ramp"]), budget,
-                       keras.callbacks.BackupAndRestore(str(run.out_dir / "backup" / key))],
-        )
-        write_json(_cpu_record(run, key), {"cpu_seconds": budget.spent, "history": {
-            k: [float(v) for v in vs] for k, vs in history.history.items()}})
-
-    model = run.model(f"{name}-robust", config, build, train)
-    record = _cpu_record(run, key)
-    cpu = json.loads(record.read_text())["cpu_seconds"] if record.is_file() else None
-    return model, cpu
+    epochs = settings["robust_epochs"]
+    config = recipes.key(run, epochs, data=dataset, classifier=DATASETS[name]["classifier"], eps=eps, unet=settings["unet"],
+                         steps=settings["train_steps"], ramp=settings["eps_ramp"], schedule="cosine")
+    return recipes.robust_purifier(
+        run, f"{name}-robust", config, classifier, x_train, y_train,
+        lambda: unet_generator(x_train.shape[1:], dropout=0.0, **settings["unet"]), eps, settings["train_steps"], epochs,
+        settings["eps_ramp"])
 
 
 def _train_madry(run, name, dataset, classifier, x_train, y_train, settings, eps, cpu_budget):
-    import keras
-
-    from tfdefense.defenses import AdversarialTrainer, ComputeBudget, EpsilonRamp
-    from tfdefense.models import trainable_copy
-
     config = {"data": dataset, "eps": eps, "steps": settings["train_steps"], "budget": cpu_budget,
               "ramp": settings["eps_ramp"], "schedule": "cosine", "seed": run.seed}
-    config = with_dependencies(config, [classifier])
-    key = f"{name}-madry-{config_hash(config)}"
-    batch = run.batch_size or 64
     epochs = settings["robust_epochs"]
     if cpu_budget is not None:
         epochs = int(np.ceil(epochs * MADRY_EPOCH_RATIO))
-
-    def build():
-        clone = trainable_copy(classifier)  # the target classifier is frozen; Madry trains a copy
-        steps = settings["train_steps"]
-        model = AdversarialTrainer(clone, attack="pgd", eps=eps, eps_iter=2.5 * eps / steps, nb_iter=steps,
-                                   seed=run.seed)
-        model.compile(optimizer=_cosine_adam(epochs, len(x_train), batch))
-        return model
-
-    def train(model):
-        budget = ComputeBudget(cpu_budget)
-        model.fit(x_train, y_train, batch_size=batch, epochs=epochs, verbose=0,
-                  callbacks=[EpsilonRamp(settings["eps_ramp"]), budget,
-                             keras.callbacks.BackupAndRestore(str(run.out_dir / "backup" / key))])
-        write_json(_cpu_record(run, key), {"cpu_seconds": budget.spent})
-
-    model = run.model(f"{name}-madry", config, build, train)
-    record = _cpu_record(run, key)
-    cpu = json.loads(record.read_text())["cpu_seconds"] if record.is_file() else None
-    return model.classifier, cpu
+    return recipes.madry(run, f"{name}-madry", config, classifier, x_train, y_train, eps, settings["train_steps"], epochs,
+                         settings["eps_ramp"], cpu_budget)
 
 
 def _train_baselines(run, name, dataset, classifier, x_train, y_train, settings, eps):
-    from tfdefense.attacks import generate, get_attack
+    """The non-robust purifiers trained the papers' way: pairs crafted on the bare classifier."""
     from tfdefense.data import make_paired_pipeline
-    from tfdefense.defenses import APEGAN, Pix2PixDefense
     from tfdefense.models.patchgan import patchgan_discriminator
     from tfdefense.models.unet import unet_generator
 
     out = {}
-    cache = run.cache_dir / "adversarial"
-    batch = run.batch_size or 64
-    fgsm = generate(get_attack("fgsm", eps=eps), classifier, x_train, y_train, cache_dir=cache, progress=False)
+    epochs = settings["baseline_epochs"]
+    fgsm = common.attacked(run, "fgsm", {"eps": eps}, classifier, x_train, y_train)
     if run.wants_defense("pix2pix"):
-        pgd = generate(get_attack("pgd", eps=eps, eps_iter=2.5 * eps / 20, nb_iter=20, seed=run.seed), classifier,
-                       x_train, y_train, cache_dir=cache, progress=False)
-
-        def build_p2p():
-            shape = x_train.shape[1:]
-            model = Pix2PixDefense(unet_generator(shape, **settings["unet"]),
-                                   patchgan_discriminator(shape, base_filters=8, n_layers=1), lambda_l1=100.0)
-            model.compile()
-            return model
-
-        def train_p2p(model):
-            pairs = make_paired_pipeline(np.concatenate([fgsm, pgd, x_train]), np.concatenate([x_train] * 3),
-                                         batch_size=batch, seed=run.seed)
-            model.fit(pairs, epochs=settings["baseline_epochs"], verbose=0)
-
-        config = {"data": dataset, "eps": eps, "unet": settings["unet"], "epochs": settings["baseline_epochs"],
-                  "pairs": "fgsm+pgd20+identity", "seed": run.seed}
-        out["pix2pix"] = run.model(f"{name}-pix2pix", config, build_p2p, train_p2p, depends_on=[classifier])
+        pgd = common.attacked(run, "pgd", dict(eps=eps, eps_iter=2.5 * eps / 20, nb_iter=20, seed=run.seed), classifier,
+                              x_train, y_train)
+        x_pairs, x_clean = common.paired_training_data([fgsm, pgd], x_train, include_clean=True)
+        shape = x_train.shape[1:]
+        out["pix2pix"] = recipes.pix2pix(
+            run, f"{name}-pix2pix",
+            recipes.key(run, epochs, data=dataset, eps=eps, unet=settings["unet"], pairs="fgsm+pgd20+identity"),
+            lambda: dict(generator=unet_generator(shape, **settings["unet"]),
+                         discriminator=patchgan_discriminator(shape, base_filters=8, n_layers=1)),
+            lambda: make_paired_pipeline(x_pairs, x_clean, batch_size=run.batch_size or 64, seed=run.seed),
+            epochs, depends_on=[classifier], lambda_l1=100.0)
     if run.wants_defense("apegan"):
-        def build_ape():
-            model = APEGAN.from_preset(DATASETS[name]["apegan"], input_shape=x_train.shape[1:])
-            model.compile()
-            return model
-
-        def train_ape(model):
-            model.fit(make_paired_pipeline(fgsm, x_train, batch_size=batch, seed=run.seed),
-                      epochs=settings["baseline_epochs"], verbose=0)
-
-        config = {"data": dataset, "eps": eps, "epochs": settings["baseline_epochs"], "pairs": "fgsm", "seed": run.seed}
-        out["apegan"] = run.model(f"{name}-apegan", config, build_ape, train_ape, depends_on=[classifier])
+        out["apegan"] = recipes.apegan(run, fgsm, x_train, DATASETS[name]["apegan"], epochs,
+                                       recipes.key(run, epochs, data=dataset, eps=eps, pairs="fgsm"), name=f"{name}-apegan",
+                                       input_shape=x_train.shape[1:], depends_on=[classifier])
     return out
 
 
@@ -231,28 +146,26 @@ def _add_rows(run, table, defense, result, eps):
 
 
 def _evaluate_dataset(run, name, settings):
-    from tfdefense.data import load_dataset
-    from tfdefense.defenses import DefendedClassifier
-    from tfdefense.evaluation import accuracy, plots
-    from tfdefense.evaluation.robustness import evaluate_robustness, robustness_suite, sanity_checks
+    from tfdefense.evaluation import accuracy
 
     spec = DATASETS[name]
     eps = spec["eps"]
-    (x_train, y_train), (x_test, y_test) = load_dataset(name, data_dir=run.data_dir)
-    if settings["train_images"]:
-        x_train, y_train = x_train[: settings["train_images"]], y_train[: settings["train_images"]]
-    if settings["test_images"]:
-        x_test, y_test = x_test[: settings["test_images"]], y_test[: settings["test_images"]]
+    (x_train, y_train), (x_test, y_test) = common.load_data(run, name, settings["train_images"], settings["test_images"],
+                                                            record=False)
     dataset = f"{name}: {len(x_train)} train / {len(x_test)} test images"
     if name == "mnist":  # which MNIST file was read (models trained on another split are not reused)
-        from tfdefense.evaluation.presets.common import mnist_split_description
-
-        dataset = f"{mnist_split_description(run)}: first {len(x_train)} train / first {len(x_test)} test images"
+        dataset = f"{common.mnist_split_description(run)}: first {len(x_train)} train / first {len(x_test)} test images"
     run.log(dataset)
 
     classifier = _train_classifier(run, name, dataset, x_train, y_train, settings)
-    classifier.trainable = False
     run.log(f"{name} classifier clean accuracy {accuracy(classifier, x_test, y_test):.4f}")
+    models = _defenses(run, name, dataset, classifier, x_train, y_train, settings, eps)
+    return _attack_suite(run, name, settings, models, classifier, x_test, y_test)
+
+
+def _defenses(run, name, dataset, classifier, x_train, y_train, settings, eps):
+    """The defended models the run asks for (trained or reused), and the training compute table."""
+    from tfdefense.defenses import DefendedClassifier
 
     models, train_cpu = {}, {}
     if run.wants_defense("none"):
@@ -272,7 +185,16 @@ def _evaluate_dataset(run, name, settings):
     for defense, cpu in train_cpu.items():
         if cpu is not None:
             run.add_row(f"{name}: training compute", "timing", defense, "training", "cpu_seconds", cpu, len(x_train))
+    return models
 
+
+def _attack_suite(run, name, settings, models, classifier, x_test, y_test):
+    """Each defense under the reviewer's suite and the sanity checks, the accuracy-vs-eps plot and samples; the failures."""
+    from tfdefense.evaluation import plots
+    from tfdefense.evaluation.robustness import evaluate_robustness, robustness_suite, sanity_checks
+
+    spec = DATASETS[name]
+    eps = spec["eps"]
     suite = robustness_suite(eps, seed=run.seed, **settings["suite"])
     suite = [s for s in suite if run.wants_attack(s.label) or run.wants_attack(s.attack)]
     table = f"{name} eps {eps:.4g}: accuracy under each attack and per-example worst case"
@@ -322,14 +244,22 @@ def _evaluate_dataset(run, name, settings):
     defenses=("none", "robust", "madry", "pix2pix", "apegan"),
 )
 def robust(run):
-    from tfdefense.evaluation import reports
-    from tfdefense.evaluation.robustness import SanityCheckError
-
     settings = run.pick(SCALES)
-    start = time.perf_counter()
-    from tfdefense.evaluation.presets.common import mnist_split_description
+    _record_data(run, settings)
+    failures = []
+    for name in settings["datasets"]:
+        failures += _evaluate_dataset(run, name, settings)
+    if failures:
+        from tfdefense.evaluation.robustness import SanityCheckError
 
-    mnist = mnist_split_description(run)
+        for f in failures:
+            run.note(f"SANITY CHECK FAILED {f['model']}: {f['name']}: {f['detail']}")
+        run.fail_after_reports(SanityCheckError(failures))
+
+
+def _record_data(run, settings):
+    """The run's data (the MNIST split read, the image counts) and the notes on the protocol."""
+    mnist = common.mnist_split_description(run)
     run.set_data(
         ",".join(settings["datasets"]),
         f"{mnist}: {settings['train_images'] or 'all'} training images used; CIFAR-10 subset at full scale; "
@@ -344,13 +274,3 @@ def robust(run):
     if run.scale != "full":
         run.note(f"Scale {run.scale!r}: attack set {settings['suite']} (the reviewer's set is the full scale's "
                  f"{SUITE_FULL}).")
-    failures = []
-    for name in settings["datasets"]:
-        failures += _evaluate_dataset(run, name, settings)
-    if failures:
-        for f in failures:
-            run.note(f"SANITY CHECK FAILED {f['model']}: {f['name']}: {f['detail']}")
-        results = run.results(time.perf_counter() - start)
-        reports.validate_results(results)
-        reports.write_reports(run.out_dir, results, run.plots)
-        raise SanityCheckError(failures)

@@ -21,8 +21,8 @@ same protocol on the CIFAR-10 subset with model D; the perceptual loss uses
 the target classifier's conv layers (no ImageNet weights offline).
 """
 
-from tfdefense.evaluation import accuracy, mean_absolute_error, paper_values, protocols, psnr
-from tfdefense.evaluation.presets import common
+from tfdefense.evaluation import accuracy, mean_absolute_error, paper_values, plots, protocols, psnr
+from tfdefense.evaluation.presets import common, recipes
 from tfdefense.evaluation.runner import PresetUnavailable, register_preset
 
 TRAIN_ATTACKS = ("fgsm", "bim", "pgd", "cw_l2", "mifgsm", "autoattack")
@@ -87,29 +87,20 @@ def _feature_extractor(run, settings, classifier):
 
 
 def _purifier(run, name, pairs, classifier, settings):
-    from tfdefense.defenses import Pix2PixDefense
+    """A pix2pix purifier with the perceptual loss and staged loss weights, trained on `pairs`."""
     from tfdefense.models import patchgan_discriminator, unet_generator
     from tfdefense.training import StagedLossWeights, versatile_stages
 
-    shape = pairs.x_adv.shape[1:]
-
-    def build():
-        defense = Pix2PixDefense(
-            unet_generator(shape, **settings["unet"]),
-            patchgan_discriminator(shape, base_filters=settings["unet"]["base_filters"], n_layers=2),
-            feature_extractor=_feature_extractor(run, settings, classifier), lambda_l1=100.0, lambda_perc=100.0,
-        )
-        defense.compile()
-        return defense
-
-    def train(defense):
-        stages = versatile_stages(settings["epochs"])
-        defense.fit(pairs.dataset(batch_size=run.batch_size or 16, seed=run.seed, with_labels=False),
-                    epochs=settings["epochs"], verbose=0, callbacks=[StagedLossWeights(stages)])
-
-    config = {"data": run.data, "pairs": [list(pairs.attack_names), int(len(pairs))], "unet": settings["unet"],
-              "epochs": settings["epochs"], "seed": run.seed}
-    return run.model(name, config, build, train, depends_on=(classifier, pairs.x_adv))
+    shape, unet = pairs.x_adv.shape[1:], settings["unet"]
+    config = recipes.key(run, settings["epochs"], pairs=[list(pairs.attack_names), int(len(pairs))], unet=unet)
+    return recipes.pix2pix(
+        run, name, config,
+        lambda: dict(generator=unet_generator(shape, **unet),
+                     discriminator=patchgan_discriminator(shape, base_filters=unet["base_filters"], n_layers=2),
+                     feature_extractor=_feature_extractor(run, settings, classifier)),
+        lambda: pairs.dataset(batch_size=run.batch_size or 16, seed=run.seed, with_labels=False),
+        settings["epochs"], depends_on=(classifier, pairs.x_adv),
+        callbacks=[StagedLossWeights(versatile_stages(settings["epochs"]))], lambda_l1=100.0, lambda_perc=100.0)
 
 
 def _transform_baselines(run, x_train):
@@ -146,8 +137,7 @@ def _load(run, settings):
                  paper="Versatile defense (pix2pix + VGG19 perceptual loss, staged weights)",
                  attacks=TRAIN_ATTACKS, defenses=("random_resize_pad", "pixel_deflection", "sr_wavelet"))
 def versatile(run):
-    from tfdefense.defenses import DefendedClassifier, make_attack_pairs
-    from tfdefense.evaluation import plots
+    from tfdefense.defenses import DefendedClassifier
 
     settings = run.pick(SCALES)
     if settings["dataset"] == "imagenet" and not run.weights:
@@ -155,24 +145,44 @@ def versatile(run):
                                 "and --data-dir with an ILSVRC class-folder tree")
     (x_train, y_train), (x_test, y_test) = _load(run, settings)
     classifier = _classifier(run, settings, x_train, y_train)
-    eps, nb_iter = settings["eps"], settings["nb_iter"]
     train_attacks = [a for a in TRAIN_ATTACKS if run.wants_attack(a)]
     if not train_attacks:
         raise ValueError(f"versatile needs at least one of the attacks {TRAIN_ATTACKS} (see --attacks)")
-    params = {a: attack_params(a, eps, nb_iter, run.seed, run.scale) for a in [*train_attacks, HELD_OUT]}
-    cache = run.cache_dir / "adversarial"
-    pair_args = dict(per_class=settings["per_class"], seed=run.seed, cache_dir=cache)
+    params = {a: attack_params(a, settings["eps"], settings["nb_iter"], run.seed, run.scale) for a in [*train_attacks, HELD_OUT]}
+    purifiers = _purifiers(run, settings, classifier, x_train, y_train, train_attacks, params)
+    tests = {"clean": x_test}
+    for attack in [*train_attacks, HELD_OUT]:
+        tests[attack] = common.attacked(run, attack, params[attack], classifier, x_test, y_test)
+    models = {"none": classifier, **{name: DefendedClassifier(p, classifier) for name, p in purifiers.items()}}
+    _table1(run, models, tests, params, y_test)
+    _table2(run, models, tests, params, x_train, y_test)
+    _quality(run, purifiers["versatile"], tests, x_test)
+    _robustness_check(run, settings, models["versatile"], classifier, train_attacks, params, x_test, y_test)
+    _adaptive(run, settings, models["versatile"], purifiers["versatile"], classifier, x_test, y_test)
+    first = train_attacks[0]
+    plots.plot_sample_grid(run.add_plot("samples.png"), {"clean": x_test, first: tests[first],
+                                                         "versatile": purifiers["versatile"].purify(tests[first][:8])})
+    run.note(f"Training attacks (each image under one of them, {settings['per_class']} images per class): {', '.join(train_attacks)}; "
+             f"{HELD_OUT} is held out. AutoAttack components (APGD-CE, APGD-T, FAB-T, Square): see attack_config.")
+    run.note(f"Staged loss weights over {settings['epochs']} epochs (the versatile schedule rescaled).")
+    _fill_paper_column(run, settings)
+
+
+def _purifiers(run, settings, classifier, x_train, y_train, train_attacks, params):
+    """The versatile purifier (each image under one training attack) and one attack-specific purifier per attack."""
+    from tfdefense.defenses import make_attack_pairs
+
+    pair_args = dict(per_class=settings["per_class"], seed=run.seed, cache_dir=run.cache_dir / "adversarial")
     versatile_pairs = make_attack_pairs(classifier, x_train, y_train, [(a, params[a]) for a in train_attacks], mode="split", **pair_args)
     purifiers = {"versatile": _purifier(run, "versatile", versatile_pairs, classifier, settings)}
     for attack in train_attacks:
         pairs = make_attack_pairs(classifier, x_train, y_train, [(attack, params[attack])], mode="all", **pair_args)
         purifiers[f"{attack}-specific"] = _purifier(run, f"purifier_{attack}", pairs, classifier, settings)
+    return purifiers
 
-    tests = {"clean": x_test}
-    for attack in [*train_attacks, HELD_OUT]:
-        tests[attack] = common.attacked(run, attack, params[attack], classifier, x_test, y_test)
-    models = {"none": classifier, **{name: DefendedClassifier(p, classifier) for name, p in purifiers.items()}}
 
+def _table1(run, models, tests, params, y_test):
+    """Table 1: each attack-specific purifier on every attack (the undefended classifier's row goes to Table 2)."""
     for name, model in models.items():
         if name == "versatile":
             continue
@@ -180,6 +190,12 @@ def versatile(run):
         for attack, images in tests.items():
             run.add_row(table, "per_attack", name, attack, "accuracy", accuracy(model, images, y_test), len(y_test),
                         attack_config=params.get(attack, {}))
+
+
+def _table2(run, models, tests, params, x_train, y_test):
+    """Table 2: the versatile purifier vs the attack-specific one of each attack vs the input transformations."""
+    from tfdefense.defenses import DefendedClassifier
+
     for attack, images in tests.items():
         run.add_row(TABLE2, "per_attack", "versatile", attack, "accuracy", accuracy(models["versatile"], images, y_test),
                     len(y_test), attack_config=params.get(attack, {}))
@@ -188,16 +204,19 @@ def versatile(run):
             run.add_row(TABLE2, "per_attack", "attack-specific", attack, "accuracy", accuracy(specific, images, y_test),
                         len(y_test), attack_config=params[attack])
     for name, transform in _transform_baselines(run, x_train).items():
-        defended = DefendedClassifier(transform, classifier)
+        defended = DefendedClassifier(transform, models["none"])
         for attack, images in tests.items():
             run.add_row(TABLE2, "per_attack", name, attack, "accuracy", accuracy(defended, images, y_test), len(y_test),
                         attack_config=params.get(attack, {}))
 
+
+def _quality(run, purifier, tests, x_test):
+    """MAE and PSNR of the versatile purifier's purified adversarial images (and their bar plots)."""
     quality = {"mae": {}, "psnr_db": {}}
     for attack, images in tests.items():
         if attack == "clean":
             continue
-        purified = purifiers["versatile"].purify(images)
+        purified = purifier.purify(images)
         quality["mae"][attack] = mean_absolute_error(purified, x_test)
         quality["psnr_db"][attack] = psnr(purified, x_test)
         for metric, values in quality.items():
@@ -207,6 +226,9 @@ def versatile(run):
     plots.plot_bars(run.add_plot("purified_psnr.png"), quality["psnr_db"], "PSNR vs clean (dB)",
                     title="versatile purifier: purified adversarial images")
 
+
+def _robustness_check(run, settings, versatile, classifier, train_attacks, params, x_test, y_test):
+    """Accuracy vs attack iterations of PGD and MI-FGSM at the check radii (crafted on the classifier)."""
     curves = {}
     for attack in ("pgd", "mifgsm"):
         if attack not in train_attacks:
@@ -216,7 +238,7 @@ def versatile(run):
             for iterations in settings["iterations"]:
                 p = dict(params[attack], eps=check_eps, nb_iter=iterations, eps_iter=min(0.01, check_eps) if run.scale == "full" else 2.5 * check_eps / iterations)
                 x_adv = common.attacked(run, attack, p, classifier, x_test, y_test)
-                value = accuracy(models["versatile"], x_adv, y_test)
+                value = accuracy(versatile, x_adv, y_test)
                 values.append(value)
                 run.add_row(ROBUSTNESS, "per_attack", "versatile", f"{attack} eps {check_eps * 255:.0f}/255, {iterations} it",
                             "accuracy", value, len(y_test), attack_config=p)
@@ -224,17 +246,13 @@ def versatile(run):
     if curves:
         plots.plot_curves(run.add_plot("accuracy_vs_iterations.png"), curves, "attack iterations", title="versatile purifier")
 
-    pgd = dict(eps=eps, eps_iter=2.5 * eps / nb_iter, nb_iter=nb_iter, rand_init=True, seed=run.seed)
+
+def _adaptive(run, settings, versatile, purifier, classifier, x_test, y_test):
+    """The adaptive protocol on the versatile purifier."""
+    pgd = recipes.pgd_settings(run, settings["eps"], settings["nb_iter"])
     run.step("versatile-adaptive", {"pgd": pgd},  # stored in steps/: a rerun reuses it
-             lambda: protocols.adaptive(run, "versatile", models["versatile"], classifier, x_test, y_test, "pgd", pgd),
-             depends_on=(purifiers["versatile"], classifier, x_test, y_test))
-    first = train_attacks[0]
-    plots.plot_sample_grid(run.add_plot("samples.png"), {"clean": x_test, first: tests[first],
-                                                         "versatile": purifiers["versatile"].purify(tests[first][:8])})
-    run.note(f"Training attacks (each image under one of them, {settings['per_class']} images per class): {', '.join(train_attacks)}; "
-             f"{HELD_OUT} is held out. AutoAttack components (APGD-CE, APGD-T, FAB-T, Square): see attack_config.")
-    run.note(f"Staged loss weights over {settings['epochs']} epochs (the versatile schedule rescaled).")
-    _fill_paper_column(run, settings)
+             lambda: protocols.adaptive(run, "versatile", versatile, classifier, x_test, y_test, "pgd", pgd),
+             depends_on=(purifier, classifier, x_test, y_test))
 
 
 def _fill_paper_column(run, settings):
