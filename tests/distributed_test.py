@@ -189,6 +189,46 @@ WORKER = textwrap.dedent(
 )
 
 
+PIX2PIX_TWO_REPLICAS = textwrap.dedent(
+    """
+    import json
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    from tfdefense.defenses import Pix2PixDefense
+    from tfdefense.models import patchgan_preset, unet_generator_preset
+
+    rng = np.random.default_rng(0)
+    x_clean = rng.random((32, 28, 28, 1), dtype=np.float32)
+    x_adv = np.clip(x_clean + rng.uniform(-0.3, 0.3, x_clean.shape), 0, 1).astype(np.float32)
+    deltas = []
+    for strategy in (tf.distribute.OneDeviceStrategy("/cpu:0"), tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])):
+        with strategy.scope():
+            keras.utils.set_random_seed(0)
+            defense = Pix2PixDefense(unet_generator_preset("tiny"), patchgan_preset("tiny"))
+            defense.compile(g_optimizer=keras.optimizers.SGD(1.0), d_optimizer=keras.optimizers.SGD(1.0))
+        before = [np.array(v) for v in defense.generator.trainable_variables]
+        defense.fit(tf.data.Dataset.from_tensor_slices((x_adv, x_clean)).batch(32), epochs=1, verbose=0)
+        after = [np.array(v) for v in defense.generator.trainable_variables]
+        deltas.append(np.concatenate([(a - b).ravel() for a, b in zip(after, before)]))
+    one, two = deltas
+    print("RESULT " + json.dumps({"norm_ratio": float(np.linalg.norm(two) / np.linalg.norm(one)),
+                                  "cosine": float(one @ two / np.linalg.norm(one) / np.linalg.norm(two))}))
+    """
+)
+
+
+def test_pix2pix_two_replicas_average_over_the_global_batch():
+    # One SGD step on the same 32 images with 1 and 2 replicas (2 logical CPUs, in a
+    # fresh process): the update has the same size when each replica's loss is
+    # divided by the global batch (a per-replica mean would double it: ratio ~2).
+    # Directions differ a little: batch-norm statistics are per replica.
+    stats = _run_script(PIX2PIX_TWO_REPLICAS, timeout=300)
+    assert 0.85 < stats["norm_ratio"] < 1.15 and stats["cosine"] > 0.5, stats
+
+
 def _launch_workers(argv, num_workers=2, cwd=ROOT, timeout=1500):
     """Runs `argv` as `num_workers` processes of one localhost cluster (TF_CONFIG each); returns their outputs."""
     ports = free_local_ports(num_workers)

@@ -1,4 +1,5 @@
-"""`python -m tfdefense.train purifier`: tiny real runs (MNIST digits, model C), summary, resume, GAN kinds, errors."""
+"""`python -m tfdefense.train`: tiny real purifier runs (MNIST digits, model C), summary, resume, GAN kinds,
+errors; a classifier run on the digits dataset."""
 
 import json
 import os
@@ -14,6 +15,7 @@ import keras
 import tensorflow as tf
 
 from tfdefense.defenses import APEGAN, DefendedClassifier, Pix2PixDefense, RobustPurifier
+from tfdefense.evaluation import accuracy
 from tfdefense.export import export_saved_model
 from tfdefense.train import main
 
@@ -174,3 +176,16 @@ def test_killed_process_resumes_in_a_new_process(tmp_path, classifier_path):
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((tmp_path / "robust.json").read_text())
     assert summary["resumed_from_epoch"] >= 1 and out.is_file()
+
+
+def test_classifier_run_writes_model_and_summary(tmp_path):
+    out = tmp_path / "c.keras"
+    main(["classifier", "--model", "C", "--dataset", "digits", "--image-size", "28", "--epochs", "8", "--out", str(out)])
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["test_examples"] == 359 and summary["test_accuracy"] > 0.8
+    model = keras.saving.load_model(out)
+    from tfdefense.data import load_dataset
+
+    _, (x_test, y_test) = load_dataset("digits", image_size=28)
+    assert accuracy(model, x_test, y_test) == pytest.approx(summary["test_accuracy"])
+    assert not out.with_name(out.name + ".backup").exists()

@@ -1,15 +1,13 @@
 """Resumable evaluation: `Run.step` results reused by a rerun, stale temporary files of a killed run removed."""
 
-import json
 import os
 import random
 import time
 
 import keras
 import numpy as np
-import pytest
 
-from tfdefense.evaluation.runner import Run, remove_stale_temp_files, run_preset
+from tfdefense.evaluation.runner import Run, remove_stale_temp_files
 
 
 def _age(path, seconds):
@@ -72,34 +70,6 @@ def test_folders_that_are_not_run_folders_are_not_cleaned(tmp_path, monkeypatch)
     (foreign.parent / "models").mkdir()
     monkeypatch.chdir(foreign.parent)  # the working directory is never cleaned, even when it looks like a run
     assert remove_stale_temp_files(".") == [] and foreign.exists()
-
-
-@pytest.mark.slow  # the tiny quickstart trains two models (about a minute on two busy cores)
-def test_quickstart_rerun_recomputes_no_attack_and_writes_the_same_numbers(tmp_path, monkeypatch):
-    from tfdefense.attacks.base import Attack
-
-    first = run_preset("quickstart", tmp_path, scale="tiny", progress=False)
-    steps = sorted(p.name for p in (tmp_path / "steps").iterdir())
-    assert len(steps) == 2
-    stale = tmp_path / "models" / ".model_c-0123456789abcdef.k2j4_x9q.tmp.keras"  # as a kill during a save leaves it
-    stale.write_bytes(b"partial")
-    _age(stale, 3600)
-
-    calls = []
-    original = Attack.__call__
-
-    def counted(self, *args, **kwargs):
-        calls.append(type(self).__name__)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Attack, "__call__", counted)
-    second = run_preset("quickstart", tmp_path, scale="tiny", progress=False)
-    assert calls == []  # every attack came from the adversarial cache or a stored step
-    assert not stale.exists()
-    assert sorted(p.name for p in (tmp_path / "steps").iterdir()) == steps
-    numbers = lambda results: [(r["table"], r["defense"], r["attack"], r["value"]) for r in results["rows"] if r["protocol"] != "timing"]  # noqa: E731
-    assert numbers(second) == numbers(first)
-    assert numbers(json.loads((tmp_path / "results.json").read_text())) == numbers(first)
 
 
 def test_a_model_trained_after_a_reloaded_one_matches_the_uninterrupted_run(tmp_path):

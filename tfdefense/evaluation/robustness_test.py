@@ -147,23 +147,3 @@ def test_robust_preset_is_registered_with_three_scales():
     full = robust.SCALES["full"]["suite"]
     assert full["pgd_iter"] >= 100 and full["pgd_restarts"] >= 10 and full["square_queries"] >= 5000
     assert "cifar10" in robust.SCALES["full"]["datasets"]
-
-
-@pytest.mark.slow
-def test_robust_preset_runs_at_tiny_scale(tmp_path):
-    import json
-
-    from tfdefense.evaluation.runner import run_preset
-
-    try:
-        run_preset("robust", tmp_path, scale="tiny", progress=False)
-    except SanityCheckError:  # allowed at this scale: the report is written before the run fails
-        pass
-    results = json.loads((tmp_path / "results.json").read_text())
-    rows = results["rows"]
-    defenses = {r["defense"] for r in rows}
-    assert {"none", "robust", "madry", "pix2pix", "apegan"} <= defenses
-    worst = [r for r in rows if r["attack"].startswith("worst case")]
-    assert len(worst) == 5
-    assert (tmp_path / "report.md").is_file()
-    assert json.loads((tmp_path / "results.json").read_text())["preset"] == "robust"

@@ -1,12 +1,9 @@
-import json
-
 import keras
 import numpy as np
 import pytest
 
 from tfdefense.evaluation import accuracy
 from tfdefense.models import get_classifier, train_classifier, trainable_copy
-from tfdefense.train import main as train_main
 
 
 def test_train_classifier_learns_digits():
@@ -43,19 +40,6 @@ def test_train_classifier_rejects_bad_input():
         train_classifier(model, np.zeros((4, 28, 28, 1), np.float32), np.arange(3))
     with pytest.raises(ValueError, match="`augment`"):
         train_classifier(model, np.zeros((4, 28, 28, 1), np.float32), np.arange(4), augment="mixup")
-
-
-def test_train_cli_writes_model_and_summary(tmp_path):
-    out = tmp_path / "c.keras"
-    train_main(["classifier", "--model", "C", "--dataset", "digits", "--image-size", "28", "--epochs", "8", "--out", str(out)])
-    summary = json.loads(out.with_suffix(".json").read_text())
-    assert summary["test_examples"] == 359 and summary["test_accuracy"] > 0.8
-    model = keras.saving.load_model(out)
-    from tfdefense.data import load_dataset
-
-    _, (x_test, y_test) = load_dataset("digits", image_size=28)
-    assert accuracy(model, x_test, y_test) == pytest.approx(summary["test_accuracy"])
-    assert not out.with_name(out.name + ".backup").exists()
 
 
 @pytest.mark.slow

@@ -2,7 +2,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 from tfdefense.evaluate import main
 from tfdefense.evaluation import reports

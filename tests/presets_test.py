@@ -1,6 +1,8 @@
-"""Every paper preset at tiny scale: runs end to end, writes a valid report, reproduces, reads user data."""
+"""Every paper preset at tiny scale: runs end to end, writes a valid report, reproduces, resumes, reads user data."""
 
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -93,3 +95,50 @@ def test_a_users_own_npz_in_the_data_dir(tmp_path, mnist):
 def test_missing_pieces_fail_with_a_clear_message(tmp_path):
     with pytest.raises(PresetUnavailable, match="--weights"):
         run_preset("versatile", tmp_path, scale="full", progress=False)
+
+
+@pytest.mark.slow
+def test_robust_preset_runs_at_tiny_scale(tmp_path):
+    from tfdefense.evaluation.robustness import SanityCheckError
+
+    try:
+        run_preset("robust", tmp_path, scale="tiny", progress=False)
+    except SanityCheckError:  # allowed at this scale: the report is written before the run fails
+        pass
+    results = json.loads((tmp_path / "results.json").read_text())
+    rows = results["rows"]
+    defenses = {r["defense"] for r in rows}
+    assert {"none", "robust", "madry", "pix2pix", "apegan"} <= defenses
+    worst = [r for r in rows if r["attack"].startswith("worst case")]
+    assert len(worst) == 5
+    assert (tmp_path / "report.md").is_file()
+    assert json.loads((tmp_path / "results.json").read_text())["preset"] == "robust"
+
+
+@pytest.mark.slow  # the tiny quickstart trains two models (about a minute on two busy cores)
+def test_quickstart_rerun_recomputes_no_attack_and_writes_the_same_numbers(tmp_path, monkeypatch):
+    from tfdefense.attacks.base import Attack
+
+    first = run_preset("quickstart", tmp_path, scale="tiny", progress=False)
+    steps = sorted(p.name for p in (tmp_path / "steps").iterdir())
+    assert len(steps) == 2
+    stale = tmp_path / "models" / ".model_c-0123456789abcdef.k2j4_x9q.tmp.keras"  # as a kill during a save leaves it
+    stale.write_bytes(b"partial")
+    an_hour_ago = time.time() - 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+
+    calls = []
+    original = Attack.__call__
+
+    def counted(self, *args, **kwargs):
+        calls.append(type(self).__name__)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Attack, "__call__", counted)
+    second = run_preset("quickstart", tmp_path, scale="tiny", progress=False)
+    assert calls == []  # every attack came from the adversarial cache or a stored step
+    assert not stale.exists()
+    assert sorted(p.name for p in (tmp_path / "steps").iterdir()) == steps
+    numbers = lambda results: [(r["table"], r["defense"], r["attack"], r["value"]) for r in results["rows"] if r["protocol"] != "timing"]  # noqa: E731
+    assert numbers(second) == numbers(first)
+    assert numbers(json.loads((tmp_path / "results.json").read_text())) == numbers(first)
