@@ -11,6 +11,7 @@ test can check more on it. They need no test runner (pytest is not imported), e.
         assert loaded.my_setting == defense.my_setting
 
 Outputs are compared with `numpy.testing.assert_allclose` (`atol`/`rtol`; 0 means bitwise equal).
+`InterruptAt` and `EpochLog` are callbacks for testing that a `fit` killed part-way resumes.
 """
 
 import json
@@ -21,11 +22,15 @@ import keras
 import numpy as np
 
 __all__ = [
+    "EpochLog",
+    "InterruptAt",
     "assert_config_round_trip",
     "assert_fit_rejects_bad_data",
     "assert_keras_round_trip",
+    "assert_purify_rejects_bad_images",
     "assert_saved_model_round_trip",
     "model_outputs",
+    "purification_accuracies",
 ]
 
 
@@ -171,14 +176,7 @@ def assert_config_round_trip(model, *, compile_config=True):
 
 
 def _expect_value_error(fit, pattern, case):
-    try:
-        fit()
-    except ValueError as error:
-        if not re.search(pattern, str(error), flags=re.DOTALL):
-            raise AssertionError(f"fit with {case} raised ValueError({str(error)!r}), expected one matching "
-                                 f"{pattern!r}") from error
-    else:
-        raise AssertionError(f"fit with {case} raised no ValueError")
+    _expect_error(fit, pattern, f"fit with {case}")
 
 
 def _shape_pattern(argument, shape):
@@ -210,3 +208,65 @@ def assert_fit_rejects_bad_data(model, x, y=None, *, y_required=True, **fit_kwar
         _expect_value_error(fit(x, short), _shape_pattern("y", short.shape), "y one shorter than x")
         if y_required:
             _expect_value_error(fit(x, None), "`y`", "y=None")
+
+
+def _expect_error(call, pattern, case, error=ValueError):
+    try:
+        call()
+    except error as raised:
+        if not re.search(pattern, str(raised), flags=re.DOTALL):
+            raise AssertionError(f"{case} raised {type(raised).__name__}({str(raised)!r}), expected one matching "
+                                 f"{pattern!r}") from raised
+    else:
+        raise AssertionError(f"{case} raised no {error.__name__}")
+
+
+def assert_purify_rejects_bad_images(defense, x, method="purify"):
+    """Checks that `defense.<method>` (numpy) and `defense(...)` (tensors) refuse bad images with a
+    ValueError naming `x`: values in [0, 255] to the method, two more channels to both."""
+    x = np.asarray(x, np.float32)
+    run = getattr(defense, method)
+    _expect_error(lambda: run(x * 255.0), "`x`.*values in \\[0, 1\\]", f"{method}(x * 255)")
+    other = np.zeros((2, *x.shape[1:-1], x.shape[-1] + 2), np.float32)
+    _expect_error(lambda: run(other), _shape_pattern("x", other.shape), f"{method} of {other.shape[-1]}-channel images")
+    _expect_error(lambda: defense(other), f"`x`.*Received: x=.?shape {re.escape(str(other.shape))}",
+                  f"calling the model on {other.shape[-1]}-channel images")
+
+
+def purification_accuracies(classifier, defense, x_adv, x_clean, y, name=None):
+    """Accuracies of `classifier` on `x_adv`, on `defense.purify(x_adv)` and on `defense.purify(x_clean)`
+    (printed with `name`); returns them as (no_defense, purified, clean)."""
+    from tfdefense.inference import predict_labels
+
+    y = np.asarray(y)
+    no_defense, purified, clean = (
+        float(np.mean(predict_labels(classifier, images) == y))
+        for images in (x_adv, defense.purify(x_adv), defense.purify(x_clean))
+    )
+    name = name or type(defense).__name__
+    print(f"accuracy: no defense {no_defense:.3f}, {name} {purified:.3f}; clean through {name} {clean:.3f}")
+    return no_defense, purified, clean
+
+
+class InterruptAt(keras.callbacks.Callback):
+    """Raises `error` (default RuntimeError("interrupted")) at the start of epoch `epoch`, after a
+    `BackupAndRestore` callback listed before it has backed up the previous epoch: a killed run."""
+
+    def __init__(self, epoch, error=None):
+        super().__init__()
+        self.epoch, self.error = epoch, error
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise self.error if self.error is not None else RuntimeError("interrupted")
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Records the epochs `fit` starts, in `seen` (a resumed run starts after the restored ones)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.seen.append(epoch)

@@ -6,10 +6,14 @@ import pytest
 
 from tfdefense.defenses import Denoiser
 from tfdefense.testing import (
+    EpochLog,
+    InterruptAt,
     assert_config_round_trip,
     assert_fit_rejects_bad_data,
     assert_keras_round_trip,
+    assert_purify_rejects_bad_images,
     assert_saved_model_round_trip,
+    purification_accuracies,
 )
 
 register = keras.saving.register_keras_serializable(package="tfdefense_testing_test")
@@ -125,3 +129,36 @@ def test_fit_data_checks_of_a_defense_pass(digits):
     model.compile()
     assert_fit_rejects_bad_data(model, np.clip(digits + 0.1, 0, 1), digits, batch_size=4)
     assert model.d_optimizer.iterations.numpy() == 0  # every bad call stopped before training
+
+
+def test_image_checks_of_a_defense_pass_and_a_model_without_them_fails(digits):
+    assert_purify_rejects_bad_images(Denoiser.dncnn("tiny"), digits)
+    with pytest.raises(AssertionError, match="purify\\(x \\* 255\\) raised no ValueError"):
+        assert_purify_rejects_bad_images(ScalePurifier(), digits)
+
+
+def test_purification_accuracies(mnist, mnist_model_c):
+    _, (x, y) = mnist
+    x, y = x[:100], y[:100]
+    blank = np.zeros_like(x)
+    no_defense, purified, clean = purification_accuracies(mnist_model_c, ScalePurifier(1.0), blank, x, y)
+    assert no_defense == np.mean(y == np.argmax(np.asarray(mnist_model_c(blank)), -1))
+    assert purified == no_defense and clean == pytest.approx(np.mean(y == np.argmax(np.asarray(mnist_model_c(x)), -1)))
+    assert clean > 0.9
+
+
+def test_interrupted_fit_resumes_after_the_backed_up_epochs(tmp_path, digits):
+    def run(*callbacks):
+        model = ScalePurifier()
+        model(digits[:1])  # BackupAndRestore needs a built model
+        model.compile(optimizer="sgd", loss="mse")
+        log = EpochLog()
+        model.fit(digits, digits, epochs=3, verbose=0, callbacks=[*callbacks, log])
+        return log.seen
+
+    backup = str(tmp_path / "backup")
+    with pytest.raises(KeyboardInterrupt):
+        run(keras.callbacks.BackupAndRestore(backup), InterruptAt(2, KeyboardInterrupt()))
+    assert run(keras.callbacks.BackupAndRestore(backup)) == [2]
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run(InterruptAt(0))

@@ -13,41 +13,22 @@ import pytest
 
 from tfdefense.data import make_paired_pipeline, make_pipeline
 from tfdefense.data.pipelines import PipelineEpoch
+from tfdefense.testing import EpochLog, InterruptAt
 from tfdefense.training.resume import STATE_FILE, RandomStateBackup, resumable_fit_callbacks
 
 EPOCHS, KILL_AT = 3, 2
-
-
-class Kill(keras.callbacks.Callback):
-    """Raises at the start of epoch `at` (after the backup of epoch at - 1 is written), like a SIGKILL."""
-
-    def __init__(self, at):
-        super().__init__()
-        self.at = at
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.at:
-            raise KeyboardInterrupt(f"killed at epoch {epoch}")
-
-
-class Epochs(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.seen.append(epoch)
 
 
 def _kill_and_resume(tmp_path, fit):
     """Weights of `fit(callbacks, build_seed)` uninterrupted vs killed at KILL_AT and resumed (both backed up)."""
     reference = fit([keras.callbacks.BackupAndRestore(str(tmp_path / "reference"))], 0)
     backup = str(tmp_path / "backup")
+    killed = InterruptAt(KILL_AT, KeyboardInterrupt(f"killed at epoch {KILL_AT}"))  # like a SIGKILL
     with pytest.raises(KeyboardInterrupt):
-        fit([keras.callbacks.BackupAndRestore(backup), Kill(KILL_AT)], 0)
+        fit([keras.callbacks.BackupAndRestore(backup), killed], 0)
     stored = json.loads((tmp_path / "backup" / STATE_FILE).read_text())["epochs"]
     assert set(stored) == {str(KILL_AT - 1), str(KILL_AT)}
-    epochs = Epochs()
+    epochs = EpochLog()
     resumed = fit([keras.callbacks.BackupAndRestore(backup), epochs], 1)
     assert epochs.seen == list(range(KILL_AT, EPOCHS))
     assert not (tmp_path / "backup").exists()  # deleted at the end of the resumed fit

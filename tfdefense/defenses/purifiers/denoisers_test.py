@@ -7,7 +7,7 @@ from tfdefense.attacks import get_attack
 from tfdefense.defenses import DefendedClassifier
 from tfdefense.defenses.purifiers.denoisers import Denoiser, conv_autoencoder_network, dncnn_network
 from tfdefense.evaluation import accuracy
-from tfdefense.testing import assert_fit_rejects_bad_data, assert_keras_round_trip
+from tfdefense.testing import assert_fit_rejects_bad_data, assert_keras_round_trip, purification_accuracies
 
 
 # 3 epochs left the tiny DnCNN between 0.14 and 0.61 FGSM accuracy depending on the
@@ -45,10 +45,7 @@ def test_training_lowers_the_loss_and_restores_fgsm_accuracy(kind, trained, fgsm
     _, _, x_adv, x, y = fgsm_pairs
     assert set(history) == {"loss", "mse", "psnr"}
     assert history["loss"][-1] < 0.7 * history["loss"][0]
-    no_defense = accuracy(mnist_model_c, x_adv, y)
-    defended = accuracy(mnist_model_c, model.purify(x_adv), y)
-    clean = accuracy(mnist_model_c, model.purify(x), y)
-    print(f"{kind}: FGSM 0.3 accuracy no defense {no_defense:.3f}, defended {defended:.3f}, clean {clean:.3f}")
+    no_defense, defended, clean = purification_accuracies(mnist_model_c, model, x_adv, x, y, name=kind)
     assert no_defense < 0.15
     assert defended > no_defense + 0.5
     assert clean > 0.9
