@@ -17,8 +17,8 @@
 
 import numpy as np
 
-from tfdefense.evaluation import accuracy, l2_distances, paper_values, predict_labels, protocols
-from tfdefense.evaluation.presets import baselines, common
+from tfdefense.evaluation import accuracy, l2_distances, paper_values, plots, predict_labels, protocols
+from tfdefense.evaluation.presets import baselines, common, recipes
 from tfdefense.evaluation.runner import register_preset
 
 TABLE = "Accuracy on successful adversarial examples (pix2pix paper protocol)"
@@ -118,14 +118,18 @@ def _defense_gan_comparison(run, settings, targets, pix2pix, x_train, y_train, x
 
 
 def _train_purifier(run, dataset, name, classifier, x_train, y_train, settings, monitor):
-    from tfdefense.data import make_paired_pipeline
-    from tfdefense.defenses import Pix2PixDefense
-    from tfdefense.models import patchgan_discriminator, unet_generator
+    """The pix2pix purifier for target `name`: FGSM + PGD-20 pairs crafted on it plus identity pairs; (purifier, curve).
+
+    monitor: (images, labels) whose purified accuracy is recorded after every epoch (curve), or None.
+    """
     import keras
+
+    from tfdefense.data import make_paired_pipeline
+    from tfdefense.models import patchgan_discriminator, unet_generator
 
     spec = SETTINGS[dataset]
     eps = spec["eps"]
-    pgd = dict(eps=eps, eps_iter=2.5 * eps / 20, nb_iter=20, rand_init=True, seed=run.seed)
+    pgd = recipes.pgd_settings(run, eps, nb_iter=20)
     x_adv = [common.attacked(run, "fgsm", {"eps": eps}, classifier, x_train, y_train),
              common.attacked(run, "pgd", pgd, classifier, x_train, y_train)]
     x_pairs, x_clean = common.paired_training_data(x_adv, x_train, include_clean=True)
@@ -138,35 +142,49 @@ def _train_purifier(run, dataset, name, classifier, x_train, y_train, settings, 
             x_mon, y_mon = monitor
             curve.append(float(np.mean(predict_labels(classifier, self.model.purify(x_mon)) == y_mon)))
 
-    def build():
-        shape = x_train.shape[1:]
-        defense = Pix2PixDefense(
-            unet_generator(shape, **unet), patchgan_discriminator(shape, base_filters=unet["base_filters"], n_layers=2),
-            classifier=classifier if spec["lambda_cls"] else None, lambda_l1=100.0, lambda_cls=spec["lambda_cls"],
-        )
-        defense.compile()
-        return defense
-
-    def train(defense):
-        pairs = make_paired_pipeline(x_pairs, x_clean, y_pairs, batch_size=run.batch_size or 32, seed=run.seed)
-        defense.fit(pairs, epochs=settings["epochs"], verbose=0, callbacks=[EpochAccuracy()] if monitor else [])
-
-    config = {"data": run.data, "target": name, "pgd": pgd, "unet": unet, "epochs": settings["epochs"],
-              "lambda_cls": spec["lambda_cls"], "seed": run.seed}
-    purifier = run.model(f"pix2pix_for_{name}", config, build, train, depends_on=(classifier,))
+    shape = x_train.shape[1:]
+    purifier = recipes.pix2pix(
+        run, f"pix2pix_for_{name}", recipes.key(run, settings["epochs"], target=name, pgd=pgd, unet=unet, lambda_cls=spec["lambda_cls"]),
+        lambda: dict(generator=unet_generator(shape, **unet),
+                     discriminator=patchgan_discriminator(shape, base_filters=unet["base_filters"], n_layers=2)),
+        lambda: make_paired_pipeline(x_pairs, x_clean, y_pairs, batch_size=run.batch_size or 32, seed=run.seed),
+        settings["epochs"], depends_on=(classifier,), callbacks=[EpochAccuracy()] if monitor else [],
+        classifier=classifier if spec["lambda_cls"] else None, lambda_l1=100.0, lambda_cls=spec["lambda_cls"])
     return purifier, curve
 
 
 def _run(run, dataset):
-    from tfdefense.defenses import DefendedClassifier
-    from tfdefense.evaluation import plots
-
     spec = SETTINGS[dataset]
     settings = run.pick(spec["scales"])
-    (x_train, y_train), (x_test, y_test) = common.load_data(run, dataset, settings["train"], settings["test"])
+    data = common.load_data(run, dataset, settings["train"], settings["test"])
+    (x_train, y_train), (x_test, y_test) = data
     attacks = _test_attacks(run, settings, spec["eps"])
-    targets, purifiers, examples, curves = {}, {}, {}, {}
     model_names = settings.get("models", spec["models"])
+    names = [n for n, _ in model_names]
+    targets, purifiers, examples, curves = _successful_only(run, dataset, settings, data, attacks, model_names)
+    _transfer(run, names, targets, purifiers, examples, x_test)
+    if curves:
+        plots.plot_curves(run.add_plot("accuracy_vs_epoch.png"), curves, "training epoch",
+                          title=f"{dataset}: purified accuracy on successful FGSM examples")
+    first = names[0]
+    if dataset == "mnist" and first == "C":
+        _defense_gan_comparison(run, settings, targets, purifiers[first], x_train, y_train, x_test, y_test)
+    _adaptive(run, dataset, settings, first, targets[first], purifiers[first], x_test, y_test)
+    if "fgsm" in attacks:
+        x_fgsm = examples[first]["fgsm"][0]
+        plots.plot_sample_grid(run.add_plot("samples.png"), {"clean": x_test, "fgsm": x_fgsm, "purified": purifiers[first].purify(x_fgsm[:8])})
+    run.note("Successful-only protocol: accuracy on the test images the attack made the bare target model misclassify (n per row); no defense is 0% by construction.")
+    _fill_paper_column(run, dataset, names)
+
+
+def _successful_only(run, dataset, settings, data, attacks, model_names):
+    """Per target model: its clean accuracy, its purifier, accuracy on the successful examples and the L2
+    table; returns (targets, purifiers, examples, accuracy-vs-epoch curves) by model name."""
+    from tfdefense.defenses import DefendedClassifier
+
+    spec = SETTINGS[dataset]
+    (x_train, y_train), (x_test, y_test) = data
+    targets, purifiers, examples, curves = {}, {}, {}, {}
     for name, augment in model_names:
         classifier = common.target_classifier(run, name, x_train, y_train, settings["classifier_epochs"], augment,
                                                schedule=spec["schedules"].get(name))
@@ -196,8 +214,13 @@ def _run(run, dataset):
             run.add_row(L2_TABLE, "quality", f"model {name}", f"{attack}: perturbation", "l2", float(np.mean(l2_distances(x_adv, x_clean))), len(y))
             run.add_row(L2_TABLE, "quality", f"pix2pix + model {name}", f"{attack}: purified - clean", "l2",
                         float(np.mean(l2_distances(purifier.purify(x_adv), x_clean))), len(y))
+    return targets, purifiers, examples, curves
 
-    names = [n for n, _ in model_names]
+
+def _transfer(run, names, targets, purifiers, examples, x_test):
+    """Transfer: examples crafted on one target model, purified by the purifier trained for the other."""
+    from tfdefense.defenses import DefendedClassifier
+
     for crafted, purified_by in ((names[0], names[1]), (names[1], names[0])):
         for attack, (x_adv, params, y) in examples[crafted].items():
             defended = DefendedClassifier(purifiers[purified_by], targets[crafted])
@@ -205,26 +228,18 @@ def _run(run, dataset):
                 run, TRANSFER, targets[crafted], {f"crafted on {crafted}, purifier of {purified_by}": defended},
                 {attack: (x_adv, params)}, y, x_clean=x_test,
             )
-    if curves:
-        plots.plot_curves(run.add_plot("accuracy_vs_epoch.png"), curves, "training epoch",
-                          title=f"{dataset}: purified accuracy on successful FGSM examples")
 
-    first = names[0]
-    if dataset == "mnist" and first == "C":
-        _defense_gan_comparison(run, settings, targets, purifiers[first], x_train, y_train, x_test, y_test)
-    eps = spec["eps"]
-    nb_iter = 10 if run.scale == "tiny" else 40
-    pgd = dict(eps=eps, eps_iter=2.5 * eps / nb_iter, nb_iter=nb_iter, rand_init=True, seed=run.seed)
+
+def _adaptive(run, dataset, settings, name, classifier, purifier, x_test, y_test):
+    """The adaptive protocol on the first target model and its purifier."""
+    from tfdefense.defenses import DefendedClassifier
+
+    pgd = recipes.pgd_settings(run, SETTINGS[dataset]["eps"])
     x, y = common.subset(x_test, y_test, None if run.scale == "full" else max(settings["expensive"], 40))
-    defended = DefendedClassifier(purifiers[first], targets[first])
-    run.step(f"{dataset}-pix2pix-adaptive", {"pgd": pgd, "model": first},  # stored in steps/: a rerun reuses it
-             lambda: protocols.adaptive(run, f"pix2pix + model {first}", defended, targets[first], x, y, "pgd", pgd),
-             depends_on=(purifiers[first], targets[first], x, y))
-    if "fgsm" in attacks:
-        x_fgsm = examples[first]["fgsm"][0]
-        plots.plot_sample_grid(run.add_plot("samples.png"), {"clean": x_test, "fgsm": x_fgsm, "purified": purifiers[first].purify(x_fgsm[:8])})
-    run.note("Successful-only protocol: accuracy on the test images the attack made the bare target model misclassify (n per row); no defense is 0% by construction.")
-    _fill_paper_column(run, dataset, [n for n, _ in model_names])
+    defended = DefendedClassifier(purifier, classifier)
+    run.step(f"{dataset}-pix2pix-adaptive", {"pgd": pgd, "model": name},  # stored in steps/: a rerun reuses it
+             lambda: protocols.adaptive(run, f"pix2pix + model {name}", defended, classifier, x, y, "pgd", pgd),
+             depends_on=(purifier, classifier, x, y))
 
 
 def _fill_paper_column(run, dataset, names):
