@@ -3,7 +3,7 @@
     python benchmarks/preset_numbers.py record numbers.json     # on the reference checkout
     python benchmarks/preset_numbers.py check numbers.json      # on the changed checkout
 
-Each preset runs at tiny scale with seed 0 in a fresh temporary folder; a row's identity is
+Each preset runs at tiny scale with seed 0, in its own process and a fresh temporary folder; a row's identity is
 (table, defense, attack, metric, eval_mode) and its value must be equal (1e-9) in both runs.
 Timing rows (wall-clock) are left out. A preset whose
 sanity checks fail at tiny scale (`robust`) is compared on the results it writes before raising. Exit status 1 names every row that changed.
@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import pathlib
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,10 +41,18 @@ def _numbers(name, data_dir):
 
 
 def _all_numbers(presets, data_dir):
+    """Each preset in its own process: keras' global state (layer-name counters, seed generators)
+    carries from one preset to the next within a process, so the numbers would depend on the order."""
     numbers = {}
     for name in presets:
         start = time.time()
-        numbers[name] = _numbers(name, data_dir)
+        with tempfile.TemporaryDirectory() as folder:
+            out = pathlib.Path(folder) / "numbers.json"
+            command = [sys.executable, __file__, "one", str(out), "--presets", name]
+            if data_dir:
+                command += ["--data-dir", data_dir]
+            subprocess.run(command, check=True)
+            numbers[name] = json.loads(out.read_text())[name]
         print(f"{name}: {len(numbers[name])} rows, {time.time() - start:.0f} s", flush=True)
     return numbers
 
@@ -64,12 +73,15 @@ def main(argv=None):
     from tfdefense.evaluation.runner import list_presets
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("record", "check"))
+    parser.add_argument("mode", choices=("record", "check", "one"))  # "one": a child process, one preset
     parser.add_argument("path", type=pathlib.Path)
     parser.add_argument("--presets", default=",".join(list_presets()), help="comma-separated preset names")
     parser.add_argument("--data-dir", default=os.environ.get("TFDEFENSE_DATA_DIR"))
     args = parser.parse_args(argv)
     presets = [p for p in args.presets.split(",") if p]
+    if args.mode == "one":
+        args.path.write_text(json.dumps({name: _numbers(name, args.data_dir) for name in presets}))
+        return 0
     if args.mode == "record":
         numbers = _all_numbers(presets, args.data_dir)
         tmp = args.path.with_name(args.path.name + ".tmp")
