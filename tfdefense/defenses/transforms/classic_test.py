@@ -149,7 +149,8 @@ def test_save_load_round_trip(name, tmp_path, mnist_eval_batch):
     x = mnist_eval_batch[0][: 3 if name == "tv_min" else 8]
     t = _make(name, seed=5) if name in STOCHASTIC else _make(name)
     # deterministic: identical outputs; stochastic: the saved seed state gives the same draw
-    assert_keras_round_trip(t, x, tmp_path, outputs=lambda model, x: model(x))
+    loaded = assert_keras_round_trip(t, x, tmp_path, outputs=lambda model, x: model(x))
+    assert loaded.get_config() == t.get_config()  # tuples stay tuples
     assert_config_round_trip(t)
 
 
