@@ -1,7 +1,8 @@
 """Round-trip checks for defenses: `.keras` files, SavedModel export, configs and `fit`'s data checks.
 
-Each function raises `AssertionError` saying what differed and returns what it rebuilt, so a
-test can check more on it. They need no test runner (pytest is not imported), e.g.
+The `assert_*` functions raise `AssertionError` saying what differed; the round-trip ones return
+what they rebuilt, so a test can check more on it. They need no test runner (pytest is not
+imported), e.g.
 
     from tfdefense.testing import assert_keras_round_trip
 
