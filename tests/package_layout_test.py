@@ -50,7 +50,7 @@ def _imports(path):
 
 
 def _is_test(path):
-    return path.name.endswith("_test.py") or path.name == "conftest.py" or path.name == "testing.py"
+    return path.name.endswith("_test.py") or path.name == "conftest.py"
 
 
 def test_no_private_name_is_imported_from_another_module():
