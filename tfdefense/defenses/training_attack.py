@@ -30,7 +30,6 @@ from tfdefense._validation import (
 )
 from tfdefense.attacks._native import pgd_loop, random_in_ball, value_and_grad_fn
 from tfdefense.defenses.base import add_scalar_variables, check_image_array
-from tfdefense.training.callbacks import ComputeBudget, EpsilonRamp  # noqa: F401  (exported by tfdefense.defenses)
 
 ATTACK_LOSSES = ("ce", "kl")
 PRECISIONS = ("fp32", "bf16")
