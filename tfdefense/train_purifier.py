@@ -350,7 +350,8 @@ def run(args):
 
     from tfdefense._io import save_model, write_json
     from tfdefense.data import load_dataset, make_paired_pipeline
-    from tfdefense.defenses import DefendedClassifier, EpsilonRamp
+    from tfdefense.defenses import DefendedClassifier
+    from tfdefense.training import EpsilonRamp
 
     started = time.perf_counter()
     keras.utils.set_random_seed(args.seed)

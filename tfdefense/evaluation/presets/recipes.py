@@ -137,7 +137,7 @@ def cosine_adam(epochs, n, batch):
     """FusedAdam(1e-3) with cosine decay to 2% over `epochs` passes of `n` images (the measured recipe)."""
     import keras
 
-    from tfdefense.defenses import FusedAdam
+    from tfdefense.training import FusedAdam
 
     steps = epochs * -(-n // batch)
     return FusedAdam(keras.optimizers.schedules.CosineDecay(1e-3, steps, alpha=0.02))
@@ -156,7 +156,7 @@ def _cpu_record(run, name, config):
 def _budget_callbacks(run, name, config, ramp, budget):
     import keras
 
-    from tfdefense.defenses import EpsilonRamp
+    from tfdefense.training import EpsilonRamp
 
     backup = run.out_dir / "backup" / f"{name}-{config_hash(config)}"
     return [EpsilonRamp(ramp), budget, keras.callbacks.BackupAndRestore(str(backup))]
@@ -168,7 +168,8 @@ def robust_purifier(run, name, config, classifier, x_train, y_train, generator, 
     generator: () -> the U-Net; trained with `cosine_adam` under a `ComputeBudget`
     whose CPU seconds are recorded beside the model (the Madry baseline's budget).
     """
-    from tfdefense.defenses import ComputeBudget, RobustPurifier
+    from tfdefense.defenses import RobustPurifier
+    from tfdefense.training import ComputeBudget
 
     config = with_dependencies(config, [classifier])
     batch = _batch(run, None)
@@ -191,7 +192,8 @@ def robust_purifier(run, name, config, classifier, x_train, y_train, generator, 
 
 def madry(run, name, config, classifier, x_train, y_train, eps, steps, epochs, ramp, cpu_budget):
     """Madry PGD adversarial training of a copy of `classifier`, stopped at `cpu_budget` CPU s; (classifier, CPU s)."""
-    from tfdefense.defenses import AdversarialTrainer, ComputeBudget
+    from tfdefense.defenses import AdversarialTrainer
+    from tfdefense.training import ComputeBudget
     from tfdefense.models import trainable_copy
 
     config = with_dependencies(config, [classifier])
