@@ -51,3 +51,14 @@ def test_quickstart_tiny_end_to_end_and_rerun(tmp_path):
     again = json.loads((out / "results.json").read_text())
     assert [r["value"] for r in again["rows"]] == [r["value"] for r in results["rows"]]
     assert sorted(p.name for p in (out / "models").iterdir()) == models_before
+
+
+def test_set_errors_name_the_argument_before_any_training(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["--preset", "quickstart", "--scale", "tiny", "--out", out, "--set", "epochs"]) == 2
+    assert "argument --set: expected KEY=VALUE, got 'epochs'" in capsys.readouterr().err
+    assert main(["--preset", "quickstart", "--scale", "tiny", "--out", out, "--set", "epochs=3"]) == 2
+    assert "argument --set: settings: 'quickstart' at scale 'tiny' has no setting 'epochs'" in capsys.readouterr().err
+    assert main(["--preset", "quickstart", "--scale", "tiny", "--out", out, "--set", "classifier_epochs=many"]) == 2
+    assert "'classifier_epochs' expects a value like its default 8, got 'many'" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "models").exists()

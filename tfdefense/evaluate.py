@@ -28,6 +28,9 @@ def build_parser():
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--png-roundtrip", action="store_true", help="also evaluate after 8-bit PNG quantization")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="change one setting of the chosen scale, e.g. --set epochs=3 (VALUE is read as JSON, "
+                             "else as a string); repeatable; the report lists every change")
     user = parser.add_argument_group("evaluate your own model (tfdefense.evaluate_model)")
     user.add_argument("--classifier", help="your classifier: a .keras file, a SavedModel folder or a tfdefense export")
     user.add_argument("--purifier", help="your purifier (a path as above) or a transform name, e.g. jpeg, "
@@ -47,6 +50,25 @@ def build_parser():
 
 def _split(text):
     return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def parse_settings(items):
+    """["epochs=3", "net=mnist"] -> {"epochs": 3, "net": "mnist"}; exits with an error naming --set on a bad item."""
+    import json
+
+    from tfdefense._cli import fail
+
+    settings = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            fail(f"argument --set: expected KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        settings[key.strip()] = value
+    return settings
 
 
 def check_args(args):
@@ -71,6 +93,7 @@ def check_args(args):
                       f"expected some of: {', '.join(known)}")
     check_positive_int("--batch-size", args.batch_size, allow_none=True)
     check_seed(args.seed)
+    parse_settings(args.settings)
     if args.data_dir is not None and pathlib.Path(args.data_dir).exists() and not pathlib.Path(args.data_dir).is_dir():
         fail(f"argument --data-dir: {args.data_dir!r} is a file; expected a folder")
     if args.weights is not None and not pathlib.Path(args.weights).is_file():
@@ -86,7 +109,7 @@ def main(argv=None):
 
 
 def _main(argv=None):
-    from tfdefense.evaluation.runner import PresetUnavailable, get_preset, list_presets, run_preset
+    from tfdefense.evaluation.runner import PresetUnavailable, SettingsError, get_preset, list_presets, run_preset
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -118,7 +141,11 @@ def _main(argv=None):
             png_roundtrip=args.png_roundtrip,
             progress=not args.quiet,
             strategy=strategy,
+            settings=parse_settings(args.settings),
         )
+    except SettingsError as error:
+        print(f"error: argument --set: {error}", file=sys.stderr)
+        return 2
     except PresetUnavailable as error:
         print(f"error: preset {args.preset!r} cannot run: {error}", file=sys.stderr)
         return 2
@@ -146,6 +173,8 @@ def _evaluate_user_model(parser, args):
     check_positive_int("--n", args.n, allow_none=True)
     check_positive_int("--batch-size", args.batch_size, allow_none=True)
     check_positive_int("--eot-samples", args.eot_samples, allow_none=True)
+    if args.settings:
+        fail("argument --set: changes a preset's scale settings; it does not apply with --classifier")
     check_seed(args.seed)
     if not pathlib.Path(args.classifier).exists():
         fail(f"argument --classifier: {args.classifier!r} does not exist")

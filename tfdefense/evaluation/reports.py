@@ -48,6 +48,7 @@ RESULTS_SCHEMA = {
         "environment": {"type": "object"},
         "notes": {"type": "array", "items": {"type": "string"}},
         "artifacts": {"type": "object", "additionalProperties": {"type": "string"}},
+        "settings": {"type": "object"},  # the scale's settings changed with --set (absent: none)
         "rows": {
             "type": "array",
             "items": {
@@ -118,6 +119,8 @@ def to_markdown(results, plots=()):
         "",
         f"- Data: {results['data']['description']}",
         f"- Seed: {results['seed']}; wall time: {results['wall_seconds']:.1f} s",
+        *([f"- Settings changed from the {results['scale']} scale's (--set): "
+           + ", ".join(f"{k}={json.dumps(v)}" for k, v in results["settings"].items())] if results.get("settings") else []),
         f"- Environment: TensorFlow {results['environment']['tensorflow']}, Keras {results['environment']['keras']}, "
         f"devices {', '.join(results['environment']['devices'])}",
         "- Every number below was computed by this run; 'paper' is the published value for the paper's full setup, "

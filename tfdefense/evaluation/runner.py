@@ -173,6 +173,37 @@ def fingerprint_path(model_path):
     return pathlib.Path(model_path).with_suffix(".fingerprint.json")
 
 
+class SettingsError(ValueError):
+    """A `settings` override (--set) that names no setting of the scale or has a value of the wrong type."""
+
+
+def check_settings(settings):
+    """`settings` ({name: value} or None) as a dict; a TypeError for anything else."""
+    if settings is None:
+        return {}
+    if not isinstance(settings, dict) or not all(isinstance(k, str) for k in settings):
+        raise TypeError(f"settings: expected a dict of setting name -> value, got {settings!r}")
+    return dict(settings)
+
+
+def _setting_of_type(key, new, old):
+    """`new` for the setting `key` whose scale default is `old`: a SettingsError when their types differ
+    (an int may stand for a float; None, the "all" of a size, may be replaced by an int and back)."""
+    if old is None or new is None:
+        if isinstance(new, (int, type(None))) and not isinstance(new, bool) and (old is None or isinstance(old, int)):
+            return new
+    elif isinstance(old, bool) or isinstance(new, bool):
+        if isinstance(old, bool) and isinstance(new, bool):
+            return new
+    elif isinstance(old, float) and isinstance(new, (int, float)):
+        return float(new)
+    elif isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
+        return type(old)(new)
+    elif type(new) is type(old):
+        return new
+    raise SettingsError(f"settings: {key!r} expects a value like its default {old!r}, got {new!r}")
+
+
 class Run:
     """State of one preset run: output folder, options, rows, plots, caches."""
 
@@ -190,8 +221,10 @@ class Run:
         png_roundtrip=False,
         progress=True,
         strategy=None,
+        settings=None,
     ):
         self.preset = preset
+        self.settings = check_settings(settings)  # overrides of the scale's settings (CLI: --set KEY=VALUE)
         self.strategy = strategy  # tf.distribute strategy models are built, trained and attacked under (None: default)
         self.is_chief = distribute.is_chief(strategy)
         # Other workers keep their models, caches and steps in OUT/workers/<task>; only the chief writes reports.
@@ -220,9 +253,18 @@ class Run:
 
     # Selection ------------------------------------------------------------------
     def pick(self, scales, **overrides):
-        """Returns the entry of `scales` ({"tiny": ..., "quick": ..., "full": ...}) for this run."""
+        """Returns the entry of `scales` ({"tiny": ..., "quick": ..., "full": ...}) for this run, with the
+        run's `settings` overrides applied (each must name a setting of that entry, with a value of its type)."""
         value = scales[self.scale]
-        return {**value, **overrides} if isinstance(value, dict) else value
+        if not isinstance(value, dict):
+            return value
+        value = {**value, **overrides}
+        for key, new in self.settings.items():
+            if key not in value:
+                raise SettingsError(f"settings: {self.preset!r} at scale {self.scale!r} has no setting {key!r}; "
+                                 f"expected one of: {', '.join(sorted(value))}")
+            value[key] = _setting_of_type(key, new, value[key])
+        return value
 
     def wants_attack(self, name):
         return self.attack_filter is None or name in self.attack_filter
@@ -393,6 +435,7 @@ class Run:
             "notes": self.notes,
             "artifacts": self.artifacts,
             "rows": self.rows,
+            **({"settings": self.settings} if self.settings else {}),
         }
 
 

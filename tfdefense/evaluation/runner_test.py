@@ -27,3 +27,34 @@ def test_model_retrains_when_a_dependency_changes_and_reuses_otherwise(tmp_path)
     get(classifier, data + 1.0)
     assert len(trained) == 3  # a changed classifier, then changed data: retrained each time
     assert len(list((tmp_path / "models").glob("purifier-*.keras"))) == 3
+
+
+SCALES = {"tiny": dict(train=300, epochs=2, lr=1e-3, eps_grid=(0.0, 0.3)), "full": dict(train=None, epochs=10, lr=1e-3, eps_grid=(0.0,))}
+
+
+def test_settings_override_the_scale_and_are_reported(tmp_path):
+    from tfdefense.evaluation import reports
+
+    run = Run("test", tmp_path, scale="full", progress=False, settings={"epochs": 3, "train": 30000, "lr": 2, "eps_grid": [0.1]})
+    assert run.pick(SCALES) == dict(train=30000, epochs=3, lr=2.0, eps_grid=(0.1,))
+    assert Run("test", tmp_path, scale="tiny", progress=False, settings={"train": None}).pick(SCALES)["train"] is None
+    results = run.results(1.0)
+    assert results["settings"] == {"epochs": 3, "train": 30000, "lr": 2, "eps_grid": [0.1]}
+    results["data"] = {"dataset": "mnist", "description": "digits"}
+    reports.validate_results(results)
+    assert "Settings changed from the full scale's (--set): epochs=3, train=30000" in reports.to_markdown(results)
+    assert "settings" not in Run("test", tmp_path, progress=False).results(1.0)  # no override, no field
+
+
+def test_settings_naming_no_setting_or_of_the_wrong_type_are_refused(tmp_path):
+    import pytest
+
+    from tfdefense.evaluation.runner import SettingsError
+
+    with pytest.raises(SettingsError, match=r"has no setting 'epoch'; expected one of: epochs, eps_grid, lr, train"):
+        Run("test", tmp_path, scale="tiny", progress=False, settings={"epoch": 3}).pick(SCALES)
+    for bad in ({"epochs": "3"}, {"epochs": 2.5}, {"lr": "fast"}, {"eps_grid": 0.3}, {"train": True}):
+        with pytest.raises(SettingsError, match=f"settings: '{next(iter(bad))}' expects a value like its default"):
+            Run("test", tmp_path, scale="tiny", progress=False, settings=bad).pick(SCALES)
+    with pytest.raises(TypeError, match="settings: expected a dict"):
+        Run("test", tmp_path, settings=["epochs=3"])
