@@ -248,6 +248,7 @@ class Run:
         self.steps_dir = self.out_dir / "steps"
         self.steps_computed, self.steps_reused = [], []  # step names, in order (see `step`)
         self._model_files = {}  # id -> (model, "NAME-HASH.keras") of the models `model` returned
+        self._training = None  # "NAME-HASH" of the model `model` is training now (see `training_backup_dir`)
         self.failure = None  # an exception `run_preset` raises after writing the reports (`fail_after_reports`)
         self.started = time.perf_counter()
 
@@ -391,9 +392,13 @@ class Run:
             return loaded
         keras.utils.set_random_seed(model_seed)
         start = time.perf_counter()  # some builders train (e.g. the super-resolution net): time both
-        with distribute.scope(self.strategy):  # variables (and optimizer slots) mirrored on every replica
-            model = build()
-            train(model)
+        self._training = path.stem
+        try:
+            with distribute.scope(self.strategy):  # variables (and optimizer slots) mirrored on every replica
+                model = build()
+                train(model)
+        finally:
+            self._training = None
         self.log(f"trained {name} in {time.perf_counter() - start:.1f} s")
         digest = save_model(model, path)
         write_json(fingerprint_path(path), {"file": path.name, "sha256": digest, "key_hash": config_hash(key)})
@@ -401,6 +406,21 @@ class Run:
         self._model_files[id(model)] = (model, path.name)
         keras.utils.set_random_seed(model_seed + 1)
         return model
+
+    def training_backup_dir(self):
+        """backup/NAME-HASH: the folder where the model `model` is training now keeps its epochs.
+
+        Its `train` passes it to a fit (`training_backup` or `train_classifier(backup_dir=...)`):
+        a rerun after an interruption resumes that fit from its last finished epoch (same key, same
+        folder), and keras deletes the folder when the fit ends.
+        """
+        if self._training is None:
+            raise RuntimeError("training_backup_dir() is for the train function of Run.model, while it trains")
+        return self.out_dir / "backup" / self._training
+
+    def training_backup(self):
+        """[the `BackupAndRestore` callback on `training_backup_dir()`], for the `callbacks` of a fit."""
+        return [distribute.backup_callback(self.training_backup_dir(), self.strategy)]
 
     def _cached_model_trusted(self, name, path, key):
         """Whether `path` is the file saved for `key`: its SHA-256 matches the fingerprint saved beside it."""

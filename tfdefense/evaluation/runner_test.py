@@ -58,3 +58,43 @@ def test_settings_naming_no_setting_or_of_the_wrong_type_are_refused(tmp_path):
             Run("test", tmp_path, scale="tiny", progress=False, settings=bad).pick(SCALES)
     with pytest.raises(TypeError, match="settings: expected a dict"):
         Run("test", tmp_path, settings=["epochs=3"])
+
+
+def test_an_interrupted_model_training_resumes_from_its_last_epoch(tmp_path):
+    import pytest
+
+    x, y = np.random.default_rng(0).normal(size=(32, 3)).astype("float32"), np.zeros(32, "int64")
+    epochs_run = []
+
+    class Interrupt(keras.callbacks.Callback):
+        def __init__(self, at):
+            super().__init__()
+            self.at = at
+
+        def on_epoch_begin(self, epoch, logs=None):
+            epochs_run.append(epoch)
+            if epoch == self.at:
+                raise KeyboardInterrupt
+
+    def build():
+        model = _dense(0)
+        model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model
+
+    def train(at):
+        return lambda model: model.fit(x, y, epochs=5, verbose=0, callbacks=[Interrupt(at), *run.training_backup()])
+
+    run = Run("test", tmp_path, scale="tiny", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        run.model("net", {"epochs": 5}, build, train(at=3))
+    (backup,) = (tmp_path / "backup").iterdir()
+    assert backup.name.startswith("net-") and (backup / "training_metadata.json").is_file()
+    assert not list((tmp_path / "models").glob("net-*.keras"))
+    with pytest.raises(RuntimeError, match="for the train function of Run.model"):
+        run.training_backup_dir()  # outside a training
+
+    epochs_run.clear()
+    run = Run("test", tmp_path, scale="tiny", progress=False)  # a new process: the rerun
+    run.model("net", {"epochs": 5}, build, train(at=None))
+    assert epochs_run == [3, 4]  # epochs 0-2 were finished before the interruption
+    assert not backup.exists() and list((tmp_path / "models").glob("net-*.keras"))

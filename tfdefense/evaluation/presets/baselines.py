@@ -45,7 +45,7 @@ def magnet(run, x_train):
         return model
 
     def train(model):
-        model.fit(x_train[:-held_out], batch_size=batch, epochs=epochs, verbose=0)
+        model.fit(x_train[:-held_out], batch_size=batch, epochs=epochs, verbose=0, callbacks=run.training_backup())
         model.calibrate(x_train[-held_out:])
 
     return run.model("magnet", config, build, train)
@@ -71,7 +71,8 @@ def denoiser(run, kind, x_adv_train, x_train, attack_config):
         return model
 
     def train(model):
-        model.fit(make_paired_pipeline(x_adv_train, x_train, batch_size=64, seed=run.seed), epochs=epochs, verbose=0)
+        model.fit(make_paired_pipeline(x_adv_train, x_train, batch_size=64, seed=run.seed), epochs=epochs, verbose=0,
+                  callbacks=run.training_backup())
 
     return run.model(kind, config, build, train, depends_on=(x_adv_train,))
 
@@ -92,7 +93,8 @@ def defense_gan(run, x_train):
         return model
 
     gan = run.model("wgan_gp", config, build,
-                    lambda m: m.fit(x_train, batch_size=50, epochs=settings["epochs"], verbose=0))
+                    lambda m: m.fit(x_train, batch_size=50, epochs=settings["epochs"], verbose=0,
+                                    callbacks=run.training_backup()))
     return DefenseGAN(gan.generator, iterations=settings["iterations"], restarts=settings["restarts"], seed=run.seed)
 
 
@@ -115,7 +117,7 @@ def fgsm_adversarial_training(run, name, classifier, x_train, y_train, eps):
 
     def train(model):
         adversarial_training(model, x_train, y_train, attack="fgsm", eps=eps, epochs=epochs, batch_size=64,
-                             learning_rate=1e-3, seed=run.seed, verbose=0)
+                             learning_rate=1e-3, seed=run.seed, verbose=0, backup_dir=run.training_backup_dir())
 
     model = run.model(f"{name}_fgsm_adv_trained", config, build, train, depends_on=(classifier,))
     model.trainable = False

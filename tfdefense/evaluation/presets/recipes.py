@@ -41,7 +41,7 @@ def _batch(run, batch_size, default=64):
 
 def _fit(run, model, data, epochs, callbacks=(), loss_note=None):
     """`model.fit(data(), epochs)`; loss_note=(label, metric) notes that metric's value per epoch."""
-    history = model.fit(data(), epochs=epochs, verbose=0, callbacks=list(callbacks)).history
+    history = model.fit(data(), epochs=epochs, verbose=0, callbacks=[*callbacks, *run.training_backup()]).history
     if loss_note is not None:
         label, metric = loss_note
         run.note(f"{label} per epoch: " + ", ".join(f"{v:.4f}" for v in history[metric]))
@@ -58,7 +58,7 @@ def classifier(run, name, build, x_train, y_train, epochs, config, batch_size=No
 
     def train(model):
         train_classifier(model, x_train, y_train, epochs=epochs, batch_size=_batch(run, batch_size), augment=augment,
-                         schedule=schedule, seed=run.seed, verbose=0)
+                         schedule=schedule, seed=run.seed, verbose=0, backup_dir=run.training_backup_dir())
 
     model = run.model(name, config, build, train)
     model.trainable = False
@@ -121,7 +121,8 @@ def egan(run, x_train, net, encoder, dcgan_epochs, encoder_epochs, batch_size=64
         return model
 
     dcgan = run.model("dcgan", dcgan_config, build_dcgan,
-                      lambda m: m.fit(x_train, batch_size=batch_size, epochs=dcgan_epochs, verbose=0))
+                      lambda m: m.fit(x_train, batch_size=batch_size, epochs=dcgan_epochs, verbose=0,
+                                      callbacks=run.training_backup()))
 
     def build_egan():
         model = EGAN(dcgan.generator, egan_encoder_preset(encoder), seed=run.seed)
@@ -130,7 +131,8 @@ def egan(run, x_train, net, encoder, dcgan_epochs, encoder_epochs, batch_size=64
 
     egan_config = {"dcgan": dcgan_config, "encoder": encoder, "epochs": encoder_epochs, "seed": run.seed}
     return run.model("egan", egan_config, build_egan,
-                     lambda m: m.fit(x_train, batch_size=batch_size, epochs=encoder_epochs, verbose=0))
+                     lambda m: m.fit(x_train, batch_size=batch_size, epochs=encoder_epochs, verbose=0,
+                                     callbacks=run.training_backup()))
 
 
 def cosine_adam(epochs, n, batch):
