@@ -93,7 +93,6 @@ def check_args(args):
                       f"expected some of: {', '.join(known)}")
     check_positive_int("--batch-size", args.batch_size, allow_none=True)
     check_seed(args.seed)
-    parse_settings(args.settings)
     if args.data_dir is not None and pathlib.Path(args.data_dir).exists() and not pathlib.Path(args.data_dir).is_dir():
         fail(f"argument --data-dir: {args.data_dir!r} is a file; expected a folder")
     if args.weights is not None and not pathlib.Path(args.weights).is_file():
@@ -123,6 +122,7 @@ def _main(argv=None):
     if not args.preset or not args.out:
         parser.error("--preset and --out are required (or use --list)")
     check_args(args)
+    settings = parse_settings(args.settings)  # exits on a malformed --set before anything is built
     from tfdefense import distribute
 
     strategy = distribute.make_strategy(args.distribute)
@@ -141,7 +141,7 @@ def _main(argv=None):
             png_roundtrip=args.png_roundtrip,
             progress=not args.quiet,
             strategy=strategy,
-            settings=parse_settings(args.settings),
+            settings=settings,
         )
     except SettingsError as error:
         print(f"error: argument --set: {error}", file=sys.stderr)

@@ -155,13 +155,11 @@ def _cpu_record(run, name, config):
     return run.models_dir / f"{name}-{config_hash(config)}.cpu.json"
 
 
-def _budget_callbacks(run, name, config, ramp, budget):
-    import keras
-
+def _budget_callbacks(run, ramp, budget):
+    """The eps ramp, the CPU budget and the run's epoch checkpoint (`Run.training_backup`) of a robust fit."""
     from tfdefense.training import EpsilonRamp
 
-    backup = run.out_dir / "backup" / f"{name}-{config_hash(config)}"
-    return [EpsilonRamp(ramp), budget, keras.callbacks.BackupAndRestore(str(backup))]
+    return [EpsilonRamp(ramp), budget, *run.training_backup()]
 
 
 def robust_purifier(run, name, config, classifier, x_train, y_train, generator, eps, steps, epochs, ramp):
@@ -184,7 +182,7 @@ def robust_purifier(run, name, config, classifier, x_train, y_train, generator, 
     def train(model):
         budget = ComputeBudget()
         history = model.fit(x_train, y_train, batch_size=batch, epochs=epochs, verbose=0,
-                            callbacks=_budget_callbacks(run, name, config, ramp, budget))
+                            callbacks=_budget_callbacks(run, ramp, budget))
         write_json(_cpu_record(run, name, config), {"cpu_seconds": budget.spent, "history": {
             k: [float(v) for v in vs] for k, vs in history.history.items()}})
 
@@ -211,7 +209,7 @@ def madry(run, name, config, classifier, x_train, y_train, eps, steps, epochs, r
     def train(model):
         budget = ComputeBudget(cpu_budget)
         model.fit(x_train, y_train, batch_size=batch, epochs=epochs, verbose=0,
-                  callbacks=_budget_callbacks(run, name, config, ramp, budget))
+                  callbacks=_budget_callbacks(run, ramp, budget))
         write_json(_cpu_record(run, name, config), {"cpu_seconds": budget.spent})
 
     model = run.model(name, config, build, train)
