@@ -281,18 +281,15 @@ def all_workers_agree(strategy, flag):
 
 
 def all_workers_equal(strategy, value):
-    """True when the number `value` is the same in every worker (a max and a min all-reduce)."""
+    """True when the number `value` is the same in every worker (an all-gather across workers).
+
+    `tf.distribute.ReduceOp` has only SUM and MEAN, so every replica's value is gathered and compared.
+    """
     if num_workers(strategy) <= 1:
         return True
-    import tensorflow as tf
-
-    layout = replica_layout(strategy)
-
-    def largest(number):
-        values = {gid: np.float32(number) for gid, _ in layout}
-        return float(strategy.reduce(tf.distribute.ReduceOp.MAX, _per_replica(strategy, values), axis=None))
-
-    return largest(value) == -largest(-value)
+    values = {gid: np.asarray([value], np.float64) for gid, _ in replica_layout(strategy)}
+    gathered = all_gather(strategy, values)
+    return bool(np.all(gathered == gathered[0]))
 
 
 def backup_callback(backup_dir, strategy=None, delete_checkpoint=True):

@@ -33,9 +33,6 @@ Keras model that attacks can differentiate through.
 """
 
 import dataclasses
-import functools
-import hashlib
-import json
 import pathlib
 import tempfile
 import time
@@ -43,8 +40,11 @@ import time
 import numpy as np
 
 from tfdefense._io import write_json, write_text
-from tfdefense._validation import check_choice, check_images, check_labels, check_number, invalid_value
+from tfdefense._validation import check_choice, check_number, invalid_value
 from tfdefense.evaluation.metrics import wilson_interval
+from tfdefense.evaluation.user_inputs import (  # noqa: F401  (load_user_model, resolve_purifier: public here too)
+    call_model, load_evaluation_data, load_user_model, model_image_shape, pipeline_class, resolve_purifier,
+    user_model_fingerprint)
 
 SUITES = ("standard", "quick")
 # The robust preset's quick attack set; "standard" is `robustness_suite(eps)` as published.
@@ -57,236 +57,6 @@ SWEEP_TABLE = "Accuracy vs eps (white-box PGD, one restart)"
 TIMING_TABLE = "Time per step"
 
 
-# ----------------------------------------------------------------------------- models
-
-
-def _call(model, x):
-    import keras
-    import tensorflow as tf
-
-    out = model(x, training=False) if isinstance(model, keras.Layer) else model(x)
-    return tf.cast(out, tf.float32)
-
-
-def _bpda_layer(fn):
-    from tfdefense.attacks.adaptive import bpda
-
-    return bpda(fn, name="purifier_bpda")
-
-
-def _pipeline_class():
-    import keras
-    import tensorflow as tf
-
-    class EvaluatedPipeline(keras.Model):
-        """logits of `classifier(purifier(x))` as attacked: BPDA around the purifier, log of probabilities."""
-
-        def __init__(self, classifier, purifier=None, purifier_bpda=False, probabilities=False, **kwargs):
-            super().__init__(**kwargs)
-            self.classifier_model = classifier
-            self.purifier_model = purifier
-            self.purifier_bpda = bool(purifier_bpda)
-            self.probabilities = bool(probabilities)
-            self.bpda = _bpda_layer(lambda x: _call(purifier, x)) if purifier is not None and purifier_bpda else None
-            self.built = True
-
-        def purify(self, x):
-            if self.purifier_model is None:
-                return tf.convert_to_tensor(x)
-            return self.bpda(x) if self.bpda is not None else _call(self.purifier_model, x)
-
-        def call(self, inputs, training=None):
-            out = _call(self.classifier_model, self.purify(tf.cast(inputs, tf.float32)))
-            if self.probabilities:
-                out = tf.math.log(tf.maximum(out, 0.0) + 1e-30)
-            return out
-
-    return EvaluatedPipeline
-
-
-def _saved_model_class():
-    import keras
-    import tensorflow as tf
-
-    class SavedModelFunction(keras.Model):
-        """A function of a loaded SavedModel as a Keras model (images -> one tensor), differentiable."""
-
-        def __init__(self, loaded, function, description, output_key=None, graph_digest="", **kwargs):
-            super().__init__(**kwargs)
-            self.graph_digest = graph_digest  # sha256 of saved_model.pb: the computation, beside the weights
-            object.__setattr__(self, "_loaded", loaded)  # keep the variables alive, untracked by Keras
-            object.__setattr__(self, "_function", function)
-            self.description = description
-            self.output_key = output_key
-            self.built = True
-
-        def call(self, inputs, training=None):
-            out = self._function(tf.cast(inputs, tf.float32))
-            if isinstance(out, dict):
-                out = out[self.output_key] if self.output_key else next(iter(out.values()))
-            return out
-
-        def fingerprint(self):
-            digest = hashlib.sha256(f"{self.description}|{self.graph_digest}".encode())
-            for variable in sorted(self._loaded.variables, key=lambda v: v.name):
-                value = np.ascontiguousarray(variable.numpy())
-                digest.update(f"|{variable.name}|{value.shape}|{value.dtype}|".encode())
-                digest.update(value.tobytes())
-            return digest.hexdigest()
-
-    return SavedModelFunction
-
-
-def _signature_function(signature):
-    """A positional callable for a SavedModel signature with one image input."""
-    args, kwargs = signature.structured_input_signature
-    specs = list(kwargs.items())
-    if args or len(specs) != 1:
-        raise invalid_value("signature", "a signature taking one image tensor",
-                            f"inputs {list(kwargs) or [str(a) for a in args]}")
-    key = specs[0][0]
-    outputs = signature.structured_outputs
-    output_key = None
-    if isinstance(outputs, dict):
-        names = sorted(outputs)
-        output_key = "logits" if "logits" in outputs else (names[0] if len(names) == 1 else None)
-        if output_key is None:
-            raise invalid_value("signature", "a signature with one output (or one named 'logits')", names)
-    return (lambda x: signature(**{key: x})), output_key
-
-
-def load_user_model(path, role="classifier", signature=None):
-    """Loads a classifier (images -> logits / probabilities) or a purifier (images -> images).
-
-    Args:
-      path: a `.keras` file (loaded with `safe_mode=True`), a SavedModel folder
-        or a `tfdefense.export.export_saved_model` folder.
-      role: "classifier" or "purifier": which function of a tfdefense export
-        to use (`classify`: purifier + classifier; `purify`).
-      signature: SavedModel signature name (default: the export's function for
-        `role`, else "serving_default", else the only signature).
-    Returns a Keras model (SavedModels wrapped as `SavedModelFunction`).
-    """
-    import keras
-
-    import tfdefense.defenses  # noqa: F401  (registers the package's serializable classes)
-    import tfdefense.models  # noqa: F401
-
-    check_choice("role", role, ("classifier", "purifier"))
-    path = pathlib.Path(path)
-    if path.is_file() and path.suffix == ".keras":
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
-    if path.is_dir() and (path / "saved_model.pb").is_file():
-        import tensorflow as tf
-
-        loaded = tf.saved_model.load(str(path))
-        saved_model_class = functools.partial(
-            _saved_model_class(), graph_digest=hashlib.sha256((path / "saved_model.pb").read_bytes()).hexdigest()
-        )
-        export_function = {"classifier": "classify", "purifier": "purify"}[role]
-        if signature is None and callable(getattr(loaded, export_function, None)):
-            return saved_model_class(loaded, getattr(loaded, export_function),
-                                        f"{path.name}:{export_function}", name=f"{role}_{export_function}")
-        names = list(loaded.signatures)
-        if signature is None:
-            if "serving_default" in names:
-                signature = "serving_default"
-            elif len(names) == 1:
-                signature = names[0]
-            else:
-                raise invalid_value("signature", f"one of the SavedModel's signatures {names}", None)
-        if signature not in names:
-            if callable(getattr(loaded, signature, None)):
-                return saved_model_class(loaded, getattr(loaded, signature), f"{path.name}:{signature}",
-                                            name=f"{role}_{signature}")
-            raise invalid_value("signature", f"one of the SavedModel's signatures {names}", signature)
-        function, output_key = _signature_function(loaded.signatures[signature])
-        return saved_model_class(loaded, function, f"{path.name}:{signature}", output_key=output_key,
-                                    name=f"{role}_{signature}")
-    raise invalid_value(role, "a .keras file, a SavedModel folder or a tfdefense export folder", str(path))
-
-
-def resolve_purifier(spec, signature=None):
-    """A purifier from a path or a transform name (`jpeg`, `bit_depth:bits=2`, ...; see `list_transforms()`)."""
-    from tfdefense.defenses.transforms.classic import get_transform, list_transforms
-
-    name, _, params_text = str(spec).partition(":")
-    if name in list_transforms() and not pathlib.Path(spec).exists():
-        params = {}
-        for item in filter(None, (p.strip() for p in params_text.split(","))):
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise invalid_value("purifier", "TRANSFORM or TRANSFORM:key=value,... (e.g. bit_depth:bits=2)", spec)
-            try:
-                params[key] = json.loads(value)
-            except json.JSONDecodeError:
-                params[key] = value
-        return get_transform(name, **params)
-    if not pathlib.Path(spec).exists():
-        raise invalid_value("purifier", f"a model path or a transform name, one of {list_transforms()}", spec)
-    return load_user_model(spec, role="purifier", signature=signature)
-
-
-def _fingerprint(model):
-    import keras
-
-    from tfdefense.attacks.generation import model_fingerprint
-
-    if model is None:
-        return None
-    if hasattr(model, "fingerprint"):
-        return model.fingerprint()
-    if isinstance(model, keras.Layer):
-        return model_fingerprint(model)
-    return None  # a plain callable: nothing identifies it, its steps are not cached
-
-
-# ----------------------------------------------------------------------------- data
-
-
-def _model_image_shape(model):
-    shape = getattr(model, "image_shape", None)
-    if shape is None:
-        try:
-            shape = model.input_shape
-        except (AttributeError, ValueError):
-            return None
-        if isinstance(shape, list) or shape is None or len(shape) != 4:
-            return None
-        shape = shape[1:]
-    return tuple(shape)
-
-
-def _load_data(dataset, n, data_dir, image_shape):
-    from tfdefense.data import load_dataset
-
-    if isinstance(dataset, str):
-        _, (x, y) = load_dataset(dataset, data_dir=data_dir)
-        description = f"{dataset}: test split"
-        if dataset == "mnist":
-            from tfdefense.data import mnist_split
-
-            split = mnist_split(data_dir)
-            description = f"{split.description}: test split" if split is not None else description
-        if image_shape and None not in image_shape[:2] and tuple(x.shape[1:3]) != tuple(image_shape[:2]) \
-                and not dataset.startswith("npz:"):
-            _, (x, y) = load_dataset(dataset, data_dir=data_dir, image_size=tuple(image_shape[:2]))
-            description += f", resized to {image_shape[0]}x{image_shape[1]} for the model"
-        name = dataset
-    elif isinstance(dataset, (tuple, list)) and len(dataset) == 2:
-        x, y = dataset
-        name, description = "arrays", "the (x, y) arrays given"
-    else:
-        raise invalid_value("dataset", "a dataset name, 'npz:PATH' or an (x, y) pair of arrays", dataset)
-    x = check_images(x, "x", allow_tensor=False)
-    y = check_labels(y, "y", num_examples=len(x))
-    check_number("n", n, minimum=1, integer=True, allow_none=True)
-    if n is not None:
-        x, y = x[:n], y[:n]
-    description += f"; first {len(x)} images"
-    return name, description, np.asarray(x, np.float32), y
-
-
 # ----------------------------------------------------------------------------- inspection
 
 
@@ -295,7 +65,7 @@ def _finite(values):
 
 
 def _probe_outputs(model, x, argument, batch_size):
-    outs = [np.asarray(_call(model, x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    outs = [np.asarray(call_model(model, x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
     out = np.concatenate(outs)
     if not _finite(out):
         bad = int(np.sum(~np.all(np.isfinite(out.reshape(len(out), -1)), axis=1)))
@@ -322,7 +92,7 @@ def _check_range(classifier, x, y, num_classes, batch_size):
     }
     recovered = {}
     for scale, (scaled, layer) in fixes.items():
-        acc = float(np.mean(np.asarray(_call(classifier, scaled)).argmax(-1) == y))
+        acc = float(np.mean(np.asarray(call_model(classifier, scaled)).argmax(-1) == y))
         if acc >= 0.5 and acc >= base + 0.3:
             recovered[scale] = (acc, layer)
     if recovered:
@@ -347,9 +117,9 @@ def _is_probabilities(outputs):
 
 
 def _is_stochastic(model, x, rounds=2):
-    first = np.asarray(_call(model, x))
+    first = np.asarray(call_model(model, x))
     for _ in range(rounds):
-        again = np.asarray(_call(model, x))
+        again = np.asarray(call_model(model, x))
         if not np.allclose(first, again, rtol=1e-5, atol=1e-5):
             return True
     return False
@@ -388,7 +158,7 @@ def inspect_models(classifier, purifier, x, y, batch_size=128, eot_samples=None)
     purified = probe_x
     if purifier is not None:
         small = probe_x[:8]
-        out = np.asarray(_call(purifier, small))
+        out = np.asarray(call_model(purifier, small))
         if out.shape != small.shape:
             raise invalid_value("purifier", f"a model returning images of the input's shape {small.shape[1:]}",
                                 f"a model returning shape {out.shape[1:]} for images of shape {small.shape[1:]}")
@@ -433,7 +203,7 @@ def inspect_models(classifier, purifier, x, y, batch_size=128, eot_samples=None)
     # Gradients: the purifier may hide them (BPDA), the classifier must have them.
     grad_probe = probe_x[:16]
     if purifier is not None:
-        grad = _input_gradient(lambda t: _call(purifier, t), grad_probe)
+        grad = _input_gradient(lambda t: call_model(purifier, t), grad_probe)
         reason = None
         if grad is None:
             reason = "the purifier has no gradient w.r.t. its input (None)"
@@ -445,7 +215,7 @@ def inspect_models(classifier, purifier, x, y, batch_size=128, eot_samples=None)
             choices["bpda"], choices["bpda_reason"] = True, reason
             notes.append(f"BPDA: {reason}, so attacks differentiate through it as the identity (forward pass "
                          "unchanged; Athalye et al. 2018).")
-    grad = _input_gradient(lambda t: _call(classifier, t), grad_probe)
+    grad = _input_gradient(lambda t: call_model(classifier, t), grad_probe)
     if grad is None:
         raise invalid_value("classifier", "a model differentiable w.r.t. its input (white-box attacks need it; "
                             "pass a non-differentiable preprocessing step as the purifier so it gets BPDA)",
@@ -712,9 +482,9 @@ def evaluate_model(
     check_number("sweep_iter", sweep_iter, minimum=1, integer=True, allow_none=True)
     distributed = distribute.is_distributed(strategy)  # also checks the type
     batch_size = batch_size or 250
-    image_shape = _model_image_shape(purifier) if purifier is not None else None
-    image_shape = image_shape or _model_image_shape(classifier)
-    data_name, data_description, x, y = _load_data(dataset, n, data_dir, image_shape)
+    image_shape = model_image_shape(purifier) if purifier is not None else None
+    image_shape = image_shape or model_image_shape(classifier)
+    data_name, data_description, x, y = load_evaluation_data(dataset, n, data_dir, image_shape)
     if image_shape and None not in image_shape and tuple(image_shape) != tuple(x.shape[1:]):
         raise invalid_value("dataset", f"images of the model's input shape {tuple(image_shape)}",
                             f"images of shape {tuple(x.shape[1:])}")
@@ -737,7 +507,7 @@ def evaluate_model(
     if not eps_grid or max(eps_grid) < 0.5 or eps_grid != sorted(eps_grid):
         raise invalid_value("eps_grid", "increasing radii reaching at least 0.5", eps_grid)
 
-    model = _pipeline_class()(classifier, purifier, purifier_bpda=choices["bpda"],
+    model = pipeline_class()(classifier, purifier, purifier_bpda=choices["bpda"],
                               probabilities=choices["probabilities"], name="evaluated_pipeline")
     eot = choices["eot_samples"]
     with_eot, no_eot = [], []
@@ -751,11 +521,11 @@ def evaluate_model(
         notes.append(f"Attacks run on single samples of the stochastic pipeline (no EOT in them): {', '.join(no_eot)}.")
     source = None
     if purifier is not None:  # transfer attacks are crafted on the bare classifier (logits, as attacked)
-        source = _pipeline_class()(classifier, None, probabilities=choices["probabilities"], name="source_classifier")
+        source = pipeline_class()(classifier, None, probabilities=choices["probabilities"], name="source_classifier")
     model_name = name or ("purifier + classifier" if purifier is not None else "classifier")
 
     # Caching: the steps are keyed by the models, the data and every setting.
-    fingerprints = (_fingerprint(classifier), _fingerprint(purifier) if purifier is not None else "none")
+    fingerprints = (user_model_fingerprint(classifier), user_model_fingerprint(purifier) if purifier is not None else "none")
     cacheable = None not in fingerprints
     if not cacheable:
         notes.append("A model is a plain callable (no weights to fingerprint): no step was cached.")
@@ -961,7 +731,7 @@ def _write_outputs(run, evaluation, model, purifier, attacks, x, y, start, model
     x_adv = get_attack("pgd", **params)(model, x[:8], y[:8])
     rows = {"clean": x[:8], "adversarial (PGD)": x_adv}
     if purifier is not None:
-        rows["purified"] = np.clip(np.asarray(_call(purifier, x_adv)), 0, 1)
+        rows["purified"] = np.clip(np.asarray(call_model(purifier, x_adv)), 0, 1)
     plots.plot_sample_grid(run.add_plot("samples.png"), rows)
 
     results = _results_dict(run, evaluation, start, reports)
