@@ -66,7 +66,7 @@ def load_model_and_data(args):
     import keras
 
     from tfdefense.data import load_dataset
-    from tfdefense.evaluation import predict_labels
+    from tfdefense.inference import predict_labels
     from tfdefense.models import model_c, train_classifier
 
     (x_train, y_train), (x_test, y_test) = load_dataset("mnist", data_dir=args.data_dir, download=False)

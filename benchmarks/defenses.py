@@ -37,7 +37,7 @@ def _note(text):
 def _transforms(args):
     import keras
 
-    from tfdefense.defenses.transforms.superres import super_resolution_net
+    from tfdefense.models import super_resolution_net
     from tfdefense.defenses.transforms.classic import get_transform, list_transforms
 
     models = {}

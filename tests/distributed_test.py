@@ -1,4 +1,7 @@
-"""tf.distribute end to end: MirroredStrategy over 2 logical CPUs (fast) and 2-process MultiWorkerMirroredStrategy (slow).
+"""tf.distribute end to end: MirroredStrategy over 2 logical CPUs and 2-process MultiWorkerMirroredStrategy.
+
+The two-process runs: the cross-worker checks (default tier), `train classifier` through the CLI and the
+whole package's multi-worker comparison (slow tier).
 
 Logical devices and collective ops must be configured before TensorFlow starts,
 so every scenario runs in fresh Python processes.
@@ -312,3 +315,64 @@ def test_two_process_multiworker_matches_single_process(tmp_path):
     assert rows_multi.keys() == rows_single.keys() and len(rows_multi) >= 8
     for k in rows_single:  # accuracies over 100 test digits: at most one image may flip on float noise
         assert abs(rows_multi[k] - rows_single[k]) <= 0.011, (k, rows_multi[k], rows_single[k])
+
+
+# Each of 2 worker processes: the cross-worker checks on values that agree and values that differ.
+COLLECTIVES = textwrap.dedent(
+    """
+    import json
+    from tfdefense import distribute
+    strategy = distribute.make_strategy("multiworker")
+    index = distribute.task(strategy)[1]
+    print("RESULT " + json.dumps({
+        "index": index,
+        "equal": distribute.all_workers_equal(strategy, 3),
+        "unequal": distribute.all_workers_equal(strategy, index),
+        "equal_fraction": distribute.all_workers_equal(strategy, 0.5),
+        "agree": distribute.all_workers_agree(strategy, True),
+        "disagree": distribute.all_workers_agree(strategy, index == 0),
+    }))
+    """
+)
+
+
+def _results(outputs):
+    return [json.loads([li for li in stdout.splitlines() if li.startswith("RESULT ")][-1][len("RESULT "):])
+            for _, stdout, _ in outputs]
+
+
+def test_all_workers_equal_and_agree_across_two_processes():
+    """tf.distribute.ReduceOp has no MAX: the checks gather every worker's value and compare (2 processes)."""
+    results = _results(_launch_workers([sys.executable, "-c", COLLECTIVES], timeout=300))
+    assert [r["index"] for r in results] == [0, 1]
+    for result in results:
+        assert result["equal"] and result["equal_fraction"] and result["agree"], result
+        assert not result["unequal"] and not result["disagree"], result
+
+
+@pytest.mark.slow
+def test_two_process_multiworker_train_classifier_cli(tmp_path, mnist):
+    """`TF_CONFIG=... python -m tfdefense.train classifier --distribute multiworker`, 2 workers on localhost.
+
+    One epoch on 384 real digits (about 40 s wall time on 2 idle CPU cores, both workers included).
+    """
+    (x_train, y_train), (x_test, y_test) = mnist
+    data = tmp_path / "digits.npz"
+    np.savez(data, x_train=x_train[:384], y_train=y_train[:384], x_test=x_test[:200], y_test=y_test[:200])
+    out = tmp_path / "model_c.keras"
+    outputs = _launch_workers([sys.executable, "-m", "tfdefense.train", "classifier", "--model", "C", "--dataset",
+                               f"npz:{data}", "--epochs", "1", "--batch-size", "64", "--distribute", "multiworker",
+                               "--out", str(out)], timeout=600)
+    printed = [json.loads(stdout.strip().splitlines()[-1]) for _, stdout, _ in outputs]
+    assert [p["distribute"]["task"] for p in printed] == ["worker-0", "worker-1"]
+    summary = json.loads(out.with_suffix(".json").read_text())  # written by the chief only
+    assert summary == printed[0]
+    assert summary["distribute"]["workers"] == 2 and summary["distribute"]["replicas"] == 2
+    assert summary["train_examples"] == 384 and summary["epochs"] == 1 and summary["resumed_from_epoch"] == 0
+    assert printed[1]["test_accuracy"] == summary["test_accuracy"] > 0.3  # one model on both workers; chance is 0.1
+    import keras
+
+    model = keras.models.load_model(out, safe_mode=True)
+    predicted = model.predict(x_test[:200], verbose=0).argmax(-1)
+    assert abs(float(np.mean(predicted == y_test[:200])) - summary["test_accuracy"]) < 1e-6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits.npz", "model_c.json", "model_c.keras"]

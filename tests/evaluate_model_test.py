@@ -108,6 +108,13 @@ def test_cli_bad_arguments_are_one_line_errors(classifier_file, tmp_path, capsys
     assert main(["--classifier", str(classifier_file), "--purifier", "no_such_transform", "--dataset", "mnist",
                  "--eps", "0.3", "--out", str(tmp_path)]) == 2
     assert "`purifier`" in capsys.readouterr().err
+    assert main(["--classifier", str(classifier_file), "--dataset", "mnist", "--eps", "1.5", "--out",
+                 str(tmp_path)]) == 2
+    assert "--eps" in capsys.readouterr().err  # a Linf radius above 1
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--classifier", str(classifier_file), "--dataset", "mnist", "--eps", "2", "--norm", "l1",
+              "--out", str(tmp_path)])
+    assert exit_info.value.code == 2 and "--norm" in capsys.readouterr().err
 
 
 @pytest.mark.slow

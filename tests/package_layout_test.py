@@ -57,7 +57,7 @@ def test_no_private_name_is_imported_from_another_module():
     """A private module's public names may be imported (`from tfdefense._io import write_json`);
     unit tests may import the private helpers of the module they test."""
     problems = []
-    for path, parts in _modules():
+    for path, _parts in _modules():
         if _is_test(path):
             continue
         for line, module, names in _imports(path):
@@ -78,7 +78,8 @@ def test_lower_layers_never_import_higher_ones():
             for target in targets:
                 target_layer = _layer(tuple(target.split(".")))
                 if _rank(target_layer) > _rank(layer):
-                    problems.append(f"{path.relative_to(PACKAGE.parent)}:{line} ({layer}) imports {target} ({target_layer})")
+                    where = f"{path.relative_to(PACKAGE.parent)}:{line}"
+                    problems.append(f"{where} ({layer}) imports {target} ({target_layer})")
     assert not problems, "\n".join(problems)
 
 

@@ -191,6 +191,12 @@ def _empty(c):
     return c.x[:0]
 
 
+def _export(c, path):
+    from tfdefense.export import export_saved_model
+
+    return export_saved_model(c.classifier(), path)
+
+
 # (id, item, call, exception types, argument the message must name, extra text the message must contain)
 API_CASES = [
     # item 3: labels out of range, everywhere labels enter
@@ -266,6 +272,12 @@ API_CASES = [
     ("input_shape (28, 28, 0)", 5,
      lambda c: __import__("tfdefense.models", fromlist=["x"]).model_c(input_shape=(28, 28, 0)),
      ValueError, "input_shape", "(28, 28, 0)"),
+    # output paths of the API get the CLI's checks
+    ("export_saved_model under a file", 4, lambda c: _export(c, pathlib.Path(_existing_file(c)) / "export"),
+     ValueError, "path", "is not a directory"),
+    ("export_saved_model in /proc", 4, lambda c: _export(c, "/proc/tfdefense-export"), ValueError, "path", "/proc"),
+    ("export_saved_model in a new folder of /proc", 4, lambda c: _export(c, "/proc/nope/export"),
+     ValueError, "path", "/proc/nope"),
 ]
 
 # item 5: legitimate but almost always wrong: a warning naming the argument.
@@ -391,6 +403,14 @@ CLI_CASES = [
      "--attacks"),
     ("evaluate --defenses nope", "evaluate",
      lambda c: ["--preset", "egan", "--out", str(c.tmp / "run"), "--defenses", "nope"], "--defenses"),
+    ("evaluate --attacks pgd-/../../nonsense", "evaluate",
+     lambda c: ["--preset", "robust", "--scale", "tiny", "--out", str(c.tmp / "run"), "--attacks",
+                "pgd-/../../nonsense"], "--attacks"),
+    ("evaluate --attacks square-anything", "evaluate",
+     lambda c: ["--preset", "robust", "--out", str(c.tmp / "run"), "--attacks", "fgsm,square-anything"], "--attacks"),
+    ("train --dataset imagenet without --image-size", "train",
+     lambda c: ["classifier", "--model", "C", "--dataset", "imagenet", "--out", str(c.tmp / "m.keras")],
+     "--image-size"),
     ("evaluate --attacks on a preset without attack filter", "evaluate",
      lambda c: ["--preset", "egan", "--out", str(c.tmp / "run"), "--attacks", "fgsm"], "--attacks"),
     ("evaluate --out existing file", "evaluate", lambda c: EVALUATE + ["--out", _existing_file(c)], "--out"),
@@ -445,10 +465,57 @@ def test_cli_bad_argument_is_one_line_and_exit_2_before_any_work(ctx, case, monk
     assert not list(ctx.tmp.glob("*.backup"))  # no resume backup was started
 
 
+def test_train_classifier_help_lists_exactly_the_datasets_it_accepts(ctx, monkeypatch, capsys):
+    """Every dataset named by `train classifier --help` passes the --dataset check; a name it omits is refused."""
+    import argparse
+
+    from tfdefense import train
+    from tfdefense.data import list_datasets
+
+    parser = argparse.ArgumentParser()
+    train._classifier_parser(parser.add_subparsers())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["classifier", "--help"])
+    listed = " ".join(capsys.readouterr().out.split())
+    assert "imagenet" in listed and set(list_datasets()) - {"npz:PATH"} <= set(train.DATASETS)
+    for name in train.DATASETS:
+        assert name in listed
+        argv = ["classifier", "--model", "C", "--dataset", name, "--out", str(ctx.tmp / "m.keras"), "--image-size",
+                "28"]
+        args = parser.parse_args(argv)
+        train.check_classifier_args(args)  # no error
+    status, stderr = run_cli("train", ["classifier", "--model", "C", "--dataset", "svhn", "--out",
+                                       str(ctx.tmp / "m.keras")], monkeypatch)
+    assert status == 2 and "argument --dataset: unknown dataset 'svhn'" in stderr
+    assert "svhn" not in listed
+
+
+def test_cli_errors_are_usage_errors_recognized_by_type(capsys):
+    """`fail` raises UsageError (a ValueError); run_main prints any UsageError as one line, whatever its wording."""
+    from tfdefense import _cli
+
+    with pytest.raises(_cli.UsageError) as raised:
+        _cli.check_positive_int("--epochs", 0)
+    assert isinstance(raised.value, ValueError)
+
+    def bad(argv):
+        raise _cli.UsageError("the wording\n of this error is free")
+
+    assert _cli.run_main(bad) == _cli.EXIT_USAGE == 2
+    assert capsys.readouterr().err == "error: the wording of this error is free\n"
+
+    def other(argv):
+        raise ValueError("a bug, not a usage error")
+
+    with pytest.raises(ValueError, match="a bug"):  # keeps its traceback
+        _cli.run_main(other)
+
+
 def test_robust_preset_declares_every_suite_name():
     """`--attacks` is checked against the names a preset declares: the robust suite's labels must all be there."""
     import fnmatch
 
+    from tfdefense.evaluate import filter_name_matches
     from tfdefense.evaluation.presets import robust
     from tfdefense.evaluation.robustness import robustness_suite
     from tfdefense.evaluation.runner import get_preset
@@ -458,6 +525,7 @@ def test_robust_preset_declares_every_suite_name():
         for item in robustness_suite(0.3, seed=0, **settings["suite"]):
             for name in (item.label, item.attack):
                 assert any(fnmatch.fnmatchcase(name, pattern) for pattern in declared), (scale, name)
+                assert any(filter_name_matches(name, pattern) for pattern in declared), (scale, name)
 
 
 def test_cli_entry_point_prints_one_line_without_tensorflow_logs(tmp_path):
@@ -479,6 +547,129 @@ def test_user_log_level_is_respected(tmp_path):
     code = "import os, tfdefense._cli as c; c.quiet_tensorflow(); print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.stdout.strip() == "0"
+
+
+# --------------------------------------------------------------------------- training backups that can always continue
+
+BACKUP_EPOCHS = 3
+
+
+def _backed_up_fit(c, backup, callbacks=()):
+    """A small dense classifier trained BACKUP_EPOCHS epochs on 64 real digits, backed up in `backup`."""
+    import keras
+
+    from tfdefense.models import train_classifier
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dropout(0.2),
+                              keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10)])
+    history = train_classifier(model, c.x, c.y, epochs=BACKUP_EPOCHS, batch_size=16, seed=0, verbose=0,
+                               backup_dir=backup, callbacks=list(callbacks))
+    return model, history
+
+
+@pytest.fixture(scope="module")
+def reference_weights(ctx):
+    model, history = _backed_up_fit(ctx, ctx.tmp / "reference.backup")
+    assert history.epoch == list(range(BACKUP_EPOCHS))
+    return model.get_weights()
+
+
+def _killed_at(c, epoch, name):
+    """The backup folder of a fit killed at the start of `epoch` (epochs 0..epoch-1 backed up)."""
+    from tfdefense.testing import InterruptAt
+
+    backup = c.tmp / name
+    with pytest.raises(KeyboardInterrupt):
+        _backed_up_fit(c, backup, [InterruptAt(epoch, KeyboardInterrupt("killed"))])
+    return backup
+
+
+def _resumed(c, backup):
+    """(weights, epochs run, warnings) of the rerun on `backup`."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, history = _backed_up_fit(c, backup)
+    assert not backup.exists()  # deleted once training completed
+    return model.get_weights(), history.epoch, [str(w.message) for w in caught if "training backup" in str(w.message)]
+
+
+def _assert_identical(weights, reference):
+    assert len(weights) == len(reference)
+    for a, b in zip(weights, reference):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_backup_keeps_the_previous_checkpoint_with_digests(ctx):
+    from tfdefense import distribute
+
+    backup = _killed_at(ctx, 2, "kept.backup")
+    names = sorted(p.name for p in backup.iterdir())
+    assert names == ["latest.weights.h5", "latest.weights.h5.bkp", "random_state.json", "training_metadata.json",
+                     "training_metadata.json.bkp"], names
+    checkpoints, problems = distribute.find_checkpoints(backup)
+    assert [c["epoch"] for c in checkpoints] == [2, 1] and problems == []
+    assert distribute.backup_epoch(backup) == 2
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "garbage metadata", "weights from elsewhere"])
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(ctx, reference_weights, damage):
+    backup = _killed_at(ctx, 2, f"{damage.replace(' ', '_')}.backup")
+    weights, metadata = backup / "latest.weights.h5", backup / "training_metadata.json"
+    if damage == "truncated weights":  # a kill while h5py wrote it (before atomic writes)
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    elif damage == "garbage metadata":
+        metadata.write_text("{garbage")
+    else:
+        weights.write_bytes((backup / "latest.weights.h5.bkp").read_bytes())
+    resumed, epochs, messages = _resumed(ctx, backup)
+    assert epochs == [1, 2]  # the previous complete checkpoint: epoch 1
+    assert len(messages) == 1 and "resuming from the previous complete checkpoint (epoch 1)" in messages[0], messages
+    _assert_identical(resumed, reference_weights)
+
+
+def test_no_complete_checkpoint_starts_afresh_with_a_warning(ctx, reference_weights):
+    backup = _killed_at(ctx, 1, "only_one.backup")
+    assert not (backup / "latest.weights.h5.bkp").exists()
+    (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    resumed, epochs, messages = _resumed(ctx, backup)
+    assert epochs == [0, 1, 2]
+    assert len(messages) == 1 and "training starts afresh from epoch 0" in messages[0], messages
+    _assert_identical(resumed, reference_weights)
+
+
+def test_disk_full_while_backing_up_keeps_the_previous_checkpoint(ctx, reference_weights, monkeypatch):
+    """ENOSPC in the middle of epoch 2's weights file: one clear error, epoch 1 kept, the rerun continues exactly."""
+    import errno
+
+    import keras
+
+    from tfdefense import distribute
+
+    save_weights = keras.Model.save_weights
+    calls = []
+
+    def disk_full_on_second_save(self, filepath, *args, **kwargs):
+        calls.append(filepath)
+        if len(calls) == 2:
+            pathlib.Path(filepath).write_bytes(b"\x89HDF partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save_weights(self, filepath, *args, **kwargs)
+
+    backup = ctx.tmp / "disk_full.backup"
+    monkeypatch.setattr(keras.Model, "save_weights", disk_full_on_second_save)
+    with pytest.raises(distribute.BackupWriteError) as raised:
+        _backed_up_fit(ctx, backup)
+    monkeypatch.undo()
+    message = str(raised.value)
+    assert raised.value.errno == errno.ENOSPC and str(backup) in message and "No space left on device" in message
+    assert "the checkpoint of epoch 1 is kept" in message, message
+    assert sorted(p.name for p in backup.iterdir()) == ["latest.weights.h5", "random_state.json",
+                                                        "training_metadata.json"]  # no partial file left
+    assert distribute.backup_epoch(backup) == 1
+    resumed, epochs, messages = _resumed(ctx, backup)
+    assert epochs == [1, 2] and messages == []
+    _assert_identical(resumed, reference_weights)
 
 
 if __name__ == "__main__":  # counts of the matrix: python tests/reliability_test.py

@@ -37,11 +37,11 @@ def classifier_path(tmp_path_factory, mnist):
 
 
 @pytest.fixture(scope="module")
-def test_images(data_dir):
+def test_images(mnist_npz):
     """The first 20 test images of what `--dataset mnist` loads (the CLI evaluates on these)."""
     from tfdefense.data import load_dataset
 
-    _, (x_test, y_test) = load_dataset("mnist", data_dir=data_dir, download=False)
+    _, (x_test, y_test) = load_dataset("mnist", download=False)
     return x_test[:20], y_test[:20]
 
 

@@ -2,9 +2,12 @@
 
 - `quiet_tensorflow()`: silences TensorFlow's C++ start-up and grappler log
   lines unless the user set `TF_CPP_MIN_LOG_LEVEL`; call it before TF is imported.
-- `fail(message)`: one `error: ...` line on stderr, exit status 2 (argparse's convention).
-- `run_main(fn)`: turns the clear errors (`CLIError`, and the `ValueError`/`TypeError`
-  worded by `tfdefense._validation`) into that one line; anything else keeps its traceback.
+- `fail(message)`: raises `UsageError` (a ValueError), which `run_main` prints as one
+  `error: ...` line on stderr with exit status 2 (argparse's convention).
+- `run_main(fn)`: turns the clear errors (`UsageError`, and the `ValueError`/`TypeError`
+  worded by `tfdefense._validation`) into that one line, a training backup that could
+  not be written (`tfdefense.distribute.BackupWriteError`: disk full) into one line and
+  exit status 1; anything else keeps its traceback.
 - checks of output paths and names, run before any data loading or training.
 """
 
@@ -13,16 +16,19 @@ import pathlib
 import sys
 import tempfile
 
+from tfdefense._io import writable_folder
+
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
-class CLIError(Exception):
-    """A bad command line: printed as one `error: ...` line, exit status 2."""
+class UsageError(ValueError):
+    """A bad command line: printed by `run_main` as one `error: ...` line, exit status 2."""
 
 
 def fail(message):
-    """Raises CLIError(message) (printed by `run_main` as one line, exit 2)."""
-    raise CLIError(message)
+    """Raises UsageError(message) (printed by `run_main` as one line, exit 2)."""
+    raise UsageError(message)
 
 
 def quiet_tensorflow():
@@ -67,12 +73,21 @@ def quiet_tensorflow():
 
 
 def run_main(fn, argv=None):
-    """Calls `fn(argv)`; a CLIError / ValueError / TypeError from the argument checks prints one line, returns 2."""
+    """Calls `fn(argv)`; a UsageError or a clear ValueError / TypeError prints one line and returns 2.
+
+    A training backup that could not be written (`BackupWriteError`, e.g. a full disk) prints one
+    line naming the folder and returns 1.
+    """
+    from tfdefense.distribute import BackupWriteError
+
     try:
         return fn(argv)
-    except CLIError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except UsageError as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return EXIT_USAGE
+    except BackupWriteError as error:
+        print(f"error: {error.strerror}", file=sys.stderr)
+        return EXIT_FAILURE
     except (ValueError, TypeError) as error:
         if not is_validation_error(error):
             raise
@@ -88,7 +103,7 @@ def is_validation_error(error):
 
 
 def check_positive_int(argument, value, allow_none=False):
-    """`--batch-size 0`, `--epochs -1`: refused (CLIError naming the flag)."""
+    """`--batch-size 0`, `--epochs -1`: refused (UsageError naming the flag)."""
     if value is None and allow_none:
         return value
     if value is None or value < 1:
@@ -115,23 +130,6 @@ def check_names(argument, names, known):
     return names
 
 
-def _writable_folder(folder):
-    """Creates `folder` if needed and writes (then removes) a probe file in it: (ok, reason)."""
-    folder = pathlib.Path(folder)
-    probe = folder.absolute()
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        return False, f"{str(probe)!r} is not a directory"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".tfdefense-write-check-"):
-            pass
-    except OSError as error:
-        return False, f"{type(error).__name__}: {error.strerror or error}"
-    return True, ""
-
-
 def check_output_file(argument, path, suffixes):
     """An output file path: right suffix, not an existing directory, in a writable folder."""
     path = pathlib.Path(path)
@@ -139,7 +137,7 @@ def check_output_file(argument, path, suffixes):
         fail(f"argument {argument}: expected a path ending in {' or '.join(suffixes)}, got {str(path)!r}")
     if path.is_dir():
         fail(f"argument {argument}: {str(path)!r} is an existing directory; expected a file path")
-    ok, reason = _writable_folder(path.parent)
+    ok, reason = writable_folder(path.parent)
     if not ok:
         fail(f"argument {argument}: cannot write {str(path)!r} ({reason})")
     if path.exists() and not os.access(path, os.W_OK):
@@ -152,7 +150,7 @@ def check_output_dir(argument, path):
     path = pathlib.Path(path)
     if path.exists() and not path.is_dir():
         fail(f"argument {argument}: {str(path)!r} is an existing file; expected a folder")
-    ok, reason = _writable_folder(path)
+    ok, reason = writable_folder(path)
     if not ok:
         fail(f"argument {argument}: cannot write into {str(path)!r} ({reason})")
     return path

@@ -76,6 +76,23 @@ def check_backup_dir(path, argument="backup_dir"):
     return path
 
 
+def writable_folder(folder):
+    """Creates `folder` if needed and writes (then removes) a probe file in it: (True, "") or (False, reason)."""
+    folder = pathlib.Path(folder)
+    probe = folder.absolute()
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        return False, f"{str(probe)!r} is not a directory"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".tfdefense-write-check-"):
+            pass
+    except OSError as error:
+        return False, f"{type(error).__name__}: {error.strerror or error}"
+    return True, ""
+
+
 def default_file_mode():
     """Mode of a new file made by `open(path, "w")`."""
     return 0o666 & ~current_umask()

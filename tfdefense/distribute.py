@@ -292,8 +292,264 @@ def all_workers_equal(strategy, value):
     return bool(np.all(gathered == gathered[0]))
 
 
+WEIGHTS_FILE = "latest.weights.h5"
+METADATA_FILE = "training_metadata.json"
+PREVIOUS = ".bkp"  # suffix of the previous checkpoint's pair of files
+
+
+class BackupWriteError(OSError):
+    """A training backup could not be written (disk full, read-only folder); the previous checkpoint is kept."""
+
+
+def backup_write_error(folder, error, kept):
+    """A BackupWriteError (same errno) naming `folder`, the cause, and the checkpoint left in place."""
+    cause = getattr(error, "strerror", None) or str(error).splitlines()[0]
+    return BackupWriteError(
+        getattr(error, "errno", None),
+        f"could not write the training backup in {str(folder)!r} ({type(error).__name__}: {cause}); "
+        f"{kept}; free space (or fix the folder) and rerun the same command to continue",
+    )
+
+
+def _fsync(path, directory=False):
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:  # some file systems refuse fsync on folders
+            raise
+    finally:
+        os.close(fd)
+
+
+def _close_h5_file(path):
+    """Closes every handle h5py still holds on `path` (a write that failed midway leaves its file open)."""
+    import gc
+
+    gc.collect()
+    try:
+        import h5py
+    except ImportError:
+        return
+    target = os.path.abspath(path)
+    for file_id in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        name = file_id.name.decode(errors="replace") if isinstance(file_id.name, bytes) else file_id.name
+        if os.path.abspath(name) == target:
+            h5py.File(file_id).close()
+
+
+def _read_metadata(path):
+    """(epoch, batch, weights sha256) of a checkpoint's metadata file; ValueError when it is not one."""
+    metadata = json.loads(pathlib.Path(path).read_text())
+    if not isinstance(metadata, dict):
+        raise ValueError("not a JSON object")
+    epoch, digest = metadata.get("epoch"), metadata.get("weights_sha256")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise ValueError(f"no epoch count (epoch={epoch!r})")
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise ValueError("no weights_sha256 (not written by tfdefense)")
+    batch = metadata.get("batch", 0)
+    return epoch, batch if isinstance(batch, int) else 0, digest
+
+
+def find_checkpoints(backup_dir):
+    """The complete checkpoints of a backup folder, newest first, and what is wrong with the rest.
+
+    Returns (checkpoints, problems): checkpoints is a list of dicts {"epoch", "batch", "weights",
+    "metadata"} whose metadata file names the SHA-256 of the weights file (latest.weights.h5 or
+    its previous copy .bkp) it belongs to; problems lists the files that are unreadable, partial
+    or without a matching weights file (never loaded).
+    """
+    from tfdefense._io import file_sha256
+
+    folder = pathlib.Path(backup_dir)
+    weights = [folder / WEIGHTS_FILE, folder / (WEIGHTS_FILE + PREVIOUS)]
+    digests = {}
+
+    def digest_of(path):
+        if path not in digests:
+            try:
+                digests[path] = file_sha256(path) if path.is_file() else None
+            except OSError:
+                digests[path] = None
+        return digests[path]
+
+    checkpoints, problems = [], []
+    for metadata in (folder / METADATA_FILE, folder / (METADATA_FILE + PREVIOUS)):
+        if not metadata.exists():
+            continue
+        try:
+            epoch, batch, digest = _read_metadata(metadata)
+        except (OSError, ValueError, UnicodeDecodeError) as error:
+            problems.append(f"{metadata.name} is unreadable ({type(error).__name__}: {error})")
+            continue
+        match = next((path for path in weights if digest_of(path) == digest), None)
+        if match is None:
+            problems.append(f"no weights file matches {metadata.name} (epoch {epoch}): partial or corrupt")
+            continue
+        if all(c["weights"] != match for c in checkpoints):
+            checkpoints.append({"epoch": epoch, "batch": batch, "weights": match, "metadata": metadata})
+    used = {c["weights"] for c in checkpoints}
+    if not problems:  # weights without metadata: a run killed between the two writes
+        problems += [f"{path.name} belongs to no complete checkpoint" for path in weights
+                     if path.exists() and path not in used]
+    checkpoints.sort(key=lambda c: -c["epoch"])
+    return checkpoints, problems
+
+
+def __getattr__(name):
+    # The callback class subclasses keras's, built on first use: importing this module does not import keras.
+    if name == "AtomicBackupAndRestore":
+        globals()[name] = _atomic_backup_class()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _atomic_backup_class():
+    import keras
+
+    class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+        """`keras.callbacks.BackupAndRestore` whose checkpoints survive a kill, a full disk or a corrupt file.
+
+        Every epoch end writes the weights to a temporary file in the backup
+        folder, fsyncs it and renames it to `latest.weights.h5`; the previous
+        complete checkpoint moves to `*.bkp` first, and `training_metadata.json`
+        (epoch, batch and the SHA-256 of its weights file) is written last, also
+        atomically. So a kill at any moment leaves at least one complete
+        checkpoint. At the start of `fit` the newest checkpoint whose weights
+        match their metadata is restored; a corrupt, truncated or partial file is
+        never loaded: the previous checkpoint is used, else training starts
+        afresh, with a warning naming the files. An OSError while writing (e.g.
+        ENOSPC) raises one `BackupWriteError` naming the folder; the previous
+        checkpoint stays in place and no file handle stays open.
+
+        `restored_epoch` is the epoch `fit` resumed from (0: a fresh start).
+        """
+
+        def __init__(self, backup_dir, delete_checkpoint=True):
+            super().__init__(str(backup_dir), save_freq="epoch", double_checkpoint=True,
+                             delete_checkpoint=delete_checkpoint)
+            self.restored_epoch = 0
+            self._latest_digest = None  # SHA-256 of latest.weights.h5 when it is a complete checkpoint
+
+        def on_train_begin(self, logs=None):
+            import warnings
+
+            self.restored_epoch = 0
+            self._latest_digest = None
+            if not self.model.built:
+                raise ValueError(
+                    "To use the BackupAndRestore callback, your model must be built before you call `fit()`. "
+                    f"Model {self.model} is unbuilt. You can build it beforehand by calling it on a batch of data."
+                )
+            checkpoints, problems = find_checkpoints(self.backup_dir)
+            if not checkpoints and not problems:
+                return
+            if self.model.optimizer is not None and not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)
+            variables = list(self.model.weights)
+            if self.model.optimizer is not None:
+                variables += [v for v in self.model.optimizer.variables if all(v is not w for w in variables)]
+            for checkpoint in checkpoints:
+                saved = [v.numpy() for v in variables]
+                try:
+                    self._load_weights(checkpoint["weights"])
+                except (OSError, ValueError, KeyError) as error:
+                    for variable, value in zip(variables, saved):
+                        variable.assign(value)
+                    problems.append(f"{checkpoint['weights'].name} (epoch {checkpoint['epoch']}) does not load "
+                                    f"into this model ({type(error).__name__})")
+                    continue
+                self.model._initial_epoch = self.restored_epoch = checkpoint["epoch"]
+                if checkpoint["weights"].name == WEIGHTS_FILE and checkpoint["metadata"].name == METADATA_FILE:
+                    self._latest_digest = _read_metadata(checkpoint["metadata"])[2]
+                break
+            if problems:
+                outcome = (f"resuming from the previous complete checkpoint (epoch {self.restored_epoch})"
+                           if self.restored_epoch else "training starts afresh from epoch 0")
+                warnings.warn(f"training backup {str(self.backup_dir)!r}: {'; '.join(problems)}; {outcome}",
+                              RuntimeWarning, stacklevel=2)
+
+        def _load_weights(self, path):
+            if path.name.endswith(".weights.h5"):
+                return self.model.load_weights(str(path))
+            # keras reads only names ending in .weights.h5: the previous checkpoint is read through a link
+            fd, alias = tempfile.mkstemp(prefix=".latest.", suffix=".tmp.weights.h5", dir=path.parent)
+            os.close(fd)
+            try:
+                os.remove(alias)
+                try:
+                    os.link(path, alias)
+                except OSError:
+                    shutil.copyfile(path, alias)
+                self.model.load_weights(alias)
+            finally:
+                if os.path.exists(alias):
+                    os.remove(alias)
+
+        def _save_model(self):
+            folder = pathlib.Path(self.backup_dir)
+            weights, metadata = folder / WEIGHTS_FILE, folder / METADATA_FILE
+            tmp = None
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=".latest.", suffix=".tmp.weights.h5", dir=folder)
+                os.close(fd)
+                self.model.save_weights(tmp, overwrite=True)
+                _fsync(tmp)
+                from tfdefense._io import file_sha256
+
+                digest = file_sha256(tmp)
+                record = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights_sha256": digest,
+                          "weights_file": WEIGHTS_FILE}
+                if self._latest_digest is not None:  # keep the complete checkpoint until the new one is
+                    os.replace(weights, str(weights) + PREVIOUS)
+                    os.replace(metadata, str(metadata) + PREVIOUS)
+                self._latest_digest = None
+                os.replace(tmp, weights)
+                tmp = None
+                fd, tmp_metadata = tempfile.mkstemp(prefix=".training_metadata.", suffix=".tmp.json", dir=folder)
+                try:
+                    with os.fdopen(fd, "w") as handle:
+                        handle.write(json.dumps(record))
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                    os.replace(tmp_metadata, metadata)
+                finally:
+                    if os.path.exists(tmp_metadata):
+                        os.remove(tmp_metadata)
+                _fsync(folder, directory=True)
+                self._latest_digest = digest
+            except OSError as error:
+                message = backup_write_error(folder, error, self._kept_description())
+                error.__traceback__ = None  # frees the failed writer (and its h5py file) before closing leftovers
+                del error
+                if tmp is not None:
+                    _close_h5_file(tmp)
+                    try:
+                        os.remove(tmp)
+                    except OSError:
+                        pass
+                raise message from None
+
+        def _kept_description(self):
+            checkpoints, _ = find_checkpoints(self.backup_dir)
+            if checkpoints:
+                return f"the checkpoint of epoch {checkpoints[0]['epoch']} is kept"
+            return "no earlier checkpoint exists: a rerun starts afresh"
+
+    AtomicBackupAndRestore.__module__ = __name__
+    return AtomicBackupAndRestore
+
+
+def atomic_backup(backup_dir, delete_checkpoint=True):
+    """An `AtomicBackupAndRestore` callback on `backup_dir` (see its docstring)."""
+    cls = globals().get("AtomicBackupAndRestore") or __getattr__("AtomicBackupAndRestore")
+    return cls(backup_dir, delete_checkpoint=delete_checkpoint)
+
+
 def backup_callback(backup_dir, strategy=None, delete_checkpoint=True):
-    """A `keras.callbacks.BackupAndRestore` that is safe under a multi-worker strategy.
+    """An `AtomicBackupAndRestore` callback (a `keras.callbacks.BackupAndRestore`) safe under several workers.
 
     Single process: the callback on `backup_dir`. Several workers: the chief
     backs up into `backup_dir`; every other worker copies the chief's backup
@@ -303,29 +559,24 @@ def backup_callback(backup_dir, strategy=None, delete_checkpoint=True):
     and no two processes write the same file. Without a file system shared by
     the workers, a resumed run is refused (`check_backup_consistent`).
     """
-    import keras
-
     from tfdefense._io import check_backup_dir
 
     backup_dir = check_backup_dir(backup_dir)  # keras deletes it after training: it must hold nothing else
     if is_chief(strategy):
-        return keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=delete_checkpoint)
+        return atomic_backup(backup_dir, delete_checkpoint=delete_checkpoint)
     task_type, task_id = task(strategy)
     temporary = pathlib.Path(tempfile.mkdtemp(prefix=f"tfdefense-backup-{task_type}-{task_id}-"))
     if backup_dir.is_dir():
         for item in backup_dir.iterdir():
             if item.is_file():
                 shutil.copy2(item, temporary / item.name)
-    return keras.callbacks.BackupAndRestore(str(temporary), delete_checkpoint=True)
+    return atomic_backup(temporary, delete_checkpoint=True)
 
 
 def backup_epoch(backup_dir):
-    """The epoch a `BackupAndRestore` folder would resume from (0 when it holds no backup)."""
-    path = pathlib.Path(backup_dir) / "training_metadata.json"
-    try:
-        return int(json.loads(path.read_text())["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
+    """The epoch a backup folder resumes from: its newest complete checkpoint's (0 when it holds none)."""
+    checkpoints, _ = find_checkpoints(backup_dir)
+    return checkpoints[0]["epoch"] if checkpoints else 0
 
 
 def check_backup_consistent(callback, strategy):

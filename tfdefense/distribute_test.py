@@ -1,3 +1,4 @@
+import hashlib
 import json
 import pathlib
 import shutil
@@ -75,9 +76,12 @@ def test_chief_and_worker_folders_from_the_cluster(tmp_path):
 def test_non_chief_backup_restores_from_a_copy_of_the_chiefs(tmp_path):
     backup = tmp_path / "model.keras.backup"
     backup.mkdir()
-    (backup / "training_metadata.json").write_text(json.dumps({"epoch": 3, "batch": 0}))
+    (backup / "latest.weights.h5").write_bytes(b"weights of epoch 3")
+    digest = hashlib.sha256(b"weights of epoch 3").hexdigest()
+    (backup / "training_metadata.json").write_text(json.dumps({"epoch": 3, "batch": 0, "weights_sha256": digest}))
     chief = distribute.backup_callback(backup, _ClusterStrategy(TWO_WORKERS, "worker", 0))
     assert isinstance(chief, keras.callbacks.BackupAndRestore) and pathlib.Path(chief.backup_dir) == backup
+    assert isinstance(chief, distribute.AtomicBackupAndRestore)
     other = distribute.backup_callback(backup, _ClusterStrategy(TWO_WORKERS, "worker", 1))
     copy = pathlib.Path(other.backup_dir)
     try:
@@ -86,4 +90,27 @@ def test_non_chief_backup_restores_from_a_copy_of_the_chiefs(tmp_path):
         assert distribute.backup_epoch(tmp_path / "missing") == 0
     finally:
         shutil.rmtree(copy)
-    assert sorted(p.name for p in backup.iterdir()) == ["training_metadata.json"]  # the chief's left as it was
+    assert sorted(p.name for p in backup.iterdir()) == ["latest.weights.h5", "training_metadata.json"]  # as it was
+
+
+def test_find_checkpoints_accepts_only_metadata_matching_its_weights(tmp_path):
+    def write(name, data):
+        (tmp_path / name).write_bytes(data)
+
+    def metadata(epoch, data):
+        return json.dumps({"epoch": epoch, "batch": 0, "weights_sha256": hashlib.sha256(data).hexdigest()}).encode()
+
+    assert distribute.find_checkpoints(tmp_path) == ([], [])
+    write("latest.weights.h5", b"epoch 2, half writ")  # killed while writing epoch 2 (non-atomic writer)
+    write("training_metadata.json", metadata(2, b"epoch 2, half written and then some"))
+    write("latest.weights.h5.bkp", b"epoch 1")
+    write("training_metadata.json.bkp", metadata(1, b"epoch 1"))
+    checkpoints, problems = distribute.find_checkpoints(tmp_path)
+    assert [(c["epoch"], c["weights"].name) for c in checkpoints] == [(1, "latest.weights.h5.bkp")]
+    assert problems == ["no weights file matches training_metadata.json (epoch 2): partial or corrupt"]
+    write("training_metadata.json.bkp", b'{"epoch": 1, "batch": 0}')  # keras' own format: no digest
+    checkpoints, problems = distribute.find_checkpoints(tmp_path)
+    assert checkpoints == [] and "training_metadata.json.bkp is unreadable" in problems[1]
+    assert distribute.backup_epoch(tmp_path) == 0
+    write("training_metadata.json", b"\xff\xfe garbage")
+    assert distribute.find_checkpoints(tmp_path)[1][0].startswith("training_metadata.json is unreadable")

@@ -9,14 +9,16 @@ failed (the report is written either way), 2 for a bad command line or model.
 """
 
 import argparse
-import fnmatch
 import pathlib
 import sys
+
+from tfdefense import __version__
 
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m tfdefense.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--list", action="store_true", help="list the presets and exit")
+    parser.add_argument("--version", action="version", version=f"tfdefense {__version__}")
     parser.add_argument("--preset", help="preset to run (see --list)")
     parser.add_argument("--scale", default="quick", choices=["tiny", "quick", "full"])
     parser.add_argument("--out", help="output folder (report.md, results.json, results.csv, plots, models)")
@@ -32,16 +34,29 @@ def build_parser():
                         help="change one setting of the chosen scale, e.g. --set epochs=3 (VALUE is read as JSON, "
                              "else as a string); repeatable; the report lists every change")
     user = parser.add_argument_group("evaluate your own model (tfdefense.evaluate_model)")
-    user.add_argument("--classifier", help="your classifier: a .keras file, a SavedModel folder or a tfdefense export")
+    user.add_argument("--classifier", help="your classifier: a .keras or .h5 file, a SavedModel folder or a "
+                                           "tfdefense export")
     user.add_argument("--purifier", help="your purifier (a path as above) or a transform name, e.g. jpeg, "
                                          "bit_depth:bits=2 (see tfdefense.defenses.list_transforms())")
-    user.add_argument("--dataset", help="dataset name (its test split) or npz:PATH (x_test, y_test)")
-    user.add_argument("--eps", type=float, help="Linf radius in [0, 1] units, e.g. 0.3 (MNIST), 0.031 (CIFAR-10)")
+    user.add_argument("--dataset", help="dataset name (its test split), npz:PATH (x_test, y_test) or "
+                                        "tfds:NAME[:SPLIT] (a tensorflow-datasets dataset on disk)")
+    user.add_argument("--eps", type=float, help="radius in [0, 1] pixel units, e.g. Linf 0.3 (MNIST), 0.031 "
+                                               "(CIFAR-10); L2 0.5 (CIFAR-10)")
+    user.add_argument("--norm", default="linf", choices=["linf", "l2"],
+                      help="threat model (l2: AutoAttack's L2 version of the suite)")
+    user.add_argument("--per-attack", action="store_true",
+                      help="run every attack on every image (the per-attack table); default: AutoAttack's cascade, "
+                           "each attack only on the images every earlier one failed to break (same worst case)")
     user.add_argument("--n", type=int, default=None, help="evaluate the first N test images (default: all)")
     user.add_argument("--suite", default="standard", choices=["standard", "quick"])
     user.add_argument("--signature", default=None, help="SavedModel signature of the classifier (default: serving)")
     user.add_argument("--eot-samples", type=int, default=None,
                       help="EOT samples for a stochastic pipeline (default: 8 when one is detected)")
+    user.add_argument("--input-range", default=None, choices=["0-1", "0-255", "-1-1"],
+                      help="the input range your classifier expects; the [0, 1] images are rescaled in front of it "
+                           "and --eps stays in [0, 1] units (write --input-range=-1-1 for [-1, 1])")
+    user.add_argument("--trust-saved-model", action="store_true",
+                      help="load SavedModels whose graph holds file, Python, network or debug ops (refused otherwise)")
     parser.add_argument("--distribute", default="none", choices=["none", "mirrored", "multiworker", "tpu"],
                         help="tf.distribute strategy (multiworker reads TF_CONFIG); --batch-size is the global batch; "
                              "only the chief writes the report")
@@ -71,9 +86,35 @@ def parse_settings(items):
     return settings
 
 
+def check_out(out):
+    """--out: a non-empty folder path, new, empty or a tfdefense run folder (see `run_folder`); exits otherwise."""
+    from tfdefense._cli import check_output_dir, fail
+    from tfdefense.evaluation.run_folder import check_run_folder
+
+    if out == "":
+        fail("argument --out: expected a folder path, got '' (an empty path would write into the working directory)")
+    check_output_dir("--out", out)
+    problem = check_run_folder(out)
+    if problem:
+        fail(f"argument --out: {problem}")
+
+
+def filter_name_matches(name, pattern):
+    """True when an --attacks / --defenses name is one a preset declares.
+
+    A `*` in a declared name stands for the numbers of a suite label, numbers joined by `x`
+    (`pgd-*`: `pgd-10x2`; `square-*`: `square-1000`), never for arbitrary text.
+    """
+    import re
+
+    if "*" not in pattern:
+        return name == pattern
+    return re.fullmatch(re.escape(pattern).replace(r"\*", r"[0-9]+(?:x[0-9]+)*"), name) is not None
+
+
 def check_args(args):
     """Checks every argument (names, numbers, output folder) before any data is loaded or model trained."""
-    from tfdefense._cli import check_output_dir, check_positive_int, check_seed, fail
+    from tfdefense._cli import check_positive_int, check_seed, fail
     from tfdefense.evaluation.runner import get_preset, list_presets
 
     if args.preset not in list_presets():
@@ -87,17 +128,17 @@ def check_args(args):
         names = _split(text)
         if not names:
             fail(f"argument {flag}: expected comma-separated names, got {text!r}")
-        unknown = [n for n in names if not any(fnmatch.fnmatchcase(n, pattern) for pattern in known)]
+        unknown = [n for n in names if not any(filter_name_matches(n, pattern) for pattern in known)]
         if unknown:
             fail(f"argument {flag}: unknown name(s) {', '.join(map(repr, unknown))} for preset {args.preset!r}; "
-                      f"expected some of: {', '.join(known)}")
+                 f"expected some of: {', '.join(known)} (a * stands for the attack's numbers, e.g. pgd-10x2)")
     check_positive_int("--batch-size", args.batch_size, allow_none=True)
     check_seed(args.seed)
     if args.data_dir is not None and pathlib.Path(args.data_dir).exists() and not pathlib.Path(args.data_dir).is_dir():
         fail(f"argument --data-dir: {args.data_dir!r} is a file; expected a folder")
     if args.weights is not None and not pathlib.Path(args.weights).is_file():
         fail(f"argument --weights: {args.weights!r} is not an existing file")
-    check_output_dir("--out", args.out)
+    check_out(args.out)
 
 
 def main(argv=None):
@@ -108,6 +149,7 @@ def main(argv=None):
 
 
 def _main(argv=None):
+    from tfdefense._cli import EXIT_USAGE
     from tfdefense.evaluation.runner import PresetUnavailable, SettingsError, get_preset, list_presets, run_preset
 
     parser = build_parser()
@@ -119,14 +161,13 @@ def _main(argv=None):
         return 0
     if args.classifier is not None:
         return _evaluate_user_model(parser, args)
-    if not args.preset or not args.out:
+    if not args.preset or args.out is None:
         parser.error("--preset and --out are required (or use --list)")
     check_args(args)
     settings = parse_settings(args.settings)  # exits on a malformed --set before anything is built
     from tfdefense import distribute
 
     strategy = distribute.make_strategy(args.distribute)
-    split = _split
     try:
         results = run_preset(
             args.preset,
@@ -135,8 +176,8 @@ def _main(argv=None):
             seed=args.seed,
             data_dir=args.data_dir,
             batch_size=args.batch_size,
-            attacks=split(args.attacks),
-            defenses=split(args.defenses),
+            attacks=_split(args.attacks),
+            defenses=_split(args.defenses),
             weights=args.weights,
             png_roundtrip=args.png_roundtrip,
             progress=not args.quiet,
@@ -145,10 +186,10 @@ def _main(argv=None):
         )
     except SettingsError as error:
         print(f"error: argument --set: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except PresetUnavailable as error:
         print(f"error: preset {args.preset!r} cannot run: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if not distribute.is_chief(strategy):
         print(f"worker done ({len(results['rows'])} rows, {results['wall_seconds']:.0f} s); the chief writes the report")
         return 0
@@ -161,15 +202,16 @@ EXIT_CHECK_FAILED = 3
 
 def _evaluate_user_model(parser, args):
     """`--classifier PATH ...`: tfdefense.evaluate_model on the user's model; 3 when a sanity check failed."""
-    from tfdefense._cli import check_output_dir, check_positive_int, check_seed, fail
+    from tfdefense._cli import check_positive_int, check_seed, fail
 
     if args.preset is not None:
         fail("argument --classifier: not allowed with --preset (run one or the other)")
     for flag, value in (("--dataset", args.dataset), ("--eps", args.eps), ("--out", args.out)):
         if value is None:
             fail(f"argument {flag}: required with --classifier")
-    if not 0 < args.eps <= 1:
-        fail(f"argument --eps: expected a radius in (0, 1] ([0, 1] pixel units), got {args.eps}")
+    if not 0 < args.eps <= (1 if args.norm == "linf" else float("inf")):
+        fail(f"argument --eps: expected a radius {'in (0, 1]' if args.norm == 'linf' else '> 0'} "
+             f"([0, 1] pixel units), got {args.eps}")
     check_positive_int("--n", args.n, allow_none=True)
     check_positive_int("--batch-size", args.batch_size, allow_none=True)
     check_positive_int("--eot-samples", args.eot_samples, allow_none=True)
@@ -178,18 +220,21 @@ def _evaluate_user_model(parser, args):
     check_seed(args.seed)
     if not pathlib.Path(args.classifier).exists():
         fail(f"argument --classifier: {args.classifier!r} does not exist")
-    check_output_dir("--out", args.out)
+    check_out(args.out)
     from tfdefense import distribute
 
     strategy = distribute.make_strategy(args.distribute)  # before any TF op (multiworker needs it so)
     from tfdefense.evaluation.user_model import evaluate_model, load_user_model, resolve_purifier
 
     with distribute.scope(strategy):  # variables mirrored: each replica reads its own copy
-        classifier = load_user_model(args.classifier, role="classifier", signature=args.signature)
-        purifier = None if args.purifier is None else resolve_purifier(args.purifier)
+        classifier = load_user_model(args.classifier, role="classifier", signature=args.signature,
+                                     trust_saved_model=args.trust_saved_model)
+        purifier = None if args.purifier is None else resolve_purifier(args.purifier,
+                                                                       trust_saved_model=args.trust_saved_model)
     result = evaluate_model(classifier, args.dataset, args.eps, purifier=purifier, n=args.n, suite=args.suite,
                             out=args.out, seed=args.seed, batch_size=args.batch_size, eot_samples=args.eot_samples,
-                            data_dir=args.data_dir, progress=not args.quiet, strategy=strategy)
+                            data_dir=args.data_dir, progress=not args.quiet, strategy=strategy,
+                            input_range=args.input_range, norm=args.norm, per_attack=args.per_attack)
     print(result)
     if distribute.is_chief(strategy):
         print(f"wrote {args.out}/report.md")

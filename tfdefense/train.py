@@ -10,11 +10,19 @@ import pathlib
 import sys
 import time
 
+from tfdefense import __version__
+
+
+# What `train classifier --dataset` accepts (and its --help lists), besides npz:PATH.
+DATASETS = ("digits", "mnist", "cifar10", "imagenet")
+
 
 def _classifier_parser(subparsers):
     parser = subparsers.add_parser("classifier", help="train a target classifier, write a .keras file")
     parser.add_argument("--model", required=True, help="registered classifier name (A, B, C, D, resnet20, ...)")
-    parser.add_argument("--dataset", required=True, help="digits, mnist, cifar10, imagenet or npz:PATH")
+    parser.add_argument("--dataset", required=True,
+                        help=f"{', '.join(DATASETS)} or npz:PATH (imagenet: a local folder of class sub-folders, "
+                             "DATA_DIR/imagenet; needs --image-size)")
     parser.add_argument("--out", required=True, help="output .keras path")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--image-size", type=int, default=None, help="resize images to this size")
@@ -36,14 +44,15 @@ def add_distribute_argument(parser):
 def check_classifier_args(args):
     """Checks every argument of `train classifier` before any data is loaded or model trained."""
     from tfdefense._cli import check_output_file, check_positive_int, check_seed, fail
-    from tfdefense.data import list_datasets
     from tfdefense.models import list_classifiers
 
     if args.model not in list_classifiers():
         fail(f"argument --model: unknown classifier {args.model!r}; expected one of: {', '.join(list_classifiers())}")
-    known = [name for name in list_datasets() if name != "npz:PATH"]
+    known = DATASETS
     if args.dataset not in known and not args.dataset.startswith("npz:"):
         fail(f"argument --dataset: unknown dataset {args.dataset!r}; expected one of: {', '.join(known)} or npz:PATH")
+    if args.dataset == "imagenet" and args.image_size is None:
+        fail("argument --image-size: required with --dataset imagenet (e.g. 299 for Inception-v3)")
     if args.dataset.startswith("npz:") and not pathlib.Path(args.dataset[4:]).expanduser().is_file():
         fail(f"argument --dataset: {args.dataset!r} does not name an existing .npz file")
     check_positive_int("--epochs", args.epochs)
@@ -78,7 +87,7 @@ def run_classifier(args):
         model = get_classifier(args.model, input_shape=x_train.shape[1:], num_classes=num_classes)
     out = pathlib.Path(args.out)
     start = time.perf_counter()
-    train_classifier(
+    history = train_classifier(
         model,
         x_train,
         y_train,
@@ -102,7 +111,11 @@ def run_classifier(args):
         "dataset": args.dataset,
         "train_examples": int(len(x_train)),
         "test_examples": int(len(x_test)),
-        "epochs": args.epochs,
+        # Epochs in this model's training history: those restored from the backup plus those run now
+        # (none run: the backup held the last epoch).
+        "epochs": history.epoch[-1] + 1 if history.epoch else args.epochs,
+        "resumed_from_epoch": history.epoch[0] if history.epoch else args.epochs,
+        "epochs_this_run": len(history.epoch),
         "test_accuracy": accuracy(model, x_test, y_test),
         "train_seconds": round(seconds, 1),
         "out": str(out),
@@ -123,6 +136,7 @@ def main(argv=None):
 
 def _main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tfdefense.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"tfdefense {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _classifier_parser(subparsers)
     from tfdefense import train_purifier

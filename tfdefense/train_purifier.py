@@ -15,9 +15,10 @@ Kinds:
   the paper's size; other widths scale its filters).
 
 The classifier is loaded with `safe_mode=True` and never updated. Training
-backs itself up every epoch into `<out>.backup/` (keras `BackupAndRestore`,
-plus the pairs of the GAN kinds): rerunning the same command after an
-interruption resumes from the last finished epoch. The folder is removed once
+backs itself up every epoch into `<out>.backup/` (an atomic keras
+`BackupAndRestore`, `tfdefense.distribute.AtomicBackupAndRestore`, plus the
+pairs of the GAN kinds): rerunning the same command after an interruption
+resumes from the last complete epoch checkpoint. The folder is removed once
 the purifier, evaluated, is saved. A backup folder made with other settings is
 refused, never overwritten.
 
@@ -193,27 +194,24 @@ def _ignore_missing(function, path, error):
 
 
 def resumed_epoch(folder):
-    """The epoch a `BackupAndRestore` in `folder` resumes from (0: none)."""
-    metadata = pathlib.Path(folder) / "training_metadata.json"
-    if not metadata.is_file():
-        return 0
-    return int(json.loads(metadata.read_text()).get("epoch", 0))
+    """The epoch the backup in `folder` resumes from: its newest complete checkpoint's (0: none)."""
+    from tfdefense import distribute
+
+    return distribute.backup_epoch(folder)
 
 
 @contextlib.contextmanager
 def backup_callback(folder, strategy):
-    """The epoch backup (`BackupAndRestore`, double checkpoint), safe under several workers.
+    """The epoch backup (`tfdefense.distribute.AtomicBackupAndRestore`), safe under several workers.
 
     The chief backs up into `folder` (kept until the purifier is saved);
     another worker restores from a copy of the chief's backup files in a
     temporary folder of its own, backs up there, and removes it on exit.
     """
-    import keras
-
     from tfdefense import distribute
 
     if distribute.is_chief(strategy):
-        yield keras.callbacks.BackupAndRestore(str(folder), double_checkpoint=True, delete_checkpoint=False)
+        yield distribute.atomic_backup(folder, delete_checkpoint=False)
         return
     task_type, task_id = distribute.task(strategy)
     temporary = pathlib.Path(tempfile.mkdtemp(prefix=f"tfdefense-purifier-backup-{task_type}-{task_id}-"))
@@ -222,7 +220,7 @@ def backup_callback(folder, strategy):
             for item in folder.iterdir():
                 if item.is_file():
                     shutil.copy2(item, temporary / item.name)
-        yield keras.callbacks.BackupAndRestore(str(temporary), double_checkpoint=True, delete_checkpoint=True)
+        yield distribute.atomic_backup(temporary, delete_checkpoint=True)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)  # made here
 
@@ -383,15 +381,15 @@ def run(args):
         if args.kind == "robust":
             with strategy.scope():
                 purifier = build_robust(args, classifier, shape, len(x_train))
-            purifier.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs, verbose=verbose,
-                         callbacks=[EpsilonRamp(args.ramp_epochs), backup])
+            history = purifier.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
+                                   verbose=verbose, callbacks=[EpsilonRamp(args.ramp_epochs), backup])
         else:
             print(f"crafting the training pairs against the classifier (eps {args.eps:.4g})", flush=True)
             x_adv, x_clean = craft_pairs(args, classifier, x_train, y_train, folder / "pairs", strategy)
             with strategy.scope():
                 purifier = build_pix2pix(args, shape) if args.kind == "pix2pix" else build_apegan(args, shape)
             pairs = make_paired_pipeline(x_adv, x_clean, batch_size=args.batch_size, seed=args.seed)
-            purifier.fit(pairs, epochs=args.epochs, verbose=verbose, callbacks=[backup])
+            history = purifier.fit(pairs, epochs=args.epochs, verbose=verbose, callbacks=[backup])
     train_seconds = time.perf_counter() - clock[0]
     train_cpu_seconds = time.process_time() - clock[1]
     if chief:  # other workers hold the same weights and write nothing
@@ -404,8 +402,8 @@ def run(args):
         "classifier": str(args.classifier),
         "out": str(out),
         "train_examples": int(len(x_train)),
-        "epochs": args.epochs,
-        "resumed_from_epoch": start_epoch,
+        "epochs": history.epoch[-1] + 1 if history.epoch else args.epochs,  # in this purifier's history
+        "resumed_from_epoch": backup.restored_epoch,
         "eps": args.eps,
         "settings": settings_of(args),
         "train_seconds": round(train_seconds, 1),

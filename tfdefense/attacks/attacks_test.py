@@ -43,6 +43,8 @@ CONTRACT_CASES = [
     ("apgd", "native", {"eps": 1.5, "nb_iter": 10, "norm": 2, "loss": "dlr", "seed": 0}, 100),
     ("apgd", "art", {"eps": 0.1, "nb_iter": 5}, 20),
     ("square", "native", {"eps": 0.1, "nb_queries": 100, "seed": 0}, 100),
+    ("square", "native", {"eps": 1.5, "norm": 2, "nb_queries": 50, "seed": 0}, 50),
+    ("fab_t", "native", {"eps": 1.5, "norm": 2, "nb_iter": 10, "n_target_classes": 2, "seed": 0}, 50),
     ("square", "art", {"eps": 0.1, "nb_queries": 20}, 10),
     ("autoattack", "native", {"eps": 0.1, "nb_iter": 5, "n_target_classes": 2, "nb_queries": 20, "seed": 0}, 20),
     ("autoattack", "art", {"eps": 0.1, "nb_iter": 5, "n_target_classes": 1, "nb_queries": 10, "seed": 0}, 10),
@@ -247,6 +249,71 @@ def test_autoattack_reports_its_components(mnist_model_c, mnist_eval_batch):
     assert sum(p["broken"] for p in parts) == info["num_success"]
     assert 1 - robust == pytest.approx(info["success_rate"])
     assert info["not_run"] == {}
+
+
+def _pgd_l2_step(eps, nb_iter):
+    return 2.5 * eps / nb_iter  # Madry et al.'s step rule
+
+
+def test_apgd_l2_breaks_at_least_as_many_digits_as_pgd_l2_at_equal_iterations(mnist_model_c, mnist_eval_batch):
+    x, y = mnist_eval_batch
+    eps, nb_iter = 2.0, 20
+    apgd = get_attack("apgd", norm=2, eps=eps, nb_iter=nb_iter, seed=0)
+    pgd = get_attack("pgd", norm=2, eps=eps, eps_iter=_pgd_l2_step(eps, nb_iter), nb_iter=nb_iter, seed=0)
+    x_apgd, x_pgd = apgd(mnist_model_c, x, y), pgd(mnist_model_c, x, y)
+    broken_apgd = int(np.sum(predict(mnist_model_c, x_apgd) != y))
+    broken_pgd = int(np.sum(predict(mnist_model_c, x_pgd) != y))
+    print(f"L2 eps {eps}, {nb_iter} iterations, {len(x)} digits: APGD-CE breaks {broken_apgd}, PGD {broken_pgd}")
+    _check_contract(apgd, x, x_apgd)
+    assert broken_pgd > len(x) // 4  # an informative operating point, not a trivial one
+    assert broken_apgd >= broken_pgd
+
+
+def test_apgd_l2_projection_uses_the_whole_budget_inside_the_box(mnist_model_c, mnist_eval_batch):
+    x, y = mnist_eval_batch[0][:50], mnist_eval_batch[1][:50]
+    x_adv = get_attack("apgd", norm=2, eps=1.0, nb_iter=10, seed=0)(mnist_model_c, x, y)
+    norms = _l2(x, x_adv)
+    print(f"APGD-L2 eps 1.0: L2 norms {norms.min():.5f}..{norms.max():.5f}")
+    assert norms.max() <= 1.0 * (1 + 1e-6)
+    assert np.median(norms) > 0.999  # the exact ball-and-box projection leaves no budget unused
+
+
+def test_apgd_t_l2_stays_in_the_ball_and_breaks_model_c(mnist_model_c, mnist_eval_batch):
+    x, y = mnist_eval_batch[0][:100], mnist_eval_batch[1][:100]
+    attack = get_attack("autoattack", norm=2, eps=2.0, components=["apgd-t"], nb_iter=20, n_target_classes=3, seed=0)
+    x_adv = attack(mnist_model_c, x, y)
+    rate = attack.last_run_info["success_rate"]
+    print(f"APGD-T L2 eps 2.0 (3 targets x 20 iterations): success {rate:.3f}, max L2 {_l2(x, x_adv).max():.6f}")
+    _check_contract(attack, x, x_adv)
+    assert _l2(x, x_adv).max() <= 2.0 * (1 + 1e-6)
+    assert rate >= 0.6
+
+
+def test_square_l2_stays_in_the_ball_and_breaks_model_c(mnist_model_c, mnist_eval_batch):
+    x, y = mnist_eval_batch[0][:100], mnist_eval_batch[1][:100]
+    attack = get_attack("square", norm=2, eps=2.0, nb_queries=300, seed=0)
+    x_adv = attack(mnist_model_c, x, y)
+    rate = attack.last_run_info["success_rate"]
+    norms = _l2(x, x_adv)
+    print(f"Square-L2 eps 2.0, 300 queries: success {rate:.3f}, L2 {norms.min():.4f}..{norms.max():.6f}, "
+          f"{attack.last_run_info['seconds']:.1f} s")
+    _check_contract(attack, x, x_adv)
+    assert norms.max() <= 2.0 * (1 + 1e-6)
+    assert np.median(norms) > 1.5  # it searches at the budget, not near x
+    assert rate >= 0.1  # a random search: 300 queries; 1000 reach about half (docs/attacks.md)
+    np.testing.assert_array_equal(x_adv, get_attack("square", norm=2, eps=2.0, nb_queries=300, seed=0)(
+        mnist_model_c, x, y))  # seeded: reproducible
+
+
+def test_targeted_square_hits_its_target(mnist_model_c, mnist_eval_batch):
+    x, y = mnist_eval_batch[0][:50], mnist_eval_batch[1][:50]
+    targets = (y + 1) % 10
+    for norm, eps in (("inf", 0.3), (2, 3.0)):
+        attack = get_attack("square", norm=norm, eps=eps, nb_queries=200, targeted=True, seed=0)
+        x_adv = attack(mnist_model_c, x, y, y_target=targets)
+        hit = np.mean(predict(mnist_model_c, x_adv) == targets)
+        print(f"targeted Square {norm} eps {eps}, 200 queries: target hit {hit:.3f}")
+        assert hit >= 0.15
 
 
 def test_gaussian_noise_sigma_and_variance(mnist_model_c, mnist_eval_batch):

@@ -2,11 +2,17 @@
 
 The standard AutoAttack ensemble is APGD-CE, APGD-T (targeted DLR over the 9
 most likely wrong classes), FAB-T (targeted FAB over the same 9 classes, see
-`tfdefense.attacks.fab`) and Square (5000 queries); the `autoattack` attack
-runs all four by default (`components` in its parameters and in
-`last_run_info`). FAB-T is native and Linf only: it also runs natively under
-backend="art" (ART has no FAB), and an L2 AutoAttack leaves it out and says so
-in `last_run_info["not_run"]`.
+`tfdefense.attacks.fab`) and Square (5000 queries), in Linf or L2 (`norm`);
+the `autoattack` attack runs all four by default (`components` in its
+parameters and in `last_run_info`). FAB-T is native: it also runs natively
+under backend="art" (ART has no FAB).
+
+L2 follows Croce & Hein's L2 versions: APGD steps along the L2-normalised
+gradient (initial step 2 eps, the same checkpoints and step halving) and
+projects exactly onto the L2 ball intersected with [0, 1]
+(`_native.l2_ball_box_projection`); FAB-T projects onto the linearised
+boundary intersected with the box in L2 (`fab.l2_box_projection`); Square-L2
+uses the window-pair update of the Square Attack paper (`square_l2_program`).
 
 The ensemble is a per-example worst case: each component attacks only the
 examples no earlier component has broken, so the robust accuracy it reports
@@ -28,6 +34,7 @@ from tfdefense.attacks._native import (
     NativeMixin,
     best_of_restarts,
     is_success,
+    l2_ball_box_projection,
     lp_norm,
     margin,
     model_reference,
@@ -89,6 +96,8 @@ def apgd_program(model_fn, num_classes, eps, norm, nb_iter, loss, targeted, rho=
         windows = tf.constant(window)
 
         def to_ball(z):
+            if norm == 2:
+                return l2_ball_box_projection(x0, z, eps)
             return tf.clip_by_value(x0 + project(z - x0, eps, norm), 0.0, 1.0)
 
         def step(x, grad, size):
@@ -163,7 +172,8 @@ def _checked_eps_and_norm(p):
 class APGD(NativeMixin, Attack):
     """Auto-PGD: step-size-free PGD with momentum and checkpoints (Croce & Hein 2020).
 
-    Params: eps (0.3), norm ("inf" or 2), nb_iter (100), loss ("ce" or "dlr";
+    Params: eps (0.3), norm ("inf" or 2: the L2-normalised gradient step and the
+    exact projection onto the L2 ball intersected with [0, 1]), nb_iter (100), loss ("ce" or "dlr";
     targeted "dlr" is the paper's targeted DLR), rho (0.75), nb_restarts (1;
     per-example best kept), targeted, target, eot_samples (native), seed. ART: initial step 2 * eps as in the paper;
     ART's targeted DLR differs from the paper's.
@@ -238,10 +248,7 @@ def square_program(model_fn, num_classes, eps, nb_queries, p_init, targeted, ima
         label = t if targeted else y
 
         def margin_and_loss(logits, lab):
-            m = margin(logits, lab, num_classes)  # > 0: lab not predicted
-            if targeted:
-                return -m, tf.nn.sparse_softmax_cross_entropy_with_logits(lab, logits)
-            return -m, -m  # untargeted: minimise z_y - max_other
+            return _square_losses(logits, lab, targeted, num_classes)
 
         seeds = tf.random.experimental.stateless_split(seed, 2)
         stripes = tf.sign(tf.random.stateless_uniform([tf.shape(x0)[0], 1, w, c], seeds[0], -1.0, 1.0))
@@ -282,14 +289,162 @@ def square_program(model_fn, num_classes, eps, nb_queries, p_init, targeted, ima
     return program
 
 
+def _pseudo_gaussian_rectangle(rows, cols):
+    """The paper's bump on a rows x cols rectangle: nested rectangles weighted 1 / (k + 1)^2, unit L2 norm."""
+    delta = np.zeros([rows, cols])
+    r0, c0 = rows // 2, cols // 2
+    for k in range(max(rows // 2 + 1, cols // 2 + 1)):
+        delta[max(r0 - k, 0):min(r0 - k + 2 * k + 1, rows), max(c0 - k, 0):min(c0 - k + 2 * k + 1, cols)] += \
+            1.0 / (k + 1) ** 2
+    return delta / max(np.sqrt(np.sum(delta ** 2)), 1e-12)
+
+
+def square_l2_window(side):
+    """Square-L2's s x s update: a bump in the top half, the opposite bump in the bottom half, unit L2 norm."""
+    delta = np.zeros([side, side])
+    delta[:side // 2] = _pseudo_gaussian_rectangle(side // 2, side)
+    delta[side // 2:] = -_pseudo_gaussian_rectangle(side - side // 2, side)
+    return delta / max(np.sqrt(np.sum(delta ** 2)), 1e-12)
+
+
+def square_l2_sides(p_init, nb_queries, image_shape):
+    """Square-L2's window side per iteration: the p schedule, at least 3, odd, at most the image side."""
+    h, w, c = image_shape
+    sides = []
+    for side in square_schedule(p_init, nb_queries, h * w * c, c):
+        side = max(int(side), 3)
+        side += 1 - side % 2
+        sides.append(min(side, h, w))
+    return np.array(sides, np.int32)
+
+
+def square_l2_init(image_shape):
+    """The initial Square-L2 perturbation's parts: a grid of bumps of side h // 5 (numpy, [h, w] each).
+
+    Returns (pattern, transposed, cell): the grid with every bump in one
+    orientation, in the other, and the cell index of each pixel (-1 outside).
+    """
+    h, w, _ = image_shape
+    side = max(h // 5, 1)
+    start = max((h - side * 5) // 2, 0)
+    pattern, transposed = np.zeros([h, w]), np.zeros([h, w])
+    cell = np.full([h, w], -1, np.int32)
+    bump = square_l2_window(side)
+    count = 0
+    for row in range(start, h - side + 1, side):
+        for col in range(start, w - side + 1, side):
+            pattern[row:row + side, col:col + side] = bump
+            transposed[row:row + side, col:col + side] = bump.T
+            cell[row:row + side, col:col + side] = count
+            count += 1
+    return pattern.astype(np.float32), transposed.astype(np.float32), cell, max(count, 1)
+
+
+def square_l2_program(model_fn, num_classes, eps, nb_queries, p_init, targeted, image_shape):
+    """L2 Square attack (Andriushchenko et al. 2020, Algorithm 3 and its code).
+
+    Start: a grid of bumps of side h // 5 with random signs per example,
+    cell and channel, scaled to L2 norm eps and clipped to [0, 1]. Each query
+    draws two windows W1, W2 of side s (the p schedule, odd, >= 3), moves
+    the perturbation mass of W1 and W2 into W1 (per channel: the old content
+    of W1, normalised, plus a new two-bump pattern of random sign, rescaled to
+    sqrt(||delta on W1 u W2||^2 + (eps^2 - ||delta||^2) / c)), zeroes W2,
+    rescales the whole perturbation to norm eps and clips to [0, 1]; the
+    candidate replaces the current point when the loss decreases. Window
+    positions and the pattern's orientation are shared by the batch, signs are
+    per example and channel. Loss: margin (untargeted) or cross-entropy
+    (targeted); only still-unbroken examples are queried.
+    """
+    h, w, c = image_shape
+    sides = square_l2_sides(p_init, nb_queries, image_shape)
+    distinct = sorted(set(sides.tolist()))
+    table = np.zeros([len(distinct), 2, h, w], np.float32)  # each window pattern at the top-left corner
+    for k, side in enumerate(distinct):
+        window = square_l2_window(side)
+        table[k, 0, :side, :side], table[k, 1, :side, :side] = window, window.T
+    side_index = np.array([distinct.index(side) for side in sides], np.int32)
+    init, init_t, cells, num_cells = square_l2_init(image_shape)
+
+    def program(x0, y, t, seed):
+        label = t if targeted else y
+        batch = tf.shape(x0)[0]
+        seeds = tf.random.experimental.stateless_split(seed, 3)
+        signs = tf.sign(tf.random.stateless_uniform([batch, num_cells, c], seeds[0], -1.0, 1.0))
+        flips = tf.random.stateless_uniform([num_cells], seeds[1]) > 0.5
+        cell_ids = tf.constant(np.maximum(cells, 0))
+        inside = tf.constant((cells >= 0)[..., None], tf.float32)
+        bumps = tf.where(tf.gather(flips, cell_ids), tf.constant(init_t), tf.constant(init))[..., None]
+        delta = bumps * inside * tf.gather(signs, cell_ids, axis=1)  # [B, h, w, c]
+        delta = delta / tf.maximum(lp_norm(delta, 2), 1e-12) * eps
+        x_best = tf.clip_by_value(x0 + delta, 0.0, 1.0)
+        margin0, loss0 = _square_losses(model_fn(x_best), label, targeted, num_classes)
+        patterns = tf.constant(table)
+        side_table, index_table = tf.constant(sides), tf.constant(side_index)
+        rows = tf.range(h)[:, None, None]
+        cols = tf.range(w)[None, :, None]
+
+        def window_at(top, left, s):
+            return tf.logical_and(tf.logical_and(rows >= top, rows < top + s),
+                                  tf.logical_and(cols >= left, cols < left + s))[None]  # [1, h, w, 1]
+
+        def body(i, x_best, margin_min, loss_min):
+            idx = tf.where(margin_min > 0)[:, 0]
+            xa, x0a, la = tf.gather(x_best, idx), tf.gather(x0, idx), tf.gather(label, idx)
+            s = side_table[i]
+            it_seed = tf.random.experimental.stateless_fold_in(seeds[2], i)
+            pos_seed, val_seed = tf.unstack(tf.random.experimental.stateless_split(it_seed, 2))
+            pos = tf.random.stateless_uniform([5], pos_seed, 0, 2**30, dtype=tf.int32)
+            first = window_at(pos[0] % (h - s + 1), pos[1] % (w - s + 1), s)
+            second = window_at(pos[2] % (h - s + 1), pos[3] % (w - s + 1), s)
+            both = tf.logical_or(first, second)
+            d = xa - x0a
+            first_f, both_f = tf.cast(first, tf.float32), tf.cast(both, tf.float32)
+            norm_first = tf.sqrt(tf.reduce_sum(tf.square(d) * first_f, [1, 2], keepdims=True))  # [n, 1, 1, c]
+            norm_both = tf.sqrt(tf.reduce_sum(tf.square(d) * both_f, [1, 2], keepdims=True))
+            norm_image = lp_norm(d, 2)
+            pattern = tf.roll(patterns[index_table[i], pos[4] % 2], [pos[0] % (h - s + 1), pos[1] % (w - s + 1)],
+                              [0, 1])[None, :, :, None]
+            values = tf.sign(tf.random.stateless_uniform([tf.shape(idx)[0], 1, 1, c], val_seed, -1.0, 1.0))
+            new = pattern * values + d * first_f / (norm_first + 1e-12)
+            new_norm = tf.sqrt(tf.reduce_sum(tf.square(new), [1, 2], keepdims=True))
+            target_norm = tf.sqrt(tf.maximum(eps ** 2 - tf.square(norm_image), 0.0) / c + tf.square(norm_both))
+            new = new / tf.maximum(new_norm, 1e-12) * target_norm
+            d = tf.where(first, new, tf.where(both, 0.0, d))
+            x_new = tf.clip_by_value(x0a + d / tf.maximum(lp_norm(d, 2), 1e-12) * eps, 0.0, 1.0)
+            m_new, l_new = _square_losses(model_fn(x_new), la, targeted, num_classes)
+            better = l_new < tf.gather(loss_min, idx)
+            x_best = tf.tensor_scatter_nd_update(x_best, idx[:, None], where_batch(better, x_new, xa))
+            margin_min = tf.tensor_scatter_nd_update(margin_min, idx[:, None],
+                                                     tf.where(better, m_new, tf.gather(margin_min, idx)))
+            loss_min = tf.tensor_scatter_nd_update(loss_min, idx[:, None],
+                                                   tf.where(better, l_new, tf.gather(loss_min, idx)))
+            return i + 1, x_best, margin_min, loss_min
+
+        _, x_best, _, _ = tf.while_loop(
+            lambda i, x_best, margin_min, loss_min: tf.logical_and(i < nb_queries - 1, tf.reduce_any(margin_min > 0)),
+            body, (tf.constant(0), x_best, margin0, loss0),
+        )
+        return x_best
+
+    return program
+
+
+def _square_losses(logits, label, targeted, num_classes):
+    """(margin, loss) of Square: margin > 0 while `label` is not yet predicted (targeted) / still predicted."""
+    m = margin(logits, label, num_classes)  # > 0: label not predicted
+    if targeted:
+        return m, tf.nn.sparse_softmax_cross_entropy_with_logits(label, logits)
+    return -m, -m  # untargeted: minimise z_y - max_other
+
+
 @register_attack("square", backends=("native", "art"))
 class Square(NativeMixin, Attack):
     """Square attack: score-based (gradient-free) random search (Andriushchenko et al. 2020).
 
-    Params: eps (0.3), norm ("inf"; 2 with backend="art"), nb_queries (5000:
-    model queries per example, the first included), p_init (0.8), targeted,
-    target, seed. Native is Linf; ART covers L2 and
-    restarts (nb_restarts, ART only).
+    Params: eps (0.3), norm ("inf" or 2), nb_queries (5000: model queries
+    per example, the first included), p_init (0.8, AutoAttack's value for both
+    norms), targeted, target, seed; nb_restarts (ART only). Native: Linf
+    (`square_program`) and L2 (`square_l2_program`).
     """
 
     bounded = True
@@ -305,14 +460,11 @@ class Square(NativeMixin, Attack):
         check_number("nb_restarts", p["nb_restarts"], minimum=1, integer=True)
         return p
 
-    def _check_backend_params(self, backend, p):
-        if backend == "native" and p["norm"] != "inf":
-            raise invalid_value("norm", "'inf' with backend='native' (use backend='art' for L2)", p["norm"])
-
     def _build_native(self, model_fn, num_classes):
         p = self._params
-        return square_program(model_fn, num_classes, float(p["eps"]), int(p["nb_queries"]), float(p["p_init"]),
-                              p["targeted"], self._image_shape)
+        build = square_program if p["norm"] == "inf" else square_l2_program
+        return build(model_fn, num_classes, float(p["eps"]), int(p["nb_queries"]), float(p["p_init"]),
+                     p["targeted"], self._image_shape)
 
     def _run_native(self, model, x, y, targets):
         self._image_shape = tuple(x.shape[1:])
@@ -337,12 +489,11 @@ class AutoAttack(Attack):
 
     Per-example worst case over `components` run in order, each on the
     examples still classified correctly (untargeted robustness).
-    Params: eps (0.3), norm ("inf" or 2; native Square is Linf, so L2 runs
-    Square through ART; FAB-T is Linf only and left out of an L2 run with the
-    default components), components (("apgd-ce", "apgd-t", "fab-t",
+    Params: eps (0.3), norm ("inf" or 2: every component in that norm),
+    components (("apgd-ce", "apgd-t", "fab-t",
     "square"); also "apgd-dlr"), nb_iter (100 APGD and FAB iterations),
     n_target_classes (9, APGD-T and FAB-T), nb_queries (5000 Square queries),
-    seed. With backend="native" APGD runs natively (and Linf Square), with
+    seed. With backend="native" every component runs natively, with
     backend="art" APGD and Square are ART's and FAB-T native.
     `last_run_info["components"]` reports per component: name, backend,
     attacked, broken, robust_after; `last_run_info["not_run"]` what was left out.
@@ -362,11 +513,6 @@ class AutoAttack(Attack):
                 raise invalid_value("components", f"names from {list(AVAILABLE_COMPONENTS)}", components)
         if len(set(components)) != len(components):
             raise invalid_value("components", "distinct names", components)
-        if p["norm"] != "inf" and "fab-t" in components:
-            if tuple(components) != STANDARD_COMPONENTS:
-                raise invalid_value("components", "components without 'fab-t' for norm=2 (FAB-T is Linf only)",
-                                    components)
-            components = [c for c in components if c != "fab-t"]
         p["components"] = list(components)
         check_number("nb_iter", p["nb_iter"], minimum=1, integer=True)
         check_number("n_target_classes", p["n_target_classes"], minimum=1, integer=True)
@@ -383,10 +529,9 @@ class AutoAttack(Attack):
         p = self._params
         seed = int(self._rng.integers(0, 2**31 - 1))
         if name == "square":
-            backend = "native" if self.backend == "native" and p["norm"] == "inf" else "art"
-            return Square(backend=backend, eps=p["eps"], norm=p["norm"], nb_queries=p["nb_queries"], seed=seed)
+            return Square(backend=self.backend, eps=p["eps"], norm=p["norm"], nb_queries=p["nb_queries"], seed=seed)
         if name == "fab-t":
-            return FABT(eps=p["eps"], nb_iter=p["nb_iter"], n_target_classes=p["n_target_classes"], seed=seed)
+            return FABT(eps=p["eps"], norm=p["norm"], nb_iter=p["nb_iter"], n_target_classes=p["n_target_classes"], seed=seed)
         loss = "ce" if name == "apgd-ce" else "dlr"
         return APGD(backend=self.backend, eps=p["eps"], norm=p["norm"], nb_iter=p["nb_iter"], loss=loss,
                     seed=seed, targeted=name == "apgd-t")
@@ -456,9 +601,5 @@ class AutoAttack(Attack):
 
     def _extra_info(self):
         p = self._params
-        not_run = {}
-        for name in STANDARD_COMPONENTS:
-            if name not in p["components"]:
-                linf_only = name == "fab-t" and p["norm"] != "inf"
-                not_run[name] = "FAB-T is implemented for Linf only" if linf_only else "not in `components`"
+        not_run = {name: "not in `components`" for name in STANDARD_COMPONENTS if name not in p["components"]}
         return {"components": self._report, "not_run": not_run}

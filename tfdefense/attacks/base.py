@@ -4,8 +4,12 @@ Every attack is an `Attack` subclass registered with `register_attack`; users
 build one with `get_attack(name, backend=None, **params)` and call it as
 `attack(model, x, y=None, y_target=None)`. Parameters are checked when the
 attack is built (unknown names, bad values, a value the chosen backend cannot
-honour), inputs when it is called. Models are Keras models (or callables)
-mapping float32 NHWC images in [0, 1] to **logits**.
+honour; Linf budgets in [0, 1]), inputs and L2 budgets (at most the L2
+diameter of the images) when it is called. Models are Keras models (or
+callables) mapping float32 NHWC images in [0, 1] to **logits**.
+
+Norms: `norm` is np.inf (also "inf" / "linf") or 2 (also "l2"), stored as
+"inf" or 2 (see `canonical_norm`).
 """
 
 import fnmatch
@@ -136,6 +140,39 @@ def check_seed(value):
 
 COMPUTE_DTYPES = (None, "float32", "bfloat16", "float16")
 
+# Perturbation budgets: in [0, 1] pixel units, bounded by the diameter of the image box.
+BUDGET_PARAMS = ("eps", "eps_iter", "rand_minmax")
+
+
+def lp_diameter(norm, image_shape):
+    """The Lp diameter of the box [0, 1]^image_shape: 1 (Linf), sqrt(d) (L2), d (L1); d = number of values."""
+    size = int(np.prod(image_shape))
+    return 1.0 if norm == "inf" else float(size) ** (1.0 / norm)
+
+
+def check_budgets(params, image_shape=None):
+    """Checks the perturbation budgets (`eps`, `eps_iter`, `rand_minmax`) present in `params`.
+
+    Every budget must be a number >= 0. With norm "inf" (also the norm of an
+    attack without a `norm` parameter) a budget is at most 1, the diameter of
+    [0, 1]; with norm 2 (or 1) at most the Lp diameter of an image of
+    `image_shape` (checked when the shape is known, at call time).
+    """
+    norm = params.get("norm", "inf")
+    for name in BUDGET_PARAMS:
+        value = params.get(name)
+        if value is None:
+            continue
+        check_number(name, value, minimum=0)
+        if norm == "inf" and value > 1:
+            raise invalid_value(name, "a value in [0, 1] for norm='inf' (pixel units of [0, 1] images: "
+                                      "8/255 is 0.0314)", value)
+        if norm != "inf" and image_shape is not None:
+            diameter = lp_diameter(norm, image_shape)
+            if value > diameter * (1 + 1e-6):
+                raise invalid_value(name, f"a value <= {diameter:.6g} for norm={norm} (the L{norm} diameter of "
+                                          f"[0, 1] images of shape {tuple(image_shape)})", value)
+
 
 # --------------------------------------------------------------------------- the base class
 
@@ -196,6 +233,7 @@ class Attack:
         if merged.get("compute_dtype") is not None:
             check_choice("compute_dtype", merged["compute_dtype"], COMPUTE_DTYPES[1:])
         merged = self._check_params(merged) or merged
+        check_budgets(merged)
         for key in self.unsupported.get(backend, ()):
             if key in merged and merged[key] != self.defaults[key]:
                 others = [b for b in self.backends if key not in self.unsupported.get(b, ())]
@@ -290,6 +328,7 @@ class Attack:
         x = check_images(x, "x", allow_tensor=False)
         x = np.asarray(x, np.float32)
         check_model_images(model, x)
+        check_budgets(self._params, x.shape[1:])
         if len(x) == 0:
             return x.copy()
         warn_if_probabilities(model, x)

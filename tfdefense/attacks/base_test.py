@@ -86,7 +86,6 @@ def test_bad_values_name_the_argument():
     _raises("sigma", "-1", get_attack, "gaussian_noise", sigma=-1)
     _raises("spsa_samples", "7", get_attack, "spsa", spsa_samples=7)
     _raises("components", "['apgd-ce', 'fab']", get_attack, "autoattack", components=["apgd-ce", "fab"])
-    _raises("components", "['apgd-ce', 'fab-t']", get_attack, "autoattack", norm=2, components=["apgd-ce", "fab-t"])
     _raises("components", "'apgd-ce'", get_attack, "autoattack", components="apgd-ce")
 
 
@@ -97,8 +96,53 @@ def test_backend_only_parameters_are_refused_elsewhere():
     _raises("compute_dtype", "'bfloat16'", get_attack, "pgd", backend="art", compute_dtype="bfloat16")
     _raises("compute_dtype", "'bfloat16'", get_attack, "deepfool", compute_dtype="bfloat16")
     _raises("norm", "2", get_attack, "bim", backend="art", norm=2)
-    _raises("norm", "2", get_attack, "square", backend="native", norm=2)
     assert get_attack("pgd", backend="art", nb_restarts=2).params["nb_restarts"] == 2
+
+
+EPS_ATTACKS = ["fgsm", "bim", "pgd", "mifgsm", "apgd", "square", "fab_t", "autoattack", "spsa"]
+
+
+@pytest.mark.parametrize("name", EPS_ATTACKS)
+def test_linf_budgets_are_in_pixel_units(name):
+    for eps in (1.5, 8, 255):
+        message = _raises("eps", str(eps), get_attack, name, eps=eps)
+        assert "[0, 1]" in message
+    _raises("eps", "-0.1", get_attack, name, eps=-0.1)
+    assert get_attack(name, eps=1.0).params["eps"] == 1.0  # the whole box is a legal (if trivial) budget
+
+
+def test_step_and_random_start_budgets_are_checked():
+    _raises("eps_iter", "2.0", get_attack, "pgd", eps=1.0, eps_iter=2.0)
+    _raises("eps_iter", "-0.01", get_attack, "bim", eps_iter=-0.01)
+    _raises("rand_minmax", "1.5", get_attack, "pgd", eps=0.3, rand_minmax=1.5)
+    _raises("rand_minmax", "-0.1", get_attack, "pgd", eps=0.3, rand_minmax=-0.1)
+    _raises("eps", "nan", get_attack, "pgd", eps=float("nan"))
+    _raises("eps", "'0.3'", get_attack, "pgd", eps="0.3")
+
+
+@pytest.mark.parametrize("name", ["fgsm", "pgd", "apgd", "square", "fab_t", "autoattack"])
+def test_l2_budget_is_checked_against_the_image_diameter_at_call_time(name, tiny_model):
+    x = np.random.default_rng(0).uniform(size=(3, 8, 8, 1)).astype(np.float32)  # L2 diameter sqrt(64) = 8
+    small = {"nb_iter": 1} if name in ("pgd", "apgd", "fab_t", "autoattack") else {}
+    if name == "square":
+        small = {"nb_queries": 2}
+    if name == "autoattack":
+        small.update(nb_queries=2, n_target_classes=1)
+    if name == "pgd":
+        small["eps_iter"] = 0.5
+    attack = get_attack(name, norm=2, eps=8.5, **small)  # built: the image size is not known yet
+    message = _raises("eps", "8.5", attack, tiny_model, x)
+    assert "8" in message and "(8, 8, 1)" in message
+    _raises("eps", "-1.0", get_attack, name, norm=2, eps=-1.0)
+    whole = get_attack(name, norm="l2", eps=8.0, **small)(tiny_model, x)  # the diameter itself is legal
+    assert whole.shape == x.shape and whole.min() >= 0 and whole.max() <= 1
+
+
+def test_unknown_norms_are_refused():
+    for name in EPS_ATTACKS[:-1]:  # spsa is Linf only and has no `norm`
+        _raises("norm", "3", get_attack, name, norm=3)
+        _raises("norm", "'l5'", get_attack, name, norm="l5")
+    _raises("norm", "2", get_attack, "spsa", norm=2)
 
 
 def test_norm_spellings_are_canonical():
@@ -106,6 +150,8 @@ def test_norm_spellings_are_canonical():
         assert get_attack("pgd", norm=value).params["norm"] == "inf"
     for value in (2, 2.0, "l2", "L2", "2"):
         assert get_attack("pgd", norm=value, eps=1.0, eps_iter=0.1).params["norm"] == 2
+        for name in ("apgd", "square", "fab_t", "autoattack"):
+            assert get_attack(name, norm=value, eps=2.0).params["norm"] == 2
 
 
 def test_replace_keeps_backend_and_other_params():

@@ -2,10 +2,13 @@
 
 from tfdefense.data.datasets import (
     MnistSplit,
+    check_channels_last,
     keras_datasets_dir,
     list_datasets,
     load_dataset,
     load_npz_arrays,
+    load_test_split,
+    load_tfds,
     mnist_split,
     resize_images,
     to_float_images,
@@ -15,6 +18,7 @@ from tfdefense.data.pipelines import make_paired_pipeline, make_pipeline, take_b
 
 __all__ = [
     "MnistSplit",
+    "check_channels_last",
     "imagenet_class_index",
     "imagenet_wnids",
     "keras_datasets_dir",
@@ -22,6 +26,8 @@ __all__ = [
     "load_dataset",
     "load_imagenet_folder",
     "load_npz_arrays",
+    "load_test_split",
+    "load_tfds",
     "make_paired_pipeline",
     "make_pipeline",
     "mnist_split",

@@ -6,7 +6,6 @@ import tarfile
 import numpy as np
 import pytest
 
-from tfdefense import config
 from tfdefense.data import load_dataset
 from tfdefense.data.cifar_batches import read_batch
 
@@ -56,11 +55,11 @@ class _WritesMarker:
 
 
 @pytest.fixture(scope="module")
-def real_cifar():
-    """Six small batches of real CIFAR-10 images (from the shared subset), 12 images each."""
-    with np.load(config.resolve_data_dir() / "cifar10_subset.npz", allow_pickle=False) as data:
-        x, y = data["x_train"][:60], data["y_train"][:60]
-        x_test, y_test = data["x_test"][:12], data["y_test"][:12]
+def real_cifar(cifar10):
+    """Six small batches of real CIFAR-10 images (as `load_dataset("cifar10")` finds them), 12 images each."""
+    (x, y), (x_test, y_test) = cifar10
+    x, y, x_test, y_test = (np.round(x[:60] * 255).astype(np.uint8), y[:60],
+                            np.round(x_test[:12] * 255).astype(np.uint8), y_test[:12])
     parts = [(x[i * 12 : (i + 1) * 12], y[i * 12 : (i + 1) * 12]) for i in range(5)] + [(x_test, y_test)]
     return dict(zip(BATCHES, parts))
 

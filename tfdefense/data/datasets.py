@@ -51,7 +51,7 @@ def _register(name):
 
 
 def list_datasets():
-    """Names accepted by `load_dataset` (plus `npz:PATH`)."""
+    """Names accepted by `load_dataset` (plus `npz:PATH`; `tfds:NAME` too when tensorflow-datasets has it)."""
     return sorted(_LOADERS) + ["npz:PATH"]
 
 
@@ -59,7 +59,9 @@ def load_dataset(name, data_dir=None, image_size=None, download=True, **kwargs):
     """Loads a dataset as `(x_train, y_train), (x_test, y_test)`.
 
     Args:
-      name: "digits", "mnist", "cifar10", "imagenet" or "npz:PATH".
+      name: "digits", "mnist", "cifar10", "imagenet", "npz:PATH" (x_train, y_train,
+        x_test, y_test) or "tfds:NAME" (a tensorflow-datasets dataset prepared on disk:
+        its "train" and "test" splits, see `load_tfds`).
       data_dir: folder holding local files. Defaults to $TFDEFENSE_DATA_DIR,
         then ~/.tfdefense/data.
       image_size: optional int or (height, width) to resize to (bilinear with
@@ -74,6 +76,12 @@ def load_dataset(name, data_dir=None, image_size=None, download=True, **kwargs):
         if kwargs:
             raise invalid_value("kwargs", "no extra options for npz datasets", kwargs)
         (x_train, y_train), (x_test, y_test) = load_npz_arrays(name[len("npz:") :])
+    elif name.startswith(TFDS_PREFIX):
+        if kwargs or name.count(":") > 1:
+            raise invalid_value("name", "tfds:NAME (its train and test splits) and no extra options", name)
+        x_train, y_train = load_tfds(name[len(TFDS_PREFIX):], "train", data_dir=data_dir, image_size=image_size)
+        x_test, y_test = load_tfds(name[len(TFDS_PREFIX):], "test", data_dir=data_dir, image_size=image_size)
+        return (x_train, y_train), (x_test, y_test)
     elif name == "imagenet":
         return _load_imagenet(data_dir, image_size, **kwargs)
     elif name in _LOADERS:
@@ -115,13 +123,26 @@ def as_size(image_size):
 
 
 def to_float_images(x, argument="x"):
-    """uint8 0-255 (N, H, W[, C]) -> float32 NHWC in [0, 1]; floats are checked, not rescaled."""
+    """uint8 0-255 (N, H, W[, C]) -> float32 NHWC in [0, 1]; floats are checked, not rescaled.
+
+    Refused with a `ValueError` naming `argument`: channels-first arrays (last
+    dimension not 1, 3 or 4 while dimension 1 is 1 or 3, e.g. (N, 1, 8, 8)),
+    uint8 images holding only 0 and 1 (binary images; scaling them by 1/255
+    would leave a maximum of 0.0039), other dtypes, NaN / inf, floats outside [0, 1].
+    """
     x = np.asarray(x)
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4:
         raise invalid_value(argument, "images of shape (N, H, W) or (N, H, W, C)", f"shape {x.shape}")
+    check_channels_last(x.shape, argument)
     if x.dtype == np.uint8:
+        if x.size and int(x.max()) == 1:
+            raise invalid_value(
+                argument,
+                "uint8 images with pixels 0-255 (for binary images store 0/255 as uint8, or 0.0/1.0 as float32)",
+                "uint8 images holding only the values 0 and 1 (divided by 255 they would reach only 0.0039)",
+            )
         return (x.astype(np.float32) / 255.0).astype(np.float32)
     if not np.issubdtype(x.dtype, np.floating):
         raise invalid_value(argument, "uint8 (0-255) or float (0-1) images", f"dtype {x.dtype}")
@@ -136,10 +157,27 @@ def to_float_images(x, argument="x"):
     return x.astype(np.float32)
 
 
+CHANNELS = (1, 3, 4)
+
+
+def check_channels_last(shape, argument="x"):
+    """Refuses a channels-first (N, C, H, W) image shape: last dimension not 1, 3 or 4 while dimension 1 is 1 or 3."""
+    shape = tuple(shape)
+    if len(shape) == 4 and shape[-1] not in CHANNELS and shape[1] in (1, 3):
+        raise invalid_value(
+            argument,
+            "channels-last images (N, H, W, C) with C in (1, 3, 4); this array looks channels-first (N, C, H, W): "
+            "transpose it with x.transpose(0, 2, 3, 1)",
+            f"shape {shape}",
+        )
+    return shape
+
+
 NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+NPZ_TEST_ARRAYS = ("x_test", "y_test")
 
 
-def load_npz_arrays(path):
+def load_npz_arrays(path, require_train=True):
     """A user's own arrays: an .npz with x_train, y_train, x_test, y_test (and optionally num_classes).
 
     Images: uint8 0-255 or float in [0, 1], (N, H, W) or (N, H, W, C).
@@ -147,12 +185,19 @@ def load_npz_arrays(path):
     num_classes is the largest y_train label + 1 and every class below it must
     occur in y_train (a stray label such as 99 in 10-class data is refused).
     A truncated or foreign file is refused with an error naming the file.
+
+    With `require_train=False` (evaluation) only x_test and y_test are read
+    (x_train / y_train may be absent, empty or anything else) and returned as
+    `(None, None), (x_test, y_test)`; labels need only be integers >= 0 (below
+    `num_classes` when the file stores it): the evaluated classifier's output
+    width is the number of classes.
     """
     import zipfile
 
     path = pathlib.Path(path).expanduser()
     name = f"npz:{path}"
-    expected = f"npz:PATH naming a readable .npz archive holding the arrays {list(NPZ_ARRAYS)}"
+    keys = NPZ_ARRAYS if require_train else NPZ_TEST_ARRAYS
+    expected = f"npz:PATH naming a readable .npz archive holding the arrays {list(keys)}"
     if not path.is_file():
         raise invalid_value("name", expected, f"{name} (no such file)")
     try:
@@ -164,11 +209,14 @@ def load_npz_arrays(path):
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise invalid_value("name", expected, f"{name} (a single .npy array, not an archive of named arrays)")
     with data:
-        missing = [k for k in NPZ_ARRAYS if k not in data.files]
+        missing = [k for k in keys if k not in data.files]
         if missing:
-            raise invalid_value("name", expected, f"{name} (missing {missing}; it holds {data.files})")
+            hint = ""
+            if require_train and not [k for k in NPZ_TEST_ARRAYS if k not in data.files]:
+                hint = " (training needs the train split; evaluation alone reads only x_test and y_test)"
+            raise invalid_value("name", expected, f"{name} (missing {missing}; it holds {data.files}){hint}")
         arrays = {}
-        for key in NPZ_ARRAYS + (("num_classes",) if "num_classes" in data.files else ()):
+        for key in keys + (("num_classes",) if "num_classes" in data.files else ()):
             try:
                 arrays[key] = data[key]
             except ValueError:  # object arrays need pickle, which is never used
@@ -177,18 +225,28 @@ def load_npz_arrays(path):
                 raise invalid_value(
                     "name", expected, f"{name} (array {key!r} is unreadable, truncated or corrupt: {error})"
                 ) from None
-    x_train = to_float_images(arrays["x_train"], "x_train")
+    for key in keys:
+        if arrays[key].ndim == 0 or len(arrays[key]) == 0:
+            raise invalid_value(key, f"at least one entry in {name}", f"an empty array of shape {arrays[key].shape}")
+    x_train = to_float_images(arrays["x_train"], "x_train") if require_train else None
     x_test = to_float_images(arrays["x_test"], "x_test")
-    if x_train.shape[1:] != x_test.shape[1:]:
-        raise invalid_value("x_test", f"images of shape {x_train.shape[1:]} like x_train", f"shape {x_test.shape}")
-    y_train = check_labels(arrays["y_train"], "y_train", num_examples=len(x_train))
     y_test = check_labels(arrays["y_test"], "y_test", num_examples=len(x_test))
+    num_classes = None
     if "num_classes" in arrays:
         stored = arrays["num_classes"]
         if stored.shape != () or not np.issubdtype(stored.dtype, np.integer) or int(stored) < 2:
             raise invalid_value("num_classes", f"an integer >= 2 stored in {name}", stored)
         num_classes = int(stored)
-    else:
+    if not require_train:
+        if num_classes is not None:
+            check_labels(y_test, "y_test", num_classes=num_classes)
+        elif y_test.min() < 0:
+            raise invalid_value("y_test", "class labels >= 0", f"labels in [{y_test.min()}, {y_test.max()}]")
+        return (None, None), (x_test, y_test)
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise invalid_value("x_test", f"images of shape {x_train.shape[1:]} like x_train", f"shape {x_test.shape}")
+    y_train = check_labels(arrays["y_train"], "y_train", num_examples=len(x_train))
+    if num_classes is None:
         check_labels(y_train, "y_train", num_classes=max(int(y_train.max(initial=0)) + 1, 1))  # refuses negatives
         num_classes = int(y_train.max(initial=0)) + 1
         absent = sorted(set(range(num_classes)) - set(np.unique(y_train).tolist()))
@@ -203,6 +261,89 @@ def load_npz_arrays(path):
     check_labels(y_train, "y_train", num_classes=num_classes)
     check_labels(y_test, "y_test", num_classes=num_classes)
     return (x_train, y_train), (x_test, y_test)
+
+
+TFDS_PREFIX = "tfds:"
+TFDS_FOLDER = "tensorflow_datasets"
+
+
+def tfds_data_dir(data_dir=None):
+    """Where `tfds:NAME` is looked for: DATA_DIR/tensorflow_datasets when it exists, else tfds' default (None)."""
+    folder = config.resolve_data_dir(data_dir) / TFDS_FOLDER
+    return folder if folder.is_dir() else None
+
+
+def load_tfds(name, split="test", data_dir=None, image_size=None):
+    """Images and labels of a tensorflow-datasets dataset already prepared on disk (never downloaded).
+
+    Args:
+      name: the tfds name, e.g. "mnist" or "cifar10" (its default version).
+      split: a tfds split ("test", "train", "test[:500]", ...).
+      data_dir: tfdefense's data dir; tfds data is read from its `tensorflow_datasets/`
+        folder when that exists, else from tfds' default ($TFDS_DATA_DIR or ~/tensorflow_datasets).
+      image_size: resize every image to this size (needed when the images differ in size).
+    Returns (x, y): float32 NHWC in [0, 1], int64 labels. A dataset not on disk, or a
+    missing tensorflow-datasets, is a one-line ValueError.
+    """
+    if not isinstance(name, str) or not name or ":" in name:
+        raise invalid_value("name", "a tensorflow-datasets name such as tfds:mnist or tfds:mnist:test", name)
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise invalid_value("name", "tfds:NAME with tensorflow-datasets installed (pip install tensorflow-datasets)",
+                            f"{TFDS_PREFIX}{name}") from None
+    folder = tfds_data_dir(data_dir)
+    where = str(folder) if folder is not None else "tfds' default data dir ($TFDS_DATA_DIR or ~/tensorflow_datasets)"
+    try:
+        dataset = tfds.load(name, split=split, data_dir=None if folder is None else str(folder), download=False,
+                            as_supervised=True, shuffle_files=False)
+    except Exception as error:  # tfds raises DatasetNotFoundError, AssertionError, FileNotFoundError, ValueError ...
+        reason = (str(error).strip().splitlines() or [""])[0][:200]  # tfds' first line; it goes on to list every name
+        raise invalid_value(
+            "name", f"a tensorflow-datasets dataset prepared on disk in {where} (tfdefense never downloads it: "
+            f"run tfds.load({name!r}) once where the network is available)",
+            f"{TFDS_PREFIX}{name}:{split} ({type(error).__name__}: {reason})",
+        ) from None
+    images, labels = [], []
+    for image, label in tfds.as_numpy(dataset):
+        images.append(image)
+        labels.append(label)
+    if not images:
+        raise invalid_value("name", "a split holding at least one image", f"{TFDS_PREFIX}{name}:{split} (empty)")
+    shapes = {tuple(i.shape) for i in images}
+    argument = f"{TFDS_PREFIX}{name}:{split}"
+    if len(shapes) > 1:
+        if image_size is None:
+            raise invalid_value("image_size", f"an image size: the images of {argument} differ in size",
+                                image_size)
+        images = [to_float_images(i[None], argument)[0] for i in images]
+        images = [resize_images(i[None], image_size)[0] for i in images]
+        x = np.stack(images)
+    else:
+        x = to_float_images(np.stack(images), argument)
+        if image_size is not None:
+            x = resize_images(x, image_size)
+    return x, check_labels(np.asarray(labels), f"{argument} labels", num_examples=len(x))
+
+
+def load_test_split(name, data_dir=None, image_size=None, download=True):
+    """The test images and labels of a dataset (what an evaluation needs), as `(x_test, y_test)`.
+
+    Unlike `load_dataset`, `npz:PATH` needs only x_test and y_test (see
+    `load_npz_arrays(require_train=False)`), and `tfds:NAME[:SPLIT]` reads one
+    split (default "test") of a tensorflow-datasets dataset prepared on disk.
+    Other names: `load_dataset(name, ...)`'s test split.
+    """
+    if isinstance(name, str) and name.startswith("npz:"):
+        _, (x, y) = load_npz_arrays(name[len("npz:"):], require_train=False)
+        if image_size is not None:
+            x = resize_images(x, image_size)
+        return x, y
+    if isinstance(name, str) and name.startswith(TFDS_PREFIX):
+        dataset, _, split = name[len(TFDS_PREFIX):].partition(":")
+        return load_tfds(dataset, split or "test", data_dir=data_dir, image_size=image_size)
+    _, (x, y) = load_dataset(name, data_dir=data_dir, image_size=image_size, download=download)
+    return x, y
 
 
 @_register("digits")
@@ -274,7 +415,8 @@ def _load_mnist(data_dir=None, download=True):
         n = MNIST_SUBSET_TRAIN_SIZE
         return (x[:n], y[:n]), (x[n:], y[n:])
     folder = config.resolve_data_dir(data_dir)
-    looked = [str(folder / MNIST_KERAS_FILE), str(keras_datasets_dir() / MNIST_KERAS_FILE), str(folder / MNIST_SUBSET_FILE)]
+    looked = [str(folder / MNIST_KERAS_FILE), str(keras_datasets_dir() / MNIST_KERAS_FILE),
+              str(folder / MNIST_SUBSET_FILE)]
     return _download_or_fail("mnist", data_dir, looked, download)
 
 

@@ -23,6 +23,28 @@ from tfdefense.defenses.trainers import *  # noqa: F401,F403
 from tfdefense.defenses.trainers import __all__ as _trainers
 from tfdefense.defenses.transforms import *  # noqa: F401,F403
 from tfdefense.defenses.transforms import __all__ as _transforms
-from tfdefense.training import ComputeBudget, EpsilonRamp
+from tfdefense.models import (
+    advgan_generator,
+    conv_autoencoder_network,
+    defensegan_critic,
+    defensegan_generator,
+    dncnn_network,
+    magnet_autoencoder,
+    super_resolution_net,
+)
+from tfdefense.training import ComputeBudget, EpsilonRamp, FusedAdam, default_optimizer
 
-__all__ = sorted(["ComputeBudget", "DefendedClassifier", "EpsilonRamp", *_detectors, *_purifiers, *_trainers, *_transforms])
+_BUILDERS_AND_TOOLS = [  # re-exported from tfdefense.models and tfdefense.training (their one other path)
+    "ComputeBudget",
+    "EpsilonRamp",
+    "FusedAdam",
+    "advgan_generator",
+    "conv_autoencoder_network",
+    "default_optimizer",
+    "defensegan_critic",
+    "defensegan_generator",
+    "dncnn_network",
+    "magnet_autoencoder",
+    "super_resolution_net",
+]
+__all__ = sorted(["DefendedClassifier", *_BUILDERS_AND_TOOLS, *_detectors, *_purifiers, *_trainers, *_transforms])

@@ -13,10 +13,33 @@ from tfdefense._validation import invalid_value
 
 
 def _image_shape(model):
-    shape = getattr(model, "input_shape", None)
+    try:
+        shape = getattr(model, "input_shape", None)
+    except (AttributeError, ValueError):  # a subclassed model not yet called
+        return None
     if isinstance(shape, list):
         return None
     return None if shape is None else tuple(shape[1:])
+
+
+def _output_image_shape(model, input_shape):
+    """The static shape of `model`'s output images (None when the model does not say)."""
+    try:
+        shape = model.output_shape
+    except (AttributeError, ValueError):
+        shape = None
+    if shape is None and input_shape is not None:
+        try:
+            shape = model.compute_output_shape((None, *input_shape))
+        except Exception:  # subclassed models without a static shape rule raise anything
+            shape = None
+    if not isinstance(shape, tuple) or len(shape) != 4:
+        return None
+    return tuple(shape[1:])
+
+
+def _fits(shape, expected):
+    return len(shape) == len(expected) and all(a is None or b is None or a == b for a, b in zip(shape, expected))
 
 
 @keras.saving.register_keras_serializable(package="tfdefense")
@@ -24,8 +47,10 @@ class DefendedClassifier(keras.Model):
     """Logits of `classifier(purifier(x))`.
 
     Args:
-      purifier: a Keras model mapping [0, 1] images to [0, 1] images (a
-        `Pix2PixDefense` or any generator).
+      purifier: a Keras model mapping [0, 1] images to [0, 1] images of the
+        same shape (a `Pix2PixDefense` or any generator; a static output shape
+        that differs from its input or from the classifier's input is refused
+        here, not when the model is first called).
       classifier: a Keras model returning logits on [0, 1] images.
 
     `training` is forwarded to both models (`training=True` trains/updates
@@ -46,6 +71,19 @@ class DefendedClassifier(keras.Model):
                 "classifier",
                 f"a model taking the purifier's images of shape {tuple(purifier_in)}",
                 f"a model taking shape {classifier_in}",
+            )
+        purifier_out = _output_image_shape(purifier, tuple(purifier_in) if purifier_in else None)
+        if purifier_out and purifier_in and not _fits(purifier_out, tuple(purifier_in)):
+            raise invalid_value(
+                "purifier",
+                f"a model returning images of its input shape {tuple(purifier_in)} (the classifier's input)",
+                f"a model returning shape {purifier_out}",
+            )
+        if purifier_out and classifier_in and not _fits(purifier_out, classifier_in):
+            raise invalid_value(
+                "purifier",
+                f"a model returning images of the classifier's input shape {classifier_in}",
+                f"a model returning shape {purifier_out}",
             )
         self.purifier = purifier
         self.classifier = classifier

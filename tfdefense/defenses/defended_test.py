@@ -78,3 +78,14 @@ def test_checks():
         DefendedClassifier(unet_generator_preset("tiny"), model_d())
     with pytest.raises(ValueError, match="`purifier`"):
         DefendedClassifier(lambda x: x, model_c())
+
+
+def test_purifier_output_that_does_not_fit_the_classifier_is_refused_at_construction():
+    cropping = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Cropping2D(2)])  # 28x28 -> 24x24
+    with pytest.raises(ValueError, match=r"`purifier`.*input shape \(28, 28, 1\).*Received.*\(24, 24, 1\)"):
+        DefendedClassifier(cropping, model_c())
+    to_rgb = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(3, 1)])  # right size, 3 channels
+    with pytest.raises(ValueError, match=r"`purifier`.*\(28, 28, 1\).*Received.*\(28, 28, 3\)"):
+        DefendedClassifier(to_rgb, model_c())
+    same = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(1, 3, padding="same")])
+    assert DefendedClassifier(same, model_c()).image_shape == (28, 28, 1)

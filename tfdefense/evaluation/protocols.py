@@ -11,7 +11,7 @@
 
 import numpy as np
 
-from tfdefense.evaluation.metrics import predict_labels
+from tfdefense.inference import predict_labels
 
 
 def png_quantize(x):

@@ -9,7 +9,8 @@ from tfdefense.attacks import get_attack
 from tfdefense.data import load_dataset
 from tfdefense.defenses import DefendedClassifier
 from tfdefense.defenses.transforms import get_transform
-from tfdefense.evaluation import predict_labels, protocols
+from tfdefense.evaluation import protocols
+from tfdefense.inference import predict_labels
 from tfdefense.evaluation.presets import recipes
 from tfdefense.evaluation.robustness import SuiteAttack, evaluate_robustness
 from tfdefense.evaluation.runner import Run

@@ -1,15 +1,19 @@
 """A robustness evaluation a skeptical reviewer accepts (Carlini et al. 2019, https://arxiv.org/abs/1902.06705).
 
-`robustness_suite(eps, ...)` lists the attacks; `evaluate_robustness(model,
-x, y, suite, source=...)` runs every one of them on every example and keeps
-the per-example outcome; `RobustnessResult.worst_case` is the per-example
-worst case over all of them (an example counts as robust only if the model is
-right on the clean image and on every attack's image). `sanity_checks(...)`
-runs the checks that catch a broken evaluation and returns their outcomes;
-`SanityCheckError` is raised by `RobustnessResult.raise_on_failure()` (or
-`sanity_checks(..., strict=True)`).
+`robustness_suite(eps, norm=...)` lists the attacks; `evaluate_robustness(model,
+x, y, suite, source=...)` runs them with the engine (`evaluation/engine.py`) and
+keeps the per-example outcome. By default it follows AutoAttack's protocol for
+the worst case: the attacks run in AutoAttack's order (APGD-CE, APGD-T, FAB-T,
+Square, then the project's extra attacks), each only on the examples every
+earlier attack failed to break; `per_attack=True` runs every attack on every
+example (the per-attack table). `RobustnessResult.worst_case` is the
+per-example worst case (an example counts as robust only if the model is right
+on the clean image and under every attack); it is the same in both modes.
+`sanity_checks(...)` runs the checks that catch a broken evaluation and returns
+their outcomes; `SanityCheckError` is raised by
+`RobustnessResult.raise_on_failure()` (or `sanity_checks(..., strict=True)`).
 
-The default suite at eps (Linf):
+The default suite at eps (Linf; `norm="l2"`: the same attacks in L2, see `robustness_suite`):
 
 | label | kind | what |
 | --- | --- | --- |
@@ -17,24 +21,41 @@ The default suite at eps (Linf):
 | `pgd-100x10` | white-box | PGD, 100 iterations, step 2.5 eps / 100, random start, 10 restarts (per example the first restart that succeeds; later restarts run only on examples still robust) |
 | `apgd-ce` | white-box | AutoAttack's APGD with cross-entropy, 100 iterations |
 | `apgd-t` | white-box | AutoAttack's APGD-T: targeted DLR towards each of the 9 most likely wrong classes |
-| `fab-t` | white-box | AutoAttack's FAB-T: targeted Fast Adaptive Boundary (Linf), 9 target classes x 100 iterations |
+| `fab-t` | white-box | AutoAttack's FAB-T: targeted Fast Adaptive Boundary, 9 target classes x 100 iterations |
 | `square-5000` | gradient-free | Square attack (score-based random search), 5000 queries |
 | `transfer-pgd` | transfer | PGD-100 (10 restarts) crafted on the *undefended* classifier (`source=`), evaluated on the model |
 
 With the APGD components, FAB-T and Square, the suite holds every component of
-the standard AutoAttack (each run on every example; the worst case combines them).
+the standard AutoAttack.
 
-Sanity checks (each returns passed / failed with the numbers):
+Sanity checks (`CHECK_NAMES`; each returns a verdict "passed", "failed" or "n
+too small" with the numbers). The attacks of checks 1, 2, 3 and 6 run on a fixed
+subsample of all images (`sanity_n`, default 200), never on the survivors of
+another attack. A check fails only on a difference beyond its tolerance that at
+least `MIN_IMAGES` (2) images support; a smaller one is reported as "n too small
+to judge".
 
 1. `iterative_beats_single_step`: accuracy under PGD <= accuracy under FGSM + tol.
 2. `monotonic_in_eps`: PGD accuracy does not rise with eps (tol), over `eps_grid`.
-3. `large_eps_near_zero`: at the largest eps of the grid (>= 0.5) accuracy <= `zero_accuracy`
-   (eps 0.5 lets the attacker set every pixel to 0.5, beyond it to draw any image).
-4. `gradient_free_not_better`: the gradient-free attack does not beat the white-box
-   worst case by more than `tol_masking` (gradient masking).
+3. `large_eps_near_zero`: at the largest eps of the grid (Linf >= 0.5, L2 >= 0.5 sqrt(d))
+   accuracy <= `zero_accuracy` (Linf eps 0.5 lets the attacker set every pixel to 0.5).
+4. `gradient_free_not_better`: the gradient-free attack does not break more than `tol_masking`
+   of the examples that the white-box attacks left (gradient masking; AutoAttack's "Square
+   better than the white-box attacks" flag).
 5. `transfer_not_better`: nor does the transfer attack.
 6. `convergence`: PGD with twice the iterations lowers accuracy by at most `tol_convergence`
    compared with the same PGD at the base iteration count (one restart each).
+
+and the model flags of AutoAttack (its flags_doc.md):
+
+7. `randomness`: the same input gives different outputs; then every gradient attack should
+   average over EOT samples (AutoAttack's rand version); fails when none does, and lists the
+   attacks that ran on single draws.
+8. `softmax_output`: the attacked outputs are probabilities (in [0, 1], summing to 1) rather
+   than logits; passes when they were attacked as log(probabilities).
+9. `zero_gradients`: images of the subsample whose loss gradient w.r.t. the input is zero.
+10. `model_unchanged`: the clean predictions after every attack are those before (a model
+    that changes between calls, e.g. batch statistics updated at test time).
 """
 
 import dataclasses
@@ -43,8 +64,10 @@ import time
 import numpy as np
 
 from tfdefense._validation import check_choice, check_images, check_labels, check_number, invalid_value
+from tfdefense.evaluation.engine import (  # noqa: F401  (public here too)
+    KINDS, RobustnessResult, SanityCheckError, SuiteAttack, run_attack)
 
-KINDS = ("single-step", "white-box", "gradient-free", "transfer")
+NORMS = ("linf", "l2")
 CHECK_NAMES = (
     "iterative_beats_single_step",
     "monotonic_in_eps",
@@ -52,47 +75,11 @@ CHECK_NAMES = (
     "gradient_free_not_better",
     "transfer_not_better",
     "convergence",
+    "randomness",
+    "softmax_output",
+    "zero_gradients",
+    "model_unchanged",
 )
-
-
-class SanityCheckError(RuntimeError):
-    """An evaluation failed a sanity check (its numbers are not to be trusted)."""
-
-    def __init__(self, failures):
-        self.failures = list(failures)
-        lines = [f"{f['model']}: {f['name']}: {f['detail']}" if f.get("model") else f"{f['name']}: {f['detail']}"
-                 for f in self.failures]
-        super().__init__("robustness sanity check(s) failed:\n  " + "\n  ".join(lines))
-
-
-@dataclasses.dataclass(frozen=True)
-class SuiteAttack:
-    """One attack of a suite: a registry attack, its parameters, its kind and restarts.
-
-    `restarts` > 1 reruns the attack (fresh random start) on the examples
-    still robust, keeping per example the first success. Transfer attacks are
-    crafted on the `source` model given to `evaluate_robustness`.
-    """
-
-    label: str
-    attack: str
-    params: dict
-    kind: str
-    restarts: int = 1
-
-    def __post_init__(self):
-        check_choice("kind", self.kind, KINDS)
-        check_number("restarts", self.restarts, minimum=1, integer=True)
-        if not isinstance(self.label, str) or not self.label:
-            raise invalid_value("label", "a non-empty string", self.label)
-
-    def build(self):
-        from tfdefense.attacks import get_attack
-
-        return get_attack(self.attack, **self.params)
-
-    def config(self):
-        return {"attack": self.attack, "params": dict(self.params), "kind": self.kind, "restarts": self.restarts}
 
 
 def robustness_suite(
@@ -109,11 +96,13 @@ def robustness_suite(
     transfer_restarts=None,
     autoattack=("apgd-ce", "apgd-t"),
     seed=0,
+    norm="linf",
 ):
-    """The attack list of the reviewer-proof evaluation at Linf radius `eps`.
+    """The attack list of the reviewer-proof evaluation at radius `eps` in norm `norm`.
 
     Args:
-      eps: Linf radius in [0, 1] units.
+      eps: radius in [0, 1] pixel units (Linf: at most 1; L2: the Euclidean
+        length of the perturbation of [0, 1] images, e.g. 2.0 on MNIST, 0.5 on CIFAR-10).
       pgd_iter, pgd_restarts, pgd_step: white-box PGD (default step 2.5 eps / pgd_iter).
       apgd_iter, n_target_classes: AutoAttack's APGD components.
       square_queries: queries of the gradient-free Square attack (0: none).
@@ -123,9 +112,13 @@ def robustness_suite(
       transfer_iter, transfer_restarts: its settings (default: pgd_iter, pgd_restarts).
       autoattack: which APGD components ("apgd-ce", "apgd-dlr", "apgd-t"); () for none.
       seed: base seed (every attack gets its own).
+      norm: "linf" or "l2"; "l2" gives every attack `norm=2` (AutoAttack's
+        L2 version: APGD-CE, APGD-T, FAB-T, Square in L2, plus FGM, PGD and
+        transfer PGD in L2).
     Returns a list of `SuiteAttack`.
     """
-    check_number("eps", eps, minimum=0, maximum=1)
+    check_choice("norm", norm, NORMS)
+    check_number("eps", eps, minimum=0, maximum=1 if norm == "linf" else None)
     check_number("pgd_iter", pgd_iter, minimum=1, integer=True)
     check_number("pgd_restarts", pgd_restarts, minimum=1, integer=True)
     check_number("pgd_step", pgd_step, minimum=0, maximum=eps, allow_none=True)
@@ -170,157 +163,20 @@ def robustness_suite(
             "transfer-pgd", "pgd", dict(eps=eps, eps_iter=t_step, nb_iter=t_iter, rand_init=True, seed=seed + 30),
             "transfer", t_restarts,
         ))
+    if norm == "l2":
+        suite = [dataclasses.replace(s, params={**s.params, "norm": 2}) for s in suite]
     return suite
 
 
-@dataclasses.dataclass
-class RobustnessResult:
-    """Per-example outcomes of a suite on one model.
-
-    `correct[label]` is a bool array (model right on that attack's image);
-    `clean` the clean outcome (None where not measured: the worst case is then
-    over the attacks alone). Accuracies are fractions of all examples.
-    """
-
-    n: int
-    clean: np.ndarray
-    correct: dict
-    kinds: dict
-    configs: dict
-    seconds: dict
-    extra: dict = dataclasses.field(default_factory=dict)
-    checks: list = dataclasses.field(default_factory=list)
-
-    @property
-    def clean_accuracy(self):
-        return float(np.mean(self.clean)) if self.n and self.clean is not None else float("nan")
-
-    def accuracy(self, label):
-        return float(np.mean(self.correct[label])) if self.n else float("nan")
-
-    @property
-    def accuracies(self):
-        return {label: self.accuracy(label) for label in self.correct}
-
-    def worst_case_of(self, kinds=None, labels=None):
-        """Per-example worst case over the attacks of the given kinds / labels (and clean)."""
-        alive = np.ones(self.n, bool) if self.clean is None else self.clean.copy()
-        for label, outcome in self.correct.items():
-            if (kinds is None or self.kinds[label] in kinds) and (labels is None or label in labels):
-                alive &= outcome
-        return float(np.mean(alive)) if self.n else float("nan")
-
-    @property
-    def worst_case(self):
-        """Per-example worst case over every attack run (and the clean image)."""
-        return self.worst_case_of()
-
-    @property
-    def failures(self):
-        return [c for c in self.checks if not c["passed"]]
-
-    def raise_on_failure(self, model_name=None):
-        if self.failures:
-            raise SanityCheckError([dict(f, model=model_name) for f in self.failures])
-
-    def summary(self):
-        return {
-            "n": self.n,
-            "clean": self.clean_accuracy,
-            **self.accuracies,
-            "worst_case": self.worst_case,
-            "checks": {c["name"]: c["passed"] for c in self.checks},
-        }
-
-
 def _predict(model, x, batch_size):
-    from tfdefense.evaluation.metrics import predict_labels
+    from tfdefense.inference import predict_labels
 
     return predict_labels(model, x, batch_size)
 
 
-def run_attack(spec, model, x, y, source=None, batch_size=500, eval_batch_size=256, strategy=None):
-    """Runs one `SuiteAttack`; returns (per-example correct under it, adversarial images, info).
-
-    Restarts run on the examples still robust. Transfer attacks are crafted on
-    `source` (required) with the true labels and evaluated on `model`. With a
-    `tf.distribute` `strategy` the batches are sharded over its replicas and
-    workers (`tfdefense.attacks.generate(strategy=)`); restart r of a seeded
-    attack then draws from seed + r.
-    """
-    attack = spec.build()
-    target = _target(spec, model, source)
-    x_adv = x.copy()
-    correct = _predict(model, x, eval_batch_size) == y
-    if spec.kind == "transfer":
-        # Transfer is judged on the source: keep the restart that fools the source, attack all examples.
-        alive = np.ones(len(x), bool)
-    else:
-        alive = correct.copy()
-    first_restart = None
-    last_sharded = {}
-    for restart in range(spec.restarts):
-        idx = np.where(alive)[0]
-        if len(idx) == 0:
-            break
-        out = _craft(attack, restart, target, x[idx], y[idx], batch_size, strategy, last_sharded)
-        if spec.kind == "transfer":
-            fooled = _predict(source, out, eval_batch_size) != y[idx]
-            x_adv[idx] = np.where(fooled[:, None, None, None] | (restart == 0), out, x_adv[idx])
-            alive[idx[fooled]] = False
-        else:
-            broke = _predict(model, out, eval_batch_size) != y[idx]
-            x_adv[idx[broke]] = out[broke]
-            alive[idx[broke]] = False
-        if restart == 0:
-            first_restart = _predict(model, x_adv, eval_batch_size) == y
-    correct = _predict(model, x_adv, eval_batch_size) == y
-    info = {"first_restart": first_restart}
-    if "components" in last_sharded:
-        info["components"] = last_sharded["components"]
-        info["not_run"] = last_sharded.get("not_run")
-    elif attack.last_run_info is not None and "components" in attack.last_run_info:
-        info["components"] = attack.last_run_info["components"]
-        info["not_run"] = attack.last_run_info.get("not_run")
-    return correct, x_adv, info
-
-
-def _target(spec, model, source):
-    """The model `spec` is crafted on: `source` for a transfer attack, else `model`."""
-    if spec.kind != "transfer":
-        return model
-    if source is None:
-        raise invalid_value("source", f"the undefended classifier for the transfer attack {spec.label!r}", source)
-    return source
-
-
-def _craft(attack, restart, target, x, y, batch_size, strategy, info_out):
-    """`attack`'s images of (x, y) crafted on `target`, `batch_size` at a time (sharded under `strategy`)."""
-    if _distributed(strategy):
-        return _sharded(attack, restart, target, x, y, batch_size, strategy, info_out=info_out)
-    return np.concatenate([attack(target, x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)])
-
-
-def _distributed(strategy):
-    from tfdefense import distribute
-
-    return distribute.is_distributed(strategy)
-
-
-def _sharded(attack, restart, model, x, y, batch_size, strategy, info_out):
-    from tfdefense.attacks import generate
-
-    if restart and attack.params.get("seed") is not None:
-        attack = attack.replace(seed=attack.params["seed"] + restart)
-    out, info = generate(attack, model, x, y, batch_size=batch_size, progress=False, return_info=True,
-                         strategy=strategy)
-    info_out.clear()
-    info_out.update(info)
-    return out
-
-
-def evaluate_robustness(model, x, y, suite, source=None, batch_size=500, log=None, strategy=None, every_example=False):
-    """Runs every attack of `suite` on every example of (x, y); returns a `RobustnessResult`.
+def evaluate_robustness(model, x, y, suite, source=None, batch_size=500, log=None, strategy=None, every_example=False,
+                        per_attack=False, cache=None, progress=False):
+    """Runs the attacks of `suite` over (x, y) with the engine (`engine.run_suite`); returns a `RobustnessResult`.
 
     Args:
       model: the (defended) model to evaluate, images -> logits; attacked end to
@@ -339,63 +195,82 @@ def evaluate_robustness(model, x, y, suite, source=None, batch_size=500, log=Non
         protocols do (`protocols.adaptive`): every attack is crafted before
         any is judged, the clean images are not judged (`result.clean` is
         None) and `result.extra[label]["images"]` holds each attack's images.
-        False: the reviewer's suite (clean pass, restarts on the examples
-        still robust).
+      per_attack: run every attack on every example the model classifies
+        correctly (the per-attack table). False (default): AutoAttack's
+        cascade, each attack (in AutoAttack's order) only on the examples
+        every earlier attack failed to break; the same worst case for fewer
+        attacks, and `result.correct[label]` is the robust outcome after that
+        attack.
+      cache: a step cache (`engine.StepCache`), None: none; progress: progress bars.
     """
-    x = check_images(x, "x", allow_tensor=False)
-    y = check_labels(y, "y", num_examples=len(x))
-    if not isinstance(suite, (list, tuple)) or not suite or not all(isinstance(s, SuiteAttack) for s in suite):
-        raise invalid_value("suite", "a non-empty list of SuiteAttack (see robustness_suite)", suite)
-    labels = [s.label for s in suite]
-    if len(set(labels)) != len(labels):
-        raise invalid_value("suite", "attacks with distinct labels", labels)
-    check_number("batch_size", batch_size, minimum=1, integer=True)
-    if every_example:
-        return _evaluate_every_example(model, x, y, suite, source, batch_size, log, strategy)
-    clean = _predict(model, x, 256) == y
-    result = RobustnessResult(n=len(x), clean=clean, correct={}, kinds={}, configs={}, seconds={})
-    for spec in suite:
-        start = time.perf_counter()
-        correct, _, info = run_attack(spec, model, x, y, source=source, batch_size=batch_size, strategy=strategy)
-        result.correct[spec.label] = correct
-        result.kinds[spec.label] = spec.kind
-        result.configs[spec.label] = spec.config()
-        result.seconds[spec.label] = time.perf_counter() - start
-        result.extra[spec.label] = info
-        if log is not None:
-            log(f"{spec.label}: accuracy {np.mean(correct):.4f} ({result.seconds[spec.label]:.0f} s)")
-    return result
+    from tfdefense.evaluation import engine
+
+    if not isinstance(per_attack, bool):
+        raise invalid_value("per_attack", "True or False", per_attack)
+    mode = "every_example" if every_example else ("per_attack" if per_attack else "cascade")
+    return engine.run_suite(model, x, y, suite, source=source, mode=mode, batch_size=batch_size, strategy=strategy,
+                            cache=cache, log=log, progress=progress)
 
 
-def _evaluate_every_example(model, x, y, suite, source, batch_size, log, strategy):
-    """`evaluate_robustness(every_example=True)`: craft every attack on every example, then judge each."""
-    crafted = []
-    for spec in suite:
-        start, info = time.perf_counter(), {}
-        images = _craft(spec.build(), 0, _target(spec, model, source), x, y, batch_size, strategy, info)
-        crafted.append((spec, images, time.perf_counter() - start))
-    result = RobustnessResult(n=len(x), clean=None, correct={}, kinds={}, configs={}, seconds={})
-    for spec, images, seconds in crafted:
-        result.correct[spec.label] = _predict(model, images, 256) == y
-        result.kinds[spec.label] = spec.kind
-        result.configs[spec.label] = spec.config()
-        result.seconds[spec.label] = seconds
-        result.extra[spec.label] = {"images": images}
-        if log is not None:
-            log(f"{spec.label}: accuracy {result.accuracy(spec.label):.4f} ({seconds:.0f} s)")
-    return result
-
-
-def _check(name, passed, detail, **values):
-    return {"name": name, "passed": bool(passed), "detail": detail, "values": values}
-
+# ----------------------------------------------------------------------------- sanity checks
 
 # Accuracies are counts / n: a difference equal to a tolerance (0.76 - 0.73 = 0.030000000000000027) passes.
 _SLACK = 1e-9
+# A check fails only on a difference of at least this many images (and beyond its tolerance).
+MIN_IMAGES = 2
+SANITY_SIZE = 200
+VERDICTS = ("passed", "failed", "n too small")
 
 
 def _at_most(value, limit):
     return value <= limit + _SLACK
+
+
+def _verdict(fraction, limit, count):
+    """"passed" when fraction <= limit; beyond it "failed" when `count` images support it, else "n too small"."""
+    if _at_most(fraction, limit):
+        return "passed"
+    return "failed" if count >= MIN_IMAGES else "n too small"
+
+
+def _check(name, verdict, detail, count=None, **values):
+    if count is not None:
+        values["count"] = count
+    if verdict == "n too small":
+        detail += (f"; n too small to judge: the difference is {count} image(s), a failure needs at least "
+                   f"{MIN_IMAGES}")
+    return {"name": name, "passed": verdict != "failed", "verdict": verdict, "detail": detail, "values": values}
+
+
+def default_eps_grid(eps, norm="linf", num_features=None):
+    """The radii of the accuracy-vs-eps sweep: eps/3, 2eps/3, eps and radii where any model must fall.
+
+    Linf: 0.4, 0.5, 0.6 (at 0.5 the attacker can set every pixel to 0.5). L2:
+    2 eps and 0.5 sqrt(d) (d = `num_features`: the L2 distance within which
+    every image of [0, 1]^d reaches the uniform 0.5 image).
+    """
+    if norm == "linf":
+        radii = (eps / 3, 2 * eps / 3, eps, 0.4, 0.5, 0.6)
+        return sorted({round(e, 6) for e in radii if 0 < e <= 1})
+    large = 0.5 * np.sqrt(num_features)
+    return sorted({round(e, 6) for e in (eps / 3, 2 * eps / 3, eps, 2 * eps, large) if 0 < e <= large})
+
+
+def _large_radius(norm, num_features):
+    return 0.5 if norm == "linf" else 0.5 * np.sqrt(num_features)
+
+
+def _pgd_params(e, n_iter, seed, norm, eot_samples):
+    params = dict(eps=e, eps_iter=min(2.5 * e / n_iter, e), nb_iter=n_iter, rand_init=True, seed=seed)
+    if norm != "linf":
+        params["norm"] = 2
+    if eot_samples > 1:
+        params["eot_samples"] = eot_samples
+    return params
+
+
+def _norm_of(params):
+    return "linf" if params.get("norm", "inf") in ("inf", "linf", np.inf) else "l2"
 
 
 def sanity_checks(
@@ -417,181 +292,415 @@ def sanity_checks(
     seed=0,
     batch_size=500,
     log=None,
+    *,
+    sanity_n=SANITY_SIZE,
+    norm="linf",
+    eot_samples=None,
+    stochastic=None,
+    probabilities_handled=False,
+    cache=None,
+    strategy=None,
+    progress=False,
 ):
     """Runs the sanity checks on a `RobustnessResult` of `model`; stores and returns them.
+
+    The checks that must be able to fail run their own attacks on a fixed
+    subsample of *all* images (`sanity_n`, default 200; never the survivors of
+    another attack), through the engine: PGD-`sweep_iter` at every radius of
+    `eps_grid`, the suite's PGD with one restart and with twice its
+    iterations (convergence), and the suite's single-step attacks. Then the
+    model checks of AutoAttack's flags (randomness, softmax output, zero
+    gradients, a model that changes between calls) and `check_outcomes`.
 
     Args:
       model, x, y: what `result` was measured on.
       eps: the evaluation radius.
       eps_grid: radii of the accuracy-vs-eps sweep (PGD-`sweep_iter`, one
-        restart); must reach >= 0.5. None: (eps/3, 2eps/3, eps, 0.4, 0.5, 0.6)
-        limited to <= 1.
-      convergence_iter: iterations of the doubled PGD (default 2x the suite's
-        PGD); compared with the suite PGD's first restart.
-      convergence_label: the suite PGD's label (default: the first white-box "pgd").
+        restart); must reach the large radius (Linf 0.5). None: `default_eps_grid`.
+      convergence_iter: iterations of the doubled PGD (default 2x the suite's PGD).
+      convergence_label: the suite PGD's label (default: the first white-box "pgd";
+        without one, PGD-`sweep_iter` at eps).
       tol_*: tolerances (fractions); zero_accuracy: the accuracy allowed at
-        the largest eps.
+        the largest eps. A check fails only on a difference beyond its
+        tolerance that at least `MIN_IMAGES` images support; below that its
+        verdict is "n too small".
       strict: raise `SanityCheckError` when a check fails.
-    Returns the list of checks (dicts: name, passed, detail, values).
+      sanity_n: size of the fixed subsample; norm: "linf" or "l2".
+      eot_samples: EOT samples of the sanity attacks (None: those of the suite's PGD, else 1).
+      stochastic: whether the pipeline is stochastic (None: measured here).
+      probabilities_handled: the model outputs log-probabilities made from a
+        probability output (evaluate_model's wrapping): the softmax check passes.
+      cache, strategy, progress: as in `engine.run_suite`.
+    Returns the list of checks (dicts: name, passed, verdict, detail, values).
     """
-    from tfdefense.attacks import get_attack
+    from tfdefense.evaluation import engine
 
     x = check_images(x, "x", allow_tensor=False)
     y = check_labels(y, "y", num_examples=len(x))
-    check_number("eps", eps, minimum=0, maximum=1)
+    check_choice("norm", norm, NORMS)
+    check_number("eps", eps, minimum=0, maximum=None if norm == "l2" else 1)
     for argument, value in (("tol_single_step", tol_single_step), ("tol_monotonic", tol_monotonic),
                             ("zero_accuracy", zero_accuracy), ("tol_masking", tol_masking),
                             ("tol_convergence", tol_convergence)):
         check_number(argument, value, minimum=0, maximum=1)
     check_number("sweep_iter", sweep_iter, minimum=1, integer=True)
-    if eps_grid is None:
-        eps_grid = sorted({round(e, 6) for e in (eps / 3, 2 * eps / 3, eps, 0.4, 0.5, 0.6) if 0 < e <= 1})
-    eps_grid = [float(check_number("eps_grid", e, minimum=0, maximum=1)) for e in eps_grid]
-    if not eps_grid or max(eps_grid) < 0.5 or eps_grid != sorted(eps_grid):
-        raise invalid_value("eps_grid", "increasing radii reaching at least 0.5", eps_grid)
+    check_number("sanity_n", sanity_n, minimum=1, integer=True)
+    eps_grid = check_eps_grid(eps_grid, eps, norm, int(np.prod(x.shape[1:])))
     pgd_labels = [label for label, cfg in result.configs.items()
-                  if cfg["attack"] == "pgd" and result.kinds[label] == "white-box"]
+                  if cfg["attack"] == "pgd" and result.kinds[label] == "white-box"
+                  and not label.endswith("(convergence)")]
+    if convergence_label is None and pgd_labels:
+        convergence_label = pgd_labels[0]
+    if eot_samples is None:
+        eot_samples = result.configs[convergence_label]["params"].get("eot_samples", 1) if convergence_label else 1
+    idx = engine.sanity_subsample(len(x), sanity_n, seed)
+    xs, ys = x[idx], y[idx]
 
-    # The extra attacks: accuracy vs eps ...
-    sweep = {0.0: result.clean_accuracy}
+    # The attacks of the checks, on the subsample: accuracy vs eps ...
+    specs, sweep_labels = [], {}
+    base_params = None
+    if convergence_label is not None:
+        base_params = dict(result.configs[convergence_label]["params"])
     for k, e in enumerate(eps_grid):
         if e == 0:
             continue
-        attack = get_attack("pgd", eps=e, eps_iter=min(2.5 * e / sweep_iter, e), nb_iter=sweep_iter, rand_init=True,
-                            seed=seed + 100 + k)
-        x_adv = np.concatenate([attack(model, x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)])
-        sweep[e] = float(np.mean(_predict(model, x_adv, 256) == y))
-        if log is not None:
-            log(f"sweep eps {e:.4f}: accuracy {sweep[e]:.4f}")
-    result.extra["sweep"] = sweep
+        params = _pgd_params(e, sweep_iter, seed + 100 + k, norm, eot_samples)
+        if base_params is not None and np.isclose(e, base_params["eps"]) and all(
+                base_params.get(key) == params[key] for key in ("nb_iter", "eps_iter")):
+            params = dict(base_params)  # the sweep's point at eps is the convergence run's base
+        sweep_labels[e] = f"pgd-{params['nb_iter']} eps {e:.4g}"
+        specs.append(SuiteAttack(sweep_labels[e], "pgd", params, "white-box"))
+    # ... the suite's PGD, one restart, and with twice the iterations ...
+    if base_params is None:
+        base_params = _pgd_params(eps, sweep_iter, seed + 150, norm, eot_samples)
+    n_iter = base_params.get("nb_iter", 40)
+    doubled = 2 * n_iter if convergence_iter is None else check_number(
+        "convergence_iter", convergence_iter, minimum=1, integer=True)
+    base_label = next((spec.label for spec in specs if spec.params == base_params), None)
+    if base_label is None:
+        base_label = f"pgd-{n_iter} (convergence base)"
+        specs.append(SuiteAttack(base_label, "pgd", base_params, "white-box"))
+    doubled_params = dict(base_params, nb_iter=doubled, seed=seed + 200)
+    doubled_label = f"pgd-{doubled} (convergence)"
+    specs.append(SuiteAttack(doubled_label, "pgd", doubled_params, "white-box"))
+    # ... and the suite's single-step attacks.
+    single = [label for label, kind in result.kinds.items() if kind == "single-step"]
+    for label in single:
+        cfg = result.configs[label]
+        specs.append(SuiteAttack(f"{label} (sanity)", cfg["attack"], cfg["params"], "single-step"))
 
-    # ... and twice the iterations of the suite's PGD (one restart).
-    if convergence_label is None and pgd_labels:
-        convergence_label = pgd_labels[0]
-    if convergence_label is not None:
-        params = dict(result.configs[convergence_label]["params"])
-        n_iter = params.get("nb_iter", 40)
-        doubled = 2 * n_iter if convergence_iter is None else check_number(
-            "convergence_iter", convergence_iter, minimum=1, integer=True)
-        params.update(nb_iter=doubled, seed=seed + 200)
-        attack = get_attack("pgd", **params)
-        x_adv = np.concatenate([attack(model, x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)])
-        correct = _predict(model, x_adv, 256) == y
-        base = result.extra.get(convergence_label, {}).get("first_restart")
-        base = base if base is not None else result.correct[convergence_label]
-        result.extra["convergence"] = {"iterations": n_iter, "doubled_iterations": doubled,
-                                       "base_correct": np.asarray(base), "doubled_correct": correct}
-        # The doubled PGD is one more white-box attack of the per-example worst case.
-        label = f"pgd-{doubled} (convergence)"
-        result.correct[label] = correct
-        result.kinds[label] = "white-box"
-        result.configs[label] = {"attack": "pgd", "params": params, "kind": "white-box", "restarts": 1}
+    sub = engine.run_suite(model, xs, ys, specs, mode="per_attack", batch_size=batch_size, strategy=strategy,
+                           cache=cache, log=log, progress=progress, step_prefix="sanity ",
+                           step_config={"subsample": engine.mask_digest(np.isin(np.arange(len(x)), idx))})
+    m = len(idx)
+    sweep = {0.0: float(np.mean(sub.clean))}
+    for e, label in sweep_labels.items():
+        sweep[e] = sub.accuracy(label)
         if log is not None:
-            log(f"convergence: PGD-{n_iter} {np.mean(base):.4f} -> PGD-{doubled} {np.mean(correct):.4f}")
+            log(f"sweep eps {e:.4g}: accuracy {sweep[e]:.4f} ({m} images)")
+    result.extra["sweep"] = sweep
+    result.extra["sanity_subsample"] = idx
+    result.extra["convergence"] = {"iterations": n_iter, "doubled_iterations": doubled,
+                                   "base_correct": sub.correct[base_label], "doubled_correct": sub.correct[doubled_label]}
+    result.extra["single_step"] = {"iterative": sub.correct[base_label],
+                                   "single_step": {label: sub.correct[f"{label} (sanity)"] for label in single}}
+    if log is not None:
+        log(f"convergence: PGD-{n_iter} {sub.accuracy(base_label):.4f} -> PGD-{doubled} "
+            f"{sub.accuracy(doubled_label):.4f} ({m} images)")
+    # The doubled PGD is one more white-box attack of the per-example worst case (on the subsample).
+    broken = np.zeros(len(x), bool)
+    broken[idx] = sub.attacked[doubled_label] & ~sub.correct[doubled_label]
+    before = result.clean.copy()
+    if result.mode == "cascade":
+        for outcome in result.correct.values():
+            before &= outcome
+    result.correct[doubled_label] = before & ~broken
+    result.attacked[doubled_label] = np.isin(np.arange(len(x)), idx[sub.attacked[doubled_label]])
+    result.kinds[doubled_label] = "white-box"
+    result.configs[doubled_label] = {"attack": "pgd", "params": doubled_params, "kind": "white-box", "restarts": 1,
+                                     "subsample": m}
+    result.seconds.update({f"{label} (sanity)": sec for label, sec in sub.seconds.items()})
+    result.extra["model_checks"] = model_checks(model, x, y, result, xs, ys, stochastic=stochastic,
+                                                probabilities_handled=probabilities_handled)
     return check_outcomes(result, tol_single_step=tol_single_step, tol_monotonic=tol_monotonic,
                           zero_accuracy=zero_accuracy, tol_masking=tol_masking, tol_convergence=tol_convergence,
                           strict=strict)
 
 
+def check_eps_grid(eps_grid, eps, norm="linf", num_features=None):
+    """`eps_grid` checked (None: `default_eps_grid`): increasing radii reaching the large radius."""
+    if eps_grid is None:
+        return default_eps_grid(eps, norm, num_features)
+    large = _large_radius(norm, num_features) if num_features else 0.5
+    top = None if norm == "l2" else 1
+    grid = [float(check_number("eps_grid", e, minimum=0, maximum=top)) for e in eps_grid]
+    if not grid or max(grid) < large - 1e-6 or grid != sorted(grid):
+        raise invalid_value("eps_grid", f"increasing radii reaching at least {large:.4g}", eps_grid)
+    return grid
+
+
+def model_checks(model, x, y, result, xs, ys, stochastic=None, probabilities_handled=False, probe=64):
+    """The numbers behind AutoAttack's model flags; `check_outcomes` judges them.
+
+    randomness: the pipeline gives different outputs for the same input (two
+    calls on `probe` subsample images); the gradient attacks that ran on
+    single draws (no `eot_samples` > 1). softmax: the outputs are in [0, 1]
+    and sum to 1. zero gradients: subsample images whose cross-entropy
+    gradient w.r.t. the input is zero. model changes: images whose clean
+    prediction now differs from the one at the start (`result.clean`).
+    """
+    import tensorflow as tf
+
+    from tfdefense.inference import call_model
+
+    first = np.asarray(call_model(model, xs[:probe]))
+    if stochastic is None:
+        stochastic = not np.allclose(first, np.asarray(call_model(model, xs[:probe])), rtol=1e-5, atol=1e-5)
+    gradient_kinds = ("white-box", "single-step")
+    gradient = [label for label, cfg in result.configs.items() if result.kinds[label] in gradient_kinds]
+    single_draw = [label for label in gradient if result.configs[label].get("params", {}).get("eot_samples", 1) <= 1]
+    probabilities = bool(first.min() >= -1e-6 and first.max() <= 1 + 1e-6
+                         and np.allclose(first.sum(axis=-1), 1.0, atol=1e-3))
+    zero = 0
+    for i in range(0, len(xs), 128):
+        images = tf.constant(xs[i:i + 128])
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.constant(ys[i:i + 128]), call_model(model, images))
+        grad = tape.gradient(loss, images, unconnected_gradients=tf.UnconnectedGradients.ZERO).numpy()
+        zero += int(np.sum(~np.any(grad.reshape(len(grad), -1) != 0, axis=1)))
+    clean_now = _predict(model, x, 256) == y
+    changed = int(np.sum(clean_now != result.clean)) if result.clean is not None else 0
+    return {"stochastic": bool(stochastic), "single_draw": single_draw, "eot_attacks": len(gradient) - len(single_draw), "probabilities": probabilities,
+            "probabilities_handled": bool(probabilities_handled), "zero_gradients": zero, "gradient_images": len(xs),
+            "changed": changed, "changed_images": len(x),
+            "clean_before": float(np.mean(result.clean)) if result.clean is not None else None,
+            "clean_after": float(np.mean(clean_now))}
+
+
 def check_outcomes(result, tol_single_step=0.01, tol_monotonic=0.02, zero_accuracy=0.1, tol_masking=0.03,
-                   tol_convergence=0.03, strict=False):
-    """The sanity checks from a result alone (its attacks, `extra["sweep"]`, `extra["convergence"]`).
+                   tol_convergence=0.03, strict=False, tol_zero_gradients=0.03, tol_changes=0.01):
+    """The sanity checks from a result alone (its attacks and what `sanity_checks` stored in `extra`).
 
     `sanity_checks` runs the extra attacks and then this; results of several
     chunks of a data set merged with `merge_results` are checked with it.
-    Stores the checks in `result.checks` and returns them.
+    Every check judges with the sample size in mind (`MIN_IMAGES`). Stores
+    the checks in `result.checks` and returns them (see `CHECK_NAMES`).
     """
     checks = []
-    acc = result.accuracies
+    extra = result.extra
 
-    # 1. iterative beats single-step
+    # 1. iterative beats single-step (on the sanity subsample; else the per-attack outcomes)
     pgd_labels = [label for label, cfg in result.configs.items()
                   if cfg["attack"] == "pgd" and result.kinds[label] == "white-box"]
     single = [label for label, kind in result.kinds.items() if kind == "single-step"]
-    if pgd_labels and single:
-        it, ss = min(acc[label] for label in pgd_labels), min(acc[label] for label in single)
-        checks.append(_check("iterative_beats_single_step", _at_most(it, ss + tol_single_step),
-                             f"PGD accuracy {it:.4f} vs single-step {ss:.4f} (tolerance {tol_single_step})",
-                             iterative=it, single_step=ss))
+    pairs = None
+    if extra.get("single_step") and extra["single_step"]["single_step"]:
+        it_correct = extra["single_step"]["iterative"]
+        pairs = [(it_correct, ss) for ss in extra["single_step"]["single_step"].values()]
+    elif pgd_labels and single and result.mode != "cascade":
+        pairs = [(result.correct[p], result.correct[s]) for p in pgd_labels for s in single]
+    if pairs:
+        it_correct, ss_correct = min(pairs, key=lambda pair: np.mean(pair[1]) - np.mean(pair[0]))
+        m = len(it_correct)
+        it, ss = float(np.mean(it_correct)), float(np.mean(ss_correct))
+        count = int(it_correct.sum()) - int(ss_correct.sum())
+        checks.append(_check("iterative_beats_single_step", _verdict(it - ss, tol_single_step, count),
+                             f"PGD accuracy {it:.4f} vs single-step {ss:.4f} on {m} images (tolerance "
+                             f"{tol_single_step})", count=count, iterative=it, single_step=ss, n=m))
 
     # 2 + 3. accuracy vs eps
-    sweep = result.extra.get("sweep")
+    sweep = extra.get("sweep")
     if sweep:
+        m = len(extra["sanity_subsample"]) if extra.get("sanity_subsample") is not None else result.n
         radii = sorted(sweep)
-        rises = [(a, b) for a, b in zip(radii, radii[1:]) if not _at_most(sweep[b], sweep[a] + tol_monotonic)]
-        checks.append(_check("monotonic_in_eps", not rises,
-                             "accuracy falls with eps" if not rises else "accuracy rises with eps: " + ", ".join(
-                                 f"{sweep[a]:.3f}@{a:.3f} -> {sweep[b]:.3f}@{b:.3f}" for a, b in rises),
-                             sweep={str(k): v for k, v in sweep.items()}))
+        worst, worst_verdict = None, "passed"
+        for a, b in zip(radii, radii[1:]):
+            rise = sweep[b] - sweep[a]
+            verdict = _verdict(rise, tol_monotonic, int(round(rise * m)))
+            if verdict != "passed" and (worst is None or verdict == "failed"):
+                worst, worst_verdict = (a, b), verdict if worst_verdict != "failed" else "failed"
+        detail = "accuracy falls with eps" if worst is None else "accuracy rises with eps: " + ", ".join(
+            f"{sweep[a]:.3f}@{a:.4g} -> {sweep[b]:.3f}@{b:.4g}" for a, b in zip(radii, radii[1:])
+            if not _at_most(sweep[b], sweep[a] + tol_monotonic))
+        count = None if worst is None else int(round((sweep[worst[1]] - sweep[worst[0]]) * m))
+        checks.append(_check("monotonic_in_eps", worst_verdict, f"{detail} ({m} images)", count=count,
+                             sweep={str(k): v for k, v in sweep.items()}, n=m))
         top = radii[-1]
-        checks.append(_check("large_eps_near_zero", _at_most(sweep[top], zero_accuracy),
-                             f"accuracy {sweep[top]:.4f} at eps {top} (allowed <= {zero_accuracy})",
-                             eps=top, accuracy=sweep[top]))
+        survivors = int(round(sweep[top] * m))
+        verdict = _verdict(sweep[top], zero_accuracy, survivors)
+        checks.append(_check("large_eps_near_zero", verdict,
+                             f"accuracy {sweep[top]:.4f} at eps {top:.4g} (allowed <= {zero_accuracy}; {m} images)",
+                             count=survivors, eps=top, accuracy=sweep[top], n=m))
 
     # 4 + 5. gradient-free / transfer must not beat white-box
-    alive_white = result.clean.copy()
-    for label, k in result.kinds.items():
-        if k in ("white-box", "single-step"):
-            alive_white &= result.correct[label]
-    white = float(np.mean(alive_white)) if result.n else float("nan")
     for name, kind in (("gradient_free_not_better", "gradient-free"), ("transfer_not_better", "transfer")):
         labels = [label for label, k in result.kinds.items() if k == kind]
-        if not labels:
-            continue
-        alive_other = result.clean.copy()
-        for label in labels:
-            alive_other &= result.correct[label]
-        other = float(np.mean(alive_other))
-        # Per example: broken by the black-box attack but by no white-box attack.
-        only_other = float(np.mean(alive_white & ~alive_other))
-        checks.append(_check(
-            name, _at_most(white - other, tol_masking) and _at_most(only_other, tol_masking),
-            f"{kind} accuracy {other:.4f} vs white-box worst case {white:.4f}; {only_other:.4f} of the examples broken "
-            f"only by {kind} (tolerance {tol_masking})",
-            white_box=white, other=other, only_other=only_other,
-        ))
+        if labels:
+            checks.append(_masking_check(result, name, kind, labels, tol_masking))
 
     # 6. convergence: twice the iterations
-    conv = result.extra.get("convergence")
+    conv = extra.get("convergence")
     if conv:
-        base, doubled = float(np.mean(conv["base_correct"])), float(np.mean(conv["doubled_correct"]))
-        checks.append(_check("convergence", _at_most(base - doubled, tol_convergence),
+        base_c, doubled_c = np.asarray(conv["base_correct"]), np.asarray(conv["doubled_correct"])
+        base, doubled = float(np.mean(base_c)), float(np.mean(doubled_c))
+        count = int(base_c.sum()) - int(doubled_c.sum())
+        checks.append(_check("convergence", _verdict(base - doubled, tol_convergence, count),
                              f"PGD-{conv['iterations']} (1 restart) {base:.4f} vs PGD-{conv['doubled_iterations']} "
-                             f"{doubled:.4f} (tolerance {tol_convergence})", base=base, doubled=doubled))
+                             f"{doubled:.4f} on {len(base_c)} images (tolerance {tol_convergence})", count=count,
+                             base=base, doubled=doubled, n=len(base_c)))
+
+    # 7-10. AutoAttack's model flags
+    flags = extra.get("model_checks")
+    if flags:
+        checks += _model_flag_checks(flags, tol_zero_gradients, tol_changes)
     result.checks = checks
     if strict:
         result.raise_on_failure()
     return checks
 
 
+def _masking_check(result, name, kind, labels, tol):
+    """Images broken by the `kind` attacks but by no white-box attack (gradient masking)."""
+    if result.mode == "cascade":
+        # Each ran on the images every earlier attack left: what it broke, no earlier attack broke.
+        only = np.zeros(result.n, bool)
+        for label in labels:
+            only |= result.attacked[label] & ~_own_outcome(result, label)
+        earlier = [lab for lab in result.correct if lab not in labels and result.kinds[lab] in ("white-box",
+                   "single-step")]
+        earlier = [lab for lab in earlier if list(result.correct).index(lab) < list(result.correct).index(labels[0])]
+        count = int(only.sum())
+        fraction = count / result.n if result.n else 0.0
+        return _check(name, _verdict(fraction, tol, count),
+                      f"{kind} attacks broke {count} of {result.n} images ({fraction:.4f}) that the white-box attacks "
+                      f"before them ({', '.join(earlier) or 'none'}) left (tolerance {tol})",
+                      count=count, only_other=fraction, n=result.n)
+    alive_white = result.clean.copy()
+    for label, k in result.kinds.items():
+        if k in ("white-box", "single-step"):
+            alive_white &= result.correct[label]
+    alive_other = result.clean.copy()
+    for label in labels:
+        alive_other &= result.correct[label]
+    white, other = float(np.mean(alive_white)), float(np.mean(alive_other))
+    only = alive_white & ~alive_other
+    count = int(only.sum())
+    only_other = count / result.n if result.n else 0.0
+    verdict = _verdict(max(white - other, only_other), tol, count)
+    return _check(name, verdict,
+                  f"{kind} accuracy {other:.4f} vs white-box worst case {white:.4f}; {only_other:.4f} of the examples "
+                  f"broken only by {kind} (tolerance {tol})", count=count, white_box=white, other=other,
+                  only_other=only_other, n=result.n)
+
+
+def _own_outcome(result, label):
+    """Per example, the model right under `label`'s images (where it ran)."""
+    correct = result.correct[label]
+    if result.mode != "cascade":
+        return correct
+    return correct | ~result.attacked[label]
+
+
+def _model_flag_checks(flags, tol_zero_gradients, tol_changes):
+    checks = []
+    single = flags["single_draw"]
+    if not flags["stochastic"]:
+        verdict, detail = "passed", "deterministic: the same input gives the same outputs"
+    elif single and not flags["eot_attacks"]:
+        verdict = "failed"
+        detail = f"stochastic pipeline and every gradient attack ran on single draws (no EOT): {', '.join(single)}"
+    else:
+        verdict = "passed"
+        detail = ("stochastic pipeline (AutoAttack's rand version): "
+                  + (f"attacks on single draws (no EOT): {', '.join(single)}" if single
+                     else "every gradient attack averages over EOT samples"))
+    checks.append(_check("randomness", verdict, detail, stochastic=flags["stochastic"], single_draw=list(single)))
+
+    if not flags["probabilities"]:
+        verdict, detail = "passed", "the outputs are logits (not in [0, 1] summing to 1)"
+    elif flags["probabilities_handled"]:
+        verdict, detail = "passed", "the classifier outputs probabilities; the attacks used log(probabilities)"
+    else:
+        verdict, detail = "failed", ("the model outputs probabilities (in [0, 1], summing to 1): cross-entropy and "
+                                     "DLR on them saturate; attack the logits (or log(probabilities))")
+    checks.append(_check("softmax_output", verdict, detail, probabilities=flags["probabilities"]))
+
+    zero, m = flags["zero_gradients"], flags["gradient_images"]
+    fraction = zero / m if m else 0.0
+    checks.append(_check("zero_gradients", _verdict(fraction, tol_zero_gradients, zero),
+                         f"{zero} of {m} images have a zero input gradient of the loss ({fraction:.4f}; tolerance "
+                         f"{tol_zero_gradients})", count=zero, fraction=fraction, n=m))
+
+    changed, n = flags["changed"], flags["changed_images"]
+    fraction = changed / n if n else 0.0
+    limit = tol_changes
+    if flags["stochastic"]:  # a fresh draw: judge the accuracy, not single predictions
+        fraction = abs((flags["clean_after"] or 0.0) - (flags["clean_before"] or 0.0))
+        changed = int(round(fraction * n))
+    checks.append(_check("model_unchanged", _verdict(fraction, limit, changed),
+                         f"clean accuracy {flags['clean_before']:.4f} before the attacks, {flags['clean_after']:.4f} "
+                         f"after; {flags['changed']} of {n} predictions changed (tolerance {limit})", count=changed,
+                         changed=flags["changed"], n=n))
+    return checks
+
+
 def merge_results(results):
-    """One `RobustnessResult` from several run on disjoint chunks of a data set (same suite).
+    """One `RobustnessResult` from several run on disjoint chunks of a data set (same suite and mode).
 
     Per-example outcomes are concatenated; the eps sweep is averaged weighted
-    by chunk size. Run `check_outcomes` on the merged result.
+    by the size of each chunk's sanity subsample, the model checks' counts
+    are summed. Run `check_outcomes` on the merged result.
     """
     if not results:
         raise invalid_value("results", "a non-empty list of RobustnessResult", results)
     first = results[0]
     labels = list(first.correct)
     for r in results[1:]:
-        if list(r.correct) != labels:
-            raise invalid_value("results", f"results of the same attacks {labels}", list(r.correct))
+        if list(r.correct) != labels or r.mode != first.mode:
+            raise invalid_value("results", f"results of the same attacks {labels} in mode {first.mode!r}",
+                                f"{list(r.correct)} in mode {r.mode!r}")
     n = sum(r.n for r in results)
     merged = RobustnessResult(
         n=n, clean=np.concatenate([r.clean for r in results]),
         correct={label: np.concatenate([r.correct[label] for r in results]) for label in labels},
         kinds=dict(first.kinds), configs=dict(first.configs),
         seconds={label: sum(r.seconds.get(label, 0.0) for r in results) for label in labels},
+        mode=first.mode,
     )
+    if all(label in r.attacked for r in results for label in labels):
+        merged.attacked = {label: np.concatenate([r.attacked[label] for r in results]) for label in labels}
+    sizes = [len(r.extra["sanity_subsample"]) if r.extra.get("sanity_subsample") is not None else r.n
+             for r in results]
     if all("sweep" in r.extra for r in results):
         radii = sorted(first.extra["sweep"])
-        merged.extra["sweep"] = {e: sum(r.extra["sweep"][e] * r.n for r in results) / n for e in radii}
+        merged.extra["sweep"] = {e: sum(r.extra["sweep"][e] * m for r, m in zip(results, sizes)) / sum(sizes)
+                                 for e in radii}
+        offsets = np.cumsum([0] + [r.n for r in results[:-1]])
+        if all(r.extra.get("sanity_subsample") is not None for r in results):
+            merged.extra["sanity_subsample"] = np.concatenate(
+                [np.asarray(r.extra["sanity_subsample"]) + o for r, o in zip(results, offsets)])
     if all("convergence" in r.extra for r in results):
         conv = dict(first.extra["convergence"])
         for key in ("base_correct", "doubled_correct"):
             conv[key] = np.concatenate([r.extra["convergence"][key] for r in results])
         merged.extra["convergence"] = conv
+    if all("single_step" in r.extra for r in results):
+        merged.extra["single_step"] = {
+            "iterative": np.concatenate([r.extra["single_step"]["iterative"] for r in results]),
+            "single_step": {label: np.concatenate([r.extra["single_step"]["single_step"][label] for r in results])
+                            for label in first.extra["single_step"]["single_step"]}}
+    if all("model_checks" in r.extra for r in results):
+        flags = [r.extra["model_checks"] for r in results]
+        merged.extra["model_checks"] = {
+            **flags[0],
+            "stochastic": any(f["stochastic"] for f in flags),
+            "probabilities": any(f["probabilities"] for f in flags),
+            **{key: sum(f[key] for f in flags) for key in ("zero_gradients", "gradient_images", "changed",
+                                                             "changed_images")},
+            **{key: sum(f[key] * r.n for f, r in zip(flags, results)) / n for key in ("clean_before", "clean_after")
+               if all(f[key] is not None for f in flags)},
+        }
     for label in labels:
         infos = [r.extra.get(label, {}) for r in results]
         if all(i.get("first_restart") is not None for i in infos):

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from tfdefense.defenses import DefendedClassifier
 from tfdefense.evaluation.robustness import (
+    CHECK_NAMES,
     RobustnessResult,
     SanityCheckError,
     SuiteAttack,
@@ -46,6 +47,16 @@ def test_default_suite_is_the_reviewers_set():
         spec.build()  # every entry is a valid registry attack
 
 
+def test_l2_suite_is_autoattacks_l2_version():
+    suite = {s.label: s for s in robustness_suite(2.0, norm="l2")}  # eps 2.0: an L2 radius above 1
+    assert {"apgd-ce", "apgd-t", "fab-t", "square-5000"} <= set(suite)
+    for spec in suite.values():
+        assert spec.params["norm"] == 2
+        assert spec.build().params["norm"] == 2  # every attack has its L2 version
+    with pytest.raises(ValueError, match="`eps`.*Received: eps=2.0"):
+        robustness_suite(2.0)  # Linf radii stay in [0, 1]
+
+
 def test_suite_and_attack_arguments_are_checked():
     with pytest.raises(ValueError, match="`eps`.*Received: eps=1.5"):
         robustness_suite(1.5)
@@ -59,6 +70,11 @@ def test_suite_and_attack_arguments_are_checked():
         SuiteAttack("x", "pgd", {}, "black-box")
     with pytest.raises(ValueError, match="`suite`"):
         evaluate_robustness(lambda z: z, np.zeros((2, 28, 28, 1), np.float32), np.zeros(2, np.int64), [])
+    with pytest.raises(ValueError, match="`per_attack`"):
+        evaluate_robustness(lambda z: z, np.zeros((2, 28, 28, 1), np.float32), np.zeros(2, np.int64),
+                            robustness_suite(0.3), per_attack="yes")
+    with pytest.raises(ValueError, match="`norm`"):
+        robustness_suite(0.3, norm="l1")
     with pytest.raises(ValueError, match="`eps_grid`"):
         sanity_checks(None, np.zeros((2, 28, 28, 1), np.float32), np.zeros(2, np.int64),
                       RobustnessResult(2, np.ones(2, bool), {}, {}, {}, {}), 0.3, eps_grid=(0.1, 0.3))
@@ -102,15 +118,39 @@ def test_merge_results_and_check_outcomes_from_chunks():
     # chunk b: Square breaks 2 examples PGD did not, PGD-20 two more than PGD-10: both must fire
     assert checks == {"monotonic_in_eps": True, "large_eps_near_zero": True, "gradient_free_not_better": False,
                       "convergence": False}
+    # Each chunk alone: the same differences rest on 2 of 4 images (fail); one image is too few to judge.
+    assert not {c["name"]: c for c in check_outcomes(b)}["convergence"]["passed"]
+    one = chunk([1, 1, 1, 1], [0, 1, 1, 1], {0.0: 1.0, 0.3: 1.0, 0.6: 0.25}, [1, 1, 1, 1], [0, 1, 1, 1])
+    verdicts = {c["name"]: c for c in check_outcomes(one)}
+    for name in ("convergence", "gradient_free_not_better", "large_eps_near_zero"):
+        assert verdicts[name]["verdict"] == "n too small" and verdicts[name]["passed"], verdicts[name]
+        assert "n too small to judge" in verdicts[name]["detail"]
     with pytest.raises(ValueError, match="`results`"):
         merge_results([])
+
+
+def test_cascade_has_the_per_attack_worst_case_for_far_fewer_attacks(mnist_eval_batch, mnist_model_c):
+    x, y = mnist_eval_batch[0][:40], mnist_eval_batch[1][:40]
+    suite = robustness_suite(0.3, **SMALL)
+    cascade = evaluate_robustness(mnist_model_c, x, y, suite, source=mnist_model_c)
+    every = evaluate_robustness(mnist_model_c, x, y, suite, source=mnist_model_c, per_attack=True)
+    assert cascade.mode == "cascade" and every.mode == "per_attack"
+    # AutoAttack's order first, then the project's attacks in the suite's order.
+    assert list(cascade.correct) == ["apgd-ce", "apgd-t", "fab-t", "square-300", "fgsm", "pgd-10x2", "transfer-pgd"]
+    np.testing.assert_array_equal(cascade.correct["transfer-pgd"], every.clean & np.all(
+        [every.correct[label] for label in every.correct], axis=0))
+    assert cascade.worst_case == every.worst_case <= 0.05
+    attacked = cascade.extra["attacked_images"]
+    assert attacked["apgd-ce"] == int(cascade.clean.sum()) and sum(attacked.values()) <= attacked["apgd-ce"] + 3
+    assert sum(every.extra["attacked_images"].values()) >= 6 * int(every.clean.sum())
+    assert not np.any(cascade.attacked["fgsm"] & ~cascade.correct["apgd-ce"])  # later attacks: survivors only
 
 
 def test_sanity_checks_fire_on_a_gradient_masking_purifier(mnist_eval_batch, mnist_model_c):
     x, y = mnist_eval_batch[0][:60], mnist_eval_batch[1][:60]
     masked = DefendedClassifier(_quantizing_purifier(), mnist_model_c)
     suite = robustness_suite(0.3, **SMALL)
-    result = evaluate_robustness(masked, x, y, suite, source=mnist_model_c)
+    result = evaluate_robustness(masked, x, y, suite, source=mnist_model_c, per_attack=True)
     checks = {c["name"]: c for c in sanity_checks(masked, x, y, result, 0.3, eps_grid=(0.3, 0.6), sweep_iter=10)}
     # White-box attacks see zero gradients and stay near the clean accuracy; Square and transfer do not.
     assert result.accuracy("pgd-10x2") > 0.8
@@ -118,24 +158,60 @@ def test_sanity_checks_fire_on_a_gradient_masking_purifier(mnist_eval_batch, mni
     assert not checks["gradient_free_not_better"]["passed"]
     assert not checks["transfer_not_better"]["passed"]
     assert not checks["large_eps_near_zero"]["passed"]
+    assert not checks["zero_gradients"]["passed"]  # AutoAttack's flag: tf.round has no gradient
     assert result.worst_case <= min(result.accuracies.values())
     with pytest.raises(SanityCheckError, match="gradient_free_not_better"):
         result.raise_on_failure()
+
+    # The cascade (default): Square runs on what APGD and FAB-T left, and the same checks fire.
+    cascade = evaluate_robustness(masked, x, y, suite, source=mnist_model_c)
+    checks = {c["name"]: c for c in sanity_checks(masked, x, y, cascade, 0.3, eps_grid=(0.3, 0.6), sweep_iter=10)}
+    assert not checks["gradient_free_not_better"]["passed"] and checks["gradient_free_not_better"]["values"]["count"] >= 10
+    assert not checks["large_eps_near_zero"]["passed"] and not checks["zero_gradients"]["passed"]
 
 
 def test_sanity_checks_pass_on_an_honestly_evaluated_model(mnist_eval_batch, mnist_model_c):
     x, y = mnist_eval_batch[0][:60], mnist_eval_batch[1][:60]
     suite = robustness_suite(0.3, **SMALL)
     result = evaluate_robustness(mnist_model_c, x, y, suite, source=mnist_model_c)
-    checks = sanity_checks(mnist_model_c, x, y, result, 0.3, eps_grid=(0.1, 0.3, 0.6), sweep_iter=10, strict=True)
+    checks = sanity_checks(mnist_model_c, x, y, result, 0.3, eps_grid=(0.1, 0.3, 0.6), sweep_iter=10, strict=True,
+                           sanity_n=50)
     assert all(c["passed"] for c in checks), checks
-    assert {c["name"] for c in checks} == {
-        "iterative_beats_single_step", "monotonic_in_eps", "large_eps_near_zero", "gradient_free_not_better",
-        "transfer_not_better", "convergence"}
+    assert {c["name"] for c in checks} == set(CHECK_NAMES)
     assert result.worst_case <= 0.05  # model C is not robust at eps 0.3
     assert "pgd-20 (convergence)" in result.correct  # the doubled PGD joins the worst case
     sweep = result.extra["sweep"]
     assert sweep[0.0] == pytest.approx(1.0) and sweep[0.1] > sweep[0.6]
+    # The checks' attacks ran on a fixed subsample of all images, not on the cascade's survivors.
+    assert len(result.extra["sanity_subsample"]) == 50
+    assert len(result.extra["convergence"]["base_correct"]) == 50
+
+
+def test_softmax_output_and_a_model_changing_between_calls_are_flagged(mnist_eval_batch, mnist_model_c):
+    x, y = mnist_eval_batch[0][:40], mnist_eval_batch[1][:40]
+    probabilities = keras.Sequential([keras.Input((28, 28, 1)), mnist_model_c, keras.layers.Softmax()])
+    suite = [SuiteAttack("fgsm", "fgsm", dict(eps=0.3), "single-step")]
+    result = evaluate_robustness(probabilities, x, y, suite)
+    checks = {c["name"]: c for c in sanity_checks(probabilities, x, y, result, 0.3, eps_grid=(0.3, 0.6),
+                                                  sweep_iter=5)}
+    assert not checks["softmax_output"]["passed"] and checks["model_unchanged"]["passed"]
+    assert checks["randomness"]["passed"] and "deterministic" in checks["randomness"]["detail"]
+
+    class Drifting(keras.Model):
+        """Its logits shift towards class 0 at every call (state that changes between calls)."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.calls = inner, tf.Variable(0.0, trainable=False)
+
+        def call(self, images):
+            self.calls.assign_add(1.0)
+            return self.inner(images) + tf.one_hot(0, 10) * self.calls * 10.0
+
+    drifting = Drifting(mnist_model_c)
+    result = evaluate_robustness(drifting, x, y, suite)
+    checks = {c["name"]: c for c in sanity_checks(drifting, x, y, result, 0.3, eps_grid=(0.3, 0.6), sweep_iter=5)}
+    assert not checks["model_unchanged"]["passed"], checks["model_unchanged"]
 
 
 def test_robust_preset_is_registered_with_three_scales():

@@ -1,211 +1,65 @@
-"""Preset registry and runner behind `python -m tfdefense.evaluate`.
+"""`Run`, the object a preset works through, and `run_preset` behind `python -m tfdefense.evaluate --preset`.
 
-A preset is a function `fn(run: Run)` registered with `register_preset`. It
-trains (or reuses) models through `run.model(...)`, records numbers with
-`run.add_row(...)`, wraps expensive, resumable pieces in `run.step(...)`, and
-adds plots with `run.add_plot(...)`. The runner writes report.md,
-results.json, results.csv atomically at the end.
+A preset is a function `fn(run: Run)` registered with `register_preset`
+(`preset_registry`). It trains (or reuses) models through `run.model(...)`
+(`model_store`), records numbers with `run.add_row(...)` and plots with
+`run.add_plot(...)` (`report_writer`), and wraps expensive, resumable pieces in
+`run.step(...)` (`step_cache`). The run folder is checked, marked and locked
+for the run (`run_folder`); `run_preset` writes report.md, results.json and
+results.csv atomically at the end. This module re-exports the public names of
+those modules that it has always offered.
 """
 
-import dataclasses
-import fnmatch
-import hashlib
 import json
-import os
-import pathlib
-import re
-import shutil
 import time
-import warnings
+import weakref
 
 from tfdefense import distribute
-from tfdefense._io import check_not_protected, file_sha256, json_default, save_model, write_json
-from tfdefense._validation import check_choice, invalid_value
-from tfdefense.evaluation import reports
+from tfdefense._validation import check_choice
+from tfdefense.evaluation import run_settings
+from tfdefense.evaluation.cache_keys import config_hash, with_dependencies
+from tfdefense.evaluation.model_store import ModelStore, fingerprint_path
+from tfdefense.evaluation.preset_registry import (
+    SCALES,
+    Preset,
+    PresetUnavailable,
+    check_preset_filters,
+    get_preset,
+    list_presets,
+    register_preset,
+)
+from tfdefense.evaluation.report_writer import ReportWriter
+from tfdefense.evaluation.run_folder import STALE_TEMP_SECONDS, open_run_folder, remove_stale_temp_files
+from tfdefense.evaluation.run_settings import SettingsError, check_settings
+from tfdefense.evaluation.step_cache import StepCache
 
-SCALES = ("tiny", "quick", "full")
-
-
-@dataclasses.dataclass(frozen=True)
-class Preset:
-    name: str
-    fn: object
-    description: str
-    paper: str
-    attacks: tuple = ()  # names (globs) `--attacks` may select; () = the preset has no attack filter
-    defenses: tuple = ()  # names (globs) `--defenses` may select; () = no defense filter
-
-
-_PRESETS = {}
-
-
-class PresetUnavailable(RuntimeError):
-    """A preset needs a defense or attack that the package does not provide yet."""
-
-
-def register_preset(name, description, paper="", attacks=(), defenses=()):
-    """Registers `fn(run)` as preset `name`; `attacks` / `defenses` list the names its filters know."""
-
-    def wrap(fn):
-        if name in _PRESETS:
-            raise ValueError(f"preset {name!r} is registered twice")
-        _PRESETS[name] = Preset(name, fn, description, paper, tuple(attacks), tuple(defenses))
-        return fn
-
-    return wrap
+__all__ = [
+    "SCALES", "STALE_TEMP_SECONDS", "Preset", "PresetUnavailable", "Run", "SettingsError", "check_preset_filters",
+    "check_settings", "config_hash", "fingerprint_path", "get_preset", "list_presets", "register_preset",
+    "remove_stale_temp_files", "run_preset", "with_dependencies",
+]
 
 
-def check_preset_filters(name, attacks=None, defenses=None):
-    """Refuses `attacks` / `defenses` filter names that preset `name` does not know (before any work)."""
-    preset = get_preset(name)
-    for argument, names, known in (("attacks", attacks, preset.attacks), ("defenses", defenses, preset.defenses)):
-        if names is None:
-            continue
-        if not known:
-            raise invalid_value(argument, f"None (preset {name!r} has no {argument} filter)", names)
-        unknown = [n for n in names if not any(fnmatch.fnmatchcase(n, pattern) for pattern in known)]
-        if not names or unknown:
-            raise invalid_value(argument, f"names known to preset {name!r}: {list(known)}", unknown or names)
+class _Log:
+    """`log(message)`: "[PRESET +SECONDS] message" when `progress` (holds no reference to the Run)."""
 
+    def __init__(self, preset, progress):
+        self.preset, self.progress, self.started = preset, progress, time.perf_counter()
 
-def list_presets(filter="*"):
-    _load_builtin_presets()
-    return sorted(n for n in _PRESETS if fnmatch.fnmatch(n, filter))
-
-
-def get_preset(name):
-    _load_builtin_presets()
-    if name not in _PRESETS:
-        raise invalid_value("preset", f"one of {list_presets()}", name)
-    return _PRESETS[name]
-
-
-def _load_builtin_presets():
-    from tfdefense.evaluation import presets  # noqa: F401  (registers on import)
-
-
-def with_dependencies(config, depends_on=()):
-    """`config` plus the fingerprints of the models / arrays in `depends_on` (unchanged when empty)."""
-    from tfdefense.attacks.generation import array_digest, model_fingerprint
-
-    if not depends_on:
-        return config
-    fingerprints = [model_fingerprint(item) if hasattr(item, "weights") else array_digest(item) for item in depends_on]
-    return {**config, "depends_on": fingerprints}
-
-
-def config_hash(config):
-    text = json.dumps(config, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-# Temporary names made by tfdefense._io.atomic_path (files) and export_saved_model (folders):
-# "." + target name + "." + mkstemp's 8 random characters + ".tmp" [+ the target's suffixes] / ".old.tmp".
-_TEMP_FILE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)*$")
-_TEMP_DIR = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.(?P<old>old\.)?tmp$")
-# Run subfolders searched for them (besides the run folder itself); a worker cleans its own folder.
-_TEMP_SUBFOLDERS = ("models", "cache", "steps", "backup")
-STALE_TEMP_SECONDS = 15 * 60
-
-
-def _newest_mtime(path):
-    newest = path.lstat().st_mtime
-    if path.is_dir() and not path.is_symlink():
-        for root, dirs, files in os.walk(path):
-            for name in dirs + files:
-                try:
-                    newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
-                except OSError:
-                    pass
-    return newest
-
-
-def _is_protected(path):
-    try:
-        check_not_protected(path, "out", "a run folder")
-    except ValueError:
-        return True
-    return False
-
-
-def remove_stale_temp_files(out_dir, older_than=STALE_TEMP_SECONDS):
-    """Removes the temporary files and folders a killed run left in `out_dir`; returns their paths.
-
-    Only tfdefense's own temporary names (`.NAME.XXXXXXXX.tmp[.ext]` files,
-    `.NAME.XXXXXXXX.tmp` SavedModel folders) in the run folder and its
-    models/, cache/, steps/ and backup/ subfolders, untouched for `older_than`
-    seconds (a run writing into the same folder right now keeps its own). A
-    `.NAME.XXXXXXXX.old.tmp` folder holds the previous SavedModel export while
-    a new one replaces it: it is removed only when NAME exists.
-    """
-    out_dir = pathlib.Path(out_dir)
-    if not out_dir.is_dir() or _is_protected(out_dir):
-        return []
-    if not any((out_dir / name).is_dir() for name in _TEMP_SUBFOLDERS):
-        return []  # not a run folder of ours (no models/, cache/, steps/ or backup/): nothing of ours to clean
-    folders = [out_dir]
-    for name in _TEMP_SUBFOLDERS:
-        top = out_dir / name
-        if top.is_dir() and not top.is_symlink():
-            folders.extend(pathlib.Path(root) for root, _, _ in os.walk(top))
-    now, removed = time.time(), []
-    for folder in folders:
-        for entry in sorted(folder.iterdir()):
-            try:
-                if entry.is_symlink() or now - _newest_mtime(entry) < older_than:
-                    continue
-                if entry.is_file() and _TEMP_FILE.match(entry.name):
-                    entry.unlink()
-                elif entry.is_dir() and (match := _TEMP_DIR.match(entry.name)):
-                    if match["old"] and not os.path.lexists(entry.parent / match["target"]):
-                        continue  # the only copy of the previous export
-                    shutil.rmtree(entry)
-                else:
-                    continue
-            except OSError:
-                continue
-            removed.append(entry)
-    return removed
-
-
-def fingerprint_path(model_path):
-    """`models/NAME-HASH.fingerprint.json`: the SHA-256 of `models/NAME-HASH.keras` as this package wrote it."""
-    return pathlib.Path(model_path).with_suffix(".fingerprint.json")
-
-
-class SettingsError(ValueError):
-    """A `settings` override (--set) that names no setting of the scale or has a value of the wrong type."""
-
-
-def check_settings(settings):
-    """`settings` ({name: value} or None) as a dict; a TypeError for anything else."""
-    if settings is None:
-        return {}
-    if not isinstance(settings, dict) or not all(isinstance(k, str) for k in settings):
-        raise TypeError(f"settings: expected a dict of setting name -> value, got {settings!r}")
-    return dict(settings)
-
-
-def _setting_of_type(key, new, old):
-    """`new` for the setting `key` whose scale default is `old`: a SettingsError when their types differ
-    (an int may stand for a float; None, the "all" of a size, may be replaced by an int and back)."""
-    if old is None or new is None:
-        if isinstance(new, (int, type(None))) and not isinstance(new, bool) and (old is None or isinstance(old, int)):
-            return new
-    elif isinstance(old, bool) or isinstance(new, bool):
-        if isinstance(old, bool) and isinstance(new, bool):
-            return new
-    elif isinstance(old, float) and isinstance(new, (int, float)):
-        return float(new)
-    elif isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
-        return type(old)(new)
-    elif type(new) is type(old):
-        return new
-    raise SettingsError(f"settings: {key!r} expects a value like its default {old!r}, got {new!r}")
+    def __call__(self, message):
+        if self.progress:
+            print(f"[{self.preset} +{time.perf_counter() - self.started:.0f}s] {message}", flush=True)
 
 
 class Run:
-    """State of one preset run: output folder, options, rows, plots, caches."""
+    """One preset run: its options, and the model store, step cache and report of its output folder.
+
+    out_dir is opened with `run_folder.open_run_folder` (a ValueError naming `out`
+    for an empty path, a file, a folder of someone else's files, a symbolic-link
+    subfolder, or a folder another process is running in); the run holds its
+    lock until `close()` (or `with Run(...) as run:`; else until it is garbage
+    collected).
+    """
 
     def __init__(
         self,
@@ -225,11 +79,13 @@ class Run:
     ):
         self.preset = preset
         self.settings = check_settings(settings)  # overrides of the scale's settings (CLI: --set KEY=VALUE)
+        self.scale = check_choice("scale", scale, SCALES)
         self.strategy = strategy  # tf.distribute strategy models are built, trained and attacked under (None: default)
         self.is_chief = distribute.is_chief(strategy)
         # Other workers keep their models, caches and steps in OUT/workers/<task>; only the chief writes reports.
-        self.out_dir = distribute.worker_dir(out_dir, strategy)
-        self.scale = check_choice("scale", scale, SCALES)
+        self.folder = open_run_folder(distribute.worker_dir(run_folder_path(out_dir), strategy))
+        weakref.finalize(self, self.folder.close)
+        self.out_dir = self.folder.path
         self.seed = seed
         self.data_dir = data_dir
         self.batch_size = batch_size
@@ -238,34 +94,47 @@ class Run:
         self.weights = weights
         self.png_roundtrip = png_roundtrip
         self.progress = progress
-        self.rows = []
-        self.plots = []
-        self.notes = []
-        self.artifacts = {}
-        self.data = {"dataset": "", "description": ""}
-        self.models_dir = self.out_dir / "models"
-        self.cache_dir = self.out_dir / "cache"
-        self.steps_dir = self.out_dir / "steps"
-        self.steps_computed, self.steps_reused = [], []  # step names, in order (see `step`)
-        self._model_files = {}  # id -> (model, "NAME-HASH.keras") of the models `model` returned
-        self._training = None  # "NAME-HASH" of the model `model` is training now (see `training_backup_dir`)
+        self.log = _Log(preset, progress)
+        self.report = ReportWriter(self.out_dir)
+        self.model_store = ModelStore(self.out_dir, seed=seed, strategy=strategy, log=self.log,
+                                      artifacts=self.report.artifacts, subfolder=self.folder.subfolder)
+        folder = self.folder
+        self.step_cache = StepCache(self.out_dir / "steps", strategy=strategy, log=self.log,
+                                    subfolder=lambda: folder.subfolder("steps"))
         self.failure = None  # an exception `run_preset` raises after writing the reports (`fail_after_reports`)
-        self.started = time.perf_counter()
+        self.started = self.log.started
+
+    def close(self):
+        """Releases the run folder's lock (a second call does nothing)."""
+        self.folder.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    # Folders --------------------------------------------------------------------
+    @property
+    def models_dir(self):
+        return self.model_store.models_dir
+
+    @property
+    def steps_dir(self):
+        return self.step_cache.folder
+
+    @property
+    def cache_dir(self):
+        """cache/ (adversarial examples in cache/adversarial), checked to be real folders before use."""
+        self.folder.subfolder("cache/adversarial")
+        return self.out_dir / "cache"
 
     # Selection ------------------------------------------------------------------
     def pick(self, scales, **overrides):
         """Returns the entry of `scales` ({"tiny": ..., "quick": ..., "full": ...}) for this run, with the
-        run's `settings` overrides applied (each must name a setting of that entry, with a value of its type)."""
-        value = scales[self.scale]
-        if not isinstance(value, dict):
-            return value
-        value = {**value, **overrides}
-        for key, new in self.settings.items():
-            if key not in value:
-                raise SettingsError(f"settings: {self.preset!r} at scale {self.scale!r} has no setting {key!r}; "
-                                 f"expected one of: {', '.join(sorted(value))}")
-            value[key] = _setting_of_type(key, new, value[key])
-        return value
+        run's `settings` overrides applied (each must name a setting of that entry, with a value of its type;
+        see `run_settings`)."""
+        return run_settings.pick(scales, self.scale, self.settings, self.preset, **overrides)
 
     def wants_attack(self, name):
         return self.attack_filter is None or name in self.attack_filter
@@ -273,50 +142,70 @@ class Run:
     def wants_defense(self, name):
         return self.defense_filter is None or name in self.defense_filter
 
-    # Recording ------------------------------------------------------------------
-    def set_data(self, dataset, description):
-        self.data = {"dataset": dataset, "description": description}
+    # Recording (report_writer) ----------------------------------------------------
+    @property
+    def rows(self):
+        return self.report.rows
 
-    def add_row(self, table, protocol, defense, attack, metric, value, n, attack_config=None, paper_value=None, eval_mode="tensor"):
-        row = {
-            "table": table,
-            "protocol": check_choice("protocol", protocol, reports.PROTOCOLS),
-            "defense": defense,
-            "attack": attack,
-            "attack_config": attack_config or {},
-            "metric": metric,
-            "value": None if value is None else float(value),
-            "paper_value": paper_value,
-            "n": int(n),
-            "eval_mode": check_choice("eval_mode", eval_mode, reports.EVAL_MODES),
-        }
-        self.rows.append(row)
-        return row
+    @property
+    def plots(self):
+        return self.report.plots
+
+    @property
+    def notes(self):
+        return self.report.notes
+
+    @property
+    def artifacts(self):
+        return self.report.artifacts
+
+    @property
+    def data(self):
+        return self.report.data
+
+    @data.setter
+    def data(self, value):
+        self.report.data = value
+
+    def set_data(self, dataset, description):
+        self.report.set_data(dataset, description)
+
+    def add_row(self, table, protocol, defense, attack, metric, value, n, attack_config=None, paper_value=None,
+                eval_mode="tensor"):
+        return self.report.add_row(table, protocol, defense, attack, metric, value, n, attack_config=attack_config,
+                                   paper_value=paper_value, eval_mode=eval_mode)
 
     def add_plot(self, filename):
-        self.plots.append(filename)
-        return self.out_dir / filename
+        return self.report.add_plot(filename)
 
     def note(self, text):
-        self.notes.append(text)
+        self.report.note(text)
 
     def fail_after_reports(self, error):
         """Makes `run_preset` raise `error` once the reports are written (e.g. a failed sanity check)."""
         self.failure = error
 
-    def log(self, message):
-        if self.progress:
-            print(f"[{self.preset} +{time.perf_counter() - self.started:.0f}s] {message}", flush=True)
+    def results(self, wall_seconds):
+        return self.report.results(self.preset, self.scale, self.seed, wall_seconds, self.strategy, self.settings)
 
-    # Caching --------------------------------------------------------------------
+    # Caching (step_cache) ----------------------------------------------------------
+    @property
+    def steps_computed(self):
+        return self.step_cache.computed
+
+    @property
+    def steps_reused(self):
+        return self.step_cache.reused
+
     def step(self, name, config, fn, depends_on=()):
         """Runs `fn()` (which adds rows) once per (name, config, depends_on); re-runs reuse the stored rows.
 
         Returns the rows. `depends_on`: models (keyed by architecture and
         weights) and arrays (keyed by content) the step reads beyond `config`,
         as in `model` (a model `model` returned is keyed by its file name).
-        Results live in `steps/NAME-HASH.json`, so a run killed
-        midway recomputes only the steps it had not finished.
+        Results live in `steps/NAME-HASH.json` with their SHA-256, so a run
+        killed midway recomputes only the steps it had not finished, and an
+        edited result is recomputed.
         """
         return self._step(name, config, fn, depends_on)[0]
 
@@ -333,130 +222,48 @@ class Run:
         or reloaded, unlike their weights' names); other models and arrays by their fingerprints."""
         keys = []
         for item in depends_on:
-            model, file = self._model_files.get(id(item), (None, None))
-            keys.append(f"model {file}" if model is item else with_dependencies({}, [item])["depends_on"][0])
+            file = self.model_store.file_of(item)
+            keys.append(f"model {file}" if file is not None else with_dependencies({}, [item])["depends_on"][0])
         return keys
 
     def _step(self, name, config, fn, depends_on):
         key = dict(config, depends_on=self._step_dependencies(depends_on)) if depends_on else config
         key = json.loads(json.dumps(key, sort_keys=True, default=str))
-        path = self.steps_dir / f"{name}-{config_hash(key)}.json"
-        stored = None
-        if path.is_file():
-            try:
-                stored = json.loads(path.read_text())
-                if stored.get("config") != key or not isinstance(stored.get("rows"), list):
-                    stored = None
-            except (OSError, ValueError, AttributeError):
-                self.log(f"step {name}: stored result unreadable, recomputing")
-                stored = None
-        if distribute.all_workers_agree(self.strategy, stored is not None):  # else every worker recomputes together
-            self.log(f"reusing step {name}")
-            self.steps_reused.append(name)
-            self.rows.extend(stored["rows"])
-            return stored["rows"], stored.get("value")
-        before = len(self.rows)
-        value = fn()
-        rows = self.rows[before:]
-        value = json.loads(json.dumps(value, default=json_default))
-        write_json(path, {"config": key, "rows": rows, "value": value})
-        self.steps_computed.append(name)
+
+        def compute():
+            before = len(self.rows)
+            value = fn()
+            return self.rows[before:], value
+
+        rows, value, reused = self.step_cache.get(name, key, compute)
+        if reused:
+            self.rows.extend(rows)
         return rows, value
 
+    # Models (model_store) ------------------------------------------------------------
     def model(self, name, config, build, train, depends_on=()):
-        """Loads `models/NAME-HASH.keras` if present, else `build()`, `train(model)` and saves it.
+        """Loads `models/NAME-HASH.keras` if present and trusted, else `build()`, `train(model)` and saves it.
 
         depends_on: Keras models (keyed by architecture and weights) and arrays
         (keyed by content) the training uses beyond `config`, e.g. the target
         classifier of a purifier: a changed classifier means a retrained purifier.
         """
-        import keras
-
-        key = with_dependencies(config, depends_on)
-        path = self.models_dir / f"{name}-{config_hash(key)}.keras"
-        loaded = None
-        if self._cached_model_trusted(name, path, key):
-            try:
-                with distribute.scope(self.strategy):
-                    loaded = keras.saving.load_model(path, compile=False)
-            except Exception as error:  # a truncated or foreign file is retrained, never trusted
-                self._distrust(name, path, f"it does not load ({type(error).__name__}: {error})")
-        # Random state seeded from the model's key before training and again after training or
-        # loading: a model trained after others were reloaded (a rerun after a kill) starts from the
-        # same initial weights as in an uninterrupted run, and so does what follows.
-        model_seed = int(config_hash({"seed": self.seed, "model": path.name}), 16) % (2**31)
-        if distribute.all_workers_agree(self.strategy, loaded is not None):  # else all workers train together
-            self.log(f"reusing trained {name} ({path.name})")
-            self._model_files[id(loaded)] = (loaded, path.name)
-            keras.utils.set_random_seed(model_seed + 1)
-            return loaded
-        keras.utils.set_random_seed(model_seed)
-        start = time.perf_counter()  # some builders train (e.g. the super-resolution net): time both
-        self._training = path.stem
-        try:
-            with distribute.scope(self.strategy):  # variables (and optimizer slots) mirrored on every replica
-                model = build()
-                train(model)
-        finally:
-            self._training = None
-        self.log(f"trained {name} in {time.perf_counter() - start:.1f} s")
-        digest = save_model(model, path)
-        write_json(fingerprint_path(path), {"file": path.name, "sha256": digest, "key_hash": config_hash(key)})
-        self.artifacts[f"model:{name}"] = str(path.relative_to(self.out_dir))
-        self._model_files[id(model)] = (model, path.name)
-        keras.utils.set_random_seed(model_seed + 1)
-        return model
+        return self.model_store.model(name, config, build, train, depends_on=depends_on)
 
     def training_backup_dir(self):
-        """backup/NAME-HASH: the folder where the model `model` is training now keeps its epochs.
-
-        Its `train` passes it to a fit (`training_backup` or `train_classifier(backup_dir=...)`):
-        a rerun after an interruption resumes that fit from its last finished epoch (same key, same
-        folder), and keras deletes the folder when the fit ends.
-        """
-        if self._training is None:
-            raise RuntimeError("training_backup_dir() is for the train function of Run.model, while it trains")
-        return self.out_dir / "backup" / self._training
+        """backup/NAME-HASH: where the model `model` is training now keeps its epochs (see ModelStore)."""
+        return self.model_store.training_backup_dir()
 
     def training_backup(self):
         """[the `BackupAndRestore` callback on `training_backup_dir()`], for the `callbacks` of a fit."""
-        return [distribute.backup_callback(self.training_backup_dir(), self.strategy)]
+        return self.model_store.training_backup()
 
-    def _cached_model_trusted(self, name, path, key):
-        """Whether `path` is the file saved for `key`: its SHA-256 matches the fingerprint saved beside it."""
-        if not path.is_file():
-            return False
-        record_path = fingerprint_path(path)
-        try:
-            record = json.loads(record_path.read_text())
-            trusted = record["sha256"] == file_sha256(path) and record["key_hash"] == config_hash(key)
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            self._distrust(name, path, f"its fingerprint {record_path.name} is missing or unreadable ({type(error).__name__})")
-            return False
-        if not trusted:
-            self._distrust(name, path, f"its architecture or weights differ from its fingerprint {record_path.name}")
-        return trusted
 
-    def _distrust(self, name, path, reason):
-        message = f"not reusing the saved {name} model {path}: {reason}; retraining it"
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
-        self.log(message)
+def run_folder_path(out_dir):
+    """`out_dir` checked as a folder path (`run_folder.check_out_path`, errors naming `out`)."""
+    from tfdefense.evaluation.run_folder import check_out_path
 
-    # Output ---------------------------------------------------------------------
-    def results(self, wall_seconds):
-        return {
-            "schema_version": reports.SCHEMA_VERSION,
-            "preset": self.preset,
-            "scale": self.scale,
-            "seed": self.seed,
-            "data": self.data,
-            "wall_seconds": float(wall_seconds),
-            "environment": {**reports.environment(), "distribute": distribute.describe(self.strategy)},
-            "notes": self.notes,
-            "artifacts": self.artifacts,
-            "rows": self.rows,
-            **({"settings": self.settings} if self.settings else {}),
-        }
+    return check_out_path(out_dir, "out")
 
 
 def run_preset(name, out_dir, scale="quick", seed=0, **options):
@@ -465,20 +272,23 @@ def run_preset(name, out_dir, scale="quick", seed=0, **options):
 
     preset = get_preset(name)
     check_preset_filters(name, options.get("attacks"), options.get("defenses"))
-    run = Run(preset.name, out_dir, scale=scale, seed=seed, **options)
-    keras.utils.set_random_seed(seed)
-    for path in remove_stale_temp_files(run.out_dir):
-        run.log(f"removed {path.relative_to(run.out_dir)}, left by an interrupted run")
-    start = time.perf_counter()
-    if distribute.is_distributed(run.strategy):
-        placement = distribute.describe(run.strategy)
-        run.note(f"Distribution: strategy {placement['strategy']} ({placement['class']}), {placement['replicas']} "
-                 f"replica(s) on {placement['workers']} worker(s); batch sizes are global batches.")
-    preset.fn(run)
-    results = run.results(time.perf_counter() - start)
-    reports.validate_results(results)
-    if run.is_chief:  # other workers computed the same numbers; only the chief writes reports
-        reports.write_reports(run.out_dir, results, run.plots)
+    with Run(preset.name, out_dir, scale=scale, seed=seed, **options) as run:
+        keras.utils.set_random_seed(seed)
+        for path in remove_stale_temp_files(run.out_dir):
+            run.log(f"removed {path.relative_to(run.out_dir)}, left by an interrupted run")
+        start = time.perf_counter()
+        if distribute.is_distributed(run.strategy):
+            placement = distribute.describe(run.strategy)
+            run.note(f"Distribution: strategy {placement['strategy']} ({placement['class']}), {placement['replicas']} "
+                     f"replica(s) on {placement['workers']} worker(s); batch sizes are global batches.")
+        preset.fn(run)
+        results = run.results(time.perf_counter() - start)
+        if run.is_chief:  # other workers computed the same numbers; only the chief writes reports
+            run.report.write(results)
+        else:
+            from tfdefense.evaluation import reports
+
+            reports.validate_results(results)
     if run.failure is not None:
         raise run.failure
     return results

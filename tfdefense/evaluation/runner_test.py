@@ -29,13 +29,15 @@ def test_model_retrains_when_a_dependency_changes_and_reuses_otherwise(tmp_path)
     assert len(list((tmp_path / "models").glob("purifier-*.keras"))) == 3
 
 
-SCALES = {"tiny": dict(train=300, epochs=2, lr=1e-3, eps_grid=(0.0, 0.3)), "full": dict(train=None, epochs=10, lr=1e-3, eps_grid=(0.0,))}
+SCALES = {"tiny": dict(train=300, epochs=2, lr=1e-3, eps_grid=(0.0, 0.3)),
+          "full": dict(train=None, epochs=10, lr=1e-3, eps_grid=(0.0,))}
 
 
 def test_settings_override_the_scale_and_are_reported(tmp_path):
     from tfdefense.evaluation import reports
 
-    run = Run("test", tmp_path, scale="full", progress=False, settings={"epochs": 3, "train": 30000, "lr": 2, "eps_grid": [0.1]})
+    settings = {"epochs": 3, "train": 30000, "lr": 2, "eps_grid": [0.1]}
+    run = Run("test", tmp_path, scale="full", progress=False, settings=settings)
     assert run.pick(SCALES) == dict(train=30000, epochs=3, lr=2.0, eps_grid=(0.1,))
     assert Run("test", tmp_path, scale="tiny", progress=False, settings={"train": None}).pick(SCALES)["train"] is None
     results = run.results(1.0)

@@ -42,9 +42,10 @@ import numpy as np
 from tfdefense._io import write_json, write_text
 from tfdefense._validation import check_choice, check_number, invalid_value
 from tfdefense.evaluation.metrics import wilson_interval
+from tfdefense.evaluation.robustness import NORMS
 from tfdefense.evaluation.user_inputs import (  # noqa: F401  (load_user_model, resolve_purifier: public here too)
     call_model, load_evaluation_data, load_user_model, model_image_shape, pipeline_class, resolve_purifier,
-    user_model_fingerprint)
+    user_model_fingerprint, with_input_range)
 
 SUITES = ("standard", "quick")
 # The robust preset's quick attack set; "standard" is `robustness_suite(eps)` as published.
@@ -72,6 +73,9 @@ def _probe_outputs(model, x, argument, batch_size):
         raise invalid_value(argument, "a model with finite outputs on the clean images",
                             f"NaN or inf outputs on {bad} of {len(x)} probe images")
     return out
+
+
+_RANGE_NAMES = {"[0, 255]": "0-255", "[-1, 1]": "-1-1"}  # the input_range values of `with_input_range`
 
 
 def _check_range(classifier, x, y, num_classes, batch_size):
@@ -104,7 +108,9 @@ def _check_range(classifier, x, y, num_classes, batch_size):
             f"Invalid value received for argument `classifier`. Expected a model taking images in [0, 1] "
             f"(tfdefense's convention: eps and every attack work in [0, 1] units). Received: a model with clean "
             f"accuracy {base:.3f} on [0, 1] images (chance {chance:.2f}) and {acc:.3f} on the same images scaled "
-            f"to {scale}{others}: it expects inputs in {scale}. Fix: put the scaling inside the model, e.g. "
+            f"to {scale}{others}: it expects inputs in {scale}. Fix: evaluate_model(..., "
+            f"input_range={_RANGE_NAMES[scale]!r}) (CLI: --input-range={_RANGE_NAMES[scale]}) rescales the [0, 1] "
+            f"images in front of the model, eps staying in [0, 1] units; or put the scaling inside the model, e.g. "
             f"`keras.Sequential([keras.Input({tuple(x.shape[1:])}), {layer}, classifier])`, save it, "
             f"and evaluate that model."
         )
@@ -229,13 +235,13 @@ def inspect_models(classifier, purifier, x, y, batch_size=128, eot_samples=None)
 # ----------------------------------------------------------------------------- suites
 
 
-def _suite(suite, eps, seed, num_classes, has_source):
+def _suite(suite, eps, seed, num_classes, has_source, norm="linf"):
     from tfdefense.evaluation.robustness import SuiteAttack, robustness_suite
 
     if isinstance(suite, str):
         check_choice("suite", suite, SUITES)
         name = suite
-        attacks = robustness_suite(eps, seed=seed, **(QUICK_SUITE if suite == "quick" else {}))
+        attacks = robustness_suite(eps, seed=seed, norm=norm, **(QUICK_SUITE if suite == "quick" else {}))
     elif isinstance(suite, (list, tuple)) and suite and all(isinstance(s, SuiteAttack) for s in suite):
         name, attacks = "custom", list(suite)
     else:
@@ -251,6 +257,12 @@ def _suite(suite, eps, seed, num_classes, has_source):
         targets = spec.params.get("n_target_classes")
         if targets is not None and targets > num_classes - 1:
             spec = dataclasses.replace(spec, params={**spec.params, "n_target_classes": num_classes - 1})
+        if norm != "linf":
+            try:
+                spec.build()
+            except ValueError as error:  # an attack without an L2 version in this tfdefense
+                notes.append(f"{spec.label} not run: it has no {norm} version here ({error}).")
+                continue
         out.append(spec)
     return name, out, notes
 
@@ -335,73 +347,134 @@ class EvaluationResult:
         return "\n".join(lines)
 
 
-# ----------------------------------------------------------------------------- engine
+# ----------------------------------------------------------------------------- evaluate_model
 
 
-def _pack(correct):
-    return np.packbits(np.asarray(correct, bool)).tobytes().hex()
+@dataclasses.dataclass
+class _Plan:
+    """What `evaluate_model` attacks and how: the pipeline, the suite, the sanity sweep."""
+
+    model: object
+    source: object
+    attacks: list
+    suite_name: str
+    eps: float
+    norm: str
+    eot: int
+    model_name: str
+    sweep_iter: int
+    eps_grid: list
+    mode: str
 
 
-def _unpack(text, n):
-    return np.unpackbits(np.frombuffer(bytes.fromhex(text), np.uint8))[:n].astype(bool)
+def _check_arguments(classifier, purifier, eps, seed, batch_size, sweep_iter, norm, per_attack, sanity_n):
+    if not callable(classifier):
+        raise TypeError(f"Invalid type received for argument `classifier`. Expected a Keras model or callable "
+                        f"returning logits. Received: classifier of type {type(classifier).__name__}")
+    if purifier is not None and not callable(purifier):
+        raise TypeError(f"Invalid type received for argument `purifier`. Expected a Keras model or callable "
+                        f"returning images, or None. Received: purifier of type {type(purifier).__name__}")
+    check_choice("norm", norm, NORMS)
+    check_number("eps", eps, minimum=0, maximum=1 if norm == "linf" else None)
+    if eps == 0:
+        raise invalid_value("eps", "a radius > 0", eps)
+    check_number("seed", seed, minimum=0, integer=True)
+    check_number("batch_size", batch_size, minimum=1, integer=True, allow_none=True)
+    check_number("sweep_iter", sweep_iter, minimum=1, integer=True, allow_none=True)
+    check_number("sanity_n", sanity_n, minimum=1, integer=True)
+    if not isinstance(per_attack, bool):
+        raise invalid_value("per_attack", "True or False", per_attack)
 
 
-def _progress_bar(total, desc, enabled):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, leave=False)
-
-
-def _replica_batch(batch_size, strategy):
-    """Images per attack call on one replica: the global `batch_size` split over the strategy's replicas."""
-    from tfdefense import distribute
-
-    return max(1, -(-batch_size // distribute.num_replicas(strategy)))
+def _load(classifier, purifier, dataset, n, data_dir):
+    """The evaluation images: (name, description, x, y), of the models' input shape."""
+    image_shape = model_image_shape(purifier) if purifier is not None else None
+    image_shape = image_shape or model_image_shape(classifier)
+    data_name, data_description, x, y = load_evaluation_data(dataset, n, data_dir, image_shape)
+    if image_shape and None not in image_shape and tuple(image_shape) != tuple(x.shape[1:]):
+        raise invalid_value("dataset", f"images of the model's input shape {tuple(image_shape)}",
+                            f"images of shape {tuple(x.shape[1:])}")
+    return data_name, data_description, x, y
 
 
-def _run_chunked(spec, model, x, y, source, batch_size, progress, strategy=None):
-    from tfdefense import distribute
-    from tfdefense.evaluation.robustness import run_attack
+def _plan(classifier, purifier, choices, notes, suite, eps, norm, seed, x, eps_grid, sweep_iter, per_attack, name):
+    """The attacked pipeline (BPDA, log-probabilities), the suite with EOT, the sweep; adds to `notes`."""
+    from tfdefense.evaluation.robustness import check_eps_grid
 
-    if distribute.is_distributed(strategy):
-        # All images at once: the batches (global batch / replicas images each) are dealt to every replica of
-        # every worker, each with its own random stream (`generate(strategy=)`), and gathered in input order.
-        with _progress_bar(len(x), spec.label, progress) as bar:
-            correct, _, info = run_attack(spec, model, x, y, source=source,
-                                          batch_size=_replica_batch(batch_size, strategy), eval_batch_size=batch_size,
-                                          strategy=strategy)
-            bar.update(len(x))
-        return correct, info["first_restart"] if info.get("first_restart") is not None else correct
-    correct, first = [], []
-    with _progress_bar(len(x), spec.label, progress) as bar:
-        for i in range(0, len(x), batch_size):
-            c, _, info = run_attack(spec, model, x[i:i + batch_size], y[i:i + batch_size], source=source,
-                                    batch_size=batch_size, eval_batch_size=batch_size)
-            correct.append(c)
-            first.append(info["first_restart"] if info.get("first_restart") is not None else c)
-            bar.update(len(c))
-    return np.concatenate(correct), np.concatenate(first)
+    suite_name, attacks, suite_notes = _suite(suite, eps, seed, choices["num_classes"], purifier is not None, norm)
+    notes += suite_notes
+    eps_grid = check_eps_grid(eps_grid, eps, norm, int(np.prod(x.shape[1:])))
+    model = pipeline_class()(classifier, purifier, purifier_bpda=choices["bpda"],
+                              probabilities=choices["probabilities"], name="evaluated_pipeline")
+    eot = choices["eot_samples"]
+    with_eot, no_eot = [], []
+    for spec in attacks:
+        spec, used = _with_eot(spec, eot)
+        with_eot.append(spec)
+        if eot > 1 and not used and spec.kind in ("single-step", "white-box"):
+            no_eot.append(spec.label)
+    if no_eot:
+        notes.append(f"Attacks run on single draws of the stochastic pipeline (no EOT in them; marked in the table): "
+                     f"{', '.join(no_eot)}.")
+    choices["single_draw"] = no_eot
+    source = None
+    if purifier is not None:  # transfer attacks are crafted on the bare classifier (logits, as attacked)
+        source = pipeline_class()(classifier, None, probabilities=choices["probabilities"], name="source_classifier")
+    model_name = name or ("purifier + classifier" if purifier is not None else "classifier")
+    return _Plan(model=model, source=source, attacks=with_eot, suite_name=suite_name, eps=float(eps), norm=norm,
+                 eot=eot, model_name=model_name, sweep_iter=sweep_iter or SWEEP_ITER[suite_name], eps_grid=eps_grid,
+                 mode="per_attack" if per_attack else "cascade")
 
 
-def _pgd_chunked(params, model, x, y, batch_size, progress, desc, strategy=None):
-    from tfdefense import distribute
-    from tfdefense.attacks import generate, get_attack
-    from tfdefense.evaluation.metrics import predict_labels
+def _step_config(classifier, purifier, x, y, choices, batch_size, notes):
+    """What every cached step is keyed by: the models, the data and the pipeline's settings."""
+    from tfdefense.attacks.generation import array_digest
 
-    attack = get_attack("pgd", **params)
-    if distribute.is_distributed(strategy):
-        with _progress_bar(len(x), desc, progress) as bar:
-            x_adv = generate(attack, model, x, y, batch_size=_replica_batch(batch_size, strategy), progress=False,
-                             strategy=strategy)
-            bar.update(len(x))
-        return predict_labels(model, x_adv, batch_size) == y
-    correct = []
-    with _progress_bar(len(x), desc, progress) as bar:
-        for i in range(0, len(x), batch_size):
-            x_adv = attack(model, x[i:i + batch_size], y[i:i + batch_size])
-            correct.append(predict_labels(model, x_adv, batch_size) == y[i:i + batch_size])
-            bar.update(len(x_adv))
-    return np.concatenate(correct)
+    fingerprints = (user_model_fingerprint(classifier),
+                    user_model_fingerprint(purifier) if purifier is not None else "none")
+    cacheable = None not in fingerprints
+    if not cacheable:
+        notes.append("A model is a plain callable (no weights to fingerprint): no step was cached.")
+    return {"models": list(fingerprints), "data": array_digest(x), "labels": array_digest(y),
+            "bpda": choices["bpda"], "probabilities": choices["probabilities"], "batch_size": batch_size,
+            "nonce": None if cacheable else time.time_ns()}
+
+
+def _evaluate(run, plan, x, y, choices, base_config, seed, batch_size, progress, strategy, sanity_n):
+    """The engine on the suite, then the sanity checks (their attacks on a fixed subsample of all images)."""
+    from tfdefense.evaluation.engine import StepCache, run_suite
+    from tfdefense.evaluation.robustness import sanity_checks
+
+    cache = StepCache(run, base_config)
+    result = run_suite(plan.model, x, y, plan.attacks, source=plan.source, mode=plan.mode, batch_size=batch_size,
+                       eval_batch_size=batch_size, strategy=strategy, cache=cache, log=run.log, progress=progress)
+    sanity_checks(plan.model, x, y, result, plan.eps, eps_grid=plan.eps_grid, sweep_iter=plan.sweep_iter, seed=seed,
+                  batch_size=batch_size, log=run.log, sanity_n=sanity_n, norm=plan.norm, eot_samples=plan.eot,
+                  stochastic=choices["stochastic"], probabilities_handled=choices["probabilities"], cache=cache,
+                  strategy=strategy, progress=progress)
+    return result
+
+
+def _add_rows(run, plan, result, n):
+    """The result's rows: accuracy per attack and worst case, accuracy vs eps, time per step."""
+    run.add_row(TABLE, "whole_test_set", plan.model_name, "clean", "accuracy", result.clean_accuracy, n)
+    for label, correct in result.correct.items():
+        config = dict(result.configs[label], mode=plan.mode, attacked=int(result.attacked[label].sum()))
+        protocol = "transfer" if result.kinds[label] == "transfer" else "adaptive"
+        run.add_row(TABLE, protocol, plan.model_name, label, "accuracy", float(np.mean(correct)), n,
+                    attack_config=config)
+    worst = result.worst_case
+    run.add_row(TABLE, "adaptive", plan.model_name, "worst_case", "accuracy", worst, n,
+                attack_config={"eps": plan.eps, "norm": plan.norm, "mode": plan.mode, "attacks": list(result.correct),
+                               "definition": "right on the clean image and under every attack",
+                               "ci95_wilson": list(wilson_interval(int(round(worst * n)), n))})
+    m = len(result.extra["sanity_subsample"])
+    for e, value in sorted(result.extra["sweep"].items()):
+        if e:
+            run.add_row(SWEEP_TABLE, "adaptive", plan.model_name, f"pgd-{plan.sweep_iter} eps {e:.4g}", "accuracy",
+                        value, m, attack_config={"attack": "pgd", "eps": e, "norm": plan.norm, "subsample": m})
+    for label, seconds in result.seconds.items():
+        run.add_row(TIMING_TABLE, "timing", plan.model_name, label, "seconds", seconds, n)
 
 
 def evaluate_model(
@@ -422,8 +495,14 @@ def evaluate_model(
     progress=True,
     name=None,
     strategy=None,
+    input_range=None,
+    norm="linf",
+    per_attack=False,
+    sanity_n=200,
 ):
     """Adaptive evaluation of `classifier(purifier(x))` with the reviewer's suite and sanity checks.
+
+    Load, inspect, evaluate (the engine, `evaluation/engine.py`), report.
 
     Args:
       classifier: a Keras model (or callable) from [0, 1] images to logits
@@ -431,7 +510,7 @@ def evaluate_model(
       dataset: a dataset name ("mnist", "cifar10", "digits"; its test split),
         "npz:PATH" (its x_test / y_test) or an (x, y) pair: float32 NHWC
         images in [0, 1] and int labels.
-      eps: Linf radius in [0, 1] units.
+      eps: radius in [0, 1] pixel units (Linf at most 1).
       purifier: optional Keras model (or callable) from images to images of
         the same shape, e.g. a `tfdefense.defenses` purifier or transform.
       n: evaluate the first n images (None: all).
@@ -444,8 +523,8 @@ def evaluate_model(
       eot_samples: EOT samples for a stochastic pipeline (None: 8 when
         stochastic, 1 otherwise).
       eps_grid, sweep_iter: the accuracy-vs-eps check (default radii eps/3,
-        2eps/3, eps, 0.4, 0.5, 0.6; PGD iterations 100 standard, 20 quick, 40
-        custom suite).
+        2eps/3, eps, 0.4, 0.5, 0.6 in Linf; PGD iterations 100 standard, 20
+        quick, 40 custom suite).
       data_dir: data folder for named datasets.
       progress: progress bars and log lines.
       name: what the report calls the evaluated model.
@@ -456,206 +535,88 @@ def evaluate_model(
         attacks and the sample grid run in full on each worker. Only the chief
         writes `out`; other workers keep their cached steps in
         `out/workers/<task>`. None: one device.
+      input_range: the input range the classifier expects: "0-1" (default),
+        "0-255" or "-1-1" (`user_inputs.with_input_range`: the [0, 1] images
+        are rescaled in front of it; eps stays in [0, 1] units).
+      norm: "linf" (default) or "l2" (AutoAttack's L2 version of the suite).
+      per_attack: run every attack on every image (the per-attack table).
+        False (default): AutoAttack's cascade, each attack only on the images
+        every earlier attack failed to break (same worst case, fewer attacks).
+      sanity_n: images of the fixed subsample the sanity checks attack.
     Returns an `EvaluationResult`. A failed sanity check does not raise: see
     `result.failures` / `result.raise_on_failure()`.
     """
     import keras
 
     from tfdefense import distribute
-    from tfdefense.attacks.generation import array_digest
-    from tfdefense.evaluation import reports
-    from tfdefense.evaluation.robustness import RobustnessResult, check_outcomes
     from tfdefense.evaluation.runner import Run
 
     start = time.perf_counter()
-    if not callable(classifier):
-        raise TypeError(f"Invalid type received for argument `classifier`. Expected a Keras model or callable "
-                        f"returning logits. Received: classifier of type {type(classifier).__name__}")
-    if purifier is not None and not callable(purifier):
-        raise TypeError(f"Invalid type received for argument `purifier`. Expected a Keras model or callable "
-                        f"returning images, or None. Received: purifier of type {type(purifier).__name__}")
-    check_number("eps", eps, minimum=0, maximum=1)
-    if eps == 0:
-        raise invalid_value("eps", "a radius > 0", eps)
-    check_number("seed", seed, minimum=0, integer=True)
-    check_number("batch_size", batch_size, minimum=1, integer=True, allow_none=True)
-    check_number("sweep_iter", sweep_iter, minimum=1, integer=True, allow_none=True)
+    _check_arguments(classifier, purifier, eps, seed, batch_size, sweep_iter, norm, per_attack, sanity_n)
+    if input_range is not None:
+        classifier = with_input_range(classifier, input_range)
+    if out is not None:  # before any work; the Run below opens (marks, locks) the folder
+        from tfdefense.evaluation.run_folder import check_out_path
+
+        check_out_path(out, "out")
     distributed = distribute.is_distributed(strategy)  # also checks the type
     batch_size = batch_size or 250
-    image_shape = model_image_shape(purifier) if purifier is not None else None
-    image_shape = image_shape or model_image_shape(classifier)
-    data_name, data_description, x, y = load_evaluation_data(dataset, n, data_dir, image_shape)
-    if image_shape and None not in image_shape and tuple(image_shape) != tuple(x.shape[1:]):
-        raise invalid_value("dataset", f"images of the model's input shape {tuple(image_shape)}",
-                            f"images of shape {tuple(x.shape[1:])}")
+    data_name, data_description, x, y = _load(classifier, purifier, dataset, n, data_dir)
 
     keras.utils.set_random_seed(seed)
     choices, notes = inspect_models(classifier, purifier, x, y, batch_size=min(batch_size, 256),
                                     eot_samples=eot_samples)
-    suite_name, attacks, suite_notes = _suite(suite, eps, seed, choices["num_classes"], purifier is not None)
-    notes += suite_notes
-    choices["suite"] = suite_name
+    if input_range not in (None, "0-1"):
+        scale = {name: scale for scale, name in _RANGE_NAMES.items()}[input_range]
+        notes.append(f"The classifier takes inputs in {scale} (input_range={input_range!r}): the [0, 1] images are "
+                     "rescaled in front of it; eps is in [0, 1] units.")
+    plan = _plan(classifier, purifier, choices, notes, suite, eps, norm, seed, x, eps_grid, sweep_iter, per_attack,
+                 name)
+    choices.update(suite=plan.suite_name, norm=plan.norm, mode=plan.mode, sanity_n=min(sanity_n, len(x)))
     if distributed:
         placement = distribute.describe(strategy)
         notes.append(f"Distribution: strategy {placement['strategy']} ({placement['class']}), {placement['replicas']} "
                      f"replica(s) on {placement['workers']} worker(s); batch size {batch_size} is the global batch. "
                      "The model checks and the predictions judging the attacks ran in full on every worker.")
-    sweep_iter = sweep_iter or SWEEP_ITER[suite_name]
-    if eps_grid is None:
-        eps_grid = sorted({round(e, 6) for e in (eps / 3, 2 * eps / 3, eps, 0.4, 0.5, 0.6) if 0 < e <= 1})
-    eps_grid = [float(check_number("eps_grid", e, minimum=0, maximum=1)) for e in eps_grid]
-    if not eps_grid or max(eps_grid) < 0.5 or eps_grid != sorted(eps_grid):
-        raise invalid_value("eps_grid", "increasing radii reaching at least 0.5", eps_grid)
+    base_config = _step_config(classifier, purifier, x, y, choices, batch_size, notes)
+    with tempfile.TemporaryDirectory(prefix="tfdefense-evaluate-") as scratch:
+        run = Run("evaluate_model", scratch if out is None else out, scale="full" if plan.suite_name == "standard"
+                  else "quick", seed=seed, batch_size=batch_size, progress=progress, strategy=strategy)
+        run.set_data(data_name, data_description)
+        result = _evaluate(run, plan, x, y, choices, base_config, seed, batch_size, progress, strategy, sanity_n)
+        return _report(run, plan, result, choices, notes, purifier, x, y, start, out)
 
-    model = pipeline_class()(classifier, purifier, purifier_bpda=choices["bpda"],
-                              probabilities=choices["probabilities"], name="evaluated_pipeline")
-    eot = choices["eot_samples"]
-    with_eot, no_eot = [], []
-    for spec in attacks:
-        spec, used = _with_eot(spec, eot)
-        with_eot.append(spec)
-        if eot > 1 and not used:
-            no_eot.append(spec.label)
-    attacks = with_eot
-    if no_eot:
-        notes.append(f"Attacks run on single samples of the stochastic pipeline (no EOT in them): {', '.join(no_eot)}.")
-    source = None
-    if purifier is not None:  # transfer attacks are crafted on the bare classifier (logits, as attacked)
-        source = pipeline_class()(classifier, None, probabilities=choices["probabilities"], name="source_classifier")
-    model_name = name or ("purifier + classifier" if purifier is not None else "classifier")
 
-    # Caching: the steps are keyed by the models, the data and every setting.
-    fingerprints = (user_model_fingerprint(classifier), user_model_fingerprint(purifier) if purifier is not None else "none")
-    cacheable = None not in fingerprints
-    if not cacheable:
-        notes.append("A model is a plain callable (no weights to fingerprint): no step was cached.")
-    base_config = {"models": list(fingerprints), "data": array_digest(x), "labels": array_digest(y),
-                   "bpda": choices["bpda"], "probabilities": choices["probabilities"], "batch_size": batch_size,
-                   "nonce": None if cacheable else time.time_ns()}
-    scratch = None
-    if out is None:
-        scratch = tempfile.TemporaryDirectory(prefix="tfdefense-evaluate-")
-        run_dir = scratch.name
+def _report(run, plan, result, choices, notes, purifier, x, y, start, out):
+    """The `EvaluationResult`, its rows and (with `out`, on the chief) report.md, results.json, CSVs and plots."""
+    from tfdefense.evaluation import reports
+
+    _add_rows(run, plan, result, len(x))
+    alive = result.clean.copy()
+    for outcome in result.correct.values():
+        alive &= outcome
+    per_image = {"clean": result.clean, **result.correct, "worst_case": alive}
+    evaluation = EvaluationResult(
+        n=len(x), eps=plan.eps, clean_accuracy=result.clean_accuracy, accuracies=result.accuracies,
+        worst_case=result.worst_case, per_example=per_image, checks=result.checks, choices=choices,
+        sweep=result.extra["sweep"], notes=notes, robustness=result)
+    if out is not None and run.is_chief:  # other workers computed the same numbers; the chief writes them
+        _write_outputs(run, evaluation, plan.model, purifier, plan.attacks, x, y, start, plan.model_name, reports)
+        evaluation.out = pathlib.Path(out)
     else:
-        run_dir = out
-    run = Run("evaluate_model", run_dir, scale="full" if suite_name == "standard" else "quick", seed=seed,
-              batch_size=batch_size, progress=progress, strategy=strategy)
-    run.set_data(data_name, data_description)
-    try:
-        per_example = {}
-
-        def step(label, config, compute, table, protocol, attack_config, metric="accuracy"):
-            def fn():
-                t0 = time.perf_counter()
-                outcome = compute()
-                outcome = outcome if isinstance(outcome, dict) else {"correct": outcome}
-                row = run.add_row(table, protocol, model_name, label, metric, float(np.mean(outcome["correct"])),
-                                  len(x), attack_config=attack_config)
-                row["per_example"] = {key: _pack(value) for key, value in outcome.items()}
-                row["seconds"] = time.perf_counter() - t0
-
-            rows = run.step(label.replace(" ", "_").replace("/", "_"), {**base_config, **config}, fn)
-            row = rows[0]
-            per_example[label] = {key: _unpack(value, len(x)) for key, value in row.pop("per_example").items()}
-            seconds = row.pop("seconds", None)
-            return row, per_example[label], seconds
-
-        timings = {}
-        _, clean, timings["clean"] = step(
-            "clean", {"step": "clean"},
-            lambda: _clean_correct(model, x, y, batch_size), TABLE, "whole_test_set", {})
-        result = RobustnessResult(n=len(x), clean=clean["correct"], correct={}, kinds={}, configs={}, seconds={})
-        for spec in attacks:
-            run.log(f"{spec.label}: {len(x)} images")
-
-            def compute(spec=spec):
-                correct, first = _run_chunked(spec, model, x, y, source, batch_size, progress, strategy)
-                return {"correct": correct, "first_restart": first}
-
-            config = spec.config()
-            row, outcome, seconds = step(spec.label, {"step": "attack", "spec": config}, compute, TABLE,
-                                         "transfer" if spec.kind == "transfer" else "adaptive", config)
-            result.correct[spec.label] = outcome["correct"]
-            result.kinds[spec.label] = spec.kind
-            result.configs[spec.label] = config
-            result.seconds[spec.label] = seconds or 0.0
-            result.extra[spec.label] = {"first_restart": outcome["first_restart"]}
-            timings[spec.label] = seconds
-            run.log(f"{spec.label}: accuracy {row['value']:.4f}")
-
-        # Sanity-check attacks: accuracy vs eps, and the suite's PGD with twice the iterations.
-        sweep = {0.0: float(np.mean(result.clean))}
-        for k, e in enumerate(eps_grid):
-            params = dict(eps=e, eps_iter=min(2.5 * e / sweep_iter, e), nb_iter=sweep_iter, rand_init=True,
-                          seed=seed + 100 + k, **({"eot_samples": eot} if eot > 1 else {}))
-            label = f"pgd-{sweep_iter} eps {e:.4g}"
-            row, _, timings[label] = step(
-                label, {"step": "sweep", "params": params},
-                lambda params=params, label=label: _pgd_chunked(params, model, x, y, batch_size, progress, label,
-                                                                strategy),
-                SWEEP_TABLE, "adaptive", {"attack": "pgd", "params": params})
-            sweep[e] = row["value"]
-        result.extra["sweep"] = sweep
-        pgd_labels = [s.label for s in attacks if s.attack == "pgd" and s.kind == "white-box"]
-        if pgd_labels:
-            base_label = pgd_labels[0]
-            params = dict(result.configs[base_label]["params"])
-            n_iter = params.get("nb_iter", 40)
-            params.update(nb_iter=2 * n_iter, seed=seed + 200)
-            label = f"pgd-{2 * n_iter} (convergence)"
-            config = {"attack": "pgd", "params": params, "kind": "white-box", "restarts": 1}
-            _, outcome, timings[label] = step(
-                label, {"step": "convergence", "params": params},
-                lambda: _pgd_chunked(params, model, x, y, batch_size, progress, label, strategy), TABLE, "adaptive",
-                config)
-            result.extra["convergence"] = {"iterations": n_iter, "doubled_iterations": 2 * n_iter,
-                                           "base_correct": result.extra[base_label]["first_restart"],
-                                           "doubled_correct": outcome["correct"]}
-            result.correct[label] = outcome["correct"]
-            result.kinds[label] = "white-box"
-            result.configs[label] = config
-        checks = check_outcomes(result)
-        worst = result.worst_case
-        run.add_row(TABLE, "adaptive", model_name, "worst_case", "accuracy", worst, len(x),
-                    attack_config={"eps": eps, "attacks": list(result.correct),
-                                   "definition": "right on the clean image and under every attack",
-                                   "ci95_wilson": list(wilson_interval(int(round(worst * len(x))), len(x)))})
-        for label, seconds in timings.items():
-            if seconds is not None:
-                run.add_row(TIMING_TABLE, "timing", model_name, label, "seconds", seconds, len(x))
-        alive = result.clean.copy()
-        for outcome in result.correct.values():
-            alive &= outcome
-        per_image = {"clean": result.clean, **result.correct, "worst_case": alive}
-        evaluation = EvaluationResult(
-            n=len(x), eps=float(eps), clean_accuracy=result.clean_accuracy, accuracies=result.accuracies,
-            worst_case=worst, per_example=per_image, checks=checks, choices=choices, sweep=sweep, notes=notes,
-            robustness=result)
-        if out is not None and run.is_chief:  # other workers computed the same numbers; the chief writes them
-            _write_outputs(run, evaluation, model, purifier, attacks, x, y, start, model_name, reports)
-            evaluation.out = pathlib.Path(out)
-        else:
-            evaluation.results = _results_dict(run, evaluation, start, reports)
-        for check in checks:
-            run.log(f"check {check['name']}: {'passed' if check['passed'] else 'FAILED'}: {check['detail']}")
-        run.log(f"clean {evaluation.clean_accuracy:.4f}, worst case {worst:.4f} ({time.perf_counter() - start:.0f} s)")
-        return evaluation
-    finally:
-        if scratch is not None:
-            scratch.cleanup()
-
-
-def _clean_correct(model, x, y, batch_size):
-    from tfdefense.evaluation.metrics import predict_labels
-
-    return predict_labels(model, x, batch_size) == y
+        evaluation.results = _results_dict(run, evaluation, start, reports)
+    for check in result.checks:
+        run.log(f"check {check['name']}: {check['verdict']}: {check['detail']}")
+    run.log(f"clean {evaluation.clean_accuracy:.4f}, worst case {evaluation.worst_case:.4f} "
+            f"({time.perf_counter() - start:.0f} s)")
+    return evaluation
 
 
 def _results_dict(run, evaluation, start, reports):
     results = run.results(time.perf_counter() - start)
     results["notes"] = list(evaluation.notes)
-    results["sanity_checks"] = [{"name": c["name"], "passed": c["passed"], "detail": c["detail"]}
-                                for c in evaluation.checks]
+    results["sanity_checks"] = [{"name": c["name"], "passed": c["passed"], "verdict": c["verdict"],
+                                 "detail": c["detail"]} for c in evaluation.checks]
     results["choices"] = {k: v for k, v in evaluation.choices.items() if k != "clean_accuracy_probe"}
     results["eps"] = evaluation.eps
     reports.validate_results(results)
@@ -673,7 +634,8 @@ def _markdown(results, evaluation, plots):
     choices = evaluation.choices
     failed = evaluation.failures
     lines = [
-        f"# tfdefense evaluate_model: {results['data']['dataset']}, eps {evaluation.eps:g} ({choices['suite']} suite)",
+        f"# tfdefense evaluate_model: {results['data']['dataset']}, {choices['norm'].capitalize()} eps "
+        f"{evaluation.eps:g} ({choices['suite']} suite)",
         "",
         f"- Data: {results['data']['description']}",
         f"- Seed: {results['seed']}; wall time: {results['wall_seconds']:.1f} s; TensorFlow "
@@ -692,19 +654,32 @@ def _markdown(results, evaluation, plots):
         f"- Classifier outputs: {'probabilities, attacked as log(probabilities)' if choices['probabilities'] else 'logits'}.",
         "- White-box attacks differentiate through the whole pipeline; transfer attacks are crafted on the bare "
         "classifier.",
+        "- Protocol: " + ("AutoAttack's cascade: the attacks ran in AutoAttack's order, each only on the images every "
+                          "earlier attack failed to break; the table gives the robust accuracy after each attack."
+                          if choices["mode"] == "cascade" else
+                          "per attack: every attack ran on every image the model classifies correctly."),
+        f"- Sanity checks: their attacks (accuracy vs eps, convergence, single-step) ran on a fixed subsample of "
+        f"{choices['sanity_n']} of the {evaluation.n} images; a check fails only on a difference of at least 2 images "
+        "beyond its tolerance.",
     ]
     lines += [f"- {note}" for note in results["notes"]]
-    lines += ["", f"## {TABLE}", "", "| attack | kind | accuracy | seconds |", "|---|---|---|---|"]
+    value = "robust accuracy after it" if choices["mode"] == "cascade" else "accuracy"
+    lines += ["", f"## {TABLE}", "", f"| attack | kind | images attacked | {value} | seconds |", "|---|---|---|---|---|"]
     seconds = {r["attack"]: r["value"] for r in results["rows"] if r["table"] == TIMING_TABLE}
-    kinds = evaluation.robustness.kinds
+    kinds, attacked = evaluation.robustness.kinds, evaluation.robustness.attacked
+    single = set(choices.get("single_draw", ()))
     for row in results["rows"]:
         if row["table"] == TABLE:
-            kind = "clean" if row["attack"] == "clean" else kinds.get(row["attack"], "per-example minimum")
-            sec = seconds.get(row["attack"])
-            lines.append(f"| {row['attack']} | {kind} | {pct(row['value'])} | {'' if sec is None else f'{sec:.1f}'} |")
+            label = row["attack"]
+            kind = "clean" if label == "clean" else kinds.get(label, "per-example minimum")
+            kind += " (single draws, no EOT)" if label in single else ""
+            sec = seconds.get(label)
+            count = int(attacked[label].sum()) if label in attacked else ""
+            lines.append(f"| {label} | {kind} | {count} | {pct(row['value'])} | {'' if sec is None else f'{sec:.1f}'} |")
+    verdicts = {"passed": "passed", "failed": "**FAILED**", "n too small": "n too small to judge"}
     lines += ["", "## Sanity checks", "", "| check | verdict | detail |", "|---|---|---|"]
-    lines += [f"| {c['name']} | {'passed' if c['passed'] else '**FAILED**'} | {c['detail']} |" for c in evaluation.checks]
-    lines += ["", f"## {SWEEP_TABLE}", "", "| eps | accuracy |", "|---|---|"]
+    lines += [f"| {c['name']} | {verdicts[c['verdict']]} | {c['detail']} |" for c in evaluation.checks]
+    lines += ["", f"## {SWEEP_TABLE}", "", f"{choices['sanity_n']} images.", "", "| eps | accuracy |", "|---|---|"]
     lines += [f"| {e:.4g} | {pct(v)} |" for e, v in sorted(evaluation.sweep.items())]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
@@ -720,7 +695,8 @@ def _write_outputs(run, evaluation, model, purifier, attacks, x, y, start, model
 
     sweep = evaluation.sweep
     plots.plot_curves(run.add_plot("accuracy_vs_eps.png"), {model_name: (sorted(sweep), [sweep[e] for e in sorted(sweep)])},
-                      "PGD eps (Linf)", title="accuracy vs eps (white-box, whole pipeline)")
+                      f"PGD eps ({evaluation.choices['norm'].capitalize()})",
+                      title="accuracy vs eps (white-box, whole pipeline)")
     bars = {"clean": evaluation.clean_accuracy, **evaluation.accuracies, "worst case": evaluation.worst_case}
     plots.plot_bars(run.add_plot("accuracy_per_attack.png"), {k: 100 * v for k, v in bars.items()}, "accuracy (%)",
                     title=f"accuracy per attack, eps {evaluation.eps:g}")

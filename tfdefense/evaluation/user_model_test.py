@@ -56,10 +56,27 @@ def test_model_c_alone_falls_and_every_check_passes(classifier, digits, tmp_path
     assert 0.0 <= low <= result.worst_case <= high <= 0.1  # 50 images: the interval is a few points wide
     assert "95% interval" in (tmp_path / "report.md").read_text()
     assert {c["name"] for c in results["sanity_checks"]} >= {"iterative_beats_single_step", "large_eps_near_zero"}
-    assert all(set(c) == {"name", "passed", "detail"} for c in results["sanity_checks"])
+    assert all(set(c) == {"name", "passed", "verdict", "detail"} for c in results["sanity_checks"])
+    assert {c["name"] for c in results["sanity_checks"]} >= {"randomness", "softmax_output", "zero_gradients",
+                                                             "model_unchanged", "convergence", "monotonic_in_eps"}
+    assert results["choices"]["mode"] == "cascade" and results["choices"]["norm"] == "linf"
     for name in ("report.md", "results.csv", "per_example.csv", "accuracy_vs_eps.png", "samples.png",
                  "accuracy_per_attack.png"):
         assert (tmp_path / name).is_file(), name
+
+
+def test_per_attack_table_and_cascade_give_the_same_worst_case(classifier, digits):
+    suite = tiny_suite() + [SuiteAttack("apgd-ce", "apgd", dict(eps=EPS, nb_iter=10, seed=2), "white-box")]
+    cascade = evaluate_model(classifier, digits, EPS, suite=suite, **TINY)
+    every = evaluate_model(classifier, digits, EPS, suite=suite, per_attack=True, **TINY)
+    assert list(cascade.accuracies)[0] == "apgd-ce"  # AutoAttack's order first
+    np.testing.assert_array_equal(cascade.per_example["worst_case"], every.per_example["worst_case"])
+    attacked = cascade.robustness.extra["attacked_images"]
+    assert attacked["fgsm"] + attacked["pgd-10"] <= 4 < every.robustness.extra["attacked_images"]["fgsm"]
+    # Per attack: each attack's own accuracy; cascade: the robust accuracy after it, never rising.
+    assert all(every.accuracies[label] >= every.worst_case for label in every.accuracies)
+    rates = list(cascade.accuracies.values())
+    assert all(later <= earlier for earlier, later in zip(rates, rates[1:]))
 
 
 def test_stochastic_purifier_is_attacked_with_eot(classifier, digits, tmp_path):
@@ -103,12 +120,12 @@ def test_model_expecting_0_255_inputs_is_a_clear_error(classifier, digits):
 
 
 def test_errors_before_any_attack(classifier, digits, monkeypatch):
-    import tfdefense.evaluation.robustness as robustness
+    import tfdefense.evaluation.engine as engine
 
     def no_attack(*args, **kwargs):
         raise AssertionError("an attack ran")
 
-    monkeypatch.setattr(robustness, "run_attack", no_attack)
+    monkeypatch.setattr(engine, "run_attack", no_attack)
     x, y = digits
     cropping = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Cropping2D(2)])
     with pytest.raises(ValueError, match=r"`purifier`.*shape.*\(24, 24, 1\)"):
@@ -124,6 +141,10 @@ def test_errors_before_any_attack(classifier, digits, monkeypatch):
         evaluate_model(classifier, digits, EPS, suite="strong", **TINY)
     with pytest.raises(ValueError, match="`x`"):
         evaluate_model(classifier, (x * 255, y), EPS, suite=tiny_suite(), **TINY)
+    with pytest.raises(ValueError, match="`norm`.*Received: norm='l1'"):
+        evaluate_model(classifier, digits, EPS, suite=tiny_suite(), norm="l1", **TINY)
+    with pytest.raises(ValueError, match="`per_attack`"):
+        evaluate_model(classifier, digits, EPS, suite=tiny_suite(), per_attack="yes", **TINY)
 
 
 def test_loading_keras_savedmodel_and_transform_names(classifier, digits, tmp_path):
@@ -145,3 +166,21 @@ def test_loading_keras_savedmodel_and_transform_names(classifier, digits, tmp_pa
         resolve_purifier("no_such_transform")
     with pytest.raises(ValueError, match="`signature`"):
         load_user_model(tmp_path / "sm", signature="nope")
+
+
+def test_l2_evaluation_runs_the_l2_suite_and_its_sweep(classifier, digits):
+    eps = 2.0
+    suite = [
+        SuiteAttack("apgd-ce", "apgd", dict(eps=eps, norm=2, nb_iter=10, seed=2), "white-box"),
+        SuiteAttack("pgd-10", "pgd", dict(eps=eps, eps_iter=eps / 4, nb_iter=10, norm=2, seed=1), "white-box"),
+        SuiteAttack("square-200", "square", dict(eps=eps, norm=2, nb_queries=200, seed=3), "gradient-free"),
+    ]
+    result = evaluate_model(classifier, digits, eps, suite=suite, norm="l2", sweep_iter=5, progress=False)
+    assert result.choices["norm"] == "l2" and result.clean_accuracy >= 0.9
+    assert result.worst_case <= 0.3  # model C is not robust at L2 2.0 on MNIST
+    sweep = result.sweep
+    assert max(sweep) == pytest.approx(14.0)  # 0.5 sqrt(784): every digit reaches the uniform gray image
+    assert sweep[max(sweep)] <= 0.1 and sweep[0.0] >= 0.9
+    checks = {c["name"]: c for c in result.checks}
+    assert checks["large_eps_near_zero"]["passed"] and checks["monotonic_in_eps"]["passed"], checks
+    assert all(result.robustness.configs[label]["params"]["norm"] == 2 for label in result.accuracies)

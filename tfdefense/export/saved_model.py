@@ -25,7 +25,7 @@ import tempfile
 
 import keras
 
-from tfdefense._io import check_not_protected, default_dir_mode, write_json
+from tfdefense._io import check_not_protected, default_dir_mode, writable_folder, write_json
 from tfdefense._validation import invalid_value
 
 MARKER_FILE = "tfdefense_export.json"
@@ -55,7 +55,9 @@ def export_saved_model(defense, path, classifier=None, overwrite=True):
     Args:
       defense: a purifier `keras.Model` ([0, 1] images -> [0, 1] images), e.g.
         a `Pix2PixDefense`.
-      path: output folder. Written to a temporary sibling, then renamed.
+      path: output folder. Written to a temporary sibling, then renamed. A path
+        whose parent cannot be created or written (a file, a read-only folder,
+        /proc) raises a `ValueError` naming `path` before any tracing.
       classifier: optional `keras.Model` returning logits; adds `classify`.
       overwrite: replace an existing SavedModel folder at `path` (one holding
         only SavedModel files). Any other existing path raises a `ValueError`
@@ -69,8 +71,14 @@ def export_saved_model(defense, path, classifier=None, overwrite=True):
         raise invalid_value("defense", "a keras.Model", defense)
     if classifier is not None and not isinstance(classifier, keras.Model):
         raise invalid_value("classifier", "a keras.Model returning logits, or None", classifier)
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise invalid_value("path", "a folder path (str or os.PathLike)", path)
     path = pathlib.Path(path)
     check_replaceable(path, overwrite)
+    ok, reason = writable_folder(path.parent)
+    if not ok:
+        raise invalid_value("path", f"a folder path in a writable folder (cannot write in {str(path.parent)!r}: "
+                            f"{reason}; nothing was changed)", str(path))
     shape = _image_shape(defense)
     signature = [tf.TensorSpec([None, *shape], tf.float32, name="images")]
 

@@ -44,4 +44,14 @@ def get_classifier(name, input_shape=(28, 28, 1), num_classes=10, **kwargs):
     """Builds the registered classifier `name`; the model returns logits."""
     if name not in _CLASSIFIERS:
         raise invalid_value("name", f"one of {list_classifiers()}", name)
-    return _CLASSIFIERS[name](input_shape=check_input_shape(input_shape), num_classes=num_classes, **kwargs)
+    input_shape = check_input_shape(input_shape)
+    try:
+        return _CLASSIFIERS[name](input_shape=input_shape, num_classes=num_classes, **kwargs)
+    except ValueError as error:  # Keras' deep shape errors ("Computed output size would be zero or negative")
+        if str(error).startswith("Invalid value received for argument"):
+            raise
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        raise invalid_value(
+            "input_shape", f"an image shape classifier {name!r} can take (its convolutions and pooling shrink the "
+            "image below one pixel or it needs a minimum size: resize the images, e.g. image_size=28)",
+            f"{input_shape} ({reason})") from error

@@ -32,6 +32,7 @@ import keras
 import numpy as np
 
 from tfdefense._io import write_json
+from tfdefense.distribute import backup_write_error
 from tfdefense.data.pipelines import with_pipeline_epoch
 
 STATE_FILE = "random_state.json"
@@ -98,7 +99,10 @@ class RandomStateBackup(keras.callbacks.Callback):
         states = [np.asarray(keras.ops.convert_to_numpy(v)).tolist() for v in seed_generator_states(self.model)]
         epochs = {k: v for k, v in self._read().items() if k == str(epoch)}  # keep the previous epoch
         epochs[str(epoch + 1)] = states
-        write_json(self.path, {"epochs": epochs})
+        try:
+            write_json(self.path, {"epochs": epochs})  # atomic: the previous file stays on failure
+        except OSError as error:
+            raise backup_write_error(self.path.parent, error, "the previous random states are kept") from None
 
 
 def resumable_fit_callbacks(x, callbacks):

@@ -48,7 +48,7 @@ from tfdefense.defenses.base import (
     draw_seed,
     image_to_image_shape,
 )
-from tfdefense.models.magnet_nets import STRUCTURES, magnet_autoencoder  # noqa: F401  (re-exported)
+from tfdefense.models.magnet_nets import magnet_autoencoder
 
 PRESETS = {
     # (autoencoder structures, detector norms, reformer index, filters)

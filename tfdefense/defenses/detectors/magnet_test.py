@@ -4,7 +4,8 @@ import pytest
 
 from tfdefense.attacks import get_attack
 from tfdefense.defenses import DefendedClassifier
-from tfdefense.defenses.detectors.magnet import MagNet, magnet_autoencoder
+from tfdefense.defenses.detectors.magnet import MagNet
+from tfdefense.models import magnet_autoencoder
 from tfdefense.evaluation import accuracy
 from tfdefense.testing import assert_keras_round_trip
 

@@ -5,7 +5,8 @@ import tensorflow as tf
 
 from tfdefense.attacks import get_attack
 from tfdefense.defenses import DefendedClassifier
-from tfdefense.defenses.purifiers.defensegan import WGANGP, DefenseGAN, defensegan_critic, defensegan_generator
+from tfdefense.defenses.purifiers.defensegan import WGANGP, DefenseGAN
+from tfdefense.models import defensegan_critic, defensegan_generator
 from tfdefense.evaluation import accuracy
 from tfdefense.testing import assert_fit_rejects_bad_data, assert_keras_round_trip
 

@@ -5,7 +5,8 @@ import tensorflow as tf
 
 from tfdefense.attacks import get_attack
 from tfdefense.defenses import DefendedClassifier
-from tfdefense.defenses.purifiers.denoisers import Denoiser, conv_autoencoder_network, dncnn_network
+from tfdefense.defenses.purifiers.denoisers import Denoiser
+from tfdefense.models import conv_autoencoder_network, dncnn_network
 from tfdefense.evaluation import accuracy
 from tfdefense.testing import assert_fit_rejects_bad_data, assert_keras_round_trip, purification_accuracies
 

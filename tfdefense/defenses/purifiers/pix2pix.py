@@ -42,7 +42,7 @@ import keras
 
 from tfdefense._validation import check_choice, check_number, invalid_value, warn_if_probabilities
 from tfdefense.defenses.base import OptimizerSlot, Purifier, check_symbolic_images, image_to_image_shape
-from tfdefense.training.optimizers import FusedAdam, default_optimizer  # noqa: F401  (re-exported)
+from tfdefense.training.optimizers import default_optimizer
 
 INFERENCE_MODES = ("deterministic", "train_mode")
 CLS_LOSSES = ("cross_entropy", "kl")

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tfdefense.defenses import Pix2PixDefense, make_attack_pairs
-from tfdefense.evaluation import predict_labels
+from tfdefense.inference import predict_labels
 from tfdefense.models import patchgan_discriminator, unet_generator
 
 MNIST_ATTACKS = [("fgsm", {"eps": 0.3}), ("pgd", {"eps": 0.3, "eps_iter": 0.03, "nb_iter": 20, "seed": 0})]

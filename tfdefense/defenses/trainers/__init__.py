@@ -3,14 +3,12 @@
 from tfdefense.defenses.trainers.adversarial_training import AdversarialTrainer, adversarial_training
 from tfdefense.defenses.trainers.advgan import AdvGAN, advgan_perturb
 from tfdefense.defenses.trainers.paired import PairedExamples, make_attack_pairs, split_by_class
-from tfdefense.models.advgan_nets import advgan_generator
 
 __all__ = [
     "AdvGAN",
     "AdversarialTrainer",
     "PairedExamples",
     "adversarial_training",
-    "advgan_generator",
     "advgan_perturb",
     "make_attack_pairs",
     "split_by_class",

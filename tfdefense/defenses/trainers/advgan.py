@@ -58,7 +58,6 @@ from tfdefense.defenses.base import (
     dataset_fit_defaults,
     image_to_image_shape,
 )
-from tfdefense.models.advgan_nets import advgan_generator  # noqa: F401  (re-exported)
 
 METRIC_NAMES = ("g_loss", "d_loss", "clean_acc", "adv_acc")
 

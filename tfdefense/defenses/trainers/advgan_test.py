@@ -4,7 +4,8 @@ import pytest
 
 import tfdefense.attacks.advgan_attack  # noqa: F401  (registers "advgan")
 from tfdefense.attacks import get_attack, list_attacks
-from tfdefense.defenses.trainers.advgan import AdvGAN, advgan_generator, advgan_perturb
+from tfdefense.defenses.trainers.advgan import AdvGAN, advgan_perturb
+from tfdefense.models import advgan_generator
 from tfdefense.evaluation import accuracy
 from tfdefense.models import model_c
 from tfdefense.testing import assert_fit_rejects_bad_data, assert_keras_round_trip, assert_purify_rejects_bad_images

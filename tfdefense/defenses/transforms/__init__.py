@@ -14,7 +14,6 @@ from tfdefense.defenses.transforms.classic import (
     register_transform,
 )
 from tfdefense.defenses.transforms.superres import SuperResolutionWavelet, train_super_resolution
-from tfdefense.models.superres_nets import super_resolution_net
 
 __all__ = [
     "BitDepthReduction",
@@ -29,6 +28,5 @@ __all__ = [
     "get_transform",
     "list_transforms",
     "register_transform",
-    "super_resolution_net",
     "train_super_resolution",
 ]

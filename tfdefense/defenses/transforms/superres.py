@@ -30,7 +30,7 @@ from tfdefense.defenses.transforms.classic import (
     register_transform,
     wavelet_denoise,
 )
-from tfdefense.models.superres_nets import PixelShuffle, super_resolution_net  # noqa: F401  (re-exported)
+from tfdefense.models.superres_nets import super_resolution_net
 
 
 

@@ -1,4 +1,6 @@
-"""Built-in evaluation presets (each module registers its presets on import)."""
+"""Built-in evaluation presets, one module per paper (plus quickstart and robust).
 
-from tfdefense.evaluation.presets import apegan, egan, pix2pix, quickstart, versatile  # noqa: F401
-from tfdefense.evaluation.presets import robust  # noqa: F401
+This package imports none of them: `tfdefense.evaluation.preset_registry` imports the modules
+listed in its `BUILTIN_PRESET_MODULES` by name when the registry is first read, and each module
+registers its presets with `register_preset` on import.
+"""

@@ -20,7 +20,7 @@ attack_config).
 
 from tfdefense.evaluation import accuracy, paper_values, plots, protocols
 from tfdefense.evaluation.presets import common, recipes
-from tfdefense.evaluation.runner import register_preset
+from tfdefense.evaluation.preset_registry import register_preset
 
 TABLE1 = "Table 1: error rate under attack (attacks on the target model)"
 TABLE2 = "Table 2: benign input"

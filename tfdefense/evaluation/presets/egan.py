@@ -15,7 +15,7 @@ import numpy as np
 
 from tfdefense.evaluation import accuracy, paper_values, plots, protocols, seconds_per_image
 from tfdefense.evaluation.presets import baselines, common, recipes
-from tfdefense.evaluation.runner import register_preset
+from tfdefense.evaluation.preset_registry import register_preset
 
 EPS_GRID = tuple(np.round(np.arange(0.0, 1.01, 0.1), 1))
 TABLE = "Accuracy vs FGSM eps (attacks on the classifier)"

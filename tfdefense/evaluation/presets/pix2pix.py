@@ -17,9 +17,10 @@
 
 import numpy as np
 
-from tfdefense.evaluation import accuracy, l2_distances, paper_values, plots, predict_labels, protocols
+from tfdefense.evaluation import accuracy, l2_distances, paper_values, plots, protocols
+from tfdefense.inference import predict_labels
 from tfdefense.evaluation.presets import baselines, common, recipes
-from tfdefense.evaluation.runner import register_preset
+from tfdefense.evaluation.preset_registry import register_preset
 
 TABLE = "Accuracy on successful adversarial examples (pix2pix paper protocol)"
 TRANSFER = "Transfer: crafted on one target model, purifier trained for the other"

@@ -11,7 +11,7 @@ Writes the table, plots and a SavedModel of the defended classifier.
 
 from tfdefense.evaluation import protocols
 from tfdefense.evaluation.presets import common, recipes
-from tfdefense.evaluation.runner import register_preset
+from tfdefense.evaluation.preset_registry import register_preset
 
 EPS = 0.3
 SCALES = {

@@ -16,7 +16,7 @@ The PGD settings of every preset's adaptive protocol come from `pgd_settings`.
 import json
 
 from tfdefense._io import write_json
-from tfdefense.evaluation.runner import config_hash, with_dependencies
+from tfdefense.evaluation.cache_keys import config_hash, with_dependencies
 
 
 def key(run, epochs, data=None, **settings):

@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 from tfdefense.evaluation.presets import common, recipes
-from tfdefense.evaluation.runner import register_preset
+from tfdefense.evaluation.preset_registry import register_preset
 
 DATASETS = {
     "mnist": dict(eps=0.3, eps_grid=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6), classifier="C", apegan="mnist"),
@@ -204,7 +204,7 @@ def _attack_suite(run, name, settings, models, classifier, x_test, y_test):
         def evaluate(defense=defense, model=model):
             start = time.perf_counter()
             run.log(f"{name} / {defense}: attack suite on {len(x_test)} images")
-            result = evaluate_robustness(model, x_test, y_test, suite, source=classifier,
+            result = evaluate_robustness(model, x_test, y_test, suite, source=classifier, per_attack=True,
                                          log=lambda m, d=defense: run.log(f"  {d}: {m}"))
             sanity_checks(model, x_test, y_test, result, eps, eps_grid=grid, sweep_iter=settings["sweep_iter"],
                           seed=run.seed, log=lambda m, d=defense: run.log(f"  {d}: {m}"))

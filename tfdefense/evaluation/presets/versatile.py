@@ -23,7 +23,7 @@ the target classifier's conv layers (no ImageNet weights offline).
 
 from tfdefense.evaluation import accuracy, mean_absolute_error, paper_values, plots, protocols, psnr
 from tfdefense.evaluation.presets import common, recipes
-from tfdefense.evaluation.runner import PresetUnavailable, register_preset
+from tfdefense.evaluation.preset_registry import PresetUnavailable, register_preset
 
 TRAIN_ATTACKS = ("fgsm", "bim", "pgd", "cw_l2", "mifgsm", "autoattack")
 HELD_OUT = "deepfool"

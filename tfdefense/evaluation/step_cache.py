@@ -1,0 +1,85 @@
+"""Stored results of a run's steps: `steps/NAME-HASH.json`, reused by a rerun only when intact.
+
+Each file holds the step's key (`config`), the report rows it added, the
+JSON value it returned and `sha256`, the SHA-256 of those three as sorted
+compact JSON. A file that is unreadable, holds another key, or whose content
+no longer matches its `sha256` (edited by hand, damaged, or written before the
+digest was stored) is a cache miss: the step is recomputed, the reason logged,
+and the file rewritten. The digest detects changes; it is not a signature.
+"""
+
+import hashlib
+import json
+import pathlib
+
+from tfdefense import distribute
+from tfdefense._io import json_default, write_json
+from tfdefense.evaluation.cache_keys import config_hash
+
+
+def result_digest(key, rows, value):
+    """SHA-256 (hex) of a step's key, rows and value as sorted compact JSON."""
+    text = json.dumps({"config": key, "rows": rows, "value": value}, sort_keys=True, separators=(",", ":"),
+                      default=json_default)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def as_json(value):
+    """`value` as reading it back from JSON gives it (lists for tuples, floats for numpy scalars)."""
+    return json.loads(json.dumps(value, sort_keys=True, default=json_default))
+
+
+class StepCache:
+    """Step results of one run folder (folder: `steps/`; log: a function of one message).
+
+    subfolder: a function () -> the checked folder, called before each write (default: `folder`).
+    """
+
+    def __init__(self, folder, strategy=None, log=print, subfolder=None):
+        self.folder = pathlib.Path(folder)
+        self.strategy = strategy
+        self.log = log
+        self._subfolder = subfolder or (lambda: self.folder)
+        self.computed, self.reused = [], []  # step names, in order
+
+    def path(self, name, key):
+        return self.folder / f"{name}-{config_hash(key)}.json"
+
+    def load(self, name, key):
+        """(rows, value) stored for (name, key), or None when absent, for another key, or not intact."""
+        path = self.path(name, key)
+        if not path.is_file():
+            return None
+        try:
+            stored = json.loads(path.read_text())
+            if stored.get("config") != key or not isinstance(stored.get("rows"), list):
+                return None
+            digest = stored.get("sha256")
+        except (OSError, ValueError, AttributeError):
+            self.log(f"step {name}: stored result {path.name} unreadable, recomputing")
+            return None
+        if digest != result_digest(key, stored["rows"], stored.get("value")):
+            self.log(f"step {name}: stored result {path.name} does not match its SHA-256 "
+                     f"({'none stored' if digest is None else 'edited or damaged'}), recomputing")
+            return None
+        return stored["rows"], stored.get("value")
+
+    def get(self, name, key, compute):
+        """(rows, value, reused) of step `name` for `key`: stored (reused True), or `compute()` -> (rows, value)
+        stored now (reused False).
+
+        key: the step's JSON key (see `as_json`). Under a multi-worker strategy
+        the stored result is used only when every worker has it.
+        """
+        stored = self.load(name, key)
+        if distribute.all_workers_agree(self.strategy, stored is not None):  # else every worker recomputes together
+            self.log(f"reusing step {name}")
+            self.reused.append(name)
+            return (*stored, True)
+        rows, value = compute()
+        stored_rows, value = as_json(rows), as_json(value)
+        self._subfolder()
+        write_json(self.path(name, key), {"config": key, "rows": stored_rows, "value": value,
+                                          "sha256": result_digest(key, stored_rows, value)})
+        self.computed.append(name)
+        return rows, value, False  # the rows themselves (the caller's report holds them), the value as JSON reads it
