@@ -30,7 +30,6 @@ the engine at most 1.15x its floor.
 """
 
 import argparse
-import json
 import os
 import pathlib
 import sys
@@ -55,8 +54,9 @@ def parse_args(argv=None):
     parser.add_argument("--purifier", help="a .keras robust purifier (default: train one through model C)")
     parser.add_argument("--skip-purifier", action="store_true", help="case A and the floor only")
     parser.add_argument("--skip-floor", action="store_true")
-    parser.add_argument("--data-dir",
-                        default=os.environ.get("TFDEFENSE_DATA_DIR", str(REPO.parent / "shared" / "data")))
+    parser.add_argument(
+        "--data-dir", default=os.environ.get("TFDEFENSE_DATA_DIR", str(REPO.parent / "shared" / "data"))
+    )
     parser.add_argument("--out", help="write the numbers as JSON here")
     args = parser.parse_args(argv)
     if args.n < 1 or args.batch_size < 1 or not 0 < args.eps <= 1:
@@ -88,8 +88,7 @@ def load_models(args, x_train, y_train):
             generator = unet_generator((28, 28, 1), base_filters=8, max_filters=32, depth=3, dropout=0.0)
             purifier = RobustPurifier(generator, classifier, attack_eps=args.eps, attack_steps=5, seed=0)
             purifier.compile()
-            purifier.fit(x_train[:1536], y_train[:1536], batch_size=64, epochs=3, verbose=0,
-                         callbacks=[EpsilonRamp(2)])
+            purifier.fit(x_train[:1536], y_train[:1536], batch_size=64, epochs=3, verbose=0, callbacks=[EpsilonRamp(2)])
     return classifier, purifier
 
 
@@ -98,23 +97,43 @@ def both_ways(classifier, purifier, x, y, args):
     from tfdefense.evaluation.user_model import evaluate_model
 
     out = {}
-    for name, options in (("per_attack", dict(per_attack=True, sanity_n=len(x))), ("cascade", {})):
+    for name, options in (("per_attack", {"per_attack": True, "sanity_n": len(x)}), ("cascade", {})):
         start = time.perf_counter()
-        result = evaluate_model(classifier, (x, y), args.eps, purifier=purifier, suite=args.suite,
-                                batch_size=args.batch_size, progress=False, **options)
+        result = evaluate_model(
+            classifier,
+            (x, y),
+            args.eps,
+            purifier=purifier,
+            suite=args.suite,
+            batch_size=args.batch_size,
+            progress=False,
+            **options,
+        )
         seconds = time.perf_counter() - start
-        out[name] = {"seconds": seconds, "worst_case": result.worst_case, "clean": result.clean_accuracy,
-                     "attacked_images": result.robustness.extra["attacked_images"],
-                     "worst_case_examples": result.per_example["worst_case"],
-                     "checks": {c["name"]: c["verdict"] for c in result.checks}}
-        print(f"  {name:10s} {seconds:8.1f} s   worst case {100 * result.worst_case:5.1f}%   "
-              f"images attacked {sum(out[name]['attacked_images'].values())}", flush=True)
+        out[name] = {
+            "seconds": seconds,
+            "worst_case": result.worst_case,
+            "clean": result.clean_accuracy,
+            "attacked_images": result.robustness.extra["attacked_images"],
+            "worst_case_examples": result.per_example["worst_case"],
+            "checks": {c["name"]: c["verdict"] for c in result.checks},
+            "step_seconds": {label: round(sec, 2) for label, sec in result.robustness.seconds.items()},
+        }
+        print(
+            f"  {name:10s} {seconds:8.1f} s   worst case {100 * result.worst_case:5.1f}%   "
+            f"images attacked {sum(out[name]['attacked_images'].values())}",
+            flush=True,
+        )
+        print("    " + ", ".join(f"{label} {sec:.1f} s" for label, sec in out[name]["step_seconds"].items()))
     per, cas = out["per_attack"], out["cascade"]
     out["speedup"] = per["seconds"] / cas["seconds"]
     out["worst_case_gap_points"] = 100 * (cas["worst_case"] - per["worst_case"])
     out["identical_worst_case"] = bool(np.array_equal(per.pop("worst_case_examples"), cas.pop("worst_case_examples")))
-    print(f"  speed-up {out['speedup']:.2f}x; worst case cascade - per-attack {out['worst_case_gap_points']:+.2f} "
-          f"points; identical per example: {out['identical_worst_case']}", flush=True)
+    print(
+        f"  speed-up {out['speedup']:.2f}x; worst case cascade - per-attack {out['worst_case_gap_points']:+.2f} "
+        f"points; identical per example: {out['identical_worst_case']}",
+        flush=True,
+    )
     return out
 
 
@@ -161,8 +180,7 @@ def pass_times(model, x, batch_size, repeats=5):
     def forward_backward(images):
         with tf.GradientTape() as tape:
             tape.watch(images)
-            loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, model(images,
-                                                                                              training=False)))
+            loss = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, model(images, training=False)))
         return tape.gradient(loss, images)
 
     times = {}
@@ -196,11 +214,20 @@ def engine_floor(classifier, purifier, x, y, args):
     times = pass_times(pipeline, x, args.batch_size)
     t_backward = max(times["forward_backward"] - times["forward"], 0.0)
     floor = forward / args.batch_size * times["forward"] + backward / args.batch_size * t_backward
-    out = {"seconds": seconds, "forward_images": forward, "backward_images": backward, "pass_seconds": times,
-           "floor_seconds": floor, "ratio_to_floor": seconds / floor if floor else float("nan")}
-    print(f"  engine {seconds:.1f} s; {forward:.0f} forward and {backward:.0f} backward images; one forward pass "
-          f"{1000 * times['forward']:.1f} ms, forward+backward {1000 * times['forward_backward']:.1f} ms at batch "
-          f"{args.batch_size}; floor {floor:.1f} s; ratio {out['ratio_to_floor']:.2f}x (target <= 1.15)", flush=True)
+    out = {
+        "seconds": seconds,
+        "forward_images": forward,
+        "backward_images": backward,
+        "pass_seconds": times,
+        "floor_seconds": floor,
+        "ratio_to_floor": seconds / floor if floor else float("nan"),
+    }
+    print(
+        f"  engine {seconds:.1f} s; {forward:.0f} forward and {backward:.0f} backward images; one forward pass "
+        f"{1000 * times['forward']:.1f} ms, forward+backward {1000 * times['forward_backward']:.1f} ms at batch "
+        f"{args.batch_size}; floor {floor:.1f} s; ratio {out['ratio_to_floor']:.2f}x (target <= 1.15)",
+        flush=True,
+    )
     return out
 
 
@@ -209,11 +236,14 @@ def main(argv=None):
     from tfdefense.data import load_dataset
 
     (x_train, y_train), (x_test, y_test) = load_dataset("mnist", data_dir=args.data_dir, download=False)
-    x, y = x_test[:args.n], y_test[:args.n]
+    x, y = x_test[: args.n], y_test[: args.n]
     classifier, purifier = load_models(args, x_train, y_train)
-    print(f"{args.n} MNIST test digits, eps {args.eps}, {args.suite} suite, batch {args.batch_size}; "
-          f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores, devices "
-          f"{[d.name for d in tf.config.list_logical_devices()]}", flush=True)
+    print(
+        f"{args.n} MNIST test digits, eps {args.eps}, {args.suite} suite, batch {args.batch_size}; "
+        f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores, devices "
+        f"{[d.name for d in tf.config.list_logical_devices()]}",
+        flush=True,
+    )
     numbers = {"n": args.n, "eps": args.eps, "suite": args.suite, "batch_size": args.batch_size}
     print("A: model C alone (target: >= 5x, identical worst case)", flush=True)
     numbers["model_c"] = both_ways(classifier, None, x, y, args)
@@ -221,8 +251,10 @@ def main(argv=None):
         print("B: robust purifier + model C (target: >= 2x, worst case within 0.3 points)", flush=True)
         numbers["purifier"] = both_ways(classifier, purifier, x, y, args)
     if not args.skip_floor:
-        print("Engine vs the floor of its schedule (cascade, " + ("purifier + C" if purifier is not None else "C")
-              + ")", flush=True)
+        print(
+            "Engine vs the floor of its schedule (cascade, " + ("purifier + C" if purifier is not None else "C") + ")",
+            flush=True,
+        )
         numbers["floor"] = engine_floor(classifier, purifier, x, y, args)
     if args.out:
         from tfdefense._io import write_json

@@ -112,8 +112,10 @@ def forward_flops(model):
     """Forward FLOPs per image of a functional model's Conv2D / Conv2DTranspose / Dense layers (2 per MAC)."""
     import keras
 
+    from tfdefense.inference import all_layers
+
     flops = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in all_layers(model, include_self=False):
         if isinstance(layer, keras.layers.Conv2DTranspose):
             _, h, w, c_in = layer.input.shape
             kh, kw = layer.kernel_size

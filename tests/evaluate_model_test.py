@@ -8,7 +8,6 @@ the sanity checks exist for: exit status 3).
 import json
 
 import keras
-import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -41,8 +40,22 @@ def classifier_file(mnist_model_c, tmp_path_factory):
 
 
 def _run(out, *args):
-    code = main(["--dataset", "mnist", "--eps", "0.3", "--n", N, "--suite", "quick", "--out", str(out), "--quiet",
-                 *map(str, args)])
+    code = main(
+        [
+            "--dataset",
+            "mnist",
+            "--eps",
+            "0.3",
+            "--n",
+            N,
+            "--suite",
+            "quick",
+            "--out",
+            str(out),
+            "--quiet",
+            *map(str, args),
+        ]
+    )
     results = json.loads((out / "results.json").read_text())
     reports.validate_results(results)
     return code, results
@@ -62,8 +75,14 @@ def test_cli_on_a_keras_classifier_passes_and_reruns_from_cache(classifier_file,
     attacks = [r["attack"] for r in results["rows"] if r["table"].startswith("Accuracy under attack")]
     assert {"fgsm", "pgd-50x3", "apgd-ce", "apgd-t", "square-1000"} <= set(attacks)
     assert attacks.count("worst_case") == 1
-    for name in ("report.md", "results.csv", "per_example.csv", "accuracy_vs_eps.png", "samples.png",
-                 "accuracy_per_attack.png"):
+    for name in (
+        "report.md",
+        "results.csv",
+        "per_example.csv",
+        "accuracy_vs_eps.png",
+        "samples.png",
+        "accuracy_per_attack.png",
+    ):
         assert (out / name).is_file(), name
     assert "worst case" in capsys.readouterr().out
 
@@ -102,18 +121,59 @@ def test_cli_quantizing_purifier_fails_the_masking_checks_with_exit_3(classifier
 def test_cli_bad_arguments_are_one_line_errors(classifier_file, tmp_path, capsys):
     assert main(["--classifier", str(classifier_file), "--dataset", "mnist", "--out", str(tmp_path)]) == 2
     assert "--eps" in capsys.readouterr().err
-    assert main(["--classifier", str(tmp_path / "missing.keras"), "--dataset", "mnist", "--eps", "0.3",
-                 "--out", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "--classifier",
+                str(tmp_path / "missing.keras"),
+                "--dataset",
+                "mnist",
+                "--eps",
+                "0.3",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
-    assert main(["--classifier", str(classifier_file), "--purifier", "no_such_transform", "--dataset", "mnist",
-                 "--eps", "0.3", "--out", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "--classifier",
+                str(classifier_file),
+                "--purifier",
+                "no_such_transform",
+                "--dataset",
+                "mnist",
+                "--eps",
+                "0.3",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "`purifier`" in capsys.readouterr().err
-    assert main(["--classifier", str(classifier_file), "--dataset", "mnist", "--eps", "1.5", "--out",
-                 str(tmp_path)]) == 2
+    assert (
+        main(["--classifier", str(classifier_file), "--dataset", "mnist", "--eps", "1.5", "--out", str(tmp_path)]) == 2
+    )
     assert "--eps" in capsys.readouterr().err  # a Linf radius above 1
     with pytest.raises(SystemExit) as exit_info:
-        main(["--classifier", str(classifier_file), "--dataset", "mnist", "--eps", "2", "--norm", "l1",
-              "--out", str(tmp_path)])
+        main(
+            [
+                "--classifier",
+                str(classifier_file),
+                "--dataset",
+                "mnist",
+                "--eps",
+                "2",
+                "--norm",
+                "l1",
+                "--out",
+                str(tmp_path),
+            ]
+        )
     assert exit_info.value.code == 2 and "--norm" in capsys.readouterr().err
 
 
@@ -129,8 +189,9 @@ def test_trained_robust_purifier_keeps_accuracy_and_passes_the_checks(mnist, mni
     purifier = RobustPurifier(generator, mnist_model_c, attack_eps=0.2, attack_steps=5, seed=0)
     purifier.compile()
     purifier.fit(x_train[:1536], y_train[:1536], batch_size=64, epochs=3, verbose=0, callbacks=[EpsilonRamp(2)])
-    result = evaluate_model(mnist_model_c, (x_test[:100], y_test[:100]), 0.2, purifier=purifier, suite="quick",
-                            out=tmp_path, progress=False)
+    result = evaluate_model(
+        mnist_model_c, (x_test[:100], y_test[:100]), 0.2, purifier=purifier, suite="quick", out=tmp_path, progress=False
+    )
     bare = evaluate_model(mnist_model_c, (x_test[:100], y_test[:100]), 0.2, suite="quick", progress=False)
     print(result)
     assert result.passed, result.failures

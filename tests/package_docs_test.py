@@ -5,8 +5,9 @@ A span is read as:
   that way (`presets/recipes.py`); spans with `<placeholder>` or `*` are patterns and are skipped;
 - a `$VARIABLE`: named in the package's or the tests' source;
 - a Python name, dotted, optionally called or assigned (`common.load_data`, `run.pick(scales)`,
-  `fit_data = "pairs"`): `tfdefense.x.y` is imported and looked up; `module.attr` with a module of the package
-  is looked up in it; any other name must be defined in the source (def, class, assignment, string key);
+  `fit_data = "pairs"`): `tfdefense.x.y` (or `keras.x.y`) is imported and looked up; `module.attr` with a
+  module of the package is looked up in it; any other name must be defined in the source (def, class,
+  assignment, string key);
 - commands (`python -m ...`, `--flags`) are checked only for the paths they name.
 """
 
@@ -16,6 +17,7 @@ import re
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PLACEHOLDERS = {"_private"}  # words CONTRIBUTING.md uses as examples, not as names
+LIBRARIES = ("keras", "tensorflow", "numpy")  # names rooted here are looked up in the library
 NAME = re.compile(r"@?([A-Za-z_][\w.]*)(?:$|\(|\[|\s*=|;|\s*\{)")
 FILE_SUFFIXES = (".py", ".md", ".toml", ".cfg", ".json")
 
@@ -23,7 +25,8 @@ FILE_SUFFIXES = (".py", ".md", ".toml", ".cfg", ".json")
 def _sources():
     files = [REPO / "conftest.py", *REPO.glob("tfdefense/**/*.py"), *REPO.glob("tests/*.py")]
     this = pathlib.Path(__file__).resolve()  # its made-up names must not count as defined
-    return {path: path.read_text(encoding="utf-8") for path in files if "__pycache__" not in path.parts and path != this}
+    return {path: path.read_text(encoding="utf-8") for path in files
+            if "__pycache__" not in path.parts and path != this}
 
 
 def _modules_by_name():
@@ -45,7 +48,7 @@ def _defined(name, text):
 def _lookup(dotted, modules, text):
     parts = dotted.split(".")
     roots = []
-    if parts[0] == "tfdefense":
+    if parts[0] in ("tfdefense", *LIBRARIES):
         roots = [(".".join(parts[:i]), parts[i:]) for i in range(len(parts), 0, -1)]
     elif parts[0] in modules and len(parts) > 1:
         roots = [(module, parts[1:]) for module in modules[parts[0]]]
@@ -117,8 +120,9 @@ def test_every_name_contributing_shows_exists():
 
 
 def test_the_check_catches_a_renamed_hook_a_moved_module_and_a_missing_file():
-    assert missing("`_run_cleverhans` `common.load_data` `tfdefense.attacks.base.Attack` `presets/recipes.py`") == []
+    assert missing("`_run_cleverhans` `common.load_data` `tfdefense.attacks.base.Attack` `presets/recipes.py` "
+                   "`keras.saving.register_keras_serializable`") == []
     wrong = ("`_cleverhans_hook_that_was_renamed`", "`common.no_such_function`", "`tfdefense.attacks.base.Nope`",
              "`presets/no_such_file.py`", "`$TFDEFENSE_NO_SUCH_VARIABLE`",
-             "`python benchmarks/no_such_benchmark.py check X.json`")
+             "`python benchmarks/no_such_benchmark.py check X.json`", "`keras.saving.no_such_decorator`")
     assert len(missing(" ".join(wrong))) == len(wrong)

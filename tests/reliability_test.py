@@ -672,6 +672,68 @@ def test_disk_full_while_backing_up_keeps_the_previous_checkpoint(ctx, reference
     _assert_identical(resumed, reference_weights)
 
 
+def test_train_classifier_cli_disk_full_is_one_line_and_the_rerun_continues(ctx, monkeypatch):
+    """The CLI on ENOSPC while writing epoch 2's backup: exit 1, one line naming the folder; the rerun resumes."""
+    import errno
+    import json
+
+    import keras
+
+    out = ctx.tmp / "full_disk" / "m.keras"
+    argv = ["classifier", "--model", "C", "--dataset", f"npz:{ctx.npz('disk_full')}", "--epochs", "3",
+            "--batch-size", "8", "--out", str(out)]
+    save_weights, calls = keras.Model.save_weights, []
+
+    def disk_full_on_second_save(self, filepath, *args, **kwargs):
+        calls.append(filepath)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save_weights(self, filepath, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save_weights", disk_full_on_second_save)
+    status, stderr = run_cli("train", argv)
+    monkeypatch.undo()
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert status == 1 and len(lines) == 1, (status, stderr)
+    assert lines[0].startswith(f"error: could not write the training backup in '{out}.backup' (OSError: No space")
+    assert "the checkpoint of epoch 1 is kept" in lines[0] and not out.exists()
+    status, stderr = run_cli("train", argv)
+    assert status == 0, stderr
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert (summary["epochs"], summary["resumed_from_epoch"], summary["epochs_this_run"]) == (3, 1, 2)
+    assert not pathlib.Path(f"{out}.backup").exists()
+
+
+@pytest.mark.slow
+def test_real_write_failure_in_h5py_exits_cleanly_and_the_rerun_starts_afresh(ctx):
+    """A file-size limit makes h5py fail midway through the first backup (a real partial write, like a full
+    disk): exit 1 with one line, no crash, no partial file; the rerun trains every epoch."""
+    import json
+    import resource
+    import signal
+
+    out = ctx.tmp / "fsize" / "m.keras"
+    argv = [sys.executable, "-m", "tfdefense.train", "classifier", "--model", "C", "--dataset",
+            f"npz:{ctx.npz('fsize')}", "--epochs", "2", "--batch-size", "8", "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY))  # model C's backup: ~8 MB
+
+    failed = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env=env, timeout=600,
+                            preexec_fn=limit_file_size)
+    lines = [line for line in failed.stderr.splitlines() if line.strip()]
+    assert failed.returncode == 1 and len(lines) == 1, failed.stderr[-3000:]
+    assert lines[0].startswith(f"error: could not write the training backup in '{out}.backup'"), lines
+    assert "no earlier checkpoint exists" in lines[0]
+    assert sorted(p.name for p in pathlib.Path(f"{out}.backup").iterdir()) == ["random_state.json"]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert (summary["epochs"], summary["resumed_from_epoch"]) == (2, 0)
+
+
 if __name__ == "__main__":  # counts of the matrix: python tests/reliability_test.py
     import tempfile
 

@@ -183,6 +183,7 @@ def test_classifier_run_writes_model_and_summary(tmp_path):
     main(["classifier", "--model", "C", "--dataset", "digits", "--image-size", "28", "--epochs", "8", "--out", str(out)])
     summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["test_examples"] == 359 and summary["test_accuracy"] > 0.8
+    assert summary["epochs"] == summary["epochs_this_run"] == 8 and summary["resumed_from_epoch"] == 0
     model = keras.saving.load_model(out)
     from tfdefense.data import load_dataset
 

@@ -69,6 +69,7 @@ def _one_error_line(capsys):
     return err[0]
 
 
+@pytest.mark.slow  # ~25 s on 2 shared cores; the API tests cover the same inputs in the fast tier
 def test_h5_classifier_0_255_with_tf_module_purifier_on_a_test_only_npz(files, tmp_path, capsys):
     code = _evaluate(files, tmp_path / "run", "--input-range", "0-255", "--purifier", files / "quantizer")
     assert code in (0, 3), capsys.readouterr().err  # 3: a sanity check flagged the purifier; the report is written

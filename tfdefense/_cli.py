@@ -86,7 +86,7 @@ def run_main(fn, argv=None):
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return EXIT_USAGE
     except BackupWriteError as error:
-        print(f"error: {error.strerror}", file=sys.stderr)
+        print(f"error: {' '.join(str(error.strerror).split())}", file=sys.stderr)
         return EXIT_FAILURE
     except (ValueError, TypeError) as error:
         if not is_validation_error(error):

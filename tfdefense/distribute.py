@@ -303,7 +303,8 @@ class BackupWriteError(OSError):
 
 def backup_write_error(folder, error, kept):
     """A BackupWriteError (same errno) naming `folder`, the cause, and the checkpoint left in place."""
-    cause = getattr(error, "strerror", None) or str(error).splitlines()[0]
+    code = getattr(error, "errno", None)
+    cause = os.strerror(code) if isinstance(code, int) else " ".join(str(error).split())[:200]  # h5py: many lines
     return BackupWriteError(
         getattr(error, "errno", None),
         f"could not write the training backup in {str(folder)!r} ({type(error).__name__}: {cause}); "

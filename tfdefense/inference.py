@@ -26,3 +26,30 @@ def predict_labels(model, x, batch_size=256):
     if not outputs:
         return np.zeros((0,), np.int64)
     return np.concatenate(outputs).argmax(axis=-1).astype(np.int64)
+
+
+def all_layers(model, include_self=True):
+    """`model` (with include_self) and every layer nested in it, each once, depth first.
+
+    Models are walked through their public `layers`. A plain `keras.Layer` that holds layers (e.g.
+    `attacks.adaptive.BPDA` around a purifier) has no public accessor for them: keras' own
+    `_flatten_layers(recursive=False)` lists those.
+    """
+    import keras
+
+    found, seen = [], set()
+
+    def visit(layer):
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            inner = layer.layers
+        else:
+            inner = list(layer._flatten_layers(include_self=False, recursive=False))  # no public API (see above)
+        for child in inner:
+            visit(child)
+
+    visit(model)
+    return found if include_self else found[1:]

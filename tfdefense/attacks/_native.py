@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdefense._validation import invalid_value
-from tfdefense.inference import call_model
+from tfdefense.inference import all_layers, call_model
 
 NATIVE_CHUNK = 1024  # images per graph call (memory bound only; results do not depend on it)
 
@@ -44,7 +44,7 @@ def dtype_policy_scope(model, compute_dtype):
             f"that is not a Keras layer/model. Received: compute_dtype={compute_dtype!r}"
         )
     policy = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[compute_dtype]
-    layers = list(model._flatten_layers(include_self=True, recursive=True))
+    layers = all_layers(model)
     saved = [layer.dtype_policy for layer in layers]
     try:
         for layer in layers:

@@ -531,7 +531,8 @@ class AutoAttack(Attack):
         if name == "square":
             return Square(backend=self.backend, eps=p["eps"], norm=p["norm"], nb_queries=p["nb_queries"], seed=seed)
         if name == "fab-t":
-            return FABT(eps=p["eps"], norm=p["norm"], nb_iter=p["nb_iter"], n_target_classes=p["n_target_classes"], seed=seed)
+            return FABT(eps=p["eps"], norm=p["norm"], nb_iter=p["nb_iter"], n_target_classes=p["n_target_classes"],
+                        seed=seed)
         loss = "ce" if name == "apgd-ce" else "dlr"
         return APGD(backend=self.backend, eps=p["eps"], norm=p["norm"], nb_iter=p["nb_iter"], loss=loss,
                     seed=seed, targeted=name == "apgd-t")

@@ -29,6 +29,7 @@ import numpy as np
 from tfdefense import distribute
 from tfdefense._io import save_npz, write_json
 from tfdefense._validation import check_images, check_labels, check_number, invalid_value
+from tfdefense.inference import all_layers
 
 logger = logging.getLogger(__name__)
 CACHE_FORMAT = 1
@@ -55,7 +56,7 @@ def _architecture(model):
         return json.dumps(model.get_config(), sort_keys=True, default=repr)
     except Exception:  # subclassed models without get_config: describe the layer tree instead
         parts = []
-        for layer in model._flatten_layers(include_self=False, recursive=True):
+        for layer in all_layers(model, include_self=False):
             try:
                 config = json.dumps(layer.get_config(), sort_keys=True, default=repr)
             except Exception:

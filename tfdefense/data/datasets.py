@@ -89,7 +89,10 @@ def load_dataset(name, data_dir=None, image_size=None, download=True, **kwargs):
             raise invalid_value("kwargs", f"no extra options for dataset {name!r}", kwargs)
         (x_train, y_train), (x_test, y_test) = _LOADERS[name](data_dir, download)
     else:
-        raise invalid_value("name", f"one of {list_datasets()}", name)
+        hint = ""
+        if name.endswith(".npz") or pathlib.Path(name).expanduser().exists():
+            hint = f" (a file of arrays is named npz:{name})"
+        raise invalid_value("name", f"one of {list_datasets()} or tfds:NAME{hint}", name)
     if image_size is not None:
         x_train, x_test = resize_images(x_train, image_size), resize_images(x_test, image_size)
     return (x_train, y_train), (x_test, y_test)

@@ -190,6 +190,8 @@ def test_npz_with_the_test_split_alone_serves_evaluation_not_training(tmp_path):
         load_dataset(f"npz:{tmp_path / 'uint8.npz'}")
     with pytest.raises(ValueError, match=r"`x_train`.*at least one entry.*shape \(0, 8, 8, 1\)"):
         load_dataset(f"npz:{tmp_path / 'float.npz'}")
+    with pytest.raises(ValueError, match=r"`name`.*a file of arrays is named npz:"):
+        load_dataset(str(tmp_path / "uint8.npz"))
     np.savez(tmp_path / "empty.npz", x_test=np.zeros((0, 8, 8), np.uint8), y_test=np.zeros(0, np.int64))
     with pytest.raises(ValueError, match=r"`x_test`.*at least one entry"):
         load_test_split(f"npz:{tmp_path / 'empty.npz'}")

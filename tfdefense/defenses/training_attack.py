@@ -30,6 +30,7 @@ from tfdefense._validation import (
 )
 from tfdefense.attacks._native import pgd_loop, random_in_ball, value_and_grad_fn
 from tfdefense.defenses.base import add_scalar_variables, check_image_array
+from tfdefense.inference import all_layers
 
 ATTACK_LOSSES = ("ce", "kl")
 PRECISIONS = ("fp32", "bf16")
@@ -119,18 +120,18 @@ def compute_precision(models, precision):
         for model in models:
             if model is None:
                 continue
-            for layer in model._flatten_layers(include_self=True, recursive=True):
-                policy = getattr(layer, "_dtype_policy", None)
+            for layer in all_layers(model):
+                policy = getattr(layer, "dtype_policy", None)
                 if id(layer) in saved or type(policy) not in (keras.dtype_policies.DTypePolicy,
                                                               keras.dtype_policies.FloatDTypePolicy):
                     continue
                 if policy.name == "float32":
                     saved[id(layer)] = (layer, policy)
-                    layer._dtype_policy = mixed
+                    layer.dtype_policy = mixed
         yield
     finally:
         for layer, policy in saved.values():
-            layer._dtype_policy = policy
+            layer.dtype_policy = policy
 
 
 def check_attack_settings(attack_eps, attack_steps, attack_step_size, attack_loss):

@@ -52,8 +52,10 @@ class SanityCheckError(RuntimeError):
 
     def __init__(self, failures):
         self.failures = list(failures)
-        lines = [f"{f['model']}: {f['name']}: {f['detail']}" if f.get("model") else f"{f['name']}: {f['detail']}"
-                 for f in self.failures]
+        lines = [
+            f"{f['model']}: {f['name']}: {f['detail']}" if f.get("model") else f"{f['name']}: {f['detail']}"
+            for f in self.failures
+        ]
         super().__init__("robustness sanity check(s) failed:\n  " + "\n  ".join(lines))
 
 
@@ -221,8 +223,10 @@ class StepCache:
     def __call__(self, name, config, compute):
         def fn():
             outcome = compute()
-            return {key: {"bits": _pack(value), "n": int(len(value))} if isinstance(value, np.ndarray) else value
-                    for key, value in outcome.items()}
+            return {
+                key: {"bits": _pack(value), "n": int(len(value))} if isinstance(value, np.ndarray) else value
+                for key, value in outcome.items()
+            }
 
         key = name.replace(" ", "_").replace("/", "_").replace("(", "").replace(")", "")
         stored = self.run.step_value(key, {**self.base_config, **config}, fn)
@@ -260,13 +264,15 @@ def _craft(attack, restart, target, x, y, batch_size, strategy, info_out):
 
         if restart and attack.params.get("seed") is not None:
             attack = attack.replace(seed=attack.params["seed"] + restart)
-        out, info = generate(attack, target, x, y, batch_size=batch_size, progress=False, return_info=True,
-                             strategy=strategy)
+        out, info = generate(
+            attack, target, x, y, batch_size=batch_size, progress=False, return_info=True, strategy=strategy
+        )
         info_out.clear()
         info_out.update(info)
         return out
-    return np.concatenate([attack(target, x[i:i + batch_size], y[i:i + batch_size])
-                           for i in range(0, len(x), batch_size)])
+    return np.concatenate(
+        [attack(target, x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    )
 
 
 def run_attack(spec, model, x, y, source=None, batch_size=500, eval_batch_size=256, strategy=None, attack=None):
@@ -332,17 +338,32 @@ def _attack_images(spec, model, x, y, source, batch_size, eval_batch_size, strat
         if _distributed(strategy):
             # All images at once: the batches are dealt to every replica of every worker, each with its own
             # random stream (`generate(strategy=)`), and gathered in input order.
-            correct, _, info = run_attack(spec, model, x, y, source=source,
-                                          batch_size=_replica_batch(batch_size, strategy),
-                                          eval_batch_size=eval_batch_size, strategy=strategy)
+            correct, _, info = run_attack(
+                spec,
+                model,
+                x,
+                y,
+                source=source,
+                batch_size=_replica_batch(batch_size, strategy),
+                eval_batch_size=eval_batch_size,
+                strategy=strategy,
+            )
             bar.update(len(x))
             first = info.get("first_restart")
             return correct, correct if first is None else first, info
         correct, first, info = [], [], {}
         attack = spec.build()  # traced once, used for every chunk
         for i in range(0, len(x), batch_size):
-            c, _, info = run_attack(spec, model, x[i:i + batch_size], y[i:i + batch_size], source=source,
-                                    batch_size=batch_size, eval_batch_size=eval_batch_size, attack=attack)
+            c, _, info = run_attack(
+                spec,
+                model,
+                x[i : i + batch_size],
+                y[i : i + batch_size],
+                source=source,
+                batch_size=batch_size,
+                eval_batch_size=eval_batch_size,
+                attack=attack,
+            )
             correct.append(c)
             first.append(c if info.get("first_restart") is None else info["first_restart"])
             bar.update(len(c))
@@ -360,8 +381,23 @@ def _check_suite(suite):
         raise invalid_value("suite", "attacks with distinct labels", labels)
 
 
-def run_suite(model, x, y, suite, *, source=None, mode="cascade", batch_size=500, eval_batch_size=256,
-              strategy=None, cache=None, log=None, progress=False, step_prefix="", step_config=None):
+def run_suite(
+    model,
+    x,
+    y,
+    suite,
+    *,
+    source=None,
+    mode="cascade",
+    batch_size=500,
+    eval_batch_size=256,
+    strategy=None,
+    cache=None,
+    log=None,
+    progress=False,
+    step_prefix="",
+    step_config=None,
+):
     """Runs the attacks of `suite` over (x, y) on `model`; returns a `RobustnessResult`.
 
     Args:
@@ -389,8 +425,11 @@ def run_suite(model, x, y, suite, *, source=None, mode="cascade", batch_size=500
     cache = cache or no_cache
     extra_config = dict(step_config or {})
     n = len(x)
-    clean = cache(f"{step_prefix}clean", {"step": "clean", **extra_config},
-                  lambda: {"correct": _predict(model, x, eval_batch_size) == y})["correct"]
+    clean = cache(
+        f"{step_prefix}clean",
+        {"step": "clean", **extra_config},
+        lambda: {"correct": _predict(model, x, eval_batch_size) == y},
+    )["correct"]
     result = RobustnessResult(n=n, clean=clean, correct={}, kinds={}, configs={}, seconds={}, mode=mode)
     alive = clean.copy()
     for spec in attack_order(suite, mode):
@@ -403,8 +442,9 @@ def run_suite(model, x, y, suite, *, source=None, mode="cascade", batch_size=500
 
         def compute(spec=spec, idx=idx):
             t0 = time.perf_counter()
-            correct, first, info = _attack_images(spec, model, x[idx], y[idx], source, batch_size, eval_batch_size,
-                                                  strategy, progress)
+            correct, first, info = _attack_images(
+                spec, model, x[idx], y[idx], source, batch_size, eval_batch_size, strategy, progress
+            )
             outcome = {"correct": correct, "first_restart": first, "seconds": time.perf_counter() - t0}
             if info.get("components") is not None:
                 outcome["components"] = info["components"]
@@ -423,12 +463,16 @@ def run_suite(model, x, y, suite, *, source=None, mode="cascade", batch_size=500
         result.kinds[spec.label] = spec.kind
         result.configs[spec.label] = spec.config()
         result.seconds[spec.label] = float(outcome.get("seconds") or 0.0)
-        result.extra[spec.label] = {"first_restart": first,
-                                    **({"components": outcome["components"]} if "components" in outcome else {})}
+        result.extra[spec.label] = {
+            "first_restart": first,
+            **({"components": outcome["components"]} if "components" in outcome else {}),
+        }
         if log is not None:
             what = "robust after it" if mode == "cascade" else "accuracy"
-            log(f"{spec.label}: {len(idx)} images attacked, {what} {np.mean(correct):.4f} "
-                f"({result.seconds[spec.label]:.0f} s)")
+            log(
+                f"{spec.label}: {len(idx)} images attacked, {what} {np.mean(correct):.4f} "
+                f"({result.seconds[spec.label]:.0f} s)"
+            )
     result.extra["attacked_images"] = {label: int(mask.sum()) for label, mask in result.attacked.items()}
     return result
 

@@ -1,9 +1,8 @@
 """The reviewer-proof attack suite: worst case, sanity checks firing on a gradient-masked model, preset."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 import tensorflow as tf
 
 from tfdefense.defenses import DefendedClassifier
@@ -71,21 +70,35 @@ def test_suite_and_attack_arguments_are_checked():
     with pytest.raises(ValueError, match="`suite`"):
         evaluate_robustness(lambda z: z, np.zeros((2, 28, 28, 1), np.float32), np.zeros(2, np.int64), [])
     with pytest.raises(ValueError, match="`per_attack`"):
-        evaluate_robustness(lambda z: z, np.zeros((2, 28, 28, 1), np.float32), np.zeros(2, np.int64),
-                            robustness_suite(0.3), per_attack="yes")
+        evaluate_robustness(
+            lambda z: z,
+            np.zeros((2, 28, 28, 1), np.float32),
+            np.zeros(2, np.int64),
+            robustness_suite(0.3),
+            per_attack="yes",
+        )
     with pytest.raises(ValueError, match="`norm`"):
         robustness_suite(0.3, norm="l1")
     with pytest.raises(ValueError, match="`eps_grid`"):
-        sanity_checks(None, np.zeros((2, 28, 28, 1), np.float32), np.zeros(2, np.int64),
-                      RobustnessResult(2, np.ones(2, bool), {}, {}, {}, {}), 0.3, eps_grid=(0.1, 0.3))
+        sanity_checks(
+            None,
+            np.zeros((2, 28, 28, 1), np.float32),
+            np.zeros(2, np.int64),
+            RobustnessResult(2, np.ones(2, bool), {}, {}, {}, {}),
+            0.3,
+            eps_grid=(0.1, 0.3),
+        )
 
 
 def test_worst_case_is_per_example():
     clean = np.array([1, 1, 1, 1, 0], bool)
     result = RobustnessResult(
-        n=5, clean=clean,
+        n=5,
+        clean=clean,
         correct={"a": np.array([1, 0, 1, 1, 1], bool), "b": np.array([1, 1, 0, 1, 1], bool)},
-        kinds={"a": "white-box", "b": "gradient-free"}, configs={}, seconds={},
+        kinds={"a": "white-box", "b": "gradient-free"},
+        configs={},
+        seconds={},
     )
     assert result.accuracy("a") == pytest.approx(0.8) and result.accuracy("b") == pytest.approx(0.8)
     assert result.worst_case == pytest.approx(0.4)  # examples 0 and 3 survive both, example 4 is wrong clean
@@ -98,14 +111,20 @@ def test_worst_case_is_per_example():
 def test_merge_results_and_check_outcomes_from_chunks():
     def chunk(correct_a, correct_sq, sweep, base, doubled):
         result = RobustnessResult(
-            n=len(correct_a), clean=np.ones(len(correct_a), bool),
+            n=len(correct_a),
+            clean=np.ones(len(correct_a), bool),
             correct={"pgd": np.array(correct_a, bool), "sq": np.array(correct_sq, bool)},
             kinds={"pgd": "white-box", "sq": "gradient-free"},
-            configs={"pgd": {"attack": "pgd", "params": {}}, "sq": {"attack": "square", "params": {}}}, seconds={},
+            configs={"pgd": {"attack": "pgd", "params": {}}, "sq": {"attack": "square", "params": {}}},
+            seconds={},
         )
         result.extra["sweep"] = sweep
-        result.extra["convergence"] = {"iterations": 10, "doubled_iterations": 20,
-                                       "base_correct": np.array(base, bool), "doubled_correct": np.array(doubled, bool)}
+        result.extra["convergence"] = {
+            "iterations": 10,
+            "doubled_iterations": 20,
+            "base_correct": np.array(base, bool),
+            "doubled_correct": np.array(doubled, bool),
+        }
         return result
 
     a = chunk([1, 1, 0, 1], [1, 1, 0, 1], {0.0: 1.0, 0.3: 0.75, 0.6: 0.0}, [1, 1, 0, 1], [1, 1, 0, 1])
@@ -116,8 +135,12 @@ def test_merge_results_and_check_outcomes_from_chunks():
     assert merged.extra["sweep"][0.3] == pytest.approx(0.875)
     checks = {c["name"]: c["passed"] for c in check_outcomes(merged)}
     # chunk b: Square breaks 2 examples PGD did not, PGD-20 two more than PGD-10: both must fire
-    assert checks == {"monotonic_in_eps": True, "large_eps_near_zero": True, "gradient_free_not_better": False,
-                      "convergence": False}
+    assert checks == {
+        "monotonic_in_eps": True,
+        "large_eps_near_zero": True,
+        "gradient_free_not_better": False,
+        "convergence": False,
+    }
     # Each chunk alone: the same differences rest on 2 of 4 images (fail); one image is too few to judge.
     assert not {c["name"]: c for c in check_outcomes(b)}["convergence"]["passed"]
     one = chunk([1, 1, 1, 1], [0, 1, 1, 1], {0.0: 1.0, 0.3: 1.0, 0.6: 0.25}, [1, 1, 1, 1], [0, 1, 1, 1])
@@ -137,8 +160,9 @@ def test_cascade_has_the_per_attack_worst_case_for_far_fewer_attacks(mnist_eval_
     assert cascade.mode == "cascade" and every.mode == "per_attack"
     # AutoAttack's order first, then the project's attacks in the suite's order.
     assert list(cascade.correct) == ["apgd-ce", "apgd-t", "fab-t", "square-300", "fgsm", "pgd-10x2", "transfer-pgd"]
-    np.testing.assert_array_equal(cascade.correct["transfer-pgd"], every.clean & np.all(
-        [every.correct[label] for label in every.correct], axis=0))
+    np.testing.assert_array_equal(
+        cascade.correct["transfer-pgd"], every.clean & np.all([every.correct[label] for label in every.correct], axis=0)
+    )
     assert cascade.worst_case == every.worst_case <= 0.05
     attacked = cascade.extra["attacked_images"]
     assert attacked["apgd-ce"] == int(cascade.clean.sum()) and sum(attacked.values()) <= attacked["apgd-ce"] + 3
@@ -166,7 +190,9 @@ def test_sanity_checks_fire_on_a_gradient_masking_purifier(mnist_eval_batch, mni
     # The cascade (default): Square runs on what APGD and FAB-T left, and the same checks fire.
     cascade = evaluate_robustness(masked, x, y, suite, source=mnist_model_c)
     checks = {c["name"]: c for c in sanity_checks(masked, x, y, cascade, 0.3, eps_grid=(0.3, 0.6), sweep_iter=10)}
-    assert not checks["gradient_free_not_better"]["passed"] and checks["gradient_free_not_better"]["values"]["count"] >= 10
+    assert (
+        not checks["gradient_free_not_better"]["passed"] and checks["gradient_free_not_better"]["values"]["count"] >= 10
+    )
     assert not checks["large_eps_near_zero"]["passed"] and not checks["zero_gradients"]["passed"]
 
 
@@ -174,8 +200,9 @@ def test_sanity_checks_pass_on_an_honestly_evaluated_model(mnist_eval_batch, mni
     x, y = mnist_eval_batch[0][:60], mnist_eval_batch[1][:60]
     suite = robustness_suite(0.3, **SMALL)
     result = evaluate_robustness(mnist_model_c, x, y, suite, source=mnist_model_c)
-    checks = sanity_checks(mnist_model_c, x, y, result, 0.3, eps_grid=(0.1, 0.3, 0.6), sweep_iter=10, strict=True,
-                           sanity_n=50)
+    checks = sanity_checks(
+        mnist_model_c, x, y, result, 0.3, eps_grid=(0.1, 0.3, 0.6), sweep_iter=10, strict=True, sanity_n=50
+    )
     assert all(c["passed"] for c in checks), checks
     assert {c["name"] for c in checks} == set(CHECK_NAMES)
     assert result.worst_case <= 0.05  # model C is not robust at eps 0.3
@@ -192,8 +219,7 @@ def test_softmax_output_and_a_model_changing_between_calls_are_flagged(mnist_eva
     probabilities = keras.Sequential([keras.Input((28, 28, 1)), mnist_model_c, keras.layers.Softmax()])
     suite = [SuiteAttack("fgsm", "fgsm", dict(eps=0.3), "single-step")]
     result = evaluate_robustness(probabilities, x, y, suite)
-    checks = {c["name"]: c for c in sanity_checks(probabilities, x, y, result, 0.3, eps_grid=(0.3, 0.6),
-                                                  sweep_iter=5)}
+    checks = {c["name"]: c for c in sanity_checks(probabilities, x, y, result, 0.3, eps_grid=(0.3, 0.6), sweep_iter=5)}
     assert not checks["softmax_output"]["passed"] and checks["model_unchanged"]["passed"]
     assert checks["randomness"]["passed"] and "deterministic" in checks["randomness"]["detail"]
 

@@ -44,8 +44,15 @@ from tfdefense._validation import check_choice, check_number, invalid_value
 from tfdefense.evaluation.metrics import wilson_interval
 from tfdefense.evaluation.robustness import NORMS
 from tfdefense.evaluation.user_inputs import (  # noqa: F401  (load_user_model, resolve_purifier: public here too)
-    call_model, load_evaluation_data, load_user_model, model_image_shape, pipeline_class, resolve_purifier,
-    user_model_fingerprint, with_input_range)
+    call_model,
+    load_evaluation_data,
+    load_user_model,
+    model_image_shape,
+    pipeline_class,
+    resolve_purifier,
+    user_model_fingerprint,
+    with_input_range,
+)
 
 SUITES = ("standard", "quick")
 # The robust preset's quick attack set; "standard" is `robustness_suite(eps)` as published.
@@ -66,12 +73,15 @@ def _finite(values):
 
 
 def _probe_outputs(model, x, argument, batch_size):
-    outs = [np.asarray(call_model(model, x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    outs = [np.asarray(call_model(model, x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
     out = np.concatenate(outs)
     if not _finite(out):
         bad = int(np.sum(~np.all(np.isfinite(out.reshape(len(out), -1)), axis=1)))
-        raise invalid_value(argument, "a model with finite outputs on the clean images",
-                            f"NaN or inf outputs on {bad} of {len(x)} probe images")
+        raise invalid_value(
+            argument,
+            "a model with finite outputs on the clean images",
+            f"NaN or inf outputs on {bad} of {len(x)} probe images",
+        )
     return out
 
 
@@ -118,8 +128,9 @@ def _check_range(classifier, x, y, num_classes, batch_size):
 
 
 def _is_probabilities(outputs):
-    return bool(outputs.min() >= -1e-6 and outputs.max() <= 1 + 1e-6
-                and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-3))
+    return bool(
+        outputs.min() >= -1e-6 and outputs.max() <= 1 + 1e-6 and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-3)
+    )
 
 
 def _is_stochastic(model, x, rounds=2):
@@ -158,40 +169,68 @@ def inspect_models(classifier, purifier, x, y, batch_size=128, eot_samples=None)
     """
     probe_x, probe_y = x[:PROBE_SIZE], y[:PROBE_SIZE]
     notes = []
-    choices = {"purifier": purifier is not None, "probabilities": False, "stochastic": False, "eot_samples": 1,
-               "bpda": False, "bpda_reason": None}
+    choices = {
+        "purifier": purifier is not None,
+        "probabilities": False,
+        "stochastic": False,
+        "eot_samples": 1,
+        "bpda": False,
+        "bpda_reason": None,
+    }
 
+    _inspect_outputs(classifier, purifier, probe_x, probe_y, y, batch_size, choices, notes)
+    _inspect_randomness(classifier, purifier, probe_x[:32], eot_samples, choices, notes)
+    _inspect_gradients(classifier, purifier, probe_x[:16], choices, notes)
+    return choices, notes
+
+
+def _inspect_outputs(classifier, purifier, probe_x, probe_y, y, batch_size, choices, notes):
+    """Shapes, finite outputs, label range, input range, probabilities."""
     purified = probe_x
     if purifier is not None:
         small = probe_x[:8]
         out = np.asarray(call_model(purifier, small))
         if out.shape != small.shape:
-            raise invalid_value("purifier", f"a model returning images of the input's shape {small.shape[1:]}",
-                                f"a model returning shape {out.shape[1:]} for images of shape {small.shape[1:]}")
+            raise invalid_value(
+                "purifier",
+                f"a model returning images of the input's shape {small.shape[1:]}",
+                f"a model returning shape {out.shape[1:]} for images of shape {small.shape[1:]}",
+            )
         purified = _probe_outputs(purifier, probe_x, "purifier", batch_size).astype(np.float32)
         if purified.min() < -1e-3 or purified.max() > 1 + 1e-3:
-            notes.append(f"The purifier's outputs leave [0, 1] (range [{purified.min():.3f}, {purified.max():.3f}]); "
-                         "they are passed to the classifier as they are.")
+            notes.append(
+                f"The purifier's outputs leave [0, 1] (range [{purified.min():.3f}, {purified.max():.3f}]); "
+                "they are passed to the classifier as they are."
+            )
     outputs = _probe_outputs(classifier, probe_x, "classifier", batch_size)
     if outputs.ndim != 2:
-        raise invalid_value("classifier", "a model returning one score vector per image (N, classes)",
-                            f"outputs of shape {outputs.shape}")
+        raise invalid_value(
+            "classifier",
+            "a model returning one score vector per image (N, classes)",
+            f"outputs of shape {outputs.shape}",
+        )
     num_classes = outputs.shape[1]
     if y.max() >= num_classes or y.min() < 0:
-        raise invalid_value("y", f"labels in [0, {num_classes - 1}] (the classifier has {num_classes} outputs)",
-                            f"labels in [{y.min()}, {y.max()}]")
+        raise invalid_value(
+            "y",
+            f"labels in [0, {num_classes - 1}] (the classifier has {num_classes} outputs)",
+            f"labels in [{y.min()}, {y.max()}]",
+        )
     choices["num_classes"] = int(num_classes)
     if purifier is not None:
         _probe_outputs(classifier, purified, "classifier", batch_size)
     choices["clean_accuracy_probe"] = _check_range(classifier, probe_x, probe_y, num_classes, batch_size)
     if _is_probabilities(outputs):
         choices["probabilities"] = True
-        notes.append("The classifier outputs probabilities (in [0, 1], summing to 1), not logits: the attacks use "
-                     "log(probabilities) as logits (same predictions; a saturated softmax still weakens gradients, "
-                     "which the sanity checks watch).")
+        notes.append(
+            "The classifier outputs probabilities (in [0, 1], summing to 1), not logits: the attacks use "
+            "log(probabilities) as logits (same predictions; a saturated softmax still weakens gradients, "
+            "which the sanity checks watch)."
+        )
 
-    # Stochasticity of the whole pipeline (fixed input, repeated inference-mode calls).
-    stochastic_probe = probe_x[:32]
+
+def _inspect_randomness(classifier, purifier, stochastic_probe, eot_samples, choices, notes):
+    """Stochasticity of the whole pipeline (fixed input, repeated inference-mode calls) and the EOT samples."""
     stochastic = bool(getattr(purifier, "stochastic", False)) or bool(getattr(classifier, "stochastic", False))
     stochastic = stochastic or _is_stochastic(classifier, stochastic_probe)
     if purifier is not None:
@@ -201,13 +240,16 @@ def inspect_models(classifier, purifier, x, y, batch_size=128, eot_samples=None)
     choices["stochastic"] = stochastic
     choices["eot_samples"] = int(eot_samples if eot_samples is not None else (DEFAULT_EOT_SAMPLES if stochastic else 1))
     if stochastic:
-        notes.append(f"The pipeline is stochastic (the same input gives different outputs): gradient attacks average "
-                     f"gradients over {choices['eot_samples']} samples (EOT); accuracies are one draw of the randomness.")
+        notes.append(
+            f"The pipeline is stochastic (the same input gives different outputs): gradient attacks average "
+            f"gradients over {choices['eot_samples']} samples (EOT); accuracies are one draw of the randomness."
+        )
     elif choices["eot_samples"] > 1:
         notes.append(f"Gradient attacks average gradients over {choices['eot_samples']} samples (EOT, as requested).")
 
-    # Gradients: the purifier may hide them (BPDA), the classifier must have them.
-    grad_probe = probe_x[:16]
+
+def _inspect_gradients(classifier, purifier, grad_probe, choices, notes):
+    """Gradients: the purifier may hide them (BPDA), the classifier must have them."""
     if purifier is not None:
         grad = _input_gradient(lambda t: call_model(purifier, t), grad_probe)
         reason = None
@@ -219,17 +261,23 @@ def inspect_models(classifier, purifier, x, y, batch_size=128, eot_samples=None)
             reason = "the purifier's gradient is zero everywhere"
         if reason:
             choices["bpda"], choices["bpda_reason"] = True, reason
-            notes.append(f"BPDA: {reason}, so attacks differentiate through it as the identity (forward pass "
-                         "unchanged; Athalye et al. 2018).")
+            notes.append(
+                f"BPDA: {reason}, so attacks differentiate through it as the identity (forward pass "
+                "unchanged; Athalye et al. 2018)."
+            )
     grad = _input_gradient(lambda t: call_model(classifier, t), grad_probe)
     if grad is None:
-        raise invalid_value("classifier", "a model differentiable w.r.t. its input (white-box attacks need it; "
-                            "pass a non-differentiable preprocessing step as the purifier so it gets BPDA)",
-                            "a model without a gradient w.r.t. its input")
+        raise invalid_value(
+            "classifier",
+            "a model differentiable w.r.t. its input (white-box attacks need it; "
+            "pass a non-differentiable preprocessing step as the purifier so it gets BPDA)",
+            "a model without a gradient w.r.t. its input",
+        )
     if not np.any(grad):
-        notes.append("The classifier's gradient w.r.t. its input is zero on the probe images: gradient attacks "
-                     "cannot work; see the sanity checks.")
-    return choices, notes
+        notes.append(
+            "The classifier's gradient w.r.t. its input is zero on the probe images: gradient attacks "
+            "cannot work; see the sanity checks."
+        )
 
 
 # ----------------------------------------------------------------------------- suites
@@ -333,16 +381,27 @@ class EvaluationResult:
             raise SanityCheckError(self.failures)
 
     def summary(self):
-        return {"n": self.n, "eps": self.eps, "clean": self.clean_accuracy, **self.accuracies,
-                "worst_case": self.worst_case, "checks": {c["name"]: c["passed"] for c in self.checks},
-                "eot_samples": self.choices["eot_samples"], "bpda": self.choices["bpda"],
-                "probabilities": self.choices["probabilities"]}
+        return {
+            "n": self.n,
+            "eps": self.eps,
+            "clean": self.clean_accuracy,
+            **self.accuracies,
+            "worst_case": self.worst_case,
+            "checks": {c["name"]: c["passed"] for c in self.checks},
+            "eot_samples": self.choices["eot_samples"],
+            "bpda": self.choices["bpda"],
+            "probabilities": self.choices["probabilities"],
+        }
 
     def __str__(self):
-        lines = [f"{self.n} images, eps {self.eps:g}: clean {100 * self.clean_accuracy:.1f}%, "
-                 f"worst case {100 * self.worst_case:.1f}%"]
+        lines = [
+            f"{self.n} images, eps {self.eps:g}: clean {100 * self.clean_accuracy:.1f}%, "
+            f"worst case {100 * self.worst_case:.1f}%"
+        ]
         lines += [f"  {label:28s} {100 * value:5.1f}%" for label, value in self.accuracies.items()]
-        lines += [f"  check {c['name']:26s} {'passed' if c['passed'] else 'FAILED'}: {c['detail']}" for c in self.checks]
+        lines += [
+            f"  check {c['name']:26s} {'passed' if c['passed'] else 'FAILED'}: {c['detail']}" for c in self.checks
+        ]
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -369,11 +428,15 @@ class _Plan:
 
 def _check_arguments(classifier, purifier, eps, seed, batch_size, sweep_iter, norm, per_attack, sanity_n):
     if not callable(classifier):
-        raise TypeError(f"Invalid type received for argument `classifier`. Expected a Keras model or callable "
-                        f"returning logits. Received: classifier of type {type(classifier).__name__}")
+        raise TypeError(
+            f"Invalid type received for argument `classifier`. Expected a Keras model or callable "
+            f"returning logits. Received: classifier of type {type(classifier).__name__}"
+        )
     if purifier is not None and not callable(purifier):
-        raise TypeError(f"Invalid type received for argument `purifier`. Expected a Keras model or callable "
-                        f"returning images, or None. Received: purifier of type {type(purifier).__name__}")
+        raise TypeError(
+            f"Invalid type received for argument `purifier`. Expected a Keras model or callable "
+            f"returning images, or None. Received: purifier of type {type(purifier).__name__}"
+        )
     check_choice("norm", norm, NORMS)
     check_number("eps", eps, minimum=0, maximum=1 if norm == "linf" else None)
     if eps == 0:
@@ -392,8 +455,11 @@ def _load(classifier, purifier, dataset, n, data_dir):
     image_shape = image_shape or model_image_shape(classifier)
     data_name, data_description, x, y = load_evaluation_data(dataset, n, data_dir, image_shape)
     if image_shape and None not in image_shape and tuple(image_shape) != tuple(x.shape[1:]):
-        raise invalid_value("dataset", f"images of the model's input shape {tuple(image_shape)}",
-                            f"images of shape {tuple(x.shape[1:])}")
+        raise invalid_value(
+            "dataset",
+            f"images of the model's input shape {tuple(image_shape)}",
+            f"images of shape {tuple(x.shape[1:])}",
+        )
     return data_name, data_description, x, y
 
 
@@ -404,8 +470,13 @@ def _plan(classifier, purifier, choices, notes, suite, eps, norm, seed, x, eps_g
     suite_name, attacks, suite_notes = _suite(suite, eps, seed, choices["num_classes"], purifier is not None, norm)
     notes += suite_notes
     eps_grid = check_eps_grid(eps_grid, eps, norm, int(np.prod(x.shape[1:])))
-    model = pipeline_class()(classifier, purifier, purifier_bpda=choices["bpda"],
-                              probabilities=choices["probabilities"], name="evaluated_pipeline")
+    model = pipeline_class()(
+        classifier,
+        purifier,
+        purifier_bpda=choices["bpda"],
+        probabilities=choices["probabilities"],
+        name="evaluated_pipeline",
+    )
     eot = choices["eot_samples"]
     with_eot, no_eot = [], []
     for spec in attacks:
@@ -414,30 +485,50 @@ def _plan(classifier, purifier, choices, notes, suite, eps, norm, seed, x, eps_g
         if eot > 1 and not used and spec.kind in ("single-step", "white-box"):
             no_eot.append(spec.label)
     if no_eot:
-        notes.append(f"Attacks run on single draws of the stochastic pipeline (no EOT in them; marked in the table): "
-                     f"{', '.join(no_eot)}.")
+        notes.append(
+            f"Attacks run on single draws of the stochastic pipeline (no EOT in them; marked in the table): "
+            f"{', '.join(no_eot)}."
+        )
     choices["single_draw"] = no_eot
     source = None
     if purifier is not None:  # transfer attacks are crafted on the bare classifier (logits, as attacked)
         source = pipeline_class()(classifier, None, probabilities=choices["probabilities"], name="source_classifier")
     model_name = name or ("purifier + classifier" if purifier is not None else "classifier")
-    return _Plan(model=model, source=source, attacks=with_eot, suite_name=suite_name, eps=float(eps), norm=norm,
-                 eot=eot, model_name=model_name, sweep_iter=sweep_iter or SWEEP_ITER[suite_name], eps_grid=eps_grid,
-                 mode="per_attack" if per_attack else "cascade")
+    return _Plan(
+        model=model,
+        source=source,
+        attacks=with_eot,
+        suite_name=suite_name,
+        eps=float(eps),
+        norm=norm,
+        eot=eot,
+        model_name=model_name,
+        sweep_iter=sweep_iter or SWEEP_ITER[suite_name],
+        eps_grid=eps_grid,
+        mode="per_attack" if per_attack else "cascade",
+    )
 
 
 def _step_config(classifier, purifier, x, y, choices, batch_size, notes):
     """What every cached step is keyed by: the models, the data and the pipeline's settings."""
     from tfdefense.attacks.generation import array_digest
 
-    fingerprints = (user_model_fingerprint(classifier),
-                    user_model_fingerprint(purifier) if purifier is not None else "none")
+    fingerprints = (
+        user_model_fingerprint(classifier),
+        user_model_fingerprint(purifier) if purifier is not None else "none",
+    )
     cacheable = None not in fingerprints
     if not cacheable:
         notes.append("A model is a plain callable (no weights to fingerprint): no step was cached.")
-    return {"models": list(fingerprints), "data": array_digest(x), "labels": array_digest(y),
-            "bpda": choices["bpda"], "probabilities": choices["probabilities"], "batch_size": batch_size,
-            "nonce": None if cacheable else time.time_ns()}
+    return {
+        "models": list(fingerprints),
+        "data": array_digest(x),
+        "labels": array_digest(y),
+        "bpda": choices["bpda"],
+        "probabilities": choices["probabilities"],
+        "batch_size": batch_size,
+        "nonce": None if cacheable else time.time_ns(),
+    }
 
 
 def _evaluate(run, plan, x, y, choices, base_config, seed, batch_size, progress, strategy, sanity_n):
@@ -446,12 +537,40 @@ def _evaluate(run, plan, x, y, choices, base_config, seed, batch_size, progress,
     from tfdefense.evaluation.robustness import sanity_checks
 
     cache = StepCache(run, base_config)
-    result = run_suite(plan.model, x, y, plan.attacks, source=plan.source, mode=plan.mode, batch_size=batch_size,
-                       eval_batch_size=batch_size, strategy=strategy, cache=cache, log=run.log, progress=progress)
-    sanity_checks(plan.model, x, y, result, plan.eps, eps_grid=plan.eps_grid, sweep_iter=plan.sweep_iter, seed=seed,
-                  batch_size=batch_size, log=run.log, sanity_n=sanity_n, norm=plan.norm, eot_samples=plan.eot,
-                  stochastic=choices["stochastic"], probabilities_handled=choices["probabilities"], cache=cache,
-                  strategy=strategy, progress=progress)
+    result = run_suite(
+        plan.model,
+        x,
+        y,
+        plan.attacks,
+        source=plan.source,
+        mode=plan.mode,
+        batch_size=batch_size,
+        eval_batch_size=batch_size,
+        strategy=strategy,
+        cache=cache,
+        log=run.log,
+        progress=progress,
+    )
+    sanity_checks(
+        plan.model,
+        x,
+        y,
+        result,
+        plan.eps,
+        eps_grid=plan.eps_grid,
+        sweep_iter=plan.sweep_iter,
+        seed=seed,
+        batch_size=batch_size,
+        log=run.log,
+        sanity_n=sanity_n,
+        norm=plan.norm,
+        eot_samples=plan.eot,
+        stochastic=choices["stochastic"],
+        probabilities_handled=choices["probabilities"],
+        cache=cache,
+        strategy=strategy,
+        progress=progress,
+    )
     return result
 
 
@@ -461,18 +580,40 @@ def _add_rows(run, plan, result, n):
     for label, correct in result.correct.items():
         config = dict(result.configs[label], mode=plan.mode, attacked=int(result.attacked[label].sum()))
         protocol = "transfer" if result.kinds[label] == "transfer" else "adaptive"
-        run.add_row(TABLE, protocol, plan.model_name, label, "accuracy", float(np.mean(correct)), n,
-                    attack_config=config)
+        run.add_row(
+            TABLE, protocol, plan.model_name, label, "accuracy", float(np.mean(correct)), n, attack_config=config
+        )
     worst = result.worst_case
-    run.add_row(TABLE, "adaptive", plan.model_name, "worst_case", "accuracy", worst, n,
-                attack_config={"eps": plan.eps, "norm": plan.norm, "mode": plan.mode, "attacks": list(result.correct),
-                               "definition": "right on the clean image and under every attack",
-                               "ci95_wilson": list(wilson_interval(int(round(worst * n)), n))})
+    run.add_row(
+        TABLE,
+        "adaptive",
+        plan.model_name,
+        "worst_case",
+        "accuracy",
+        worst,
+        n,
+        attack_config={
+            "eps": plan.eps,
+            "norm": plan.norm,
+            "mode": plan.mode,
+            "attacks": list(result.correct),
+            "definition": "right on the clean image and under every attack",
+            "ci95_wilson": list(wilson_interval(int(round(worst * n)), n)),
+        },
+    )
     m = len(result.extra["sanity_subsample"])
     for e, value in sorted(result.extra["sweep"].items()):
         if e:
-            run.add_row(SWEEP_TABLE, "adaptive", plan.model_name, f"pgd-{plan.sweep_iter} eps {e:.4g}", "accuracy",
-                        value, m, attack_config={"attack": "pgd", "eps": e, "norm": plan.norm, "subsample": m})
+            run.add_row(
+                SWEEP_TABLE,
+                "adaptive",
+                plan.model_name,
+                f"pgd-{plan.sweep_iter} eps {e:.4g}",
+                "accuracy",
+                value,
+                m,
+                attack_config={"attack": "pgd", "eps": e, "norm": plan.norm, "subsample": m},
+            )
     for label, seconds in result.seconds.items():
         run.add_row(TIMING_TABLE, "timing", plan.model_name, label, "seconds", seconds, n)
 
@@ -508,8 +649,10 @@ def evaluate_model(
       classifier: a Keras model (or callable) from [0, 1] images to logits
         (probabilities are detected and handled).
       dataset: a dataset name ("mnist", "cifar10", "digits"; its test split),
-        "npz:PATH" (its x_test / y_test) or an (x, y) pair: float32 NHWC
-        images in [0, 1] and int labels.
+        "npz:PATH" (its x_test / y_test; other arrays are not read),
+        "tfds:NAME[:SPLIT]" (a tensorflow-datasets dataset on disk, default
+        split "test") or an (x, y) pair: float32 NHWC images in [0, 1] and int
+        labels. The number of classes is the classifier's output width.
       eps: radius in [0, 1] pixel units (Linf at most 1).
       purifier: optional Keras model (or callable) from images to images of
         the same shape, e.g. a `tfdefense.defenses` purifier or transform.
@@ -564,24 +707,37 @@ def evaluate_model(
     data_name, data_description, x, y = _load(classifier, purifier, dataset, n, data_dir)
 
     keras.utils.set_random_seed(seed)
-    choices, notes = inspect_models(classifier, purifier, x, y, batch_size=min(batch_size, 256),
-                                    eot_samples=eot_samples)
+    choices, notes = inspect_models(
+        classifier, purifier, x, y, batch_size=min(batch_size, 256), eot_samples=eot_samples
+    )
     if input_range not in (None, "0-1"):
         scale = {name: scale for scale, name in _RANGE_NAMES.items()}[input_range]
-        notes.append(f"The classifier takes inputs in {scale} (input_range={input_range!r}): the [0, 1] images are "
-                     "rescaled in front of it; eps is in [0, 1] units.")
-    plan = _plan(classifier, purifier, choices, notes, suite, eps, norm, seed, x, eps_grid, sweep_iter, per_attack,
-                 name)
+        notes.append(
+            f"The classifier takes inputs in {scale} (input_range={input_range!r}): the [0, 1] images are "
+            "rescaled in front of it; eps is in [0, 1] units."
+        )
+    plan = _plan(
+        classifier, purifier, choices, notes, suite, eps, norm, seed, x, eps_grid, sweep_iter, per_attack, name
+    )
     choices.update(suite=plan.suite_name, norm=plan.norm, mode=plan.mode, sanity_n=min(sanity_n, len(x)))
     if distributed:
         placement = distribute.describe(strategy)
-        notes.append(f"Distribution: strategy {placement['strategy']} ({placement['class']}), {placement['replicas']} "
-                     f"replica(s) on {placement['workers']} worker(s); batch size {batch_size} is the global batch. "
-                     "The model checks and the predictions judging the attacks ran in full on every worker.")
+        notes.append(
+            f"Distribution: strategy {placement['strategy']} ({placement['class']}), {placement['replicas']} "
+            f"replica(s) on {placement['workers']} worker(s); batch size {batch_size} is the global batch. "
+            "The model checks and the predictions judging the attacks ran in full on every worker."
+        )
     base_config = _step_config(classifier, purifier, x, y, choices, batch_size, notes)
     with tempfile.TemporaryDirectory(prefix="tfdefense-evaluate-") as scratch:
-        run = Run("evaluate_model", scratch if out is None else out, scale="full" if plan.suite_name == "standard"
-                  else "quick", seed=seed, batch_size=batch_size, progress=progress, strategy=strategy)
+        run = Run(
+            "evaluate_model",
+            scratch if out is None else out,
+            scale="full" if plan.suite_name == "standard" else "quick",
+            seed=seed,
+            batch_size=batch_size,
+            progress=progress,
+            strategy=strategy,
+        )
         run.set_data(data_name, data_description)
         result = _evaluate(run, plan, x, y, choices, base_config, seed, batch_size, progress, strategy, sanity_n)
         return _report(run, plan, result, choices, notes, purifier, x, y, start, out)
@@ -597,9 +753,18 @@ def _report(run, plan, result, choices, notes, purifier, x, y, start, out):
         alive &= outcome
     per_image = {"clean": result.clean, **result.correct, "worst_case": alive}
     evaluation = EvaluationResult(
-        n=len(x), eps=plan.eps, clean_accuracy=result.clean_accuracy, accuracies=result.accuracies,
-        worst_case=result.worst_case, per_example=per_image, checks=result.checks, choices=choices,
-        sweep=result.extra["sweep"], notes=notes, robustness=result)
+        n=len(x),
+        eps=plan.eps,
+        clean_accuracy=result.clean_accuracy,
+        accuracies=result.accuracies,
+        worst_case=result.worst_case,
+        per_example=per_image,
+        checks=result.checks,
+        choices=choices,
+        sweep=result.extra["sweep"],
+        notes=notes,
+        robustness=result,
+    )
     if out is not None and run.is_chief:  # other workers computed the same numbers; the chief writes them
         _write_outputs(run, evaluation, plan.model, purifier, plan.attacks, x, y, start, plan.model_name, reports)
         evaluation.out = pathlib.Path(out)
@@ -607,16 +772,20 @@ def _report(run, plan, result, choices, notes, purifier, x, y, start, out):
         evaluation.results = _results_dict(run, evaluation, start, reports)
     for check in result.checks:
         run.log(f"check {check['name']}: {check['verdict']}: {check['detail']}")
-    run.log(f"clean {evaluation.clean_accuracy:.4f}, worst case {evaluation.worst_case:.4f} "
-            f"({time.perf_counter() - start:.0f} s)")
+    run.log(
+        f"clean {evaluation.clean_accuracy:.4f}, worst case {evaluation.worst_case:.4f} "
+        f"({time.perf_counter() - start:.0f} s)"
+    )
     return evaluation
 
 
 def _results_dict(run, evaluation, start, reports):
     results = run.results(time.perf_counter() - start)
     results["notes"] = list(evaluation.notes)
-    results["sanity_checks"] = [{"name": c["name"], "passed": c["passed"], "verdict": c["verdict"],
-                                 "detail": c["detail"]} for c in evaluation.checks]
+    results["sanity_checks"] = [
+        {"name": c["name"], "passed": c["passed"], "verdict": c["verdict"], "detail": c["detail"]}
+        for c in evaluation.checks
+    ]
     results["choices"] = {k: v for k, v in evaluation.choices.items() if k != "clean_accuracy_probe"}
     results["eps"] = evaluation.eps
     reports.validate_results(results)
@@ -644,27 +813,39 @@ def _markdown(results, evaluation, plots):
         f"- Clean accuracy {pct(evaluation.clean_accuracy)} (95% interval {interval(evaluation.clean_accuracy)}); "
         f"**per-example worst case {pct(evaluation.worst_case)}** (95% interval {interval(evaluation.worst_case)}; "
         "an image counts only if the model is right on it clean and under every attack).",
-        f"- Sanity checks: {'all passed' if not failed else f'**{len(failed)} FAILED**: the numbers below may overstate robustness'}.",
+        "- Sanity checks: "
+        + ("all passed." if not failed else f"**{len(failed)} FAILED**: the numbers below may overstate robustness."),
         "",
         "## How the model was attacked",
         "",
-        f"- Stochastic: {'yes' if choices['stochastic'] else 'no'}; EOT samples per gradient: {choices['eot_samples']}.",
+        f"- Stochastic: {'yes' if choices['stochastic'] else 'no'}; EOT samples per gradient: "
+        f"{choices['eot_samples']}.",
         f"- BPDA (identity backward pass through the purifier): "
         f"{'yes, because ' + choices['bpda_reason'] if choices['bpda'] else 'no'}.",
-        f"- Classifier outputs: {'probabilities, attacked as log(probabilities)' if choices['probabilities'] else 'logits'}.",
+        "- Classifier outputs: "
+        + ("probabilities, attacked as log(probabilities)." if choices["probabilities"] else "logits."),
         "- White-box attacks differentiate through the whole pipeline; transfer attacks are crafted on the bare "
         "classifier.",
-        "- Protocol: " + ("AutoAttack's cascade: the attacks ran in AutoAttack's order, each only on the images every "
-                          "earlier attack failed to break; the table gives the robust accuracy after each attack."
-                          if choices["mode"] == "cascade" else
-                          "per attack: every attack ran on every image the model classifies correctly."),
+        "- Protocol: "
+        + (
+            "AutoAttack's cascade: the attacks ran in AutoAttack's order, each only on the images every "
+            "earlier attack failed to break; the table gives the robust accuracy after each attack."
+            if choices["mode"] == "cascade"
+            else "per attack: every attack ran on every image the model classifies correctly."
+        ),
         f"- Sanity checks: their attacks (accuracy vs eps, convergence, single-step) ran on a fixed subsample of "
         f"{choices['sanity_n']} of the {evaluation.n} images; a check fails only on a difference of at least 2 images "
         "beyond its tolerance.",
     ]
     lines += [f"- {note}" for note in results["notes"]]
     value = "robust accuracy after it" if choices["mode"] == "cascade" else "accuracy"
-    lines += ["", f"## {TABLE}", "", f"| attack | kind | images attacked | {value} | seconds |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"## {TABLE}",
+        "",
+        f"| attack | kind | images attacked | {value} | seconds |",
+        "|---|---|---|---|---|",
+    ]
     seconds = {r["attack"]: r["value"] for r in results["rows"] if r["table"] == TIMING_TABLE}
     kinds, attacked = evaluation.robustness.kinds, evaluation.robustness.attacked
     single = set(choices.get("single_draw", ()))
@@ -675,7 +856,9 @@ def _markdown(results, evaluation, plots):
             kind += " (single draws, no EOT)" if label in single else ""
             sec = seconds.get(label)
             count = int(attacked[label].sum()) if label in attacked else ""
-            lines.append(f"| {label} | {kind} | {count} | {pct(row['value'])} | {'' if sec is None else f'{sec:.1f}'} |")
+            lines.append(
+                f"| {label} | {kind} | {count} | {pct(row['value'])} | {'' if sec is None else f'{sec:.1f}'} |"
+            )
     verdicts = {"passed": "passed", "failed": "**FAILED**", "n too small": "n too small to judge"}
     lines += ["", "## Sanity checks", "", "| check | verdict | detail |", "|---|---|---|"]
     lines += [f"| {c['name']} | {verdicts[c['verdict']]} | {c['detail']} |" for c in evaluation.checks]
@@ -694,16 +877,26 @@ def _write_outputs(run, evaluation, model, purifier, attacks, x, y, start, model
     from tfdefense.evaluation import plots
 
     sweep = evaluation.sweep
-    plots.plot_curves(run.add_plot("accuracy_vs_eps.png"), {model_name: (sorted(sweep), [sweep[e] for e in sorted(sweep)])},
-                      f"PGD eps ({evaluation.choices['norm'].capitalize()})",
-                      title="accuracy vs eps (white-box, whole pipeline)")
+    plots.plot_curves(
+        run.add_plot("accuracy_vs_eps.png"),
+        {model_name: (sorted(sweep), [sweep[e] for e in sorted(sweep)])},
+        f"PGD eps ({evaluation.choices['norm'].capitalize()})",
+        title="accuracy vs eps (white-box, whole pipeline)",
+    )
     bars = {"clean": evaluation.clean_accuracy, **evaluation.accuracies, "worst case": evaluation.worst_case}
-    plots.plot_bars(run.add_plot("accuracy_per_attack.png"), {k: 100 * v for k, v in bars.items()}, "accuracy (%)",
-                    title=f"accuracy per attack, eps {evaluation.eps:g}")
+    plots.plot_bars(
+        run.add_plot("accuracy_per_attack.png"),
+        {k: 100 * v for k, v in bars.items()},
+        "accuracy (%)",
+        title=f"accuracy per attack, eps {evaluation.eps:g}",
+    )
     # Sample grid: the first 8 images, the suite's white-box PGD (one restart), and what the purifier made of them.
     pgd = [s for s in attacks if s.attack == "pgd" and s.kind == "white-box"]
-    params = dict(pgd[0].params) if pgd else dict(eps=evaluation.eps, eps_iter=evaluation.eps / 10, nb_iter=20,
-                                                  rand_init=True, seed=run.seed)
+    params = (
+        dict(pgd[0].params)
+        if pgd
+        else dict(eps=evaluation.eps, eps_iter=evaluation.eps / 10, nb_iter=20, rand_init=True, seed=run.seed)
+    )
     x_adv = get_attack("pgd", **params)(model, x[:8], y[:8])
     rows = {"clean": x[:8], "adversarial (PGD)": x_adv}
     if purifier is not None:

@@ -4,6 +4,7 @@ Each test runs a two-attack suite on 40-50 test digits with a short sanity
 sweep, so it takes seconds; the full CLI runs are in tests/evaluate_model_test.py.
 """
 
+import itertools
 import json
 
 import keras
@@ -13,8 +14,13 @@ import tensorflow as tf
 
 from tfdefense.defenses import get_transform
 from tfdefense.evaluation.robustness import SuiteAttack
-from tfdefense.evaluation.user_model import (EvaluationResult, evaluate_model, inspect_models, load_user_model,
-                                              resolve_purifier)
+from tfdefense.evaluation.user_model import (
+    EvaluationResult,
+    evaluate_model,
+    inspect_models,
+    load_user_model,
+    resolve_purifier,
+)
 
 EPS = 0.3
 TINY = dict(eps_grid=(0.3, 0.6), sweep_iter=5, progress=False)
@@ -52,16 +58,30 @@ def test_model_c_alone_falls_and_every_check_passes(classifier, digits, tmp_path
     results = json.loads((tmp_path / "results.json").read_text())
     attacks = [r["attack"] for r in results["rows"] if r["table"].startswith("Accuracy under attack")]
     assert attacks[-1] == "worst_case" and {"fgsm", "pgd-10"} <= set(attacks)
-    low, high = results["rows"][[r["attack"] for r in results["rows"]].index("worst_case")]["attack_config"]["ci95_wilson"]
+    low, high = results["rows"][[r["attack"] for r in results["rows"]].index("worst_case")]["attack_config"][
+        "ci95_wilson"
+    ]
     assert 0.0 <= low <= result.worst_case <= high <= 0.1  # 50 images: the interval is a few points wide
     assert "95% interval" in (tmp_path / "report.md").read_text()
     assert {c["name"] for c in results["sanity_checks"]} >= {"iterative_beats_single_step", "large_eps_near_zero"}
     assert all(set(c) == {"name", "passed", "verdict", "detail"} for c in results["sanity_checks"])
-    assert {c["name"] for c in results["sanity_checks"]} >= {"randomness", "softmax_output", "zero_gradients",
-                                                             "model_unchanged", "convergence", "monotonic_in_eps"}
+    assert {c["name"] for c in results["sanity_checks"]} >= {
+        "randomness",
+        "softmax_output",
+        "zero_gradients",
+        "model_unchanged",
+        "convergence",
+        "monotonic_in_eps",
+    }
     assert results["choices"]["mode"] == "cascade" and results["choices"]["norm"] == "linf"
-    for name in ("report.md", "results.csv", "per_example.csv", "accuracy_vs_eps.png", "samples.png",
-                 "accuracy_per_attack.png"):
+    for name in (
+        "report.md",
+        "results.csv",
+        "per_example.csv",
+        "accuracy_vs_eps.png",
+        "samples.png",
+        "accuracy_per_attack.png",
+    ):
         assert (tmp_path / name).is_file(), name
 
 
@@ -76,7 +96,7 @@ def test_per_attack_table_and_cascade_give_the_same_worst_case(classifier, digit
     # Per attack: each attack's own accuracy; cascade: the robust accuracy after it, never rising.
     assert all(every.accuracies[label] >= every.worst_case for label in every.accuracies)
     rates = list(cascade.accuracies.values())
-    assert all(later <= earlier for earlier, later in zip(rates, rates[1:]))
+    assert all(later <= earlier for earlier, later in itertools.pairwise(rates))
 
 
 def test_stochastic_purifier_is_attacked_with_eot(classifier, digits, tmp_path):

@@ -18,6 +18,7 @@ from tfdefense._validation import (
     warn_if_probabilities,
 )
 from tfdefense.data.pipelines import make_pipeline
+from tfdefense.inference import all_layers
 from tfdefense.training.resume import resumable_fit_callbacks
 
 AUGMENTATIONS = (None, "flip_shift", "shift")
@@ -62,7 +63,7 @@ def trainable_copy(model):
     """
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
-    for layer in copy._flatten_layers(include_self=True):
+    for layer in all_layers(copy):
         layer.trainable = True
     return copy
 

@@ -58,10 +58,10 @@ def _classifier_feature_layers(feature_extractor, classifier):
     inner = [layer for layer in feature_extractor.layers if not isinstance(layer, keras.layers.InputLayer)]
     if not inner or not all(id(layer) in owned for layer in inner):
         return None
-    try:
-        return [t._keras_history.operation.name for t in feature_extractor.outputs]
-    except AttributeError:
-        return None
+    names = getattr(feature_extractor, "output_names", None)  # a functional model's output layers
+    if names is None and isinstance(feature_extractor, keras.Sequential):
+        names = [feature_extractor.layers[-1].name]
+    return list(names) if names else None
 
 
 def _integer_state(variable):

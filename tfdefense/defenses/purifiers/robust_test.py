@@ -10,6 +10,7 @@ from tfdefense.attacks import get_attack
 from tfdefense.defenses import AdversarialTrainer, ComputeBudget, DefendedClassifier, EpsilonRamp, RobustPurifier
 from tfdefense.defenses.training_attack import pgd_in_graph
 from tfdefense.evaluation import accuracy
+from tfdefense.inference import all_layers
 from tfdefense.models import trainable_copy
 from tfdefense.models.patchgan import patchgan_preset
 from tfdefense.models.unet import unet_generator, unet_generator_preset
@@ -159,7 +160,7 @@ def test_bf16_training_keeps_float32_state_and_roundtrips(tmp_path, mnist, mnist
     assert history.history["adv_acc"][-1] > history.history["adv_acc"][0]
     # State stays float32; the bfloat16 policy holds only while the step traces.
     assert {v.dtype for v in purifier.weights + purifier.g_optimizer.variables} <= {"float32", "int64"}
-    layers = purifier.generator._flatten_layers() + mnist_model_c._flatten_layers()
+    layers = all_layers(purifier.generator) + all_layers(mnist_model_c)
     assert {layer.dtype_policy.name for layer in layers} == {"float32"}
     spec = (tf.TensorSpec((8, 28, 28, 1), tf.float32), tf.TensorSpec((8,), tf.int64))
     assert _conv_dtypes(tf.function(purifier.train_step).get_concrete_function(spec)) == {"bfloat16"}
