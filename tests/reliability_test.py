@@ -585,18 +585,32 @@ def _killed_at(c, epoch, name):
     return backup
 
 
-def _resumed(c, backup):
+def _folder_at_start(folder):
+    """A callback recording (in `.names`) the files in `folder` when the first epoch starts (after the restore)."""
+    import keras
+
+    class FolderAtStart(keras.callbacks.Callback):
+        names = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if self.names is None:
+                self.names = sorted(p.name for p in folder.iterdir())
+
+    return FolderAtStart()
+
+
+def _resumed(c, backup, callbacks=()):
     """(weights, epochs run, warnings) of the rerun on `backup`."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model, history = _backed_up_fit(c, backup)
+        model, history = _backed_up_fit(c, backup, callbacks)
     assert not backup.exists()  # deleted once training completed
     return model.get_weights(), history.epoch, [str(w.message) for w in caught if "training backup" in str(w.message)]
 
 
 def _assert_identical(weights, reference):
     assert len(weights) == len(reference)
-    for a, b in zip(weights, reference):
+    for a, b in zip(weights, reference, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -632,7 +646,10 @@ def test_no_complete_checkpoint_starts_afresh_with_a_warning(ctx, reference_weig
     backup = _killed_at(ctx, 1, "only_one.backup")
     assert not (backup / "latest.weights.h5.bkp").exists()
     (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
-    resumed, epochs, messages = _resumed(ctx, backup)
+    (backup / ".latest.k1ll3d.tmp.weights.h5").write_bytes(b"\x89HDF partial")  # a write killed midway
+    at_start = _folder_at_start(backup)
+    resumed, epochs, messages = _resumed(ctx, backup, [at_start])
+    assert ".latest.k1ll3d.tmp.weights.h5" not in at_start.names and "latest.weights.h5" in at_start.names
     assert epochs == [0, 1, 2]
     assert len(messages) == 1 and "training starts afresh from epoch 0" in messages[0], messages
     _assert_identical(resumed, reference_weights)

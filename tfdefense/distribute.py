@@ -22,6 +22,11 @@ Only the chief writes reports, final models and shared caches
 change which collectives run (reuse a cached model or retrain it) are taken
 by every worker together (`all_workers_agree`), so one worker's cache hit
 cannot leave the others waiting in an all-reduce.
+
+Training backups (`backup_callback`, `atomic_backup`) use
+`AtomicBackupAndRestore`: keras's `BackupAndRestore` with atomic, digest-checked
+checkpoints, so a kill, a full disk or a corrupt file never leaves a backup that
+cannot be resumed (see its docstring).
 """
 
 import json
@@ -52,7 +57,8 @@ def make_strategy(name="none", devices=None, tpu=None):
 
     check_choice("strategy", name, STRATEGIES)
     if devices is not None and name != "mirrored":
-        raise invalid_value("devices", f"None for strategy {name!r} (devices choose the replicas of 'mirrored')", devices)
+        raise invalid_value("devices", f"None for strategy {name!r} (devices choose the replicas of 'mirrored')",
+                            devices)
     if tpu is not None and name != "tpu":
         raise invalid_value("tpu", f"None for strategy {name!r}", tpu)
     if name == "none":
@@ -205,7 +211,7 @@ def is_chief(strategy):
 
 
 def worker_dir(path, strategy):
-    """Where this process writes what would go to `path`: `path` on the chief, `path/workers/<type>-<index>` elsewhere."""
+    """Where this process writes what would go to `path`: `path` on the chief, else `path/workers/<type>-<index>`."""
     path = pathlib.Path(path)
     if is_chief(strategy):
         return path
@@ -227,7 +233,8 @@ def describe(strategy):
         kind = "tpu" if type(strategy).__name__.startswith("TPU") else type(strategy).__name__
     return {
         "strategy": kind,
-        "class": "none" if strategy is None else type(strategy).__name__,  # MultiWorkerMirrored: CollectiveAllReduceStrategy
+        # MultiWorkerMirroredStrategy's class: CollectiveAllReduceStrategy
+        "class": "none" if strategy is None else type(strategy).__name__,
         "replicas": num_replicas(strategy),
         "workers": num_workers(strategy),
         "task": None if task_type is None else f"{task_type}-{task_id}",
@@ -247,8 +254,9 @@ def replica_layout(strategy):
 
     strategy.experimental_distribute_values_from_function(record)
     if len(ids) != len(devices):
-        raise RuntimeError(f"strategy {type(strategy).__name__} reported {len(ids)} local replicas on {len(devices)} devices")
-    return list(zip(ids, devices))
+        raise RuntimeError(f"strategy {type(strategy).__name__} reported {len(ids)} local replicas on "
+                           f"{len(devices)} devices")
+    return list(zip(ids, devices, strict=True))
 
 
 def _per_replica(strategy, values_by_id):
@@ -336,7 +344,10 @@ def _close_h5_file(path):
     for file_id in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
         name = file_id.name.decode(errors="replace") if isinstance(file_id.name, bytes) else file_id.name
         if os.path.abspath(name) == target:
-            h5py.File(file_id).close()
+            try:
+                h5py.File(file_id).close()  # closes the file even when its final flush fails (the disk is full)
+            except (RuntimeError, OSError):
+                pass
 
 
 def _read_metadata(path):
@@ -420,7 +431,8 @@ def _atomic_backup_class():
         checkpoint. At the start of `fit` the newest checkpoint whose weights
         match their metadata is restored; a corrupt, truncated or partial file is
         never loaded: the previous checkpoint is used, else training starts
-        afresh, with a warning naming the files. An OSError while writing (e.g.
+        afresh, with a warning naming the files (temporary files left by a
+        killed write are removed). An OSError while writing (e.g.
         ENOSPC) raises one `BackupWriteError` naming the folder; the previous
         checkpoint stays in place and no file handle stays open.
 
@@ -432,17 +444,25 @@ def _atomic_backup_class():
                              delete_checkpoint=delete_checkpoint)
             self.restored_epoch = 0
             self._latest_digest = None  # SHA-256 of latest.weights.h5 when it is a complete checkpoint
+            self._restored_previous = False  # restored from the *.bkp pair
 
         def on_train_begin(self, logs=None):
             import warnings
 
             self.restored_epoch = 0
             self._latest_digest = None
+            self._restored_previous = False
             if not self.model.built:
                 raise ValueError(
                     "To use the BackupAndRestore callback, your model must be built before you call `fit()`. "
                     f"Model {self.model} is unbuilt. You can build it beforehand by calling it on a batch of data."
                 )
+            folder = pathlib.Path(self.backup_dir)
+            if folder.is_dir():  # temporary files of a process killed while writing (this callback's names only)
+                for pattern in (".latest.*.tmp.weights.h5", ".training_metadata.*.tmp.json"):
+                    for stale in folder.glob(pattern):
+                        if stale.is_file() and not stale.is_symlink():
+                            stale.unlink()
             checkpoints, problems = find_checkpoints(self.backup_dir)
             if not checkpoints and not problems:
                 return
@@ -456,7 +476,7 @@ def _atomic_backup_class():
                 try:
                     self._load_weights(checkpoint["weights"])
                 except (OSError, ValueError, KeyError) as error:
-                    for variable, value in zip(variables, saved):
+                    for variable, value in zip(variables, saved, strict=True):
                         variable.assign(value)
                     problems.append(f"{checkpoint['weights'].name} (epoch {checkpoint['epoch']}) does not load "
                                     f"into this model ({type(error).__name__})")
@@ -464,6 +484,7 @@ def _atomic_backup_class():
                 self.model._initial_epoch = self.restored_epoch = checkpoint["epoch"]
                 if checkpoint["weights"].name == WEIGHTS_FILE and checkpoint["metadata"].name == METADATA_FILE:
                     self._latest_digest = _read_metadata(checkpoint["metadata"])[2]
+                self._restored_previous = checkpoint["metadata"].name == METADATA_FILE + PREVIOUS
                 break
             if problems:
                 outcome = (f"resuming from the previous complete checkpoint (epoch {self.restored_epoch})"
@@ -506,6 +527,10 @@ def _atomic_backup_class():
                 if self._latest_digest is not None:  # keep the complete checkpoint until the new one is
                     os.replace(weights, str(weights) + PREVIOUS)
                     os.replace(metadata, str(metadata) + PREVIOUS)
+                elif not self._restored_previous:  # a fresh start: an unused older pair must not shadow this run's
+                    for stale in (str(metadata) + PREVIOUS, str(weights) + PREVIOUS):
+                        if os.path.lexists(stale):
+                            os.remove(stale)
                 self._latest_digest = None
                 os.replace(tmp, weights)
                 tmp = None

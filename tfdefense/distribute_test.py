@@ -114,3 +114,36 @@ def test_find_checkpoints_accepts_only_metadata_matching_its_weights(tmp_path):
     assert distribute.backup_epoch(tmp_path) == 0
     write("training_metadata.json", b"\xff\xfe garbage")
     assert distribute.find_checkpoints(tmp_path)[1][0].startswith("training_metadata.json is unreadable")
+
+
+def test_a_failed_h5py_write_leaves_no_open_file(tmp_path):
+    """A write cut short (file-size limit, like a full disk) leaves h5py's file open; _close_h5_file closes it."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import os, resource, signal, sys
+        import h5py, numpy as np
+        from tfdefense.distribute import _close_h5_file
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+        path = sys.argv[1]
+        handle = h5py.File(path, "w")  # still referenced, as by a writer's frame
+        try:
+            handle.create_dataset("w", data=np.zeros(10**6))
+            handle.flush()
+        except OSError:
+            pass
+        open_before = len(h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE))
+        _close_h5_file(path)
+        fds = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+               if os.path.exists(f"/proc/self/fd/{fd}")]
+        print(open_before, len(h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE)), sum(path in fd for fd in fds))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "x.weights.h5")], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.split() == ["1", "0", "0"], result.stdout + result.stderr[-2000:]
+    assert "Exception ignored" not in result.stderr

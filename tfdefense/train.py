@@ -12,7 +12,6 @@ import time
 
 from tfdefense import __version__
 
-
 # What `train classifier --dataset` accepts (and its --help lists), besides npz:PATH.
 DATASETS = ("digits", "mnist", "cifar10", "imagenet")
 
@@ -81,7 +80,8 @@ def run_classifier(args):
     from tfdefense.models import get_classifier, train_classifier
 
     keras.utils.set_random_seed(args.seed)
-    (x_train, y_train), (x_test, y_test) = load_dataset(args.dataset, data_dir=args.data_dir, image_size=args.image_size)
+    (x_train, y_train), (x_test, y_test) = load_dataset(args.dataset, data_dir=args.data_dir,
+                                                        image_size=args.image_size)
     num_classes = int(max(y_train.max(), y_test.max()) + 1)
     with strategy.scope():
         model = get_classifier(args.model, input_shape=x_train.shape[1:], num_classes=num_classes)

@@ -277,8 +277,6 @@ def epoch_ordered_arrays(x, y, args, kwargs, paired, seed=None):
         isinstance(c, keras.callbacks.BackupAndRestore) for c in callbacks
     ):
         return x, y
-    import random
-
     from tfdefense.data.pipelines import make_paired_pipeline, make_pipeline
 
     seed = random.getrandbits(31) if seed is None else int(seed)

@@ -71,7 +71,7 @@ def export_saved_model(defense, path, classifier=None, overwrite=True):
         raise invalid_value("defense", "a keras.Model", defense)
     if classifier is not None and not isinstance(classifier, keras.Model):
         raise invalid_value("classifier", "a keras.Model returning logits, or None", classifier)
-    if not isinstance(path, (str, os.PathLike)) or not str(path):
+    if not isinstance(path, (str, os.PathLike)):
         raise invalid_value("path", "a folder path (str or os.PathLike)", path)
     path = pathlib.Path(path)
     check_replaceable(path, overwrite)

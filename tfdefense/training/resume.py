@@ -32,8 +32,8 @@ import keras
 import numpy as np
 
 from tfdefense._io import write_json
-from tfdefense.distribute import backup_write_error
 from tfdefense.data.pipelines import with_pipeline_epoch
+from tfdefense.distribute import backup_write_error
 
 STATE_FILE = "random_state.json"
 

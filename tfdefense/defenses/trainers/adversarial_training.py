@@ -229,6 +229,7 @@ def adversarial_training(
     """
     from tfdefense._io import check_backup_dir
     from tfdefense.data.pipelines import make_pipeline
+    from tfdefense.distribute import atomic_backup
 
     unknown = set(attack_params) - {"eps", "eps_iter", "nb_iter", "rand_init", "mix"}
     if unknown:
@@ -251,6 +252,6 @@ def adversarial_training(
         validation = make_pipeline(x_val, y_val, batch_size=256)
     callbacks = list(callbacks)
     if backup_dir is not None:
-        # keras deletes the backup folder after training: it must hold nothing else
-        callbacks.append(keras.callbacks.BackupAndRestore(str(check_backup_dir(backup_dir)), delete_checkpoint=True))
+        # keras deletes the backup folder after training: it must hold nothing else; written atomically
+        callbacks.append(atomic_backup(check_backup_dir(backup_dir), delete_checkpoint=True))
     return trainer.fit(dataset, epochs=epochs, validation_data=validation, callbacks=callbacks, verbose=verbose)

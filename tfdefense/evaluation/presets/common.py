@@ -7,7 +7,7 @@ from tfdefense.evaluation.presets import recipes
 
 DATASETS = {
     "mnist": dict(classifier_input=(28, 28, 1), description="real MNIST"),  # + the split found (mnist_split)
-    "cifar10": dict(classifier_input=(32, 32, 3), description="real CIFAR-10 subset of ../shared/data (seeded train/test split)"),
+    "cifar10": dict(classifier_input=(32, 32, 3), description="real CIFAR-10 as load_dataset finds it (cifar10_subset.npz: its seeded train/test split)"),
     "digits": dict(classifier_input=(28, 28, 1), description="scikit-learn's bundled real 8x8 digits resized to 28x28"),
 }
 
