@@ -10,7 +10,7 @@ Two cases, each run both ways on the same images in one process:
 the sanity checks' attacks (eps sweep, convergence) on all images
 (`evaluate_model(per_attack=True, sanity_n=n)`). "cascade" is the default:
 each attack only on the images every earlier attack failed to break, the
-checks' attacks on a fixed subsample of 200 images. Both go through
+checks' attacks on a fixed subsample of --sanity-n (200) images. Both go through
 `tfdefense.evaluate_model` (no output folder, so nothing is cached).
 
 Then the floor of the engine's own schedule: the pipeline is wrapped in a layer
@@ -50,6 +50,7 @@ def parse_args(argv=None):
     parser.add_argument("--eps", type=float, default=0.3)
     parser.add_argument("--suite", default="standard", choices=["standard", "quick"])
     parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--sanity-n", type=int, default=200, help="the cascade's sanity-check subsample")
     parser.add_argument("--classifier", help="a .keras model C (default: train one, 3 epochs on 8000 digits)")
     parser.add_argument("--purifier", help="a .keras robust purifier (default: train one through model C)")
     parser.add_argument("--skip-purifier", action="store_true", help="case A and the floor only")
@@ -59,8 +60,8 @@ def parse_args(argv=None):
     )
     parser.add_argument("--out", help="write the numbers as JSON here")
     args = parser.parse_args(argv)
-    if args.n < 1 or args.batch_size < 1 or not 0 < args.eps <= 1:
-        parser.error("--n and --batch-size must be >= 1 and --eps in (0, 1]")
+    if min(args.n, args.batch_size, args.sanity_n) < 1 or not 0 < args.eps <= 1:
+        parser.error("--n, --batch-size and --sanity-n must be >= 1 and --eps in (0, 1]")
     return args
 
 
@@ -97,7 +98,8 @@ def both_ways(classifier, purifier, x, y, args):
     from tfdefense.evaluation.user_model import evaluate_model
 
     out = {}
-    for name, options in (("per_attack", {"per_attack": True, "sanity_n": len(x)}), ("cascade", {})):
+    cascade = {"sanity_n": args.sanity_n}
+    for name, options in (("per_attack", {"per_attack": True, "sanity_n": len(x)}), ("cascade", cascade)):
         start = time.perf_counter()
         result = evaluate_model(
             classifier,
@@ -172,11 +174,11 @@ def pass_times(model, x, batch_size, repeats=5):
     batch = tf.constant(np.resize(x, (batch_size, *x.shape[1:])))
     labels = tf.zeros([batch_size], tf.int64)
 
-    @tf.function
+    @tf.function(autograph=False)
     def forward(images):
         return model(images, training=False)
 
-    @tf.function
+    @tf.function(autograph=False)
     def forward_backward(images):
         with tf.GradientTape() as tape:
             tape.watch(images)
@@ -208,7 +210,16 @@ def engine_floor(classifier, purifier, x, y, args):
     suite = robustness_suite(args.eps, transfer=source is not None, **(QUICK_SUITE if args.suite == "quick" else {}))
     start = time.perf_counter()
     result = run_suite(counted, x, y, suite, source=source, batch_size=args.batch_size, eval_batch_size=args.batch_size)
-    sanity_checks(counted, x, y, result, args.eps, sweep_iter=SWEEP_ITER[args.suite], batch_size=args.batch_size)
+    sanity_checks(
+        counted,
+        x,
+        y,
+        result,
+        args.eps,
+        sweep_iter=SWEEP_ITER[args.suite],
+        batch_size=args.batch_size,
+        sanity_n=args.sanity_n,
+    )
     seconds = time.perf_counter() - start
     forward, backward = float(counted.forward_images.numpy()), float(counted.backward_images.numpy())
     times = pass_times(pipeline, x, args.batch_size)

@@ -237,7 +237,8 @@ API_CASES = [
      ValueError, "validation_data", "1"),
     ("train_classifier model=None", 4, lambda c: _train(c, model=None), TypeError, "model", "None"),
     ("attack model=None", 4, lambda c: _attack(c, model=None), TypeError, "model", "None"),
-    ("Pix2PixDefense classifier of another input shape", 4, _classifier_mismatch, ValueError, "classifier", "32, 32, 3"),
+    ("Pix2PixDefense classifier of another input shape", 4, _classifier_mismatch, ValueError, "classifier",
+     "32, 32, 3"),
     ("npz truncated", 4, _truncated, ValueError, "name", "truncated.npz"),
     ("npz random bytes", 4, _random_bytes, ValueError, "name", "random.npz"),
     ("npz wrong keys", 4, lambda c: _load(c.npz("keys", x_train=None, images=c.x)), ValueError, "name", "x_train"),
@@ -638,7 +639,30 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(ctx, reference
         weights.write_bytes((backup / "latest.weights.h5.bkp").read_bytes())
     resumed, epochs, messages = _resumed(ctx, backup)
     assert epochs == [1, 2]  # the previous complete checkpoint: epoch 1
-    assert len(messages) == 1 and "resuming from the previous complete checkpoint (epoch 1)" in messages[0], messages
+    assert len(messages) == 1 and "resuming from the last complete checkpoint (epoch 1)" in messages[0], messages
+    _assert_identical(resumed, reference_weights)
+
+
+def test_a_kill_between_the_renames_of_a_backup_still_resumes_its_epoch(ctx, reference_weights):
+    """Killed after the latest weights moved to *.bkp but before their metadata did: epoch 2 is still complete."""
+    import keras
+
+    from tfdefense import distribute
+
+    class KilledAfterTheLastBackup(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):  # before the backup callback deletes its folder
+            raise KeyboardInterrupt("killed")
+
+    backup = _killed_at(ctx, 2, "between_renames.backup")
+    (backup / "latest.weights.h5").replace(backup / "latest.weights.h5.bkp")
+    assert distribute.backup_epoch(backup) == 2
+    with pytest.warns(RuntimeWarning, match="resuming from the last complete checkpoint \\(epoch 2\\)"), \
+            pytest.raises(KeyboardInterrupt):  # the rerun writes epoch 3 over the mixed pair
+        _backed_up_fit(ctx, backup, [KilledAfterTheLastBackup()])
+    checkpoints, problems = distribute.find_checkpoints(backup)
+    assert [c["epoch"] for c in checkpoints] == [3, 2] and problems == []
+    resumed, epochs, messages = _resumed(ctx, backup)
+    assert epochs == [] and messages == []
     _assert_identical(resumed, reference_weights)
 
 
@@ -653,6 +677,32 @@ def test_no_complete_checkpoint_starts_afresh_with_a_warning(ctx, reference_weig
     assert epochs == [0, 1, 2]
     assert len(messages) == 1 and "training starts afresh from epoch 0" in messages[0], messages
     _assert_identical(resumed, reference_weights)
+
+
+def test_a_fresh_start_removes_the_checkpoint_it_could_not_load(ctx):
+    """A complete checkpoint of another model (epoch 5) is refused; the fresh run's epoch 1 then is the newest."""
+    import hashlib
+    import json
+
+    import keras
+
+    from tfdefense import distribute
+    from tfdefense.testing import InterruptAt
+
+    backup = _killed_at(ctx, 2, "foreign.backup")
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    other.save_weights(backup / "other.weights.h5")
+    (backup / "other.weights.h5").replace(backup / "latest.weights.h5.bkp")
+    digest = hashlib.sha256((backup / "latest.weights.h5.bkp").read_bytes()).hexdigest()
+    (backup / "training_metadata.json.bkp").write_text(json.dumps({"epoch": 5, "weights_sha256": digest}))
+    (backup / "training_metadata.json").write_text("{garbage")
+    assert distribute.backup_epoch(backup) == 5
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(KeyboardInterrupt):
+        warnings.simplefilter("always")
+        _backed_up_fit(ctx, backup, [InterruptAt(1, KeyboardInterrupt("killed"))])
+    (message,) = [str(w.message) for w in caught if "training backup" in str(w.message)]
+    assert "does not load into this model" in message and "starts afresh" in message
+    assert distribute.backup_epoch(backup) == 1 and not (backup / "latest.weights.h5.bkp").exists()
 
 
 def test_disk_full_while_backing_up_keeps_the_previous_checkpoint(ctx, reference_weights, monkeypatch):

@@ -444,14 +444,14 @@ def _atomic_backup_class():
                              delete_checkpoint=delete_checkpoint)
             self.restored_epoch = 0
             self._latest_digest = None  # SHA-256 of latest.weights.h5 when it is a complete checkpoint
-            self._restored_previous = False  # restored from the *.bkp pair
+            self._restored = None  # (weights, metadata) paths of the checkpoint restored; None: a fresh start
 
         def on_train_begin(self, logs=None):
             import warnings
 
             self.restored_epoch = 0
             self._latest_digest = None
-            self._restored_previous = False
+            self._restored = None
             if not self.model.built:
                 raise ValueError(
                     "To use the BackupAndRestore callback, your model must be built before you call `fit()`. "
@@ -484,10 +484,10 @@ def _atomic_backup_class():
                 self.model._initial_epoch = self.restored_epoch = checkpoint["epoch"]
                 if checkpoint["weights"].name == WEIGHTS_FILE and checkpoint["metadata"].name == METADATA_FILE:
                     self._latest_digest = _read_metadata(checkpoint["metadata"])[2]
-                self._restored_previous = checkpoint["metadata"].name == METADATA_FILE + PREVIOUS
+                self._restored = checkpoint["weights"], checkpoint["metadata"]
                 break
             if problems:
-                outcome = (f"resuming from the previous complete checkpoint (epoch {self.restored_epoch})"
+                outcome = (f"resuming from the last complete checkpoint (epoch {self.restored_epoch})"
                            if self.restored_epoch else "training starts afresh from epoch 0")
                 warnings.warn(f"training backup {str(self.backup_dir)!r}: {'; '.join(problems)}; {outcome}",
                               RuntimeWarning, stacklevel=2)
@@ -527,10 +527,8 @@ def _atomic_backup_class():
                 if self._latest_digest is not None:  # keep the complete checkpoint until the new one is
                     os.replace(weights, str(weights) + PREVIOUS)
                     os.replace(metadata, str(metadata) + PREVIOUS)
-                elif not self._restored_previous:  # a fresh start: an unused older pair must not shadow this run's
-                    for stale in (str(metadata) + PREVIOUS, str(weights) + PREVIOUS):
-                        if os.path.lexists(stale):
-                            os.remove(stale)
+                else:
+                    self._settle_previous(weights, metadata)
                 self._latest_digest = None
                 os.replace(tmp, weights)
                 tmp = None
@@ -557,6 +555,20 @@ def _atomic_backup_class():
                     except OSError:
                         pass
                 raise message from None
+
+        def _settle_previous(self, weights, metadata):
+            """Before the first write over an unverified latest pair: the *.bkp pair becomes the checkpoint
+            restored (each step one rename, so a kill leaves it complete), or goes on a fresh start (an
+            unloadable older pair must not shadow this run's checkpoints)."""
+            if self._restored is None:
+                for stale in (str(metadata) + PREVIOUS, str(weights) + PREVIOUS):
+                    if os.path.lexists(stale):
+                        os.remove(stale)
+                return
+            for path in self._restored:
+                if not path.name.endswith(PREVIOUS):
+                    os.replace(path, str(path) + PREVIOUS)
+            self._restored = (pathlib.Path(str(weights) + PREVIOUS), pathlib.Path(str(metadata) + PREVIOUS))
 
         def _kept_description(self):
             checkpoints, _ = find_checkpoints(self.backup_dir)

@@ -268,8 +268,8 @@ def build_robust(args, classifier, shape, n_train):
 
 def build_pix2pix(args, shape):
     from tfdefense.defenses import Pix2PixDefense
-    from tfdefense.training import FusedAdam
     from tfdefense.models.patchgan import patchgan_discriminator
+    from tfdefense.training import FusedAdam
 
     model = Pix2PixDefense(_unet(shape, args.width, 0.5), patchgan_discriminator(shape, base_filters=8, n_layers=1),
                            lambda_l1=100.0)
@@ -345,7 +345,6 @@ def run(args):
     import keras
 
     from tfdefense._cli import fail
-
     from tfdefense._io import save_model, write_json
     from tfdefense.data import load_dataset, make_paired_pipeline
     from tfdefense.defenses import DefendedClassifier

@@ -52,7 +52,7 @@ def dtype_policy_scope(model, compute_dtype):
                 layer.dtype_policy = policy
         yield
     finally:
-        for layer, old in zip(layers, saved):
+        for layer, old in zip(layers, saved, strict=True):
             layer.dtype_policy = old
 
 

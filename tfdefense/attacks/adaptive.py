@@ -92,8 +92,8 @@ def convergence_check(attack, model, x, y=None, iteration_factor=2, restarts=5):
     accuracies (fraction of `x` still classified as `y`); a defense whose
     accuracy drops under the stronger settings was not evaluated at convergence.
     """
-    from tfdefense.attacks.base import predict
     from tfdefense._validation import check_images, check_labels
+    from tfdefense.attacks.base import predict
 
     check_number("iteration_factor", iteration_factor, minimum=1, integer=True)
     check_number("restarts", restarts, minimum=1, integer=True)

@@ -48,6 +48,8 @@ CONTRACT_CASES = [
     ("square", "art", {"eps": 0.1, "nb_queries": 20}, 10),
     ("autoattack", "native", {"eps": 0.1, "nb_iter": 5, "n_target_classes": 2, "nb_queries": 20, "seed": 0}, 20),
     ("autoattack", "art", {"eps": 0.1, "nb_iter": 5, "n_target_classes": 1, "nb_queries": 10, "seed": 0}, 10),
+    ("autoattack", "art", {"eps": 1.5, "norm": 2, "nb_iter": 5, "n_target_classes": 1, "nb_queries": 10, "seed": 0},
+     10),
     ("spsa", "native", {"eps": 0.3, "nb_iter": 5, "spsa_samples": 32, "learning_rate": 0.05, "seed": 0}, 20),
     ("spsa", "cleverhans", {"eps": 0.3, "nb_iter": 3, "spsa_samples": 16, "learning_rate": 0.05}, 3),
     ("gaussian_noise", "native", {"sigma": 0.2, "seed": 0}, 100),

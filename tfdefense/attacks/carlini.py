@@ -286,7 +286,7 @@ class LBFGS(Attack):
         for _ in range(p["binary_search_steps"]):
             const_t = tf.constant(const)
 
-            def func(flat):
+            def func(flat, const_t=const_t):
                 loss, grad, _, _ = fn(tf.constant(flat.reshape(x.shape).astype(np.float32)), x0, t, const_t)
                 return float(loss), grad.numpy().astype(np.float64).ravel()
 

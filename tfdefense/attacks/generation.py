@@ -236,7 +236,7 @@ def _run_distributed(attack, model, x, y, y_target, batch_size, progress, strate
                     done = [attack_batch(*item) for item in work]
                 else:
                     done = list(pool.map(lambda item: attack_batch(*item), work))
-                for (_, _, b), (out, info) in zip(work, done):
+                for (_, _, b), (out, info) in zip(work, done, strict=True):
                     outputs[b], infos[b] = out, info
                 if multi_worker:
                     _gather_round(strategy, layout, r, total, starts, x, batch_size, outputs, infos, component_names)

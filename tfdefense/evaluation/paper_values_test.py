@@ -2,7 +2,8 @@
 
 The papers' texts are not part of the repository. They are looked for in $TFDEFENSE_PAPERS_DIR, then in
 `shared/papers` beside the repository; where neither holds them (a user's clone) the checks against the
-text are skipped with that reason. A $TFDEFENSE_PAPERS_DIR that lacks a text fails the check (CI sets it).
+text are skipped with that reason. A $TFDEFENSE_PAPERS_DIR that lacks a text fails the check, and so does
+a missing folder under $TFDEFENSE_TESTS_STRICT=1 (CI sets both).
 """
 
 import os
@@ -30,8 +31,11 @@ def papers():
     """Skips (with the reason) when the texts are found nowhere and $TFDEFENSE_PAPERS_DIR is unset."""
     folder = papers_dir()
     if not os.environ.get(PAPERS_DIR_ENV) and not (folder / "ape-gan.txt").is_file():
-        pytest.skip(f"the papers' texts are not here: set ${PAPERS_DIR_ENV} to the folder holding ape-gan.txt "
-                    f"and the other papers' .txt files (looked in {folder})")
+        reason = (f"the papers' texts are not here: set ${PAPERS_DIR_ENV} to the folder holding ape-gan.txt "
+                  f"and the other papers' .txt files (looked in {folder})")
+        if os.environ.get("TFDEFENSE_TESTS_STRICT", "") not in ("", "0"):  # CI: never skipped
+            pytest.fail(reason)
+        pytest.skip(reason)
     return folder
 
 

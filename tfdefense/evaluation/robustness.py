@@ -515,7 +515,13 @@ def _record_sanity(result, sub, plan, idx, log):
     result.kinds[doubled_label] = "white-box"
     config = sub.configs[doubled_label]
     result.configs[doubled_label] = {**config, "subsample": m}
-    result.seconds.update({f"{label} (sanity)": sec for label, sec in sub.seconds.items() if label != doubled_label})
+    result.seconds.update(
+        {
+            label if label.endswith("(sanity)") else f"{label} (sanity)": sec
+            for label, sec in sub.seconds.items()
+            if label != doubled_label
+        }
+    )
     result.seconds[doubled_label] = sub.seconds[doubled_label]
 
 
@@ -816,15 +822,17 @@ def _model_flag_checks(flags, tol_zero_gradients, tol_changes):
     changed, n = flags["changed"], flags["changed_images"]
     fraction = changed / n if n else 0.0
     limit = tol_changes
-    if flags["stochastic"]:  # a fresh draw: judge the accuracy, not single predictions
-        fraction = abs((flags["clean_after"] or 0.0) - (flags["clean_before"] or 0.0))
-        changed = int(round(fraction * n))
+    if flags["stochastic"]:  # a fresh draw: judge the accuracy, beyond 3 standard deviations of two draws' difference
+        before, after = flags["clean_before"] or 0.0, flags["clean_after"] or 0.0
+        fraction = abs(after - before)
+        changed = round(fraction * n)
+        limit = max(tol_changes, 3.0 * float(np.sqrt(2.0 * before * (1.0 - before) / max(n, 1))))
     checks.append(
         _check(
             "model_unchanged",
             _verdict(fraction, limit, changed),
             f"clean accuracy {flags['clean_before']:.4f} before the attacks, {flags['clean_after']:.4f} "
-            f"after; {flags['changed']} of {n} predictions changed (tolerance {limit})",
+            f"after; {flags['changed']} of {n} predictions changed (tolerance {limit:.4g})",
             count=changed,
             changed=flags["changed"],
             n=n,

@@ -398,9 +398,13 @@ class EvaluationResult:
             f"{self.n} images, eps {self.eps:g}: clean {100 * self.clean_accuracy:.1f}%, "
             f"worst case {100 * self.worst_case:.1f}%"
         ]
+        mode = self.choices.get("mode")
+        if mode == "cascade":
+            lines.append("  robust accuracy after each attack (AutoAttack's cascade):")
         lines += [f"  {label:28s} {100 * value:5.1f}%" for label, value in self.accuracies.items()]
         lines += [
-            f"  check {c['name']:26s} {'passed' if c['passed'] else 'FAILED'}: {c['detail']}" for c in self.checks
+            f"  check {c['name']:27s} {'FAILED' if not c['passed'] else c.get('verdict', 'passed')}: {c['detail']}"
+            for c in self.checks
         ]
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)

@@ -8,6 +8,7 @@ from tfdefense.defenses import Pix2PixDefense
 from tfdefense.export import export_saved_model
 from tfdefense.models import model_c, patchgan_preset, unet_generator_preset
 
+
 def test_purifier_only_and_overwrite(tmp_path, rng):
     import tensorflow as tf
 
