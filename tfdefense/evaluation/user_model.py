@@ -283,13 +283,22 @@ def _inspect_gradients(classifier, purifier, grad_probe, choices, notes):
 # ----------------------------------------------------------------------------- suites
 
 
-def _suite(suite, eps, seed, num_classes, has_source, norm="linf"):
+def _suite(suite, eps, seed, num_classes, has_source, norm="linf", stochastic=False):
+    """The attacks: a named suite (with APGD-DLR added for a stochastic pipeline) or the user's list."""
     from tfdefense.evaluation.robustness import SuiteAttack, robustness_suite
 
+    notes = []
     if isinstance(suite, str):
         check_choice("suite", suite, SUITES)
         name = suite
-        attacks = robustness_suite(eps, seed=seed, norm=norm, **(QUICK_SUITE if suite == "quick" else {}))
+        settings = dict(QUICK_SUITE if suite == "quick" else {})
+        if stochastic:  # AutoAttack's rand version: APGD-CE and APGD-DLR, both with EOT
+            settings["autoattack"] = ("apgd-ce", "apgd-dlr", "apgd-t")
+            notes.append(
+                "Stochastic pipeline: the suite adds APGD-DLR, so that AutoAttack's rand version (APGD-CE and "
+                "APGD-DLR, each averaging gradients over EOT samples) is part of it."
+            )
+        attacks = robustness_suite(eps, seed=seed, norm=norm, **settings)
     elif isinstance(suite, (list, tuple)) and suite and all(isinstance(s, SuiteAttack) for s in suite):
         name, attacks = "custom", list(suite)
     else:
@@ -297,7 +306,7 @@ def _suite(suite, eps, seed, num_classes, has_source, norm="linf"):
     labels = [s.label for s in attacks]
     if len(set(labels)) != len(labels):
         raise invalid_value("suite", "attacks with distinct labels", labels)
-    out, notes = [], []
+    out = []
     for spec in attacks:
         if spec.kind == "transfer" and not has_source:
             notes.append(f"{spec.label} skipped: without a purifier its source would be the model itself.")
@@ -471,7 +480,9 @@ def _plan(classifier, purifier, choices, notes, suite, eps, norm, seed, x, eps_g
     """The attacked pipeline (BPDA, log-probabilities), the suite with EOT, the sweep; adds to `notes`."""
     from tfdefense.evaluation.robustness import check_eps_grid
 
-    suite_name, attacks, suite_notes = _suite(suite, eps, seed, choices["num_classes"], purifier is not None, norm)
+    suite_name, attacks, suite_notes = _suite(
+        suite, eps, seed, choices["num_classes"], purifier is not None, norm, choices["stochastic"]
+    )
     notes += suite_notes
     eps_grid = check_eps_grid(eps_grid, eps, norm, int(np.prod(x.shape[1:])))
     model = pipeline_class()(
