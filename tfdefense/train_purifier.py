@@ -326,7 +326,7 @@ def evaluate(args, defended, classifier, x, y, strategy=None):
     if distribute.is_distributed(strategy):  # the evaluation images split into one attack call per replica
         batch_size = -(-min(batch_size, len(x)) // distribute.num_replicas(strategy))
     result = evaluate_robustness(defended, x, y, suite, source=classifier, strategy=strategy, batch_size=batch_size,
-                                 log=lambda m: print(f"  eval: {m}", flush=True))
+                                 log=lambda m: print(f"  eval: {m}", flush=True), per_attack=True)
     summary.update({
         "clean_accuracy": result.clean_accuracy,
         "robust_accuracy": result.worst_case,

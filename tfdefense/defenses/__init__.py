@@ -34,7 +34,10 @@ from tfdefense.models import (
 )
 from tfdefense.training import ComputeBudget, EpsilonRamp, FusedAdam, default_optimizer
 
-_BUILDERS_AND_TOOLS = [  # re-exported from tfdefense.models and tfdefense.training (their one other path)
+# The role packages' names, then the builders and training tools re-exported from tfdefense.models and
+# tfdefense.training (their one other public path).
+__all__ = [
+    "DefendedClassifier",
     "ComputeBudget",
     "EpsilonRamp",
     "FusedAdam",
@@ -47,4 +50,5 @@ _BUILDERS_AND_TOOLS = [  # re-exported from tfdefense.models and tfdefense.train
     "magnet_autoencoder",
     "super_resolution_net",
 ]
-__all__ = sorted(["DefendedClassifier", *_BUILDERS_AND_TOOLS, *_detectors, *_purifiers, *_trainers, *_transforms])
+__all__ += [*_detectors, *_purifiers, *_trainers, *_transforms]
+__all__.sort()

@@ -204,3 +204,27 @@ def test_l2_evaluation_runs_the_l2_suite_and_its_sweep(classifier, digits):
     checks = {c["name"]: c for c in result.checks}
     assert checks["large_eps_near_zero"]["passed"] and checks["monotonic_in_eps"]["passed"], checks
     assert all(result.robustness.configs[label]["params"]["norm"] == 2 for label in result.accuracies)
+
+
+def test_stochastic_pipeline_gets_autoattacks_rand_version_and_marks_single_draws(classifier, digits):
+    purifier = get_transform("random_resize_pad", seed=0)
+    x, y = digits
+    result = evaluate_model(
+        classifier,
+        (x[:10], y[:10]),
+        EPS,
+        purifier=purifier,
+        suite="quick",
+        eot_samples=2,
+        sanity_n=10,
+        eps_grid=(0.3, 0.6),
+        sweep_iter=2,
+        progress=False,
+    )
+    configs = result.robustness.configs
+    assert list(result.accuracies)[:3] == ["apgd-ce", "apgd-dlr", "apgd-t"]  # AutoAttack's order
+    assert configs["apgd-ce"]["params"]["eot_samples"] == 2 and configs["apgd-dlr"]["params"]["eot_samples"] == 2
+    assert {"apgd-t", "fab-t"} <= set(result.choices["single_draw"])
+    randomness = {c["name"]: c for c in result.checks}["randomness"]
+    assert randomness["passed"] and "single draws" in randomness["detail"] and "apgd-t" in randomness["detail"]
+    assert any("rand version" in note for note in result.notes)
