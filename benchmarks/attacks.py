@@ -45,8 +45,9 @@ import tensorflow as tf  # noqa: E402
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="a .keras logits model for 28x28x1 inputs (default: train model C)")
-    parser.add_argument("--data-dir",
-                        default=os.environ.get("TFDEFENSE_DATA_DIR", str(REPO.parent / "shared" / "data")))
+    parser.add_argument(
+        "--data-dir", default=os.environ.get("TFDEFENSE_DATA_DIR", str(REPO.parent / "shared" / "data"))
+    )
     parser.add_argument("--n", type=int, default=100, help="images per batch (one batch)")
     parser.add_argument("--pgd-iter", type=int, default=40)
     parser.add_argument("--cw-steps", type=int, default=2, help="C&W binary search steps")
@@ -113,12 +114,19 @@ def main(argv=None):
     args = parse_args(argv)
     from tfdefense.attacks import get_attack, success_rate
 
-    print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores visible, load average "
-          f"{os.getloadavg()[0]:.1f} at start")
+    print(
+        f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores visible, load average "
+        f"{os.getloadavg()[0]:.1f} at start"
+    )
     model, x, y = load_model_and_data(args)
     n = len(x)
-    cw = dict(binary_search_steps=args.cw_steps, max_iterations=args.cw_iter, learning_rate=0.1, initial_const=1.0,
-              abort_early=False)
+    cw = dict(
+        binary_search_steps=args.cw_steps,
+        max_iterations=args.cw_iter,
+        learning_rate=0.1,
+        initial_const=1.0,
+        abort_early=False,
+    )
     cw_art = {k: v for k, v in cw.items() if k != "abort_early"}  # ART never aborts early
     pgd = dict(eps=0.3, eps_iter=0.01, nb_iter=args.pgd_iter, rand_init=True)
     deepfool = dict(max_iter=args.deepfool_iter, nb_candidate=10, overshoot=0.02)
@@ -165,20 +173,26 @@ def main(argv=None):
         r["images_per_s"] = n / r["best_wall_s"]
         r["images_per_cpu_s"] = n / r["median_cpu_s"]
 
-    print(f"\nbatch of {n} MNIST test digits; PGD eps=0.3 eps_iter=0.01 nb_iter={args.pgd_iter} random start; "
-          f"C&W-L2 {args.cw_steps}x{args.cw_iter} iterations (lr 0.1, c0 1, no early abort); "
-          f"DeepFool max_iter={args.deepfool_iter}, 10 candidates, overshoot 0.02\n")
-    print(f"{'run':20s} {'img/s wall':>11s} {'img/CPU-s':>10s} {'best s':>8s} {'CPU s':>8s} {'first s':>8s} "
-          f"{'success':>8s} {'mean L2':>8s}")
+    print(
+        f"\nbatch of {n} MNIST test digits; PGD eps=0.3 eps_iter=0.01 nb_iter={args.pgd_iter} random start; "
+        f"C&W-L2 {args.cw_steps}x{args.cw_iter} iterations (lr 0.1, c0 1, no early abort); "
+        f"DeepFool max_iter={args.deepfool_iter}, 10 candidates, overshoot 0.02\n"
+    )
+    print(
+        f"{'run':20s} {'img/s wall':>11s} {'img/CPU-s':>10s} {'best s':>8s} {'CPU s':>8s} {'first s':>8s} "
+        f"{'success':>8s} {'mean L2':>8s}"
+    )
     for name, r in results.items():
         success = f"{r['success_rate']:.3f}" if "success_rate" in r else "-"
         l2 = f"{r['mean_l2']:.3f}" if "mean_l2" in r else "-"
-        print(f"{name:20s} {r['images_per_s']:11.1f} {r['images_per_cpu_s']:10.1f} {r['best_wall_s']:8.3f} "
-              f"{r['median_cpu_s']:8.3f} {r['first_call_s']:8.2f} {success:>8s} {l2:>8s}")
+        print(
+            f"{name:20s} {r['images_per_s']:11.1f} {r['images_per_cpu_s']:10.1f} {r['best_wall_s']:8.3f} "
+            f"{r['median_cpu_s']:8.3f} {r['first_call_s']:8.2f} {success:>8s} {l2:>8s}"
+        )
 
     def ratio(a, b, key):
         if key == "paired":  # median over repeats of the wall-time ratio of two runs made close together
-            pairs = [tb / ta for ta, tb in zip(results[a]["wall_s"], results[b]["wall_s"])]
+            pairs = [tb / ta for ta, tb in zip(results[a]["wall_s"], results[b]["wall_s"], strict=False)]
             return float(np.median(pairs))
         return results[a][key] / results[b][key]
 
@@ -192,19 +206,24 @@ def main(argv=None):
         ("native DeepFool / ART DeepFool", "deepfool/native", "deepfool/art", 5.00),
         ("bf16 / fp32 native PGD", "pgd/native-bf16", "pgd/native", None),
     ]
-    print("\nratios of throughput: best wall times; paired = median over repeats of the wall-time ratio of the "
-          "two runs made one after the other; CPU = median process CPU times (robust on a shared machine)")
+    print(
+        "\nratios of throughput: best wall times; paired = median over repeats of the wall-time ratio of the "
+        "two runs made one after the other; CPU = median process CPU times (robust on a shared machine)"
+    )
     summary = {}
     for label, a, b, target in checks:
         wall, paired, cpu = ratio(a, b, "images_per_s"), ratio(a, b, "paired"), ratio(a, b, "images_per_cpu_s")
         verdict = ""
         if target is not None:
-            verdict = "target >= {:.2f}: {}".format(target, "/".join(
-                "PASS" if v >= target else "MISS" for v in (wall, paired, cpu)))
+            verdict = "target >= {:.2f}: {}".format(
+                target, "/".join("PASS" if v >= target else "MISS" for v in (wall, paired, cpu))
+            )
         print(f"  {label:36s} wall {wall:7.2f}  paired {paired:7.2f}  CPU {cpu:7.2f}  {verdict}")
         summary[label] = {"wall": wall, "paired_wall": paired, "cpu": cpu, "target": target}
-    print(f"\nPGD success fp32 -> bf16: {results['pgd/native']['success_rate']:.3f} -> "
-          f"{results['pgd/native-bf16']['success_rate']:.3f}")
+    print(
+        f"\nPGD success fp32 -> bf16: {results['pgd/native']['success_rate']:.3f} -> "
+        f"{results['pgd/native-bf16']['success_rate']:.3f}"
+    )
     if args.out:
         pathlib.Path(args.out).write_text(json.dumps({"results": results, "ratios": summary, "n": n}, indent=2))
     return results

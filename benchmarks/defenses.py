@@ -37,8 +37,8 @@ def _note(text):
 def _transforms(args):
     import keras
 
-    from tfdefense.models import super_resolution_net
     from tfdefense.defenses.transforms.classic import get_transform, list_transforms
+    from tfdefense.models import super_resolution_net
 
     models = {}
     for name in list_transforms():

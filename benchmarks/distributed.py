@@ -82,27 +82,58 @@ def measure(args, strategy_name, logical_cpus):
     labels = np.concatenate([y_test] * (-(-args.attack_images // len(y_test))))[: args.attack_images]
     pgd = get_attack("pgd", eps=0.3, eps_iter=0.3 / 8, nb_iter=20, rand_init=True, seed=0)
     use = strategy if distribute.is_distributed(strategy) else None
-    generate(pgd, classifier, images[: args.attack_batch * distribute.num_replicas(strategy)],
-             labels[: args.attack_batch * distribute.num_replicas(strategy)], batch_size=args.attack_batch,
-             progress=False, strategy=use)  # trace on every replica
+    generate(
+        pgd,
+        classifier,
+        images[: args.attack_batch * distribute.num_replicas(strategy)],
+        labels[: args.attack_batch * distribute.num_replicas(strategy)],
+        batch_size=args.attack_batch,
+        progress=False,
+        strategy=use,
+    )  # trace on every replica
     attack = []
     for _ in range(args.repeats):
         start = time.perf_counter()
         generate(pgd, classifier, images, labels, batch_size=args.attack_batch, progress=False, strategy=use)
         attack.append(len(images) / (time.perf_counter() - start))
-    return {"train": max(train), "attack": max(attack), "train_all": train, "attack_all": attack,
-            "describe": distribute.describe(strategy), "chief": distribute.is_chief(strategy)}
+    return {
+        "train": max(train),
+        "attack": max(attack),
+        "train_all": train,
+        "attack_all": attack,
+        "describe": distribute.describe(strategy),
+        "chief": distribute.is_chief(strategy),
+    }
 
 
 def run_layout(layout, args):
     """Launches the processes of `layout`; returns the chief's measurement."""
-    strategy, cpus, workers = {"1 worker": ("none", 1, 1), "mirrored x2": ("mirrored", 2, 1),
-                               "multiworker x2": ("multiworker", 1, 2)}[layout]
+    strategy, cpus, workers = {
+        "1 worker": ("none", 1, 1),
+        "mirrored x2": ("mirrored", 2, 1),
+        "multiworker x2": ("multiworker", 1, 2),
+    }[layout]
     with tempfile.TemporaryDirectory() as folder:
-        common = [sys.executable, __file__, "--worker", strategy, "--logical-cpus", str(cpus),
-                  "--batch", str(args.batch), "--epochs", str(args.epochs), "--repeats", str(args.repeats),
-                  "--train-images", str(args.train_images), "--attack-images", str(args.attack_images),
-                  "--attack-batch", str(args.attack_batch)]
+        common = [
+            sys.executable,
+            __file__,
+            "--worker",
+            strategy,
+            "--logical-cpus",
+            str(cpus),
+            "--batch",
+            str(args.batch),
+            "--epochs",
+            str(args.epochs),
+            "--repeats",
+            str(args.repeats),
+            "--train-images",
+            str(args.train_images),
+            "--attack-images",
+            str(args.attack_images),
+            "--attack-batch",
+            str(args.attack_batch),
+        ]
         processes = []
         cluster = {"worker": [f"localhost:{p}" for p in free_local_ports(workers)]}
         for index in range(workers):
@@ -138,16 +169,22 @@ def main(argv=None):
     rows = {}
     for layout in args.layouts:
         rows[layout] = run_layout(layout, args)
-        print(f"{layout}: train {rows[layout]['train']:.0f} img/s, attack {rows[layout]['attack']:.0f} img/s", flush=True)
+        print(
+            f"{layout}: train {rows[layout]['train']:.0f} img/s, attack {rows[layout]['attack']:.0f} img/s", flush=True
+        )
     base = rows.get("1 worker")
-    print(f"\nmachine: {os.cpu_count()} CPU cores; pix2pix tiny, global batch {args.batch}; PGD-20 on model C, "
-          f"batch {args.attack_batch} per replica")
+    print(
+        f"\nmachine: {os.cpu_count()} CPU cores; pix2pix tiny, global batch {args.batch}; PGD-20 on model C, "
+        f"batch {args.attack_batch} per replica"
+    )
     print("| layout | replicas | workers | train img/s | x 1 worker | attack img/s | x 1 worker |")
     print("|---|---|---|---|---|---|---|")
     for layout, r in rows.items():
-        ratio = (lambda key: f"{r[key] / base[key]:.2f}x") if base else (lambda key: "n/a")
-        print(f"| {layout} | {r['describe']['replicas']} | {r['describe']['workers']} | {r['train']:.0f} | "
-              f"{ratio('train')} | {r['attack']:.0f} | {ratio('attack')} |")
+        ratio = (lambda key, r=r: f"{r[key] / base[key]:.2f}x") if base else (lambda key: "n/a")
+        print(
+            f"| {layout} | {r['describe']['replicas']} | {r['describe']['workers']} | {r['train']:.0f} | "
+            f"{ratio('train')} | {r['attack']:.0f} | {ratio('attack')} |"
+        )
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0

@@ -44,7 +44,11 @@ def _numbers(name, data_dir):
             results = run_preset(name, out, scale="tiny", seed=0, data_dir=data_dir, progress=False)
         except SanityCheckError:  # tiny models may fail a check; the results are written before it raises
             results = json.loads((out / "results.json").read_text())
-    rows = {" | ".join(str(row[k]) for k in KEY_FIELDS): row["value"] for row in results["rows"] if row["protocol"] != "timing"}
+    rows = {
+        " | ".join(str(row[k]) for k in KEY_FIELDS): row["value"]
+        for row in results["rows"]
+        if row["protocol"] != "timing"
+    }
     return _compared(name, rows)
 
 
@@ -102,7 +106,9 @@ def main(argv=None):
     problems = _differences({p: expected[p] for p in presets}, _all_numbers(presets, args.data_dir))
     for line in problems:
         print("CHANGED", line)
-    print(f"{len(presets)} presets, {sum(len(_compared(p, expected[p])) for p in presets)} rows, {len(problems)} changed")
+    print(
+        f"{len(presets)} presets, {sum(len(_compared(p, expected[p])) for p in presets)} rows, {len(problems)} changed"
+    )
     return 1 if problems else 0
 
 

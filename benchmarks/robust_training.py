@@ -78,13 +78,14 @@ def build_purifier(classifier, precision, args, total_steps, seed=0):
     import keras
 
     from tfdefense.defenses import RobustPurifier
-    from tfdefense.training import FusedAdam
     from tfdefense.models.unet import unet_generator
+    from tfdefense.training import FusedAdam
 
     keras.utils.set_random_seed(seed)  # same initial weights for both precisions
     generator = unet_generator(classifier.input_shape[1:], **UNET)
-    purifier = RobustPurifier(generator, classifier, attack_eps=args.eps, attack_steps=args.attack_steps, seed=seed,
-                              precision=precision)
+    purifier = RobustPurifier(
+        generator, classifier, attack_eps=args.eps, attack_steps=args.attack_steps, seed=seed, precision=precision
+    )
     schedule = keras.optimizers.schedules.CosineDecay(1e-3, max(total_steps, 1), alpha=0.02)
     purifier.compile(g_optimizer=FusedAdam(schedule))
     return purifier
@@ -124,8 +125,11 @@ def speed(classifier, x, y, args):
             "gflops_best": flops * images / min(wall) / 1e9,
             "finite_losses": bool(np.isfinite(losses[precision]).all()),
         }
-    for name, key in (("best", "images_per_s_best"), ("median", "images_per_s_median"),
-                      ("cpu", "images_per_cpu_s_median")):
+    for name, key in (
+        ("best", "images_per_s_best"),
+        ("median", "images_per_s_median"),
+        ("cpu", "images_per_cpu_s_median"),
+    ):
         for precision in PRECISIONS:
             rows[precision][f"ratio_{name}"] = rows[precision][key] / rows["fp32"][key]
     return [rows[p] for p in PRECISIONS]
@@ -143,24 +147,27 @@ def robustness(classifier, x, y, x_test, y_test, args):
     for precision in PRECISIONS:
         purifier = build_purifier(classifier, precision, args, total_steps=args.epochs * steps_per_epoch)
         start = _clock()
-        history = purifier.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, verbose=0,
-                               callbacks=[EpsilonRamp(args.ramp_epochs)])
+        history = purifier.fit(
+            x, y, batch_size=args.batch_size, epochs=args.epochs, verbose=0, callbacks=[EpsilonRamp(args.ramp_epochs)]
+        )
         end = _clock()
         defended = DefendedClassifier(purifier, classifier)
         x_adv = pgd(defended, x_test, y_test)
-        rows.append({
-            "precision": precision,
-            "epochs": args.epochs,
-            "train_images": len(x),
-            "train_wall_s": end[0] - start[0],
-            "train_cpu_s": end[1] - start[1],
-            "train_images_per_s": args.epochs * len(x) / (end[0] - start[0]),
-            "final_loss": history.history["loss"][-1],
-            "final_adv_acc": history.history["adv_acc"][-1],
-            "eval_images": len(x_test),
-            "clean_accuracy": accuracy(defended, x_test, y_test),
-            "pgd20_accuracy": accuracy(defended, x_adv, y_test),
-        })
+        rows.append(
+            {
+                "precision": precision,
+                "epochs": args.epochs,
+                "train_images": len(x),
+                "train_wall_s": end[0] - start[0],
+                "train_cpu_s": end[1] - start[1],
+                "train_images_per_s": args.epochs * len(x) / (end[0] - start[0]),
+                "final_loss": history.history["loss"][-1],
+                "final_adv_acc": history.history["adv_acc"][-1],
+                "eval_images": len(x_test),
+                "clean_accuracy": accuracy(defended, x_test, y_test),
+                "pgd20_accuracy": accuracy(defended, x_adv, y_test),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -178,7 +185,11 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--data-dir", default=None, help="folder holding mnist.npz (default: $TFDEFENSE_DATA_DIR)")
-    parser.add_argument("--classifier", default=None, help=".keras classifier (default: model C, 3 epochs on the first 8000 training digits)")
+    parser.add_argument(
+        "--classifier",
+        default=None,
+        help=".keras classifier (default: model C, 3 epochs on the first 8000 training digits)",
+    )
     parser.add_argument("--skip-robustness", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="pin TF intra/inter-op threads")
     parser.add_argument("--json", help="also write the results to this JSON file")
@@ -206,19 +217,26 @@ def main(argv=None):
     x, y = x_train[: args.n_train], y_train[: args.n_train]
 
     speed_rows = speed(classifier, x, y, args)
-    print(f"{'precision':<10} {'img/s best':>10} {'median':>8} {'img/cpu-s':>10} {'GFLOP/s':>8} {'x fp32':>7} "
-          f"{'x med':>6} {'x cpu':>6}")
+    print(
+        f"{'precision':<10} {'img/s best':>10} {'median':>8} {'img/cpu-s':>10} {'GFLOP/s':>8} {'x fp32':>7} "
+        f"{'x med':>6} {'x cpu':>6}"
+    )
     for row in speed_rows:
-        print(f"{row['precision']:<10} {row['images_per_s_best']:>10.1f} {row['images_per_s_median']:>8.1f} "
-              f"{row['images_per_cpu_s_median']:>10.1f} {row['gflops_best']:>8.1f} "
-              f"{row['ratio_best']:>7.2f} {row['ratio_median']:>6.2f} {row['ratio_cpu']:>6.2f}", flush=True)
+        print(
+            f"{row['precision']:<10} {row['images_per_s_best']:>10.1f} {row['images_per_s_median']:>8.1f} "
+            f"{row['images_per_cpu_s_median']:>10.1f} {row['gflops_best']:>8.1f} "
+            f"{row['ratio_best']:>7.2f} {row['ratio_median']:>6.2f} {row['ratio_cpu']:>6.2f}",
+            flush=True,
+        )
     robust_rows = []
     if not args.skip_robustness:
         robust_rows = robustness(classifier, x, y, x_test[: args.eval_n], y_test[: args.eval_n], args)
         for row in robust_rows:
-            print(f"{row['precision']}: {row['epochs']} epochs on {row['train_images']} digits in "
-                  f"{row['train_wall_s']:.0f} s ({row['train_images_per_s']:.1f} img/s); clean "
-                  f"{row['clean_accuracy']:.3f}, PGD-20 {row['pgd20_accuracy']:.3f} on {row['eval_images']}")
+            print(
+                f"{row['precision']}: {row['epochs']} epochs on {row['train_images']} digits in "
+                f"{row['train_wall_s']:.0f} s ({row['train_images_per_s']:.1f} img/s); clean "
+                f"{row['clean_accuracy']:.3f}, PGD-20 {row['pgd20_accuracy']:.3f} on {row['eval_images']}"
+            )
     result = {
         "settings": vars(args),
         "unet": UNET,

@@ -82,7 +82,10 @@ def tutorial_step(generator, discriminator, features=None):
         if features is not None:
             fake, real = features(gen_output), features(target)
             total += LAMBDA_PERC * tf.add_n(
-                [tf.reduce_mean(tf.abs(tf.cast(a, tf.float32) - tf.cast(b, tf.float32))) for a, b in zip(fake, real)]
+                [
+                    tf.reduce_mean(tf.abs(tf.cast(a, tf.float32) - tf.cast(b, tf.float32)))
+                    for a, b in zip(fake, real, strict=False)
+                ]
             )
         return total, gan_loss, l1_loss
 
@@ -101,8 +104,10 @@ def tutorial_step(generator, discriminator, features=None):
             disc_loss = discriminator_loss(disc_real_output, disc_generated_output)
         generator_gradients = gen_tape.gradient(gen_total_loss, generator.trainable_variables)
         discriminator_gradients = disc_tape.gradient(disc_loss, discriminator.trainable_variables)
-        generator_optimizer.apply_gradients(zip(generator_gradients, generator.trainable_variables))
-        discriminator_optimizer.apply_gradients(zip(discriminator_gradients, discriminator.trainable_variables))
+        generator_optimizer.apply_gradients(zip(generator_gradients, generator.trainable_variables, strict=False))
+        discriminator_optimizer.apply_gradients(
+            zip(discriminator_gradients, discriminator.trainable_variables, strict=False)
+        )
         return gen_total_loss, disc_loss
 
     return train_step
@@ -238,9 +243,7 @@ class Runner:
             self.losses.append((float(g_loss), float(d_loss)))
             end = _clock()
             return end[0] - start[0], end[1] - start[1]
-        history = self.defense.fit(
-            self.dataset, epochs=1, steps_per_epoch=steps + 1, verbose=0, callbacks=[self.timer]
-        )
+        history = self.defense.fit(self.dataset, epochs=1, steps_per_epoch=steps + 1, verbose=0, callbacks=[self.timer])
         self.losses.append((history.history["g_total"][-1], history.history["d_loss"][-1]))
         return self.timer.end[0] - self.timer.start[0], self.timer.end[1] - self.timer.start[1]
 
@@ -302,8 +305,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--perceptual", default="both", choices=("both", "on", "off"))
-    parser.add_argument("--modes", nargs="+", default=list(DEFAULT_MODES), choices=list(MODES),
-                        help="variants (the xla ones are off by default: XLA on CPU was ~7x slower here)")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=list(DEFAULT_MODES),
+        choices=list(MODES),
+        help="variants (the xla ones are off by default: XLA on CPU was ~7x slower here)",
+    )
     parser.add_argument("--steps", type=int, default=None, help="steps per timing (default 10 at 32 px, 3 at 256 px)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)

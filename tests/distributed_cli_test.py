@@ -55,11 +55,12 @@ CLI = textwrap.dedent(
 
 def _run_cli(module, *argvs, timeout=300):
     argvs = json.dumps([[str(a) for a in argv] for argv in argvs])
-    result = subprocess.run([sys.executable, "-c", CLI, module, argvs], capture_output=True, text=True,
-                            timeout=timeout, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", CLI, module, argvs], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     line = [li for li in result.stdout.splitlines() if li.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):]), result.stdout
+    return json.loads(line[len("RESULT ") :]), result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +78,38 @@ def classifier_path(tmp_path_factory, mnist):
 
 def test_train_purifier_robust_mirrored_two_replicas(tmp_path, classifier_path):
     out = tmp_path / "robust.keras"
-    (result,), printed = _run_cli("train", [
-        "purifier", "--kind", "robust", "--classifier", classifier_path, "--dataset", "mnist", "--out", out,
-        "--n-train", "128", "--epochs", "1", "--attack-steps", "1", "--width", "4", "--batch-size", "32",
-        "--eps", "0.3", "--eval-n", "8", "--eval-suite", "tiny", "--distribute", "mirrored"])
+    (result,), printed = _run_cli(
+        "train",
+        [
+            "purifier",
+            "--kind",
+            "robust",
+            "--classifier",
+            classifier_path,
+            "--dataset",
+            "mnist",
+            "--out",
+            out,
+            "--n-train",
+            "128",
+            "--epochs",
+            "1",
+            "--attack-steps",
+            "1",
+            "--width",
+            "4",
+            "--batch-size",
+            "32",
+            "--eps",
+            "0.3",
+            "--eval-n",
+            "8",
+            "--eval-suite",
+            "tiny",
+            "--distribute",
+            "mirrored",
+        ],
+    )
     assert result["code"] == 0
     assert "strategy mirrored, 2 replica(s)" in printed
     summary = json.loads(out.with_suffix(".json").read_text())
@@ -101,10 +130,28 @@ def _per_example(path):
 
 
 def test_evaluate_classifier_mirrored_matches_one_device(tmp_path, classifier_path):
-    argv = ["--classifier", classifier_path, "--dataset", "mnist", "--eps", "0.1", "--n", "16", "--suite", "quick",
-            "--batch-size", "8", "--seed", "0", "--quiet"]
-    (single, sharded), printed = _run_cli("evaluate", [*argv, "--out", tmp_path / "none"],
-                                          [*argv, "--out", tmp_path / "mirrored", "--distribute", "mirrored"])
+    argv = [
+        "--classifier",
+        classifier_path,
+        "--dataset",
+        "mnist",
+        "--eps",
+        "0.1",
+        "--n",
+        "16",
+        "--suite",
+        "quick",
+        "--batch-size",
+        "8",
+        "--seed",
+        "0",
+        "--quiet",
+    ]
+    (single, sharded), printed = _run_cli(
+        "evaluate",
+        [*argv, "--out", tmp_path / "none"],
+        [*argv, "--out", tmp_path / "mirrored", "--distribute", "mirrored"],
+    )
     assert single["code"] == sharded["code"] and single["code"] in (0, 3)
     assert single["sharded_images"] == [] and len(sharded["sharded_images"]) >= 6, sharded
     assert "wrote" in printed
@@ -115,8 +162,10 @@ def test_evaluate_classifier_mirrored_matches_one_device(tmp_path, classifier_pa
     assert two["environment"]["distribute"]["replicas"] == 2
     assert any("2 replica(s) on 1 worker(s)" in note for note in two["notes"])
     assert "Distribution: strategy mirrored" in (tmp_path / "mirrored" / "report.md").read_text()
-    rows = {name: {r["attack"]: r["value"] for r in results["rows"] if r["table"].startswith("Accuracy under")}
-            for name, results in (("one", one), ("two", two))}
+    rows = {
+        name: {r["attack"]: r["value"] for r in results["rows"] if r["table"].startswith("Accuracy under")}
+        for name, results in (("one", one), ("two", two))
+    }
     assert rows["one"].keys() == rows["two"].keys()
     assert 0.2 < rows["one"]["worst_case"] < rows["one"]["clean"], rows  # neither trivial nor all broken
     # Deterministic steps (clean, FGSM) agree image by image; the random starts of PGD, APGD and Square draw

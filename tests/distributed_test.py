@@ -93,11 +93,17 @@ MIRRORED = textwrap.dedent(
 
 
 def _run_script(script, args=(), env=None, timeout=600):
-    result = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True,
-                            timeout=timeout, cwd=ROOT, env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     line = [li for li in result.stdout.splitlines() if li.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def test_mirrored_two_logical_cpus_trains_and_generates_like_one_device(tmp_path):
@@ -105,8 +111,9 @@ def test_mirrored_two_logical_cpus_trains_and_generates_like_one_device(tmp_path
     assert out["replicas"] == 2 and out["describe"]["strategy"] == "mirrored", out
     # Model C has no batch norm: 2 replicas x 32 images give the gradient of the global batch of 64.
     np.testing.assert_allclose(out["losses"]["mirrored"], out["losses"]["none"], rtol=1e-4)
-    np.testing.assert_allclose(out["losses"]["mirrored_train_classifier"], out["losses"]["none_train_classifier"],
-                               rtol=0.05)  # shuffled: the same images, batch order may differ under the strategy
+    np.testing.assert_allclose(
+        out["losses"]["mirrored_train_classifier"], out["losses"]["none_train_classifier"], rtol=0.05
+    )  # shuffled: the same images, batch order may differ under the strategy
     assert out["weights_max_diff"] < 1e-4, out
     for label in ("fgsm", "pgd"):
         assert out["diffs"][label] < 1e-5, out
@@ -239,8 +246,9 @@ def _launch_workers(argv, num_workers=2, cwd=ROOT, timeout=1500):
     processes = []
     for index in range(num_workers):
         env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        processes.append(subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True))
+        processes.append(
+            subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
     outputs = []
     try:
         for process in processes:
@@ -274,8 +282,11 @@ def test_two_process_multiworker_matches_single_process(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     _launch_workers([sys.executable, str(script), "multiworker", str(tmp_path / "multi.json")])
-    _run_script(WORKER.replace('mode, out_path = sys.argv[1], sys.argv[2]', 'mode, out_path = "mirrored", sys.argv[1]')
-                + '\nprint("RESULT {}")\n', [tmp_path / "single.json"])
+    _run_script(
+        WORKER.replace("mode, out_path = sys.argv[1], sys.argv[2]", 'mode, out_path = "mirrored", sys.argv[1]')
+        + '\nprint("RESULT {}")\n',
+        [tmp_path / "single.json"],
+    )
     multi = json.loads((tmp_path / "multi.json").read_text())
     single = json.loads((tmp_path / "single.json").read_text())
     assert multi["describe"]["strategy"] == "multiworker" and multi["describe"]["workers"] == 2, multi["describe"]
@@ -302,7 +313,8 @@ def test_two_process_multiworker_matches_single_process(tmp_path):
         from tfdefense.evaluate import main
         code = main(sys.argv[1:])
         print("RESULT " + str(code))
-        """)
+        """
+    )
     assert _run_script(one_process, cli[3:] + ["--out", tmp_path / "qs-single", "--distribute", "mirrored"]) == 0
     multi = json.loads((tmp_path / "qs-multi" / "results.json").read_text())
     single = json.loads((tmp_path / "qs-single" / "results.json").read_text())
@@ -337,8 +349,10 @@ COLLECTIVES = textwrap.dedent(
 
 
 def _results(outputs):
-    return [json.loads([li for li in stdout.splitlines() if li.startswith("RESULT ")][-1][len("RESULT "):])
-            for _, stdout, _ in outputs]
+    return [
+        json.loads([li for li in stdout.splitlines() if li.startswith("RESULT ")][-1][len("RESULT ") :])
+        for _, stdout, _ in outputs
+    ]
 
 
 def test_all_workers_equal_and_agree_across_two_processes():
@@ -360,9 +374,27 @@ def test_two_process_multiworker_train_classifier_cli(tmp_path, mnist):
     data = tmp_path / "digits.npz"
     np.savez(data, x_train=x_train[:384], y_train=y_train[:384], x_test=x_test[:200], y_test=y_test[:200])
     out = tmp_path / "model_c.keras"
-    outputs = _launch_workers([sys.executable, "-m", "tfdefense.train", "classifier", "--model", "C", "--dataset",
-                               f"npz:{data}", "--epochs", "1", "--batch-size", "64", "--distribute", "multiworker",
-                               "--out", str(out)], timeout=600)
+    outputs = _launch_workers(
+        [
+            sys.executable,
+            "-m",
+            "tfdefense.train",
+            "classifier",
+            "--model",
+            "C",
+            "--dataset",
+            f"npz:{data}",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--distribute",
+            "multiworker",
+            "--out",
+            str(out),
+        ],
+        timeout=600,
+    )
     printed = [json.loads(stdout.strip().splitlines()[-1]) for _, stdout, _ in outputs]
     assert [p["distribute"]["task"] for p in printed] == ["worker-0", "worker-1"]
     summary = json.loads(out.with_suffix(".json").read_text())  # written by the chief only

@@ -2,7 +2,6 @@ import json
 import subprocess
 import sys
 
-
 from tfdefense.evaluate import main
 from tfdefense.evaluation import reports
 from tfdefense.evaluation.runner import list_presets

@@ -12,16 +12,23 @@ NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
 def test_notebook_executes(name, tmp_path, monkeypatch):
     import nbclient  # the `test` extra installs nbclient, nbformat and ipykernel: no silent skip
     import nbformat
+
     path = NOTEBOOKS / name
     if not path.is_file():
         pytest.skip(f"{path} is not part of this install (notebooks live in the source checkout)")
     monkeypatch.setenv("TFDEFENSE_NOTEBOOK_SCALE", "tiny")
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     # The kernel imports the tfdefense under test (installed or this checkout).
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(NOTEBOOKS.parent), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(NOTEBOOKS.parent), os.environ.get("PYTHONPATH")]))
+    )
     book = nbformat.read(path, as_version=4)
-    nbclient.NotebookClient(book, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = "".join(o.get("text", "") for cell in book.cells for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+    nbclient.NotebookClient(
+        book, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    outputs = "".join(
+        o.get("text", "") for cell in book.cells for o in cell.get("outputs", []) if o.get("output_type") == "stream"
+    )
     errors = [o for cell in book.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
     if name == "quickstart.ipynb":

@@ -25,8 +25,9 @@ FILE_SUFFIXES = (".py", ".md", ".toml", ".cfg", ".json")
 def _sources():
     files = [REPO / "conftest.py", *REPO.glob("tfdefense/**/*.py"), *REPO.glob("tests/*.py")]
     this = pathlib.Path(__file__).resolve()  # its made-up names must not count as defined
-    return {path: path.read_text(encoding="utf-8") for path in files
-            if "__pycache__" not in path.parts and path != this}
+    return {
+        path: path.read_text(encoding="utf-8") for path in files if "__pycache__" not in path.parts and path != this
+    }
 
 
 def _modules_by_name():
@@ -40,8 +41,10 @@ def _modules_by_name():
 
 
 def _defined(name, text):
-    pattern = (rf"(?:def|class)\s+{name}\b|^\s*{name}\s*[:=]|\bself\.{name}\s*=|[\"']{name}[\"']|\b{name}="
-               rf"|import .*\b{name}\b")
+    pattern = (
+        rf"(?:def|class)\s+{name}\b|^\s*{name}\s*[:=]|\bself\.{name}\s*=|[\"']{name}[\"']|\b{name}="
+        rf"|import .*\b{name}\b"
+    )
     return re.search(pattern, text, re.MULTILINE) is not None
 
 
@@ -72,8 +75,11 @@ def _path_exists(span):
     span = span.rstrip("/")
     if (REPO / span).exists():
         return True
-    return any(str(p.relative_to(REPO)).endswith("/" + span) for p in REPO.rglob(pathlib.Path(span).name)
-               if ".git" not in p.parts)
+    return any(
+        str(p.relative_to(REPO)).endswith("/" + span)
+        for p in REPO.rglob(pathlib.Path(span).name)
+        if ".git" not in p.parts
+    )
 
 
 def missing(markdown):
@@ -120,9 +126,20 @@ def test_every_name_contributing_shows_exists():
 
 
 def test_the_check_catches_a_renamed_hook_a_moved_module_and_a_missing_file():
-    assert missing("`_run_cleverhans` `common.load_data` `tfdefense.attacks.base.Attack` `presets/recipes.py` "
-                   "`keras.saving.register_keras_serializable`") == []
-    wrong = ("`_cleverhans_hook_that_was_renamed`", "`common.no_such_function`", "`tfdefense.attacks.base.Nope`",
-             "`presets/no_such_file.py`", "`$TFDEFENSE_NO_SUCH_VARIABLE`",
-             "`python benchmarks/no_such_benchmark.py check X.json`", "`keras.saving.no_such_decorator`")
+    assert (
+        missing(
+            "`_run_cleverhans` `common.load_data` `tfdefense.attacks.base.Attack` `presets/recipes.py` "
+            "`keras.saving.register_keras_serializable`"
+        )
+        == []
+    )
+    wrong = (
+        "`_cleverhans_hook_that_was_renamed`",
+        "`common.no_such_function`",
+        "`tfdefense.attacks.base.Nope`",
+        "`presets/no_such_file.py`",
+        "`$TFDEFENSE_NO_SUCH_VARIABLE`",
+        "`python benchmarks/no_such_benchmark.py check X.json`",
+        "`keras.saving.no_such_decorator`",
+    )
     assert len(missing(" ".join(wrong))) == len(wrong)

@@ -28,8 +28,11 @@ def _exports(package):
 @pytest.mark.parametrize("role", ROLES)
 def test_a_role_package_exports_only_its_own_classes_and_functions(role):
     package = f"tfdefense.defenses.{role}"
-    foreign = {name: obj.__module__ for name, obj in _exports(package).items()
-               if not getattr(obj, "__module__", "").startswith(package + ".")}
+    foreign = {
+        name: obj.__module__
+        for name, obj in _exports(package).items()
+        if not getattr(obj, "__module__", "").startswith(package + ".")
+    }
     assert not foreign, f"{package} re-exports names defined elsewhere: {foreign}"
 
 

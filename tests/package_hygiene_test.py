@@ -34,8 +34,11 @@ def _text_findings(text, name):
 
 def _code_findings(text, name):
     """Uses of unpickling modules and unsafe keyword values, found in code tokens (not prose)."""
-    tokens = [t for t in tokenize.generate_tokens(io.StringIO(text).readline)
-              if t.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)]
+    tokens = [
+        t
+        for t in tokenize.generate_tokens(io.StringIO(text).readline)
+        if t.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT)
+    ]
     for i, token in enumerate(tokens):
         where = f"{name}:{token.start[0]}"
         if token.type == tokenize.NAME and token.string in UNPICKLING_MODULES:

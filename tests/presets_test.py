@@ -44,7 +44,9 @@ def test_preset_runs_at_tiny_scale(tmp_path, name):
         assert (tmp_path / plot).stat().st_size > 1000
     protocols = {r["protocol"] for r in results["rows"]}
     assert "adaptive" in protocols  # every preset also runs the adaptive protocol
-    values = [r["value"] for r in results["rows"] if r["metric"] in ("accuracy", "error_rate") and r["value"] is not None]
+    values = [
+        r["value"] for r in results["rows"] if r["metric"] in ("accuracy", "error_rate") and r["value"] is not None
+    ]
     assert values and all(0.0 <= v <= 1.0 for v in values)
     # The bare classifier under the strongest listed attack is beaten by the attack.
     rows = _rows(results)
@@ -53,13 +55,20 @@ def test_preset_runs_at_tiny_scale(tmp_path, name):
     defenses = {r["defense"] for r in results["rows"]}
     if name == "egan":  # the learned baselines sit beside EGAN and APE-GAN
         assert {"magnet", "magnet (detector + reformer)", "autoencoder", "dncnn", "defensegan"} <= defenses
-        assert any(r["defense"] == "defensegan" and r["protocol"] == "adaptive" and "EOT" in r["attack"] for r in results["rows"])
+        assert any(
+            r["defense"] == "defensegan" and r["protocol"] == "adaptive" and "EOT" in r["attack"]
+            for r in results["rows"]
+        )
     if name == "versatile":  # MAE / PSNR of the purified images, also as plots
         assert {"purified_mae.png", "purified_psnr.png"} <= set(_plots_in(report))
     if name == "pix2pix-mnist":  # the Defense-GAN comparison setting: models A-D, FGSM 0.3 and C&W-L2
         comparison = [r for r in results["rows"] if r["table"].startswith("Defense-GAN comparison")]
         for model in "ABCD":
-            labels = {r["defense"] for r in comparison if r["defense"].endswith(f"model {model}") or f"of model {model} " in r["defense"]}
+            labels = {
+                r["defense"]
+                for r in comparison
+                if r["defense"].endswith(f"model {model}") or f"of model {model} " in r["defense"]
+            }
             assert len(labels) == 6, labels  # none, pix2pix, magnet x2, defensegan, adversarial training
         assert {r["attack"] for r in comparison} == {"clean", "fgsm eps 0.3", "cw_l2"}
 
@@ -86,9 +95,16 @@ def test_same_seed_reproduces_numbers_and_rerun_reuses_models(tmp_path):
 def test_a_users_own_npz_in_the_data_dir(tmp_path, mnist):
     (x_train, y_train), (x_test, y_test) = mnist
     to_uint8 = lambda x: np.round(x[..., 0] * 255).astype(np.uint8)  # noqa: E731  (keras' mnist.npz layout)
-    np.savez(tmp_path / "mnist.npz", x_train=to_uint8(x_train[:500]), y_train=y_train[:500],
-             x_test=to_uint8(x_test[:100]), y_test=y_test[:100])
-    results = run_preset("egan", tmp_path / "run", scale="tiny", data_dir=str(tmp_path), progress=False, defenses=["bit_depth"])
+    np.savez(
+        tmp_path / "mnist.npz",
+        x_train=to_uint8(x_train[:500]),
+        y_train=y_train[:500],
+        x_test=to_uint8(x_test[:100]),
+        y_test=y_test[:100],
+    )
+    results = run_preset(
+        "egan", tmp_path / "run", scale="tiny", data_dir=str(tmp_path), progress=False, defenses=["bit_depth"]
+    )
     assert "400 train / 60 test" in results["data"]["description"]
 
 
@@ -139,6 +155,11 @@ def test_quickstart_rerun_recomputes_no_attack_and_writes_the_same_numbers(tmp_p
     assert calls == []  # every attack came from the adversarial cache or a stored step
     assert not stale.exists()
     assert sorted(p.name for p in (tmp_path / "steps").iterdir()) == steps
-    numbers = lambda results: [(r["table"], r["defense"], r["attack"], r["value"]) for r in results["rows"] if r["protocol"] != "timing"]  # noqa: E731
+
+    def numbers(results):
+        return [
+            (r["table"], r["defense"], r["attack"], r["value"]) for r in results["rows"] if r["protocol"] != "timing"
+        ]
+
     assert numbers(second) == numbers(first)
     assert numbers(json.loads((tmp_path / "results.json").read_text())) == numbers(first)

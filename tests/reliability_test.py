@@ -64,7 +64,8 @@ class Context:
 
         def build():
             defense = Pix2PixDefense(
-                unet_generator_preset("tiny"), patchgan_preset("tiny"),
+                unet_generator_preset("tiny"),
+                patchgan_preset("tiny"),
                 classifier=self.classifier() if classifier else None,
             )
             defense.compile()
@@ -206,88 +207,246 @@ API_CASES = [
     ("train_classifier y 99", 3, lambda c: _train(c, y=c.labels(64, 99)), ValueError, "y_train", "99"),
     ("train_classifier y -1", 3, lambda c: _train(c, y=c.labels(64, -1)), ValueError, "y_train", "-1"),
     ("train_classifier y 10", 3, lambda c: _train(c, y=c.labels(64, 10)), ValueError, "y_train", "10"),
-    ("train_classifier validation y 10", 3,
-     lambda c: _train(c, validation_data=(c.x[:8], c.labels(8, 10))), ValueError, "validation_data[1]", "10"),
+    (
+        "train_classifier validation y 10",
+        3,
+        lambda c: _train(c, validation_data=(c.x[:8], c.labels(8, 10))),
+        ValueError,
+        "validation_data[1]",
+        "10",
+    ),
     ("AdvGAN.fit y 10", 3, lambda c: c.advgan().fit(c.x, c.labels(64, 10), epochs=1, verbose=0), ValueError, "y", "10"),
-    ("AdversarialTrainer.fit y 99", 3, lambda c: c.trainer().fit(c.x, c.labels(64, 99), epochs=1, verbose=0),
-     ValueError, "y", "99"),
-    ("RobustPurifier.fit y -1", 3, lambda c: c.robust().fit(c.x, c.labels(64, -1), epochs=1, verbose=0),
-     ValueError, "y", "-1"),
-    ("adversarial_training validation y 10", 3, lambda c: __import__("tfdefense.defenses", fromlist=["x"])
-     .adversarial_training(c.classifier(), c.x, c.y, attack="fgsm", epochs=1, verbose=0,
-                           validation_data=(c.x[:8], c.labels(8, 10))), ValueError, "validation_data[1]", "10"),
-    ("Pix2Pix.fit dataset labels 10", 3,
-     lambda c: c.pix2pix(classifier=True).fit(c.dataset(c.x_adv, c.x, c.labels(64, 10, position=3)), epochs=1,
-                                              verbose=0), ValueError, "x", "10"),
+    (
+        "AdversarialTrainer.fit y 99",
+        3,
+        lambda c: c.trainer().fit(c.x, c.labels(64, 99), epochs=1, verbose=0),
+        ValueError,
+        "y",
+        "99",
+    ),
+    (
+        "RobustPurifier.fit y -1",
+        3,
+        lambda c: c.robust().fit(c.x, c.labels(64, -1), epochs=1, verbose=0),
+        ValueError,
+        "y",
+        "-1",
+    ),
+    (
+        "adversarial_training validation y 10",
+        3,
+        lambda c: __import__("tfdefense.defenses", fromlist=["x"]).adversarial_training(
+            c.classifier(), c.x, c.y, attack="fgsm", epochs=1, verbose=0, validation_data=(c.x[:8], c.labels(8, 10))
+        ),
+        ValueError,
+        "validation_data[1]",
+        "10",
+    ),
+    (
+        "Pix2Pix.fit dataset labels 10",
+        3,
+        lambda c: c.pix2pix(classifier=True).fit(
+            c.dataset(c.x_adv, c.x, c.labels(64, 10, position=3)), epochs=1, verbose=0
+        ),
+        ValueError,
+        "x",
+        "10",
+    ),
     # item 4: unclear errors made clear
-    ("attack image 32x32x3 on a 28x28x1 model", 4, lambda c: _attack(c, x=np.zeros((2, 32, 32, 3), np.float32)),
-     ValueError, "x", "32, 32, 3"),
-    ("attack image with 3 channels", 4, lambda c: _attack(c, x=np.zeros((2, 28, 28, 3), np.float32)),
-     ValueError, "x", "28, 28, 3"),
-    ("num_classes 0", 4, lambda c: __import__("tfdefense.models", fromlist=["x"]).get_classifier("C", num_classes=0),
-     ValueError, "num_classes", "0"),
-    ("num_classes '10'", 4, lambda c: __import__("tfdefense.models", fromlist=["x"]).model_c(num_classes="10"),
-     (ValueError, TypeError), "num_classes", "'10'"),
-    ("num_classes 2.5", 4, lambda c: __import__("tfdefense.models", fromlist=["x"]).model_a(num_classes=2.5),
-     (ValueError, TypeError), "num_classes", "2.5"),
+    (
+        "attack image 32x32x3 on a 28x28x1 model",
+        4,
+        lambda c: _attack(c, x=np.zeros((2, 32, 32, 3), np.float32)),
+        ValueError,
+        "x",
+        "32, 32, 3",
+    ),
+    (
+        "attack image with 3 channels",
+        4,
+        lambda c: _attack(c, x=np.zeros((2, 28, 28, 3), np.float32)),
+        ValueError,
+        "x",
+        "28, 28, 3",
+    ),
+    (
+        "num_classes 0",
+        4,
+        lambda c: __import__("tfdefense.models", fromlist=["x"]).get_classifier("C", num_classes=0),
+        ValueError,
+        "num_classes",
+        "0",
+    ),
+    (
+        "num_classes '10'",
+        4,
+        lambda c: __import__("tfdefense.models", fromlist=["x"]).model_c(num_classes="10"),
+        (ValueError, TypeError),
+        "num_classes",
+        "'10'",
+    ),
+    (
+        "num_classes 2.5",
+        4,
+        lambda c: __import__("tfdefense.models", fromlist=["x"]).model_a(num_classes=2.5),
+        (ValueError, TypeError),
+        "num_classes",
+        "2.5",
+    ),
     ("train_classifier empty data", 4, lambda c: _train(c, x=_empty(c), y=c.y[:0]), ValueError, "x_train", "empty"),
-    ("train_classifier validation_data 3-tuple", 4,
-     lambda c: _train(c, validation_data=(c.x[:8], c.y[:8], c.y[:8])), ValueError, "validation_data", "3"),
-    ("train_classifier validation_data 1-tuple", 4, lambda c: _train(c, validation_data=(c.x[:8],)),
-     ValueError, "validation_data", "1"),
+    (
+        "train_classifier validation_data 3-tuple",
+        4,
+        lambda c: _train(c, validation_data=(c.x[:8], c.y[:8], c.y[:8])),
+        ValueError,
+        "validation_data",
+        "3",
+    ),
+    (
+        "train_classifier validation_data 1-tuple",
+        4,
+        lambda c: _train(c, validation_data=(c.x[:8],)),
+        ValueError,
+        "validation_data",
+        "1",
+    ),
     ("train_classifier model=None", 4, lambda c: _train(c, model=None), TypeError, "model", "None"),
     ("attack model=None", 4, lambda c: _attack(c, model=None), TypeError, "model", "None"),
-    ("Pix2PixDefense classifier of another input shape", 4, _classifier_mismatch, ValueError, "classifier",
-     "32, 32, 3"),
+    (
+        "Pix2PixDefense classifier of another input shape",
+        4,
+        _classifier_mismatch,
+        ValueError,
+        "classifier",
+        "32, 32, 3",
+    ),
     ("npz truncated", 4, _truncated, ValueError, "name", "truncated.npz"),
     ("npz random bytes", 4, _random_bytes, ValueError, "name", "random.npz"),
     ("npz wrong keys", 4, lambda c: _load(c.npz("keys", x_train=None, images=c.x)), ValueError, "name", "x_train"),
-    ("Pix2Pix.fit validation_data 4-tuple", 4,
-     lambda c: c.pix2pix().fit(c.x_adv, c.x, epochs=1, verbose=0, validation_data=(c.x, c.x, c.y, c.y)),
-     ValueError, "validation_data", "4"),
-    ("AdvGAN.fit validation_data 3-tuple", 4,
-     lambda c: c.advgan().fit(c.x, c.y, epochs=1, verbose=0, validation_data=(c.x, c.y, c.y)),
-     ValueError, "validation_data", "3"),
+    (
+        "Pix2Pix.fit validation_data 4-tuple",
+        4,
+        lambda c: c.pix2pix().fit(c.x_adv, c.x, epochs=1, verbose=0, validation_data=(c.x, c.x, c.y, c.y)),
+        ValueError,
+        "validation_data",
+        "4",
+    ),
+    (
+        "AdvGAN.fit validation_data 3-tuple",
+        4,
+        lambda c: c.advgan().fit(c.x, c.y, epochs=1, verbose=0, validation_data=(c.x, c.y, c.y)),
+        ValueError,
+        "validation_data",
+        "3",
+    ),
     # item 5: silent no-ops refused
-    ("pgd eps_iter=0 without random start", 5, lambda c: _attack(c, "pgd", eps_iter=0, rand_init=False),
-     ValueError, "eps_iter", "0"),
+    (
+        "pgd eps_iter=0 without random start",
+        5,
+        lambda c: _attack(c, "pgd", eps_iter=0, rand_init=False),
+        ValueError,
+        "eps_iter",
+        "0",
+    ),
     ("bim eps_iter=0", 5, lambda c: _attack(c, "bim", eps_iter=0), ValueError, "eps_iter", "0"),
     ("cw_l2 learning_rate=0", 5, lambda c: _attack(c, "cw_l2", learning_rate=0), ValueError, "learning_rate", "0"),
-    ("Pix2Pix.fit empty arrays", 5, lambda c: c.pix2pix().fit(_empty(c), _empty(c), epochs=1, verbose=0),
-     ValueError, "x", "empty"),
-    ("APEGAN.fit empty arrays", 5, lambda c: c.apegan().fit(_empty(c), _empty(c), epochs=1, verbose=0),
-     ValueError, "x", "empty"),
+    (
+        "Pix2Pix.fit empty arrays",
+        5,
+        lambda c: c.pix2pix().fit(_empty(c), _empty(c), epochs=1, verbose=0),
+        ValueError,
+        "x",
+        "empty",
+    ),
+    (
+        "APEGAN.fit empty arrays",
+        5,
+        lambda c: c.apegan().fit(_empty(c), _empty(c), epochs=1, verbose=0),
+        ValueError,
+        "x",
+        "empty",
+    ),
     ("DCGAN.fit empty arrays", 5, lambda c: c.dcgan().fit(_empty(c), epochs=1, verbose=0), ValueError, "x", "empty"),
-    ("AdvGAN.fit empty arrays", 5, lambda c: c.advgan().fit(_empty(c), c.y[:0], epochs=1, verbose=0),
-     ValueError, "x", "empty"),
-    ("AdversarialTrainer.fit empty arrays", 5, lambda c: c.trainer().fit(_empty(c), c.y[:0], epochs=1, verbose=0),
-     ValueError, "x", "empty"),
-    ("Pix2Pix.fit raw tf.data of 0-255 pairs", 5,
-     lambda c: c.pix2pix(classifier=True).fit(c.dataset(c.x_adv * 255, c.x * 255), epochs=1, verbose=0),
-     ValueError, "x", "255"),
-    ("DCGAN.fit raw tf.data of 0-255 images", 5, lambda c: c.dcgan().fit(c.dataset(c.x * 255), epochs=1, verbose=0),
-     ValueError, "x", "255"),
-    ("AdversarialTrainer.fit uint8 tf.data", 5,
-     lambda c: c.trainer().fit(c.dataset((c.x * 255).astype(np.uint8), c.y), epochs=1, verbose=0),
-     ValueError, "x", "uint8"),
-    ("input_shape (28, 28, 0)", 5,
-     lambda c: __import__("tfdefense.models", fromlist=["x"]).model_c(input_shape=(28, 28, 0)),
-     ValueError, "input_shape", "(28, 28, 0)"),
+    (
+        "AdvGAN.fit empty arrays",
+        5,
+        lambda c: c.advgan().fit(_empty(c), c.y[:0], epochs=1, verbose=0),
+        ValueError,
+        "x",
+        "empty",
+    ),
+    (
+        "AdversarialTrainer.fit empty arrays",
+        5,
+        lambda c: c.trainer().fit(_empty(c), c.y[:0], epochs=1, verbose=0),
+        ValueError,
+        "x",
+        "empty",
+    ),
+    (
+        "Pix2Pix.fit raw tf.data of 0-255 pairs",
+        5,
+        lambda c: c.pix2pix(classifier=True).fit(c.dataset(c.x_adv * 255, c.x * 255), epochs=1, verbose=0),
+        ValueError,
+        "x",
+        "255",
+    ),
+    (
+        "DCGAN.fit raw tf.data of 0-255 images",
+        5,
+        lambda c: c.dcgan().fit(c.dataset(c.x * 255), epochs=1, verbose=0),
+        ValueError,
+        "x",
+        "255",
+    ),
+    (
+        "AdversarialTrainer.fit uint8 tf.data",
+        5,
+        lambda c: c.trainer().fit(c.dataset((c.x * 255).astype(np.uint8), c.y), epochs=1, verbose=0),
+        ValueError,
+        "x",
+        "uint8",
+    ),
+    (
+        "input_shape (28, 28, 0)",
+        5,
+        lambda c: __import__("tfdefense.models", fromlist=["x"]).model_c(input_shape=(28, 28, 0)),
+        ValueError,
+        "input_shape",
+        "(28, 28, 0)",
+    ),
     # output paths of the API get the CLI's checks
-    ("export_saved_model under a file", 4, lambda c: _export(c, pathlib.Path(_existing_file(c)) / "export"),
-     ValueError, "path", "is not a directory"),
+    (
+        "export_saved_model under a file",
+        4,
+        lambda c: _export(c, pathlib.Path(_existing_file(c)) / "export"),
+        ValueError,
+        "path",
+        "is not a directory",
+    ),
     ("export_saved_model in /proc", 4, lambda c: _export(c, "/proc/tfdefense-export"), ValueError, "path", "/proc"),
-    ("export_saved_model in a new folder of /proc", 4, lambda c: _export(c, "/proc/nope/export"),
-     ValueError, "path", "/proc/nope"),
+    (
+        "export_saved_model in a new folder of /proc",
+        4,
+        lambda c: _export(c, "/proc/nope/export"),
+        ValueError,
+        "path",
+        "/proc/nope",
+    ),
 ]
 
 # item 5: legitimate but almost always wrong: a warning naming the argument.
 WARN_CASES = [
     ("attack on a softmax classifier", lambda c: _attack(c, model=c.softmax_classifier()), "model"),
-    ("Pix2PixDefense(classifier=softmax)", lambda c: __import__("tfdefense.defenses", fromlist=["x"]).Pix2PixDefense(
-        __import__("tfdefense.models", fromlist=["x"]).unet_generator_preset("tiny"),
-        __import__("tfdefense.models", fromlist=["x"]).patchgan_preset("tiny"), classifier=c.softmax_classifier()),
-     "classifier"),
+    (
+        "Pix2PixDefense(classifier=softmax)",
+        lambda c: __import__("tfdefense.defenses", fromlist=["x"]).Pix2PixDefense(
+            __import__("tfdefense.models", fromlist=["x"]).unet_generator_preset("tiny"),
+            __import__("tfdefense.models", fromlist=["x"]).patchgan_preset("tiny"),
+            classifier=c.softmax_classifier(),
+        ),
+        "classifier",
+    ),
 ]
 
 
@@ -383,44 +542,121 @@ CLI_CASES = [
     ("train --out existing directory", "train", lambda c: TRAIN + ["--out", _existing_dir(c)], "--out"),
     ("train --out unwritable", "train", lambda c: TRAIN + ["--out", _under_a_file(c)], "--out"),
     ("train --out in /proc", "train", lambda c: TRAIN + ["--out", "/proc/nope/m.keras"], "--out"),
-    ("train --model nope", "train",
-     lambda c: ["classifier", "--model", "nope", "--dataset", "digits", "--out", str(c.tmp / "m.keras")], "--model"),
-    ("train --dataset nope", "train",
-     lambda c: ["classifier", "--model", "C", "--dataset", "nope", "--out", str(c.tmp / "m.keras")], "--dataset"),
-    ("train --dataset npz:missing", "train",
-     lambda c: ["classifier", "--model", "C", "--dataset", f"npz:{c.tmp}/missing.npz", "--out", str(c.tmp / "m.keras")],
-     "--dataset"),
-    ("train --batch-size 0", "train", lambda c: TRAIN + ["--out", str(c.tmp / "m.keras"), "--batch-size", "0"],
-     "--batch-size"),
+    (
+        "train --model nope",
+        "train",
+        lambda c: ["classifier", "--model", "nope", "--dataset", "digits", "--out", str(c.tmp / "m.keras")],
+        "--model",
+    ),
+    (
+        "train --dataset nope",
+        "train",
+        lambda c: ["classifier", "--model", "C", "--dataset", "nope", "--out", str(c.tmp / "m.keras")],
+        "--dataset",
+    ),
+    (
+        "train --dataset npz:missing",
+        "train",
+        lambda c: [
+            "classifier",
+            "--model",
+            "C",
+            "--dataset",
+            f"npz:{c.tmp}/missing.npz",
+            "--out",
+            str(c.tmp / "m.keras"),
+        ],
+        "--dataset",
+    ),
+    (
+        "train --batch-size 0",
+        "train",
+        lambda c: TRAIN + ["--out", str(c.tmp / "m.keras"), "--batch-size", "0"],
+        "--batch-size",
+    ),
     ("train --epochs -1", "train", lambda c: TRAIN + ["--out", str(c.tmp / "m.keras"), "--epochs", "-1"], "--epochs"),
     ("train --seed -1", "train", lambda c: TRAIN + ["--out", str(c.tmp / "m.keras"), "--seed", "-1"], "--seed"),
-    ("train --learning-rate 0", "train", lambda c: TRAIN + ["--out", str(c.tmp / "m.keras"), "--learning-rate", "0"],
-     "--learning-rate"),
-    ("train npz with label 99", "train",
-     lambda c: ["classifier", "--model", "C", "--dataset", f"npz:{c.npz('cli99', y_train=c.labels(40, 99))}",
-                "--out", str(c.tmp / "m.keras")], "y_train"),
+    (
+        "train --learning-rate 0",
+        "train",
+        lambda c: TRAIN + ["--out", str(c.tmp / "m.keras"), "--learning-rate", "0"],
+        "--learning-rate",
+    ),
+    (
+        "train npz with label 99",
+        "train",
+        lambda c: [
+            "classifier",
+            "--model",
+            "C",
+            "--dataset",
+            f"npz:{c.npz('cli99', y_train=c.labels(40, 99))}",
+            "--out",
+            str(c.tmp / "m.keras"),
+        ],
+        "y_train",
+    ),
     ("evaluate --preset nope", "evaluate", lambda c: ["--preset", "nope", "--out", str(c.tmp / "run")], "--preset"),
-    ("evaluate --attacks nope", "evaluate", lambda c: EVALUATE + ["--out", str(c.tmp / "run"), "--attacks", "nope"],
-     "--attacks"),
-    ("evaluate --defenses nope", "evaluate",
-     lambda c: ["--preset", "egan", "--out", str(c.tmp / "run"), "--defenses", "nope"], "--defenses"),
-    ("evaluate --attacks pgd-/../../nonsense", "evaluate",
-     lambda c: ["--preset", "robust", "--scale", "tiny", "--out", str(c.tmp / "run"), "--attacks",
-                "pgd-/../../nonsense"], "--attacks"),
-    ("evaluate --attacks square-anything", "evaluate",
-     lambda c: ["--preset", "robust", "--out", str(c.tmp / "run"), "--attacks", "fgsm,square-anything"], "--attacks"),
-    ("train --dataset imagenet without --image-size", "train",
-     lambda c: ["classifier", "--model", "C", "--dataset", "imagenet", "--out", str(c.tmp / "m.keras")],
-     "--image-size"),
-    ("evaluate --attacks on a preset without attack filter", "evaluate",
-     lambda c: ["--preset", "egan", "--out", str(c.tmp / "run"), "--attacks", "fgsm"], "--attacks"),
+    (
+        "evaluate --attacks nope",
+        "evaluate",
+        lambda c: EVALUATE + ["--out", str(c.tmp / "run"), "--attacks", "nope"],
+        "--attacks",
+    ),
+    (
+        "evaluate --defenses nope",
+        "evaluate",
+        lambda c: ["--preset", "egan", "--out", str(c.tmp / "run"), "--defenses", "nope"],
+        "--defenses",
+    ),
+    (
+        "evaluate --attacks pgd-/../../nonsense",
+        "evaluate",
+        lambda c: [
+            "--preset",
+            "robust",
+            "--scale",
+            "tiny",
+            "--out",
+            str(c.tmp / "run"),
+            "--attacks",
+            "pgd-/../../nonsense",
+        ],
+        "--attacks",
+    ),
+    (
+        "evaluate --attacks square-anything",
+        "evaluate",
+        lambda c: ["--preset", "robust", "--out", str(c.tmp / "run"), "--attacks", "fgsm,square-anything"],
+        "--attacks",
+    ),
+    (
+        "train --dataset imagenet without --image-size",
+        "train",
+        lambda c: ["classifier", "--model", "C", "--dataset", "imagenet", "--out", str(c.tmp / "m.keras")],
+        "--image-size",
+    ),
+    (
+        "evaluate --attacks on a preset without attack filter",
+        "evaluate",
+        lambda c: ["--preset", "egan", "--out", str(c.tmp / "run"), "--attacks", "fgsm"],
+        "--attacks",
+    ),
     ("evaluate --out existing file", "evaluate", lambda c: EVALUATE + ["--out", _existing_file(c)], "--out"),
     ("evaluate --out unwritable", "evaluate", lambda c: EVALUATE + ["--out", _under_a_file(c)], "--out"),
-    ("evaluate --batch-size 0", "evaluate", lambda c: EVALUATE + ["--out", str(c.tmp / "run"), "--batch-size", "0"],
-     "--batch-size"),
+    (
+        "evaluate --batch-size 0",
+        "evaluate",
+        lambda c: EVALUATE + ["--out", str(c.tmp / "run"), "--batch-size", "0"],
+        "--batch-size",
+    ),
     ("evaluate --seed -1", "evaluate", lambda c: EVALUATE + ["--out", str(c.tmp / "run"), "--seed", "-1"], "--seed"),
-    ("evaluate --weights missing", "evaluate",
-     lambda c: EVALUATE + ["--out", str(c.tmp / "run"), "--weights", str(c.tmp / "none.h5")], "--weights"),
+    (
+        "evaluate --weights missing",
+        "evaluate",
+        lambda c: EVALUATE + ["--out", str(c.tmp / "run"), "--weights", str(c.tmp / "none.h5")],
+        "--weights",
+    ),
 ]
 
 
@@ -481,12 +717,22 @@ def test_train_classifier_help_lists_exactly_the_datasets_it_accepts(ctx, monkey
     assert "imagenet" in listed and set(list_datasets()) - {"npz:PATH"} <= set(train.DATASETS)
     for name in train.DATASETS:
         assert name in listed
-        argv = ["classifier", "--model", "C", "--dataset", name, "--out", str(ctx.tmp / "m.keras"), "--image-size",
-                "28"]
+        argv = [
+            "classifier",
+            "--model",
+            "C",
+            "--dataset",
+            name,
+            "--out",
+            str(ctx.tmp / "m.keras"),
+            "--image-size",
+            "28",
+        ]
         args = parser.parse_args(argv)
         train.check_classifier_args(args)  # no error
-    status, stderr = run_cli("train", ["classifier", "--model", "C", "--dataset", "svhn", "--out",
-                                       str(ctx.tmp / "m.keras")], monkeypatch)
+    status, stderr = run_cli(
+        "train", ["classifier", "--model", "C", "--dataset", "svhn", "--out", str(ctx.tmp / "m.keras")], monkeypatch
+    )
     assert status == 2 and "argument --dataset: unknown dataset 'svhn'" in stderr
     assert "svhn" not in listed
 
@@ -533,9 +779,23 @@ def test_cli_entry_point_prints_one_line_without_tensorflow_logs(tmp_path):
     """The real `python -m` entry: exit 2, one stderr line, none of TF's C++ start-up lines."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     result = subprocess.run(
-        [sys.executable, "-m", "tfdefense.train", "classifier", "--model", "C", "--dataset", "digits",
-         "--out", str(tmp_path / "m.h5")],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "tfdefense.train",
+            "classifier",
+            "--model",
+            "C",
+            "--dataset",
+            "digits",
+            "--out",
+            str(tmp_path / "m.h5"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
     )
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2, result.stderr
@@ -562,10 +822,26 @@ def _backed_up_fit(c, backup, callbacks=()):
     from tfdefense.models import train_classifier
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dropout(0.2),
-                              keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10)])
-    history = train_classifier(model, c.x, c.y, epochs=BACKUP_EPOCHS, batch_size=16, seed=0, verbose=0,
-                               backup_dir=backup, callbacks=list(callbacks))
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
+    history = train_classifier(
+        model,
+        c.x,
+        c.y,
+        epochs=BACKUP_EPOCHS,
+        batch_size=16,
+        seed=0,
+        verbose=0,
+        backup_dir=backup,
+        callbacks=list(callbacks),
+    )
     return model, history
 
 
@@ -620,8 +896,13 @@ def test_backup_keeps_the_previous_checkpoint_with_digests(ctx):
 
     backup = _killed_at(ctx, 2, "kept.backup")
     names = sorted(p.name for p in backup.iterdir())
-    assert names == ["latest.weights.h5", "latest.weights.h5.bkp", "random_state.json", "training_metadata.json",
-                     "training_metadata.json.bkp"], names
+    assert names == [
+        "latest.weights.h5",
+        "latest.weights.h5.bkp",
+        "random_state.json",
+        "training_metadata.json",
+        "training_metadata.json.bkp",
+    ], names
     checkpoints, problems = distribute.find_checkpoints(backup)
     assert [c["epoch"] for c in checkpoints] == [2, 1] and problems == []
     assert distribute.backup_epoch(backup) == 2
@@ -656,8 +937,10 @@ def test_a_kill_between_the_renames_of_a_backup_still_resumes_its_epoch(ctx, ref
     backup = _killed_at(ctx, 2, "between_renames.backup")
     (backup / "latest.weights.h5").replace(backup / "latest.weights.h5.bkp")
     assert distribute.backup_epoch(backup) == 2
-    with pytest.warns(RuntimeWarning, match="resuming from the last complete checkpoint \\(epoch 2\\)"), \
-            pytest.raises(KeyboardInterrupt):  # the rerun writes epoch 3 over the mixed pair
+    with (
+        pytest.warns(RuntimeWarning, match="resuming from the last complete checkpoint \\(epoch 2\\)"),
+        pytest.raises(KeyboardInterrupt),
+    ):  # the rerun writes epoch 3 over the mixed pair
         _backed_up_fit(ctx, backup, [KilledAfterTheLastBackup()])
     checkpoints, problems = distribute.find_checkpoints(backup)
     assert [c["epoch"] for c in checkpoints] == [3, 2] and problems == []
@@ -731,8 +1014,11 @@ def test_disk_full_while_backing_up_keeps_the_previous_checkpoint(ctx, reference
     message = str(raised.value)
     assert raised.value.errno == errno.ENOSPC and str(backup) in message and "No space left on device" in message
     assert "the checkpoint of epoch 1 is kept" in message, message
-    assert sorted(p.name for p in backup.iterdir()) == ["latest.weights.h5", "random_state.json",
-                                                        "training_metadata.json"]  # no partial file left
+    assert sorted(p.name for p in backup.iterdir()) == [
+        "latest.weights.h5",
+        "random_state.json",
+        "training_metadata.json",
+    ]  # no partial file left
     assert distribute.backup_epoch(backup) == 1
     resumed, epochs, messages = _resumed(ctx, backup)
     assert epochs == [1, 2] and messages == []
@@ -747,8 +1033,19 @@ def test_train_classifier_cli_disk_full_is_one_line_and_the_rerun_continues(ctx,
     import keras
 
     out = ctx.tmp / "full_disk" / "m.keras"
-    argv = ["classifier", "--model", "C", "--dataset", f"npz:{ctx.npz('disk_full')}", "--epochs", "3",
-            "--batch-size", "8", "--out", str(out)]
+    argv = [
+        "classifier",
+        "--model",
+        "C",
+        "--dataset",
+        f"npz:{ctx.npz('disk_full')}",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--out",
+        str(out),
+    ]
     save_weights, calls = keras.Model.save_weights, []
 
     def disk_full_on_second_save(self, filepath, *args, **kwargs):
@@ -780,16 +1077,31 @@ def test_real_write_failure_in_h5py_exits_cleanly_and_the_rerun_starts_afresh(ct
     import signal
 
     out = ctx.tmp / "fsize" / "m.keras"
-    argv = [sys.executable, "-m", "tfdefense.train", "classifier", "--model", "C", "--dataset",
-            f"npz:{ctx.npz('fsize')}", "--epochs", "2", "--batch-size", "8", "--out", str(out)]
+    argv = [
+        sys.executable,
+        "-m",
+        "tfdefense.train",
+        "classifier",
+        "--model",
+        "C",
+        "--dataset",
+        f"npz:{ctx.npz('fsize')}",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--out",
+        str(out),
+    ]
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
 
     def limit_file_size():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY))  # model C's backup: ~8 MB
 
-    failed = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env=env, timeout=600,
-                            preexec_fn=limit_file_size)
+    failed = subprocess.run(
+        argv, capture_output=True, text=True, cwd=REPO, env=env, timeout=600, preexec_fn=limit_file_size
+    )
     lines = [line for line in failed.stderr.splitlines() if line.strip()]
     assert failed.returncode == 1 and len(lines) == 1, failed.stderr[-3000:]
     assert lines[0].startswith(f"error: could not write the training backup in '{out}.backup'"), lines

@@ -20,8 +20,7 @@ def _error(capsys):
 
 
 @pytest.mark.parametrize("flow", ["preset", "classifier"])
-def test_an_empty_out_is_refused_and_nothing_is_written_into_the_working_directory(tmp_path, monkeypatch, capsys,
-                                                                                  flow):
+def test_an_empty_out_is_refused_and_nothing_is_written_into_the_working_directory(tmp_path, monkeypatch, capsys, flow):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "model.keras").write_text("not read")
     argv = PRESET if flow == "preset" else ["--classifier", "model.keras", "--dataset", "mnist", "--eps", "0.3"]
@@ -37,8 +36,11 @@ def test_a_folder_of_the_users_files_is_refused_and_left_as_it_was(tmp_path, cap
     (out / "report.md").write_text("my report")
     (out / "results.csv").write_text("a,b\n1,2\n")
     (tmp_path / "model.keras").write_text("not read")
-    argv = PRESET if flow == "preset" else ["--classifier", str(tmp_path / "model.keras"), "--dataset", "mnist",
-                                            "--eps", "0.3"]
+    argv = (
+        PRESET
+        if flow == "preset"
+        else ["--classifier", str(tmp_path / "model.keras"), "--dataset", "mnist", "--eps", "0.3"]
+    )
     assert main([*argv, "--out", str(out)]) == 2
     error = _error(capsys)
     assert error.startswith("error: argument --out: expected a new or empty folder, or a tfdefense run folder")
@@ -49,8 +51,9 @@ def test_a_folder_of_the_users_files_is_refused_and_left_as_it_was(tmp_path, cap
 def test_a_negative_count_setting_is_refused_naming_set_and_the_key(tmp_path, capsys):
     out = tmp_path / "run"
     assert main([*PRESET, "--out", str(out), "--set", "train_images=-5"]) == 2
-    assert _error(capsys) == ("error: argument --set: settings: 'train_images' is a count; expected an integer >= 1, "
-                              "got -5")
+    assert _error(capsys) == (
+        "error: argument --set: settings: 'train_images' is a count; expected an integer >= 1, got -5"
+    )
     assert not (out / "models").exists() and not (out / "report.md").exists()
 
 
@@ -63,8 +66,9 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_runs(tmp_path, 
         print("running", flush=True)
         sys.stdin.read()
     """)
-    first = subprocess.Popen([sys.executable, "-c", holder, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-c", holder, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert first.stdout.readline().strip() == "running"
         assert main([*PRESET, "--out", str(out)]) == 2

@@ -40,7 +40,9 @@ def test_saved_model_reloads_without_tfdefense(tmp_path, rng):
     np.save(tmp_path / "x.npy", x)
     result = subprocess.run(
         [sys.executable, "-c", RELOAD, str(path), str(tmp_path / "x.npy"), str(tmp_path / "out.npz")],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     info = json.loads(result.stdout.strip().splitlines()[-1])

@@ -8,10 +8,9 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 import tensorflow as tf
 
 from tfdefense.defenses import APEGAN, DefendedClassifier, Pix2PixDefense, RobustPurifier
@@ -81,8 +80,24 @@ class Interrupted(Exception):
 
 def test_resume_after_interruption_finishes_from_the_backup(tmp_path, classifier_path, monkeypatch, capsys):
     out = tmp_path / "robust.keras"
-    argv = _args(classifier_path, out, "--n-train", "128", "--epochs", "2", "--attack-steps", "1", "--width", "4",
-                 "--precision", "bf16", "--eval-n", "20", "--eval-suite", "none")
+    argv = _args(
+        classifier_path,
+        out,
+        "--n-train",
+        "128",
+        "--epochs",
+        "2",
+        "--attack-steps",
+        "1",
+        "--width",
+        "4",
+        "--precision",
+        "bf16",
+        "--eval-n",
+        "20",
+        "--eval-suite",
+        "none",
+    )
     save = keras.callbacks.BackupAndRestore.on_epoch_end
 
     def save_then_die(self, epoch, logs=None):
@@ -115,8 +130,23 @@ def test_resume_after_interruption_finishes_from_the_backup(tmp_path, classifier
 def test_gan_kinds_train_on_pairs_crafted_against_the_classifier(tmp_path, classifier_path, test_images, kind, cls):
     out = tmp_path / f"{kind}.keras"
     extra = ["--attack-steps", "2"] if kind == "pix2pix" else []
-    argv = _args(classifier_path, out, "--kind", kind, "--n-train", "128", "--epochs", "1", "--width", "4",
-                 *extra, "--eval-n", "20", "--eval-suite", "none")
+    argv = _args(
+        classifier_path,
+        out,
+        "--kind",
+        kind,
+        "--n-train",
+        "128",
+        "--epochs",
+        "1",
+        "--width",
+        "4",
+        *extra,
+        "--eval-n",
+        "20",
+        "--eval-suite",
+        "none",
+    )
     assert main(argv) == 0
     summary = json.loads((tmp_path / f"{kind}.json").read_text())
     assert summary["kind"] == kind and summary["train_examples"] == 128 and 0 <= summary["clean_accuracy"] <= 1
@@ -144,7 +174,9 @@ def test_bad_arguments_fail_with_one_line_before_training(tmp_path, classifier_p
         assert main(_args(classifier_path, out, *extra)) == 2, extra
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"error: argument {flag}") and "\n" not in err, err
-    assert main(["purifier", "--classifier", str(tmp_path / "none.keras"), "--dataset", "mnist", "--out", str(out)]) == 2
+    assert (
+        main(["purifier", "--classifier", str(tmp_path / "none.keras"), "--dataset", "mnist", "--out", str(out)]) == 2
+    )
     assert "--classifier" in capsys.readouterr().err
     assert main(_args(classifier_path, out, "--dataset", "npz:" + str(tmp_path / "missing.npz"))) == 2
     assert "--dataset" in capsys.readouterr().err
@@ -160,9 +192,27 @@ def test_bad_arguments_fail_with_one_line_before_training(tmp_path, classifier_p
 def test_killed_process_resumes_in_a_new_process(tmp_path, classifier_path):
     """A real SIGKILL after the first epoch's backup; a second process finishes the run."""
     out = tmp_path / "robust.keras"
-    argv = [sys.executable, "-m", "tfdefense.train", *_args(classifier_path, out, "--n-train", "256", "--epochs", "3",
-                                                            "--attack-steps", "2", "--width", "4", "--eval-n", "20",
-                                                            "--eval-suite", "none")]
+    argv = [
+        sys.executable,
+        "-m",
+        "tfdefense.train",
+        *_args(
+            classifier_path,
+            out,
+            "--n-train",
+            "256",
+            "--epochs",
+            "3",
+            "--attack-steps",
+            "2",
+            "--width",
+            "4",
+            "--eval-n",
+            "20",
+            "--eval-suite",
+            "none",
+        ),
+    ]
     env = dict(os.environ)
     process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metadata = tmp_path / "robust.keras.backup" / "training_metadata.json"
@@ -180,7 +230,9 @@ def test_killed_process_resumes_in_a_new_process(tmp_path, classifier_path):
 
 def test_classifier_run_writes_model_and_summary(tmp_path):
     out = tmp_path / "c.keras"
-    main(["classifier", "--model", "C", "--dataset", "digits", "--image-size", "28", "--epochs", "8", "--out", str(out)])
+    main(
+        ["classifier", "--model", "C", "--dataset", "digits", "--image-size", "28", "--epochs", "8", "--out", str(out)]
+    )
     summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["test_examples"] == 359 and summary["test_accuracy"] > 0.8
     assert summary["epochs"] == summary["epochs_this_run"] == 8 and summary["resumed_from_epoch"] == 0

@@ -47,8 +47,15 @@ def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("inputs")
     (x_train, y_train), (x_test, y_test) = load_dataset("digits")
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input(SHAPE), keras.layers.Rescaling(1 / 255.0), keras.layers.Flatten(),
-                              keras.layers.Dense(64, activation="relu"), keras.layers.Dense(10)])
+    model = keras.Sequential(
+        [
+            keras.Input(SHAPE),
+            keras.layers.Rescaling(1 / 255.0),
+            keras.layers.Flatten(),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x_train * 255.0, y_train, epochs=15, batch_size=64, verbose=0)
     model.save(folder / "classifier_0_255.h5")
@@ -58,9 +65,22 @@ def files(tmp_path_factory):
 
 
 def _evaluate(files, out, *extra):
-    return evaluate_main(["--classifier", str(files / "classifier_0_255.h5"), "--dataset",
-                          f"npz:{files / 'test_only.npz'}", "--eps", "0.1", "--suite", "quick", "--out", str(out),
-                          "--quiet", *map(str, extra)])
+    return evaluate_main(
+        [
+            "--classifier",
+            str(files / "classifier_0_255.h5"),
+            "--dataset",
+            f"npz:{files / 'test_only.npz'}",
+            "--eps",
+            "0.1",
+            "--suite",
+            "quick",
+            "--out",
+            str(out),
+            "--quiet",
+            *map(str, extra),
+        ]
+    )
 
 
 def _one_error_line(capsys):
@@ -92,25 +112,49 @@ def test_refusals_are_one_line_with_exit_status_2(files, tmp_path, capsys):
     assert code == 2 and "WriteFile" in line and "--trust-saved-model" in line
     assert not target.exists()
 
-    unsafe = keras.Sequential([keras.Input(SHAPE), keras.layers.Lambda(lambda t: t * 255.0), keras.layers.Flatten(),
-                               keras.layers.Dense(10)])
+    unsafe = keras.Sequential(
+        [keras.Input(SHAPE), keras.layers.Lambda(lambda t: t * 255.0), keras.layers.Flatten(), keras.layers.Dense(10)]
+    )
     unsafe.save(tmp_path / "lambda.keras")
     (tmp_path / "text.keras").write_text("not a model")
     for name, reason in (("lambda.keras", "Lambda"), ("text.keras", "not a zip archive")):
-        code = evaluate_main(["--classifier", str(tmp_path / name), "--dataset", f"npz:{files / 'test_only.npz'}",
-                              "--eps", "0.1", "--out", str(tmp_path / name.replace(".", "_")), "--quiet"])
+        code = evaluate_main(
+            [
+                "--classifier",
+                str(tmp_path / name),
+                "--dataset",
+                f"npz:{files / 'test_only.npz'}",
+                "--eps",
+                "0.1",
+                "--out",
+                str(tmp_path / name.replace(".", "_")),
+                "--quiet",
+            ]
+        )
         line = _one_error_line(capsys)
         assert code == 2 and str(tmp_path / name) in line and reason in line, line
 
     _, (x, y) = load_dataset("digits")
     np.savez(tmp_path / "nchw.npz", x_test=np.round(x[:6] * 255).astype(np.uint8).transpose(0, 3, 1, 2), y_test=y[:6])
-    code = evaluate_main(["--classifier", str(files / "classifier_0_255.h5"), "--dataset", f"npz:{tmp_path}/nchw.npz",
-                          "--eps", "0.1", "--out", str(tmp_path / "c"), "--quiet"])
+    code = evaluate_main(
+        [
+            "--classifier",
+            str(files / "classifier_0_255.h5"),
+            "--dataset",
+            f"npz:{tmp_path}/nchw.npz",
+            "--eps",
+            "0.1",
+            "--out",
+            str(tmp_path / "c"),
+            "--quiet",
+        ]
+    )
     line = _one_error_line(capsys)
     assert code == 2 and "channels-first" in line and "x_test" in line
 
-    code = train_main(["classifier", "--model", "C", "--dataset", "digits", "--epochs", "1",
-                       "--out", str(tmp_path / "c.keras")])
+    code = train_main(
+        ["classifier", "--model", "C", "--dataset", "digits", "--epochs", "1", "--out", str(tmp_path / "c.keras")]
+    )
     line = _one_error_line(capsys)
     assert code == 2 and "`input_shape`" in line and "'C'" in line and "(8, 8, 1)" in line
     assert not (tmp_path / "c.keras").exists()

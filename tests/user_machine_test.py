@@ -39,19 +39,37 @@ def _user_checkout(tmp_path):
 
 
 def _user_env(tmp_path, keras_home):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("TFDEFENSE_DATA_DIR", "TFDEFENSE_PAPERS_DIR", "TFDEFENSE_TESTS_STRICT", "PYTHONPATH")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("TFDEFENSE_DATA_DIR", "TFDEFENSE_PAPERS_DIR", "TFDEFENSE_TESTS_STRICT", "PYTHONPATH")
+    }
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     unreachable = "http://127.0.0.1:9"  # nothing listens: every keras download fails at once
-    env.update(HOME=str(home), KERAS_HOME=str(keras_home), HTTP_PROXY=unreachable, HTTPS_PROXY=unreachable,
-               http_proxy=unreachable, https_proxy=unreachable, NO_PROXY="", no_proxy="", TF_CPP_MIN_LOG_LEVEL="3")
+    env.update(
+        HOME=str(home),
+        KERAS_HOME=str(keras_home),
+        HTTP_PROXY=unreachable,
+        HTTPS_PROXY=unreachable,
+        http_proxy=unreachable,
+        https_proxy=unreachable,
+        NO_PROXY="",
+        no_proxy="",
+        TF_CPP_MIN_LOG_LEVEL="3",
+    )
     return env
 
 
 def _pytest(clone, env, *args):
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:randomly", *args], cwd=clone,
-                          env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:randomly", *args],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.slow  # three subprocesses, two of them import TensorFlow: ~30 s of CPU, ~100 s on 2 busy cores
@@ -61,8 +79,14 @@ def test_suite_runs_with_mnist_only_in_keras_cache_and_stops_at_once_without_it(
     (keras_home / "datasets").mkdir(parents=True)
     shutil.copy2(mnist_npz, keras_home / "datasets" / "mnist.npz")
     env = _user_env(tmp_path, keras_home)
-    where = subprocess.run([sys.executable, "-c", "import tfdefense; print(tfdefense.__file__)"], cwd=clone, env=env,
-                           capture_output=True, text=True, timeout=120)
+    where = subprocess.run(
+        [sys.executable, "-c", "import tfdefense; print(tfdefense.__file__)"],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert pathlib.Path(where.stdout.strip()).is_relative_to(clone), where.stdout + where.stderr
 
     run = _pytest(clone, env, *PART_OF_THE_SUITE)
@@ -78,6 +102,10 @@ def test_suite_runs_with_mnist_only_in_keras_cache_and_stops_at_once_without_it(
     assert run.returncode == 4, out  # pytest.ExitCode.USAGE_ERROR: stopped before running any test
     assert "no tests ran" in out and not re.search(r"\d+ (passed|failed|errors?)\b", out), out
     assert out.count("The tests need the real MNIST digits") == 1, out
-    for place in (str(tmp_path / "home" / ".tfdefense" / "data" / "mnist.npz"), str(empty / "datasets" / "mnist.npz"),
-                  "TFDEFENSE_DATA_DIR", "storage.googleapis.com"):
+    for place in (
+        str(tmp_path / "home" / ".tfdefense" / "data" / "mnist.npz"),
+        str(empty / "datasets" / "mnist.npz"),
+        "TFDEFENSE_DATA_DIR",
+        "storage.googleapis.com",
+    ):
         assert place in out, (place, out)

@@ -58,8 +58,11 @@ def _run(args, cwd, timeout=600):
 def _package_data_files():
     """Every file of the package that is not Python source: the data files read at run time (py.typed too)."""
     package = REPO / "tfdefense"
-    return sorted(str(p.relative_to(REPO)) for p in package.rglob("*")
-                  if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts)
+    return sorted(
+        str(p.relative_to(REPO))
+        for p in package.rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
+    )
 
 
 @pytest.mark.slow  # builds, creates a venv and imports TensorFlow three times: ~1-2 min
@@ -82,21 +85,30 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path):
     _run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], cwd=tmp_path)
     python = str(venv / "bin" / "python")
     # --ignore-installed: installs the wheel into the venv beside (never over) an editable install outside it.
-    _run([python, "-m", "pip", "install", "--no-index", "--no-deps", "--ignore-installed", str(wheels[0])],
-         cwd=tmp_path)
+    _run(
+        [python, "-m", "pip", "install", "--no-index", "--no-deps", "--ignore-installed", str(wheels[0])], cwd=tmp_path
+    )
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     where = _run([python, "-c", "import tfdefense; print(tfdefense.__file__, tfdefense.__version__)"], cwd=elsewhere)
     path, version = where.split()
     assert pathlib.Path(path).is_relative_to(venv), where
     assert version == wheels[0].name.split("-")[1]
-    requirements = _run([python, "-c", (
-        "from importlib.metadata import requires, version\n"
-        "from packaging.requirements import Requirement\n"
-        "for r in map(Requirement, requires('tfdefense')):\n"
-        "    if r.marker is None or r.marker.evaluate({'extra': ''}):\n"
-        "        assert version(r.name) in r.specifier, (str(r), version(r.name))\n"
-        "print('requirements met')")], cwd=elsewhere)
+    requirements = _run(
+        [
+            python,
+            "-c",
+            (
+                "from importlib.metadata import requires, version\n"
+                "from packaging.requirements import Requirement\n"
+                "for r in map(Requirement, requires('tfdefense')):\n"
+                "    if r.marker is None or r.marker.evaluate({'extra': ''}):\n"
+                "        assert version(r.name) in r.specifier, (str(r), version(r.name))\n"
+                "print('requirements met')"
+            ),
+        ],
+        cwd=elsewhere,
+    )
     assert "requirements met" in requirements
 
     for module in ("tfdefense.evaluate", "tfdefense.train"):

@@ -125,8 +125,10 @@ def check_names(argument, names, known):
         fail(f"argument {argument}: expected at least one name, got none")
     unknown = [n for n in names if n not in known]
     if unknown:
-        fail(f"argument {argument}: unknown name(s) {', '.join(map(repr, unknown))}; expected some of: "
-             f"{', '.join(sorted(known))}")
+        fail(
+            f"argument {argument}: unknown name(s) {', '.join(map(repr, unknown))}; expected some of: "
+            f"{', '.join(sorted(known))}"
+        )
     return names
 
 

@@ -60,7 +60,9 @@ def check_backup_dir(path, argument="backup_dir"):
     if not os.path.lexists(path):
         return path
     if path.is_symlink() or not path.is_dir():
-        raise invalid_value(argument, f"{expected} (it is {'a symbolic link' if path.is_symlink() else 'a file'})", str(path))
+        raise invalid_value(
+            argument, f"{expected} (it is {'a symbolic link' if path.is_symlink() else 'a file'})", str(path)
+        )
     stems = tuple(f".{name.split('.')[0]}." for name in BACKUP_FILES)
     foreign = sorted(
         entry.name
@@ -159,7 +161,8 @@ def save_model(model, path):
     path = pathlib.Path(path)
     if path.suffix != ".keras":
         raise ValueError(
-            f"Invalid value received for argument `path`. Expected a file name ending in .keras. Received: path={str(path)!r}"
+            "Invalid value received for argument `path`. Expected a file name ending in .keras. "
+            f"Received: path={str(path)!r}"
         )
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)

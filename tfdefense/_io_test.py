@@ -125,6 +125,8 @@ def test_training_never_deletes_a_users_folder_given_as_backup_dir(tmp_path, dig
     with pytest.raises(ValueError, match="`backup_dir`.*thesis.tex"):
         fit(model, *digits, epochs=1, batch_size=20, backup_dir=user, verbose=0, **options)
     assert (user / "thesis.tex").read_text() == "years of work"
-    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # refused before training
+    assert all(
+        np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=False)
+    )  # refused before training
     fit(model, *digits, epochs=1, batch_size=20, backup_dir=tmp_path / "backup", verbose=0, **options)
     assert not (tmp_path / "backup").exists()  # its own backup folder is removed after training

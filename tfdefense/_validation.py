@@ -87,7 +87,9 @@ def check_images(x, argument="x", channels=None, rank=4, allow_tensor=True):
         )
     if array.size:
         if not np.all(np.isfinite(array)):
-            raise invalid_value(argument, "finite values (no NaN or inf)", f"{_describe_array(array)} containing NaN/inf")
+            raise invalid_value(
+                argument, "finite values (no NaN or inf)", f"{_describe_array(array)} containing NaN/inf"
+            )
         low, high = float(array.min()), float(array.max())
         if low < -1e-6 or high > 1 + 1e-6:
             hint = " (looks like 0-255 pixels: divide by 255)" if high > 1.5 else ""
@@ -115,9 +117,7 @@ def check_labels(y, argument="y", num_examples=None, num_classes=None):
     if num_examples is not None and array.shape[0] != num_examples:
         raise invalid_value(argument, f"{num_examples} labels (one per image)", _describe_array(array))
     if num_classes is not None and array.size and (array.min() < 0 or array.max() >= num_classes):
-        raise invalid_value(
-            argument, f"labels in [0, {num_classes - 1}]", f"labels in [{array.min()}, {array.max()}]"
-        )
+        raise invalid_value(argument, f"labels in [0, {num_classes - 1}]", f"labels in [{array.min()}, {array.max()}]")
     return array.astype(np.int64, copy=False)
 
 
@@ -186,9 +186,10 @@ def check_model_images(model, x, argument="x", model_argument="model"):
         return
     expected = tuple(shape[1:])
     got = tuple(x.shape[1:])
-    if len(got) != 3 or any(e is not None and e != g for e, g in zip(expected, got)):
-        wanted = ", ".join("H" if i == 0 and e is None else "W" if i == 1 and e is None else str(e)
-                           for i, e in enumerate(expected))
+    if len(got) != 3 or any(e is not None and e != g for e, g in zip(expected, got, strict=False)):
+        wanted = ", ".join(
+            "H" if i == 0 and e is None else "W" if i == 1 and e is None else str(e) for i, e in enumerate(expected)
+        )
         raise invalid_value(
             argument,
             f"images of shape (N, {wanted}) matching the input of `{model_argument}`",

@@ -57,8 +57,9 @@ def make_strategy(name="none", devices=None, tpu=None):
 
     check_choice("strategy", name, STRATEGIES)
     if devices is not None and name != "mirrored":
-        raise invalid_value("devices", f"None for strategy {name!r} (devices choose the replicas of 'mirrored')",
-                            devices)
+        raise invalid_value(
+            "devices", f"None for strategy {name!r} (devices choose the replicas of 'mirrored')", devices
+        )
     if tpu is not None and name != "tpu":
         raise invalid_value("tpu", f"None for strategy {name!r}", tpu)
     if name == "none":
@@ -111,7 +112,8 @@ def patch_keras_fit_for_multi_worker():
             break
         data_batch = tf.nest.map_structure(
             lambda v: strategy.reduce("MEAN", v, axis=None) if isinstance(v, tf.distribute.DistributedValues) else v,
-            data_batch)
+            data_batch,
+        )
         return original(self, iterator=None, data_batch=data_batch)
 
     original_reduce = tf_trainer.reduce_per_replica
@@ -133,8 +135,10 @@ def tf_config(environ=None):
     """The parsed `TF_CONFIG` of this process (cluster + task), checked; ValueError when absent or malformed."""
     environ = os.environ if environ is None else environ
     text = environ.get("TF_CONFIG")
-    expected = ('a JSON object {"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": i}} '
-                "in the environment variable TF_CONFIG (one per process; see docs/distributed.md)")
+    expected = (
+        'a JSON object {"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": i}} '
+        "in the environment variable TF_CONFIG (one per process; see docs/distributed.md)"
+    )
     if not text:
         raise invalid_value("TF_CONFIG", expected, text)
     try:
@@ -143,13 +147,23 @@ def tf_config(environ=None):
         raise invalid_value("TF_CONFIG", expected, text) from None
     cluster = config.get("cluster") if isinstance(config, dict) else None
     task = config.get("task") if isinstance(config, dict) else None
-    if not isinstance(cluster, dict) or not cluster or not all(
-            isinstance(v, list) and v and all(isinstance(a, str) for a in v) for v in cluster.values()):
+    if (
+        not isinstance(cluster, dict)
+        or not cluster
+        or not all(isinstance(v, list) and v and all(isinstance(a, str) for a in v) for v in cluster.values())
+    ):
         raise invalid_value("TF_CONFIG", expected, text)
-    if not isinstance(task, dict) or task.get("type") not in cluster or not isinstance(task.get("index"), int) \
-            or not 0 <= task["index"] < len(cluster[task["type"]]):
-        raise invalid_value("TF_CONFIG", expected + "; task.type must name a job of the cluster and task.index "
-                            "one of its addresses", text)
+    if (
+        not isinstance(task, dict)
+        or task.get("type") not in cluster
+        or not isinstance(task.get("index"), int)
+        or not 0 <= task["index"] < len(cluster[task["type"]])
+    ):
+        raise invalid_value(
+            "TF_CONFIG",
+            expected + "; task.type must name a job of the cluster and task.index one of its addresses",
+            text,
+        )
     return config
 
 
@@ -160,8 +174,9 @@ def is_distributed(strategy):
     import tensorflow as tf
 
     if not isinstance(strategy, tf.distribute.Strategy):
-        raise invalid_value("strategy", "None or a tf.distribute.Strategy (see tfdefense.distribute.make_strategy)",
-                            strategy)
+        raise invalid_value(
+            "strategy", "None or a tf.distribute.Strategy (see tfdefense.distribute.make_strategy)", strategy
+        )
     return type(strategy).__name__ != "_DefaultDistributionStrategy"
 
 
@@ -254,8 +269,9 @@ def replica_layout(strategy):
 
     strategy.experimental_distribute_values_from_function(record)
     if len(ids) != len(devices):
-        raise RuntimeError(f"strategy {type(strategy).__name__} reported {len(ids)} local replicas on "
-                           f"{len(devices)} devices")
+        raise RuntimeError(
+            f"strategy {type(strategy).__name__} reported {len(ids)} local replicas on {len(devices)} devices"
+        )
     return list(zip(ids, devices, strict=True))
 
 
@@ -263,7 +279,8 @@ def _per_replica(strategy, values_by_id):
     import tensorflow as tf
 
     return strategy.experimental_distribute_values_from_function(
-        lambda context: tf.constant(values_by_id[int(context.replica_id_in_sync_group)]))
+        lambda context: tf.constant(values_by_id[int(context.replica_id_in_sync_group)])
+    )
 
 
 def all_gather(strategy, values_by_id):
@@ -403,8 +420,9 @@ def find_checkpoints(backup_dir):
             checkpoints.append({"epoch": epoch, "batch": batch, "weights": match, "metadata": metadata})
     used = {c["weights"] for c in checkpoints}
     if not problems:  # weights without metadata: a run killed between the two writes
-        problems += [f"{path.name} belongs to no complete checkpoint" for path in weights
-                     if path.exists() and path not in used]
+        problems += [
+            f"{path.name} belongs to no complete checkpoint" for path in weights if path.exists() and path not in used
+        ]
     checkpoints.sort(key=lambda c: -c["epoch"])
     return checkpoints, problems
 
@@ -440,8 +458,9 @@ def _atomic_backup_class():
         """
 
         def __init__(self, backup_dir, delete_checkpoint=True):
-            super().__init__(str(backup_dir), save_freq="epoch", double_checkpoint=True,
-                             delete_checkpoint=delete_checkpoint)
+            super().__init__(
+                str(backup_dir), save_freq="epoch", double_checkpoint=True, delete_checkpoint=delete_checkpoint
+            )
             self.restored_epoch = 0
             self._latest_digest = None  # SHA-256 of latest.weights.h5 when it is a complete checkpoint
             self._restored = None  # (weights, metadata) paths of the checkpoint restored; None: a fresh start
@@ -478,8 +497,10 @@ def _atomic_backup_class():
                 except (OSError, ValueError, KeyError) as error:
                     for variable, value in zip(variables, saved, strict=True):
                         variable.assign(value)
-                    problems.append(f"{checkpoint['weights'].name} (epoch {checkpoint['epoch']}) does not load "
-                                    f"into this model ({type(error).__name__})")
+                    problems.append(
+                        f"{checkpoint['weights'].name} (epoch {checkpoint['epoch']}) does not load "
+                        f"into this model ({type(error).__name__})"
+                    )
                     continue
                 self.model._initial_epoch = self.restored_epoch = checkpoint["epoch"]
                 if checkpoint["weights"].name == WEIGHTS_FILE and checkpoint["metadata"].name == METADATA_FILE:
@@ -487,10 +508,16 @@ def _atomic_backup_class():
                 self._restored = checkpoint["weights"], checkpoint["metadata"]
                 break
             if problems:
-                outcome = (f"resuming from the last complete checkpoint (epoch {self.restored_epoch})"
-                           if self.restored_epoch else "training starts afresh from epoch 0")
-                warnings.warn(f"training backup {str(self.backup_dir)!r}: {'; '.join(problems)}; {outcome}",
-                              RuntimeWarning, stacklevel=2)
+                outcome = (
+                    f"resuming from the last complete checkpoint (epoch {self.restored_epoch})"
+                    if self.restored_epoch
+                    else "training starts afresh from epoch 0"
+                )
+                warnings.warn(
+                    f"training backup {str(self.backup_dir)!r}: {'; '.join(problems)}; {outcome}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
 
         def _load_weights(self, path):
             if path.name.endswith(".weights.h5"):
@@ -522,8 +549,12 @@ def _atomic_backup_class():
                 from tfdefense._io import file_sha256
 
                 digest = file_sha256(tmp)
-                record = {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights_sha256": digest,
-                          "weights_file": WEIGHTS_FILE}
+                record = {
+                    "epoch": self._current_epoch,
+                    "batch": self._last_batch_seen,
+                    "weights_sha256": digest,
+                    "weights_file": WEIGHTS_FILE,
+                }
                 if self._latest_digest is not None:  # keep the complete checkpoint until the new one is
                     os.replace(weights, str(weights) + PREVIOUS)
                     os.replace(metadata, str(metadata) + PREVIOUS)

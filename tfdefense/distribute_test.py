@@ -17,7 +17,8 @@ class _ClusterStrategy:
 
     def __init__(self, cluster, task_type, task_id):
         self.cluster_resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
-            tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id)
+            tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id
+        )
 
 
 TWO_WORKERS = {"worker": ["localhost:1111", "localhost:2222"]}
@@ -26,10 +27,15 @@ TWO_WORKERS = {"worker": ["localhost:1111", "localhost:2222"]}
 def test_tf_config_is_checked_with_a_clear_error():
     good = {"cluster": TWO_WORKERS, "task": {"type": "worker", "index": 1}}
     assert distribute.tf_config({"TF_CONFIG": json.dumps(good)}) == good
-    for text in (None, "", "{not json", json.dumps({"cluster": TWO_WORKERS}),
-                 json.dumps({"cluster": TWO_WORKERS, "task": {"type": "worker", "index": 2}}),
-                 json.dumps({"cluster": TWO_WORKERS, "task": {"type": "chief", "index": 0}}),
-                 json.dumps({"cluster": {"worker": "localhost:1"}, "task": {"type": "worker", "index": 0}})):
+    for text in (
+        None,
+        "",
+        "{not json",
+        json.dumps({"cluster": TWO_WORKERS}),
+        json.dumps({"cluster": TWO_WORKERS, "task": {"type": "worker", "index": 2}}),
+        json.dumps({"cluster": TWO_WORKERS, "task": {"type": "chief", "index": 0}}),
+        json.dumps({"cluster": {"worker": "localhost:1"}, "task": {"type": "worker", "index": 0}}),
+    ):
         environ = {} if text is None else {"TF_CONFIG": text}
         with pytest.raises(ValueError, match="`TF_CONFIG`.*Received: TF_CONFIG="):
             distribute.tf_config(environ)
@@ -143,7 +149,8 @@ def test_a_failed_h5py_write_leaves_no_open_file(tmp_path):
         print(open_before, len(h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE)), sum(path in fd for fd in fds))
         """
     )
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "x.weights.h5")], capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "x.weights.h5")], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0 and result.stdout.split() == ["1", "0", "0"], result.stdout + result.stderr[-2000:]
     assert "Exception ignored" not in result.stderr

@@ -62,14 +62,13 @@ def _optimizers(model):
 def _assert_same_variables(actual, expected, what):
     if len(actual) != len(expected):
         raise AssertionError(f"{what}: {len(actual)} variables after the round trip, {len(expected)} before")
-    for a, b in zip(actual, expected):
+    for a, b in zip(actual, expected, strict=False):
         a_value, b_value = np.asarray(a), np.asarray(b)
         if a_value.shape != b_value.shape or not np.array_equal(a_value, b_value):
             raise AssertionError(f"{what}: variable {getattr(b, 'path', b.name)} differs after the round trip")
 
 
-def assert_keras_round_trip(model, x, directory, *, outputs=model_outputs, atol=0.0, rtol=0.0,
-                            check_optimizers=True):
+def assert_keras_round_trip(model, x, directory, *, outputs=model_outputs, atol=0.0, rtol=0.0, check_optimizers=True):
     """Saves `model` as `directory/<class name in lower case>.keras`, loads it back and checks it is the same model.
 
     Checks: the class; `outputs(loaded, x)` against `outputs(model, x)` (default `model_outputs`;
@@ -93,14 +92,16 @@ def assert_keras_round_trip(model, x, directory, *, outputs=model_outputs, atol=
             raise AssertionError(f"optimizers {sorted(after)} after the round trip, {sorted(before)} before")
         for name, optimizer in before.items():
             if type(after[name]) is not type(optimizer):
-                raise AssertionError(f"{name}: a {type(after[name]).__name__} after the round trip, "
-                                     f"a {type(optimizer).__name__} before")
+                raise AssertionError(
+                    f"{name}: a {type(after[name]).__name__} after the round trip, a {type(optimizer).__name__} before"
+                )
             _assert_same_variables(after[name].variables, optimizer.variables, name)
     return loaded
 
 
-def assert_saved_model_round_trip(defense, x, directory, *, classifier=None, outputs=model_outputs,
-                                  atol=1e-5, rtol=0.0, logits_atol=1e-4):
+def assert_saved_model_round_trip(
+    defense, x, directory, *, classifier=None, outputs=model_outputs, atol=1e-5, rtol=0.0, logits_atol=1e-4
+):
     """Exports `defense` with `tfdefense.export.export_saved_model` into `directory`, loads it with
     `tf.saved_model.load` and checks what it serves.
 
@@ -143,8 +144,9 @@ def _assert_same_config(actual, expected, what="get_config()"):
 def _config_difference(actual, expected, what):
     keys = sorted(set(actual) | set(expected))
     differing = [k for k in keys if actual.get(k, "<missing>") != expected.get(k, "<missing>")]
-    details = "; ".join(f"{k}: {actual.get(k, '<missing>')!r:.120} != {expected.get(k, '<missing>')!r:.120}"
-                        for k in differing[:5])
+    details = "; ".join(
+        f"{k}: {actual.get(k, '<missing>')!r:.120} != {expected.get(k, '<missing>')!r:.120}" for k in differing[:5]
+    )
     return f"{what} differs after the round trip in {differing}: {details}"
 
 
@@ -216,8 +218,9 @@ def _expect_error(call, pattern, case, error=ValueError):
         call()
     except error as raised:
         if not re.search(pattern, str(raised), flags=re.DOTALL):
-            raise AssertionError(f"{case} raised {type(raised).__name__}({str(raised)!r}), expected one matching "
-                                 f"{pattern!r}") from raised
+            raise AssertionError(
+                f"{case} raised {type(raised).__name__}({str(raised)!r}), expected one matching {pattern!r}"
+            ) from raised
     else:
         raise AssertionError(f"{case} raised no {error.__name__}")
 
@@ -230,8 +233,11 @@ def assert_purify_rejects_bad_images(defense, x, method="purify"):
     _expect_error(lambda: run(x * 255.0), "`x`.*values in \\[0, 1\\].*Received: x=.?array", f"{method}(x * 255)")
     other = np.zeros((2, *x.shape[1:-1], x.shape[-1] + 2), np.float32)
     _expect_error(lambda: run(other), _shape_pattern("x", other.shape), f"{method} of {other.shape[-1]}-channel images")
-    _expect_error(lambda: defense(other), f"`x`.*Received: x=.?shape {re.escape(str(other.shape))}",
-                  f"calling the model on {other.shape[-1]}-channel images")
+    _expect_error(
+        lambda: defense(other),
+        f"`x`.*Received: x=.?shape {re.escape(str(other.shape))}",
+        f"calling the model on {other.shape[-1]}-channel images",
+    )
 
 
 def purification_accuracies(classifier, defense, x_adv, x_clean, y, name=None):

@@ -76,7 +76,9 @@ def test_a_sound_model_passes_every_check(tmp_path, digits):
     model.fit(digits, digits, epochs=1, verbose=0)
     loaded = assert_keras_round_trip(model, digits, tmp_path)
     assert loaded.scale == 0.5 and float(loaded.bias) == float(model.bias)
-    assert_saved_model_round_trip(model, digits, tmp_path, classifier=keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten()]))
+    assert_saved_model_round_trip(
+        model, digits, tmp_path, classifier=keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten()])
+    )
     restored = assert_config_round_trip(model)
     assert isinstance(restored.optimizer, keras.optimizers.Adam)
 

@@ -1,7 +1,7 @@
 """`python -m tfdefense.train`: train target classifiers and purifiers.
 
-    python -m tfdefense.train classifier --model C --dataset mnist --out model_c.keras
-    python -m tfdefense.train purifier --kind robust --classifier model_c.keras --dataset mnist --out robust.keras
+python -m tfdefense.train classifier --model C --dataset mnist --out model_c.keras
+python -m tfdefense.train purifier --kind robust --classifier model_c.keras --dataset mnist --out robust.keras
 """
 
 import argparse
@@ -19,9 +19,12 @@ DATASETS = ("digits", "mnist", "cifar10", "imagenet")
 def _classifier_parser(subparsers):
     parser = subparsers.add_parser("classifier", help="train a target classifier, write a .keras file")
     parser.add_argument("--model", required=True, help="registered classifier name (A, B, C, D, resnet20, ...)")
-    parser.add_argument("--dataset", required=True,
-                        help=f"{', '.join(DATASETS)} or npz:PATH (imagenet: a local folder of class sub-folders, "
-                             "DATA_DIR/imagenet; needs --image-size)")
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        help=f"{', '.join(DATASETS)} or npz:PATH (imagenet: a local folder of class sub-folders, "
+        "DATA_DIR/imagenet; needs --image-size)",
+    )
     parser.add_argument("--out", required=True, help="output .keras path")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--image-size", type=int, default=None, help="resize images to this size")
@@ -36,8 +39,12 @@ def _classifier_parser(subparsers):
 
 
 def add_distribute_argument(parser):
-    parser.add_argument("--distribute", default="none", choices=["none", "mirrored", "multiworker", "tpu"],
-                        help="tf.distribute strategy (multiworker reads TF_CONFIG); --batch-size is the global batch")
+    parser.add_argument(
+        "--distribute",
+        default="none",
+        choices=["none", "mirrored", "multiworker", "tpu"],
+        help="tf.distribute strategy (multiworker reads TF_CONFIG); --batch-size is the global batch",
+    )
 
 
 def check_classifier_args(args):
@@ -80,8 +87,9 @@ def run_classifier(args):
     from tfdefense.models import get_classifier, train_classifier
 
     keras.utils.set_random_seed(args.seed)
-    (x_train, y_train), (x_test, y_test) = load_dataset(args.dataset, data_dir=args.data_dir,
-                                                        image_size=args.image_size)
+    (x_train, y_train), (x_test, y_test) = load_dataset(
+        args.dataset, data_dir=args.data_dir, image_size=args.image_size
+    )
     num_classes = int(max(y_train.max(), y_test.max()) + 1)
     with strategy.scope():
         model = get_classifier(args.model, input_shape=x_train.shape[1:], num_classes=num_classes)

@@ -60,7 +60,8 @@ ROBUST_ONLY = ("attack_loss", "lambda_trades", "precision", "ramp_epochs")
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
-        "purifier", help="train a purifier (robust, pix2pix or apegan) in front of a saved classifier",
+        "purifier",
+        help="train a purifier (robust, pix2pix or apegan) in front of a saved classifier",
         description=__doc__.splitlines()[0],
     )
     parser.add_argument("--kind", default="robust", choices=KINDS)
@@ -68,28 +69,53 @@ def add_parser(subparsers):
     parser.add_argument("--dataset", required=True, help="mnist, cifar10, digits or npz:PATH")
     parser.add_argument("--out", required=True, help="output .keras path (summary: same stem, .json)")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--eps", type=float, default=None,
-                        help="Linf radius in [0, 1] units (default: 0.3 for mnist/digits, 8/255 for cifar10)")
+    parser.add_argument(
+        "--eps",
+        type=float,
+        default=None,
+        help="Linf radius in [0, 1] units (default: 0.3 for mnist/digits, 8/255 for cifar10)",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="default: robust 30, pix2pix 5, apegan 2")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=None,
-                        help="generator Adam lr (default: robust 1e-3 with cosine decay to 2%%; GANs 2e-4)")
-    parser.add_argument("--attack-steps", type=int, default=None,
-                        help="robust: PGD steps of the training attack (7; 5 on cifar10); pix2pix: PGD steps of "
-                             "the PGD pairs (20); not used by apegan (FGSM pairs)")
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help="generator Adam lr (default: robust 1e-3 with cosine decay to 2%%; GANs 2e-4)",
+    )
+    parser.add_argument(
+        "--attack-steps",
+        type=int,
+        default=None,
+        help="robust: PGD steps of the training attack (7; 5 on cifar10); pix2pix: PGD steps of "
+        "the PGD pairs (20); not used by apegan (FGSM pairs)",
+    )
     parser.add_argument("--attack-loss", default=None, choices=["ce", "kl"], help="robust: PGD objective (ce)")
     parser.add_argument("--lambda-trades", type=float, default=None, help="robust: TRADES KL weight (0)")
-    parser.add_argument("--ramp-epochs", type=int, default=None,
-                        help="robust: epochs of the eps ramp (default min(3, max(1, epochs // 2)))")
-    parser.add_argument("--width", type=int, default=None,
-                        help="base filters: U-Net base_filters (max 4x; default 16), apegan filter scale (16 = paper)")
-    parser.add_argument("--precision", default=None, choices=["fp32", "bf16"],
-                        help="robust: attack and train step in bfloat16 (fp32)")
+    parser.add_argument(
+        "--ramp-epochs",
+        type=int,
+        default=None,
+        help="robust: epochs of the eps ramp (default min(3, max(1, epochs // 2)))",
+    )
+    parser.add_argument(
+        "--width",
+        type=int,
+        default=None,
+        help="base filters: U-Net base_filters (max 4x; default 16), apegan filter scale (16 = paper)",
+    )
+    parser.add_argument(
+        "--precision", default=None, choices=["fp32", "bf16"], help="robust: attack and train step in bfloat16 (fp32)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-train", type=int, default=None, help="train on the first N training images only")
     parser.add_argument("--eval-n", type=int, default=200, help="test images of the summary's evaluation")
-    parser.add_argument("--eval-suite", default="quick", choices=EVAL_SUITES,
-                        help="attacks of the summary (the robust preset's quick / tiny suites; none: clean only)")
+    parser.add_argument(
+        "--eval-suite",
+        default="quick",
+        choices=EVAL_SUITES,
+        help="attacks of the summary (the robust preset's quick / tiny suites; none: clean only)",
+    )
     from tfdefense.train import add_distribute_argument
 
     add_distribute_argument(parser)
@@ -157,8 +183,24 @@ def backup_dir(out):
 
 def settings_of(args):
     """What the backup depends on: a resumed run must use the same values."""
-    keys = ("kind", "classifier", "dataset", "data_dir", "eps", "epochs", "batch_size", "learning_rate",
-            "attack_steps", "attack_loss", "lambda_trades", "ramp_epochs", "width", "precision", "seed", "n_train")
+    keys = (
+        "kind",
+        "classifier",
+        "dataset",
+        "data_dir",
+        "eps",
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "attack_steps",
+        "attack_loss",
+        "lambda_trades",
+        "ramp_epochs",
+        "width",
+        "precision",
+        "seed",
+        "n_train",
+    )
     settings = {k: getattr(args, k) for k in keys}
     settings["classifier"] = str(pathlib.Path(args.classifier).resolve())
     return settings
@@ -178,13 +220,17 @@ def check_backup(folder, settings):
     except (OSError, ValueError):
         saved = None
     if not isinstance(saved, dict):
-        fail(f"argument --out: {str(marker)!r} is not a readable settings file of this command; move "
-                  f"{str(folder)!r} away")
+        fail(
+            f"argument --out: {str(marker)!r} is not a readable settings file of this command; move "
+            f"{str(folder)!r} away"
+        )
     changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
     if changed:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in changed)
-        fail(f"argument --out: the backup {str(folder)!r} was made with other settings ({detail}); rerun with "
-                  "the same settings to resume, or remove the folder to start over")
+        fail(
+            f"argument --out: the backup {str(folder)!r} was made with other settings ({detail}); rerun with "
+            "the same settings to resume, or remove the folder to start over"
+        )
 
 
 def _ignore_missing(function, path, error):
@@ -235,8 +281,10 @@ def load_classifier(path, image_shape, num_classes):
         fail(f"argument --classifier: {path!r} does not hold a keras.Model")
     shape = tuple(classifier.input_shape[1:]) if not isinstance(classifier.input_shape, list) else None
     if shape != tuple(image_shape):
-        fail(f"argument --classifier: the model takes inputs of shape {classifier.input_shape}; the dataset's "
-                  f"images have shape {tuple(image_shape)}")
+        fail(
+            f"argument --classifier: the model takes inputs of shape {classifier.input_shape}; the dataset's "
+            f"images have shape {tuple(image_shape)}"
+        )
     outputs = classifier.output_shape[-1] if not isinstance(classifier.output_shape, list) else None
     if outputs is None or outputs < num_classes:
         fail(f"argument --classifier: the model returns {outputs} logits; the dataset has {num_classes} classes")
@@ -257,8 +305,14 @@ def build_robust(args, classifier, shape, n_train):
     from tfdefense.training import FusedAdam
 
     purifier = RobustPurifier(
-        _unet(shape, args.width, 0.0), classifier, attack_eps=args.eps, attack_steps=args.attack_steps,
-        attack_loss=args.attack_loss, lambda_trades=args.lambda_trades, seed=args.seed, precision=args.precision,
+        _unet(shape, args.width, 0.0),
+        classifier,
+        attack_eps=args.eps,
+        attack_steps=args.attack_steps,
+        attack_loss=args.attack_loss,
+        lambda_trades=args.lambda_trades,
+        seed=args.seed,
+        precision=args.precision,
     )
     steps = args.epochs * -(-n_train // args.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, steps, alpha=0.02)
@@ -271,8 +325,9 @@ def build_pix2pix(args, shape):
     from tfdefense.models.patchgan import patchgan_discriminator
     from tfdefense.training import FusedAdam
 
-    model = Pix2PixDefense(_unet(shape, args.width, 0.5), patchgan_discriminator(shape, base_filters=8, n_layers=1),
-                           lambda_l1=100.0)
+    model = Pix2PixDefense(
+        _unet(shape, args.width, 0.5), patchgan_discriminator(shape, base_filters=8, n_layers=1), lambda_l1=100.0
+    )
     model.compile(g_optimizer=FusedAdam(learning_rate=args.learning_rate, beta_1=0.5))
     return model
 
@@ -302,8 +357,14 @@ def craft_pairs(args, classifier, x, y, cache_dir, strategy=None):
         return fgsm, x
     steps = args.attack_steps
     step = min(args.eps, 2.5 * args.eps / steps)
-    pgd = generate(get_attack("pgd", eps=args.eps, eps_iter=step, nb_iter=steps, seed=args.seed),
-                   classifier, x, y, cache_dir=cache_dir, strategy=strategy)
+    pgd = generate(
+        get_attack("pgd", eps=args.eps, eps_iter=step, nb_iter=steps, seed=args.seed),
+        classifier,
+        x,
+        y,
+        cache_dir=cache_dir,
+        strategy=strategy,
+    )
     return np.concatenate([fgsm, pgd, x]), np.concatenate([x, x, x])
 
 
@@ -313,8 +374,11 @@ def evaluate(args, defended, classifier, x, y, strategy=None):
     from tfdefense.evaluation.presets.robust import SUITE_QUICK, SUITE_TINY
     from tfdefense.evaluation.robustness import evaluate_robustness, robustness_suite
 
-    summary = {"eval_images": int(len(x)), "eval_suite": args.eval_suite,
-               "classifier_clean_accuracy": accuracy(classifier, x, y)}
+    summary = {
+        "eval_images": int(len(x)),
+        "eval_suite": args.eval_suite,
+        "classifier_clean_accuracy": accuracy(classifier, x, y),
+    }
     if args.eval_suite == "none":
         summary["clean_accuracy"] = accuracy(defended, x, y)
         return summary
@@ -325,14 +389,25 @@ def evaluate(args, defended, classifier, x, y, strategy=None):
     batch_size = 500
     if distribute.is_distributed(strategy):  # the evaluation images split into one attack call per replica
         batch_size = -(-min(batch_size, len(x)) // distribute.num_replicas(strategy))
-    result = evaluate_robustness(defended, x, y, suite, source=classifier, strategy=strategy, batch_size=batch_size,
-                                 log=lambda m: print(f"  eval: {m}", flush=True), per_attack=True)
-    summary.update({
-        "clean_accuracy": result.clean_accuracy,
-        "robust_accuracy": result.worst_case,
-        "attacks": result.accuracies,
-        "eval_attack_settings": {spec.label: spec.config() for spec in suite},
-    })
+    result = evaluate_robustness(
+        defended,
+        x,
+        y,
+        suite,
+        source=classifier,
+        strategy=strategy,
+        batch_size=batch_size,
+        log=lambda m: print(f"  eval: {m}", flush=True),
+        per_attack=True,
+    )
+    summary.update(
+        {
+            "clean_accuracy": result.clean_accuracy,
+            "robust_accuracy": result.worst_case,
+            "attacks": result.accuracies,
+            "eval_attack_settings": {spec.label: spec.config() for spec in suite},
+        }
+    )
     return summary
 
 
@@ -370,9 +445,12 @@ def run(args):
     start_epoch = resumed_epoch(folder)
     verb = f"resuming from epoch {start_epoch} of" if start_epoch else "training"
     placement = distribute.describe(strategy)
-    print(f"{verb} a {args.kind} purifier: {len(x_train)} {args.dataset} images, {args.epochs} epochs, eps "
-          f"{args.eps:.4g}; backup in {folder}; strategy {placement['strategy']}, {placement['replicas']} "
-          f"replica(s)", flush=True)
+    print(
+        f"{verb} a {args.kind} purifier: {len(x_train)} {args.dataset} images, {args.epochs} epochs, eps "
+        f"{args.eps:.4g}; backup in {folder}; strategy {placement['strategy']}, {placement['replicas']} "
+        f"replica(s)",
+        flush=True,
+    )
     verbose = 2
     clock = time.perf_counter(), time.process_time()
     with backup_callback(folder, strategy) as backup:
@@ -380,8 +458,14 @@ def run(args):
         if args.kind == "robust":
             with strategy.scope():
                 purifier = build_robust(args, classifier, shape, len(x_train))
-            history = purifier.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
-                                   verbose=verbose, callbacks=[EpsilonRamp(args.ramp_epochs), backup])
+            history = purifier.fit(
+                x_train,
+                y_train,
+                batch_size=args.batch_size,
+                epochs=args.epochs,
+                verbose=verbose,
+                callbacks=[EpsilonRamp(args.ramp_epochs), backup],
+            )
         else:
             print(f"crafting the training pairs against the classifier (eps {args.eps:.4g})", flush=True)
             x_adv, x_clean = craft_pairs(args, classifier, x_train, y_train, folder / "pairs", strategy)
@@ -419,7 +503,8 @@ def run(args):
         # made by this command (checked by check_backup); the purifier is saved. Other workers may be
         # removing their own pair caches below it at the same time.
         shutil.rmtree(folder, onexc=_ignore_missing) if sys.version_info >= (3, 12) else shutil.rmtree(
-            folder, onerror=_ignore_missing)
+            folder, onerror=_ignore_missing
+        )
     elif args.kind != "robust":  # this worker's own pair cache, and the folders above it left empty
         shutil.rmtree(distribute.worker_dir(folder / "pairs", strategy), ignore_errors=True)
         for empty in (folder / "pairs" / "workers", folder / "pairs", folder):

@@ -269,8 +269,9 @@ def value_and_grad_fn(model_fn, objective_fn, eot_samples=1):
     return averaged
 
 
-def pgd_loop(value_and_grad, x0, x_start, eps, step_size, steps, norm="inf", decay=None, projection="delta",
-             stop_gradient=False):
+def pgd_loop(
+    value_and_grad, x0, x_start, eps, step_size, steps, norm="inf", decay=None, projection="delta", stop_gradient=False
+):
     """`steps` projected steepest-ascent steps from `x_start` around `x0`, in one `tf.while_loop`.
 
     Each step: grad = d objective / dx (`value_and_grad` from `value_and_grad_fn`);

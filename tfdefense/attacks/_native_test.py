@@ -10,10 +10,15 @@ from tfdefense.attacks._native import l2_ball_box_projection, project
 
 def _qp_projection(z, x0, eps):
     """argmin ||p - z||_2 s.t. ||p - x0||_2 <= eps, 0 <= p <= 1 (SLSQP, float64)."""
-    res = minimize(lambda p: np.sum((p - z) ** 2), np.clip(x0, 0, 1), jac=lambda p: 2 * (p - z), method="SLSQP",
-                   constraints=[{"type": "ineq", "fun": lambda p: eps ** 2 - np.sum((p - x0) ** 2),
-                                 "jac": lambda p: -2 * (p - x0)}],
-                   bounds=[(0, 1)] * len(z), options={"ftol": 1e-14, "maxiter": 500})
+    res = minimize(
+        lambda p: np.sum((p - z) ** 2),
+        np.clip(x0, 0, 1),
+        jac=lambda p: 2 * (p - z),
+        method="SLSQP",
+        constraints=[{"type": "ineq", "fun": lambda p: eps**2 - np.sum((p - x0) ** 2), "jac": lambda p: -2 * (p - x0)}],
+        bounds=[(0, 1)] * len(z),
+        options={"ftol": 1e-14, "maxiter": 500},
+    )
     assert res.success, res.message
     return res.x
 

@@ -38,8 +38,9 @@ def bpda_apply(fn, backward, x):
             with tf.GradientTape() as tape:
                 tape.watch(x)
                 approx = tf.cast(backward(x), x.dtype)
-            return tape.gradient(approx, x, output_gradients=upstream,
-                                 unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return tape.gradient(
+                approx, x, output_gradients=upstream, unconnected_gradients=tf.UnconnectedGradients.ZERO
+            )
 
         return y, grad
 

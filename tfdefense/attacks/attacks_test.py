@@ -48,8 +48,12 @@ CONTRACT_CASES = [
     ("square", "art", {"eps": 0.1, "nb_queries": 20}, 10),
     ("autoattack", "native", {"eps": 0.1, "nb_iter": 5, "n_target_classes": 2, "nb_queries": 20, "seed": 0}, 20),
     ("autoattack", "art", {"eps": 0.1, "nb_iter": 5, "n_target_classes": 1, "nb_queries": 10, "seed": 0}, 10),
-    ("autoattack", "art", {"eps": 1.5, "norm": 2, "nb_iter": 5, "n_target_classes": 1, "nb_queries": 10, "seed": 0},
-     10),
+    (
+        "autoattack",
+        "art",
+        {"eps": 1.5, "norm": 2, "nb_iter": 5, "n_target_classes": 1, "nb_queries": 10, "seed": 0},
+        10,
+    ),
     ("spsa", "native", {"eps": 0.3, "nb_iter": 5, "spsa_samples": 32, "learning_rate": 0.05, "seed": 0}, 20),
     ("spsa", "cleverhans", {"eps": 0.3, "nb_iter": 3, "spsa_samples": 16, "learning_rate": 0.05}, 3),
     ("gaussian_noise", "native", {"sigma": 0.2, "seed": 0}, 100),
@@ -72,8 +76,9 @@ def _check_contract(attack, x, x_adv):
             assert np.sqrt((delta.astype(np.float64) ** 2).sum(1)).max() <= params["eps"] * (1 + 1e-5)
 
 
-@pytest.mark.parametrize("name,backend,params,n", CONTRACT_CASES,
-                         ids=[f"{c[0]}-{c[1]}-{i}" for i, c in enumerate(CONTRACT_CASES)])
+@pytest.mark.parametrize(
+    "name,backend,params,n", CONTRACT_CASES, ids=[f"{c[0]}-{c[1]}-{i}" for i, c in enumerate(CONTRACT_CASES)]
+)
 def test_output_contract(mnist_model_c, mnist_eval_batch, name, backend, params, n):
     x, y = mnist_eval_batch[0][:n], mnist_eval_batch[1][:n]
     attack = get_attack(name, backend=backend, **params)
@@ -117,8 +122,10 @@ def test_pgd_backends_agree_within_3_points(mnist_model_c, mnist_eval_batch):
 
 def test_bim_is_deterministic_and_identical_across_backends(mnist_model_c, mnist_eval_batch):
     x, y = mnist_eval_batch[0][:100], mnist_eval_batch[1][:100]
-    outs = [get_attack("bim", backend=b, eps=0.1, eps_iter=0.02, nb_iter=5)(mnist_model_c, x, y)
-            for b in ("native", "cleverhans", "art")]
+    outs = [
+        get_attack("bim", backend=b, eps=0.1, eps_iter=0.02, nb_iter=5)(mnist_model_c, x, y)
+        for b in ("native", "cleverhans", "art")
+    ]
     for other in outs[1:]:
         assert np.mean(np.abs(other - outs[0]) > 1e-4) < 0.01  # sign flips of ~0 gradients only
 
@@ -297,14 +304,17 @@ def test_square_l2_stays_in_the_ball_and_breaks_model_c(mnist_model_c, mnist_eva
     x_adv = attack(mnist_model_c, x, y)
     rate = attack.last_run_info["success_rate"]
     norms = _l2(x, x_adv)
-    print(f"Square-L2 eps 2.0, 300 queries: success {rate:.3f}, L2 {norms.min():.4f}..{norms.max():.6f}, "
-          f"{attack.last_run_info['seconds']:.1f} s")
+    print(
+        f"Square-L2 eps 2.0, 300 queries: success {rate:.3f}, L2 {norms.min():.4f}..{norms.max():.6f}, "
+        f"{attack.last_run_info['seconds']:.1f} s"
+    )
     _check_contract(attack, x, x_adv)
     assert norms.max() <= 2.0 * (1 + 1e-6)
     assert np.median(norms) > 1.5  # it searches at the budget, not near x
     assert rate >= 0.1  # a random search: 300 queries; 1000 reach about half (docs/attacks.md)
-    runs = [get_attack("square", norm=2, eps=2.0, nb_queries=20, seed=0)(mnist_model_c, x[:10], y[:10])
-            for _ in range(2)]
+    runs = [
+        get_attack("square", norm=2, eps=2.0, nb_queries=20, seed=0)(mnist_model_c, x[:10], y[:10]) for _ in range(2)
+    ]
     np.testing.assert_array_equal(runs[0], runs[1])  # seeded: reproducible
 
 
@@ -332,16 +342,31 @@ def test_gaussian_noise_sigma_and_variance(mnist_model_c, mnist_eval_batch):
 
 SLOW_CASES = [  # (name, backend, params, images, minimum success)
     ("cw_l2", "native", {}, 50, 0.95),  # the cleverhans defaults: 5 binary steps x 1000 Adam steps
-    ("cw_l2", "cleverhans", {"binary_search_steps": 3, "max_iterations": 200, "learning_rate": 0.05,
-                             "initial_const": 1.0}, 50, 0.9),
+    (
+        "cw_l2",
+        "cleverhans",
+        {"binary_search_steps": 3, "max_iterations": 200, "learning_rate": 0.05, "initial_const": 1.0},
+        50,
+        0.9,
+    ),
     ("deepfool", "art", {}, 50, 0.95),
     ("jsma", "art", {"gamma": 0.2, "seed": 0}, 50, 0.8),
     ("autoattack", "native", {"eps": 0.2, "seed": 0}, 50, 0.9),
-    ("ead", "art", {"binary_search_steps": 3, "max_iterations": 50, "learning_rate": 0.1, "initial_const": 1.0},
-     20, 0.9),
+    (
+        "ead",
+        "art",
+        {"binary_search_steps": 3, "max_iterations": 50, "learning_rate": 0.1, "initial_const": 1.0},
+        20,
+        0.9,
+    ),
     # ART's C&W-L0 reruns its L2 attack per pixel-fixing round: ~45 s per image here
-    ("cw_l0", "art", {"binary_search_steps": 2, "max_iterations": 20, "learning_rate": 0.1, "initial_const": 1.0},
-     5, 0.2),
+    (
+        "cw_l0",
+        "art",
+        {"binary_search_steps": 2, "max_iterations": 20, "learning_rate": 0.1, "initial_const": 1.0},
+        5,
+        0.2,
+    ),
     ("spsa", "native", {"eps": 0.3, "nb_iter": 50, "learning_rate": 0.05, "seed": 0}, 50, 0.9),
 ]
 
@@ -354,6 +379,8 @@ def test_full_strength_attacks(mnist_model_c, mnist_eval_batch, name, backend, p
     x_adv = attack(mnist_model_c, x, y)
     _check_contract(attack, x, x_adv)
     rate = attack.last_run_info["success_rate"]
-    print(f"{name} [{backend}] {params}: success {rate:.3f}, mean L2 {_l2(x, x_adv).mean():.3f}, "
-          f"{attack.last_run_info['seconds']:.0f} s")
+    print(
+        f"{name} [{backend}] {params}: success {rate:.3f}, mean L2 {_l2(x, x_adv).mean():.3f}, "
+        f"{attack.last_run_info['seconds']:.0f} s"
+    )
     assert rate >= minimum

@@ -76,8 +76,7 @@ def apgd_checkpoints(nb_iter):
     return is_check, window
 
 
-def apgd_program(model_fn, num_classes, eps, norm, nb_iter, loss, targeted, rho=0.75, eot_samples=1,
-                 success="auto"):
+def apgd_program(model_fn, num_classes, eps, norm, nb_iter, loss, targeted, rho=0.75, eot_samples=1, success="auto"):
     """The APGD graph (Algorithm 1 of Croce & Hein 2020), per-example step sizes.
 
     `success`: "auto" (targeted: prediction == t; else != y) or "misclassify"
@@ -114,10 +113,19 @@ def apgd_program(model_fn, num_classes, eps, norm, nb_iter, loss, targeted, rho=
         ok = is_success(logits, y, t, judge_targeted)
         step_shape = tf.concat([tf.shape(y), tf.ones([tf.rank(x0) - 1], tf.int32)], 0)
         state = dict(
-            x_adv=x_adv, x_old=x_adv, grad=grad, value=value,
-            x_best=x_adv, grad_best=grad, loss_best=value, x_found=x_adv, found=ok,
-            size=tf.fill(step_shape, 2.0 * eps), increases=tf.zeros_like(value),
-            loss_best_last=value, reduced_last=tf.zeros_like(ok),
+            x_adv=x_adv,
+            x_old=x_adv,
+            grad=grad,
+            value=value,
+            x_best=x_adv,
+            grad_best=grad,
+            loss_best=value,
+            x_found=x_adv,
+            found=ok,
+            size=tf.fill(step_shape, 2.0 * eps),
+            increases=tf.zeros_like(value),
+            loss_best_last=value,
+            reduced_last=tf.zeros_like(ok),
         )
 
         def body(i, s):
@@ -141,17 +149,33 @@ def apgd_program(model_fn, num_classes, eps, norm, nb_iter, loss, targeted, rho=
                 no_improvement = tf.logical_and(tf.logical_not(s["reduced_last"]), s["loss_best_last"] >= loss_best)
                 reduce = tf.logical_or(oscillating, no_improvement)
                 size = tf.where(tf.reshape(reduce, step_shape), s["size"] / 2.0, s["size"])
-                return (where_batch(reduce, x_best, x_new), where_batch(reduce, grad_best, grad), size,
-                        tf.zeros_like(increases), loss_best, reduce)
+                return (
+                    where_batch(reduce, x_best, x_new),
+                    where_batch(reduce, grad_best, grad),
+                    size,
+                    tf.zeros_like(increases),
+                    loss_best,
+                    reduce,
+                )
 
             def no_check():
                 return x_new, grad, s["size"], increases, s["loss_best_last"], s["reduced_last"]
 
             x_next, grad_next, size, increases, loss_best_last, reduced_last = tf.cond(checks[i], at_check, no_check)
             return i + 1, dict(
-                x_adv=x_next, x_old=s["x_adv"], grad=grad_next, value=value, x_best=x_best, grad_best=grad_best,
-                loss_best=loss_best, x_found=x_found, found=found, size=size, increases=increases,
-                loss_best_last=loss_best_last, reduced_last=reduced_last,
+                x_adv=x_next,
+                x_old=s["x_adv"],
+                grad=grad_next,
+                value=value,
+                x_best=x_best,
+                grad_best=grad_best,
+                loss_best=loss_best,
+                x_found=x_found,
+                found=found,
+                size=size,
+                increases=increases,
+                loss_best_last=loss_best_last,
+                reduced_last=reduced_last,
             )
 
         _, state = tf.while_loop(lambda i, s: i < nb_iter, body, (tf.constant(0), state))
@@ -180,8 +204,18 @@ class APGD(NativeMixin, Attack):
     """
 
     bounded = True
-    defaults = {"eps": 0.3, "norm": "inf", "nb_iter": 100, "loss": "ce", "rho": 0.75, "nb_restarts": 1,
-                "targeted": False, "target": None, "eot_samples": 1, "seed": None}
+    defaults = {
+        "eps": 0.3,
+        "norm": "inf",
+        "nb_iter": 100,
+        "loss": "ce",
+        "rho": 0.75,
+        "nb_restarts": 1,
+        "targeted": False,
+        "target": None,
+        "eot_samples": 1,
+        "seed": None,
+    }
     unsupported = {"art": ("rho", "eot_samples")}
     art_method = "AutoProjectedGradientDescent"
 
@@ -196,8 +230,17 @@ class APGD(NativeMixin, Attack):
 
     def _build_native(self, model_fn, num_classes):
         p = self._params
-        single = apgd_program(model_fn, num_classes, float(p["eps"]), p["norm"], int(p["nb_iter"]), p["loss"],
-                              p["targeted"], float(p["rho"]), int(p["eot_samples"]))
+        single = apgd_program(
+            model_fn,
+            num_classes,
+            float(p["eps"]),
+            p["norm"],
+            int(p["nb_iter"]),
+            p["loss"],
+            p["targeted"],
+            float(p["rho"]),
+            int(p["eot_samples"]),
+        )
         restarts, targeted, loss = int(p["nb_restarts"]), p["targeted"], p["loss"]
         if restarts == 1:
             return single
@@ -206,16 +249,24 @@ class APGD(NativeMixin, Attack):
             def obj(logits):
                 return objective(loss, logits, y, t, targeted, num_classes)
 
-            return best_of_restarts(lambda run_seed: single(x0, y, t, run_seed), model_fn, obj, x0, y, t, targeted,
-                                    seed, restarts)
+            return best_of_restarts(
+                lambda run_seed: single(x0, y, t, run_seed), model_fn, obj, x0, y, t, targeted, seed, restarts
+            )
 
         return program
 
     def _art_params(self):
         p = self._params
-        return dict(norm=norm_order(p["norm"]), eps=p["eps"], eps_step=2 * p["eps"], max_iter=p["nb_iter"],
-                    targeted=p["targeted"], nb_random_init=p["nb_restarts"],
-                    loss_type={"ce": "cross_entropy", "dlr": "difference_logits_ratio"}[p["loss"]], verbose=False)
+        return dict(
+            norm=norm_order(p["norm"]),
+            eps=p["eps"],
+            eps_step=2 * p["eps"],
+            max_iter=p["nb_iter"],
+            targeted=p["targeted"],
+            nb_random_init=p["nb_restarts"],
+            loss_type={"ce": "cross_entropy", "dlr": "difference_logits_ratio"}[p["loss"]],
+            verbose=False,
+        )
 
 
 # --------------------------------------------------------------------------- Square
@@ -227,8 +278,18 @@ def square_schedule(p_init, nb_queries, num_features, channels):
     for it in range(nb_queries):
         i = int(it / nb_queries * 10000)
         p = p_init
-        for bound, div in ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64), (6000, 128),
-                           (8000, 256), (10000, 512)):
+        for bound, div in (
+            (10, 1),
+            (50, 2),
+            (200, 4),
+            (500, 8),
+            (1000, 16),
+            (2000, 32),
+            (4000, 64),
+            (6000, 128),
+            (8000, 256),
+            (10000, 512),
+        ):
             if i > bound:
                 p = p_init / (div * 2)
         sides.append(max(int(round(math.sqrt(p * num_features / channels))), 1))
@@ -266,23 +327,27 @@ def square_program(model_fn, num_classes, eps, nb_queries, p_init, targeted, ima
             pos_seed, val_seed = tf.unstack(tf.random.experimental.stateless_split(it_seed, 2))
             pos = tf.random.stateless_uniform([2], pos_seed, 0, 2**30, dtype=tf.int32)
             ch, cw = pos[0] % (h - s + 1), pos[1] % (w - s + 1)
-            window = tf.logical_and(tf.logical_and(rows >= ch, rows < ch + s),
-                                    tf.logical_and(cols >= cw, cols < cw + s))
+            window = tf.logical_and(
+                tf.logical_and(rows >= ch, rows < ch + s), tf.logical_and(cols >= cw, cols < cw + s)
+            )
             values = eps * tf.sign(tf.random.stateless_uniform([tf.shape(idx)[0], 1, 1, c], val_seed, -1.0, 1.0))
             delta = tf.where(window[None], values, xa - x0a)
             x_new = tf.clip_by_value(x0a + delta, 0.0, 1.0)
             m_new, l_new = margin_and_loss(model_fn(x_new), la)
             better = l_new < tf.gather(loss_min, idx)
             x_best = tf.tensor_scatter_nd_update(x_best, idx[:, None], where_batch(better, x_new, xa))
-            margin_min = tf.tensor_scatter_nd_update(margin_min, idx[:, None],
-                                                     tf.where(better, m_new, tf.gather(margin_min, idx)))
-            loss_min = tf.tensor_scatter_nd_update(loss_min, idx[:, None],
-                                                   tf.where(better, l_new, tf.gather(loss_min, idx)))
+            margin_min = tf.tensor_scatter_nd_update(
+                margin_min, idx[:, None], tf.where(better, m_new, tf.gather(margin_min, idx))
+            )
+            loss_min = tf.tensor_scatter_nd_update(
+                loss_min, idx[:, None], tf.where(better, l_new, tf.gather(loss_min, idx))
+            )
             return i + 1, x_best, margin_min, loss_min
 
         _, x_best, _, _ = tf.while_loop(
             lambda i, x_best, margin_min, loss_min: tf.logical_and(i < nb_queries - 1, tf.reduce_any(margin_min > 0)),
-            body, (tf.constant(0), x_best, margin0, loss0),
+            body,
+            (tf.constant(0), x_best, margin0, loss0),
         )
         return x_best
 
@@ -294,17 +359,18 @@ def _pseudo_gaussian_rectangle(rows, cols):
     delta = np.zeros([rows, cols])
     r0, c0 = rows // 2, cols // 2
     for k in range(max(rows // 2 + 1, cols // 2 + 1)):
-        delta[max(r0 - k, 0):min(r0 - k + 2 * k + 1, rows), max(c0 - k, 0):min(c0 - k + 2 * k + 1, cols)] += \
+        delta[max(r0 - k, 0) : min(r0 - k + 2 * k + 1, rows), max(c0 - k, 0) : min(c0 - k + 2 * k + 1, cols)] += (
             1.0 / (k + 1) ** 2
-    return delta / max(np.sqrt(np.sum(delta ** 2)), 1e-12)
+        )
+    return delta / max(np.sqrt(np.sum(delta**2)), 1e-12)
 
 
 def square_l2_window(side):
     """Square-L2's s x s update: a bump in the top half, the opposite bump in the bottom half, unit L2 norm."""
     delta = np.zeros([side, side])
-    delta[:side // 2] = _pseudo_gaussian_rectangle(side // 2, side)
-    delta[side // 2:] = -_pseudo_gaussian_rectangle(side - side // 2, side)
-    return delta / max(np.sqrt(np.sum(delta ** 2)), 1e-12)
+    delta[: side // 2] = _pseudo_gaussian_rectangle(side // 2, side)
+    delta[side // 2 :] = -_pseudo_gaussian_rectangle(side - side // 2, side)
+    return delta / max(np.sqrt(np.sum(delta**2)), 1e-12)
 
 
 def square_l2_sides(p_init, nb_queries, image_shape):
@@ -333,9 +399,9 @@ def square_l2_init(image_shape):
     count = 0
     for row in range(start, h - side + 1, side):
         for col in range(start, w - side + 1, side):
-            pattern[row:row + side, col:col + side] = bump
-            transposed[row:row + side, col:col + side] = bump.T
-            cell[row:row + side, col:col + side] = count
+            pattern[row : row + side, col : col + side] = bump
+            transposed[row : row + side, col : col + side] = bump.T
+            cell[row : row + side, col : col + side] = count
             count += 1
     return pattern.astype(np.float32), transposed.astype(np.float32), cell, max(count, 1)
 
@@ -384,8 +450,9 @@ def square_l2_program(model_fn, num_classes, eps, nb_queries, p_init, targeted, 
         cols = tf.range(w)[None, :, None]
 
         def window_at(top, left, s):
-            return tf.logical_and(tf.logical_and(rows >= top, rows < top + s),
-                                  tf.logical_and(cols >= left, cols < left + s))[None]  # [1, h, w, 1]
+            return tf.logical_and(
+                tf.logical_and(rows >= top, rows < top + s), tf.logical_and(cols >= left, cols < left + s)
+            )[None]  # [1, h, w, 1]
 
         def body(i, x_best, margin_min, loss_min):
             idx = tf.where(margin_min > 0)[:, 0]
@@ -402,27 +469,31 @@ def square_l2_program(model_fn, num_classes, eps, nb_queries, p_init, targeted, 
             norm_first = tf.sqrt(tf.reduce_sum(tf.square(d) * first_f, [1, 2], keepdims=True))  # [n, 1, 1, c]
             norm_both = tf.sqrt(tf.reduce_sum(tf.square(d) * both_f, [1, 2], keepdims=True))
             norm_image = lp_norm(d, 2)
-            pattern = tf.roll(patterns[index_table[i], pos[4] % 2], [pos[0] % (h - s + 1), pos[1] % (w - s + 1)],
-                              [0, 1])[None, :, :, None]
+            pattern = tf.roll(
+                patterns[index_table[i], pos[4] % 2], [pos[0] % (h - s + 1), pos[1] % (w - s + 1)], [0, 1]
+            )[None, :, :, None]
             values = tf.sign(tf.random.stateless_uniform([tf.shape(idx)[0], 1, 1, c], val_seed, -1.0, 1.0))
             new = pattern * values + d * first_f / (norm_first + 1e-12)
             new_norm = tf.sqrt(tf.reduce_sum(tf.square(new), [1, 2], keepdims=True))
-            target_norm = tf.sqrt(tf.maximum(eps ** 2 - tf.square(norm_image), 0.0) / c + tf.square(norm_both))
+            target_norm = tf.sqrt(tf.maximum(eps**2 - tf.square(norm_image), 0.0) / c + tf.square(norm_both))
             new = new / tf.maximum(new_norm, 1e-12) * target_norm
             d = tf.where(first, new, tf.where(both, 0.0, d))
             x_new = tf.clip_by_value(x0a + d / tf.maximum(lp_norm(d, 2), 1e-12) * eps, 0.0, 1.0)
             m_new, l_new = _square_losses(model_fn(x_new), la, targeted, num_classes)
             better = l_new < tf.gather(loss_min, idx)
             x_best = tf.tensor_scatter_nd_update(x_best, idx[:, None], where_batch(better, x_new, xa))
-            margin_min = tf.tensor_scatter_nd_update(margin_min, idx[:, None],
-                                                     tf.where(better, m_new, tf.gather(margin_min, idx)))
-            loss_min = tf.tensor_scatter_nd_update(loss_min, idx[:, None],
-                                                   tf.where(better, l_new, tf.gather(loss_min, idx)))
+            margin_min = tf.tensor_scatter_nd_update(
+                margin_min, idx[:, None], tf.where(better, m_new, tf.gather(margin_min, idx))
+            )
+            loss_min = tf.tensor_scatter_nd_update(
+                loss_min, idx[:, None], tf.where(better, l_new, tf.gather(loss_min, idx))
+            )
             return i + 1, x_best, margin_min, loss_min
 
         _, x_best, _, _ = tf.while_loop(
             lambda i, x_best, margin_min, loss_min: tf.logical_and(i < nb_queries - 1, tf.reduce_any(margin_min > 0)),
-            body, (tf.constant(0), x_best, margin0, loss0),
+            body,
+            (tf.constant(0), x_best, margin0, loss0),
         )
         return x_best
 
@@ -448,8 +519,16 @@ class Square(NativeMixin, Attack):
     """
 
     bounded = True
-    defaults = {"eps": 0.3, "norm": "inf", "nb_queries": 5000, "p_init": 0.8, "nb_restarts": 1,
-                "targeted": False, "target": None, "seed": None}
+    defaults = {
+        "eps": 0.3,
+        "norm": "inf",
+        "nb_queries": 5000,
+        "p_init": 0.8,
+        "nb_restarts": 1,
+        "targeted": False,
+        "target": None,
+        "seed": None,
+    }
     unsupported = {"native": ("nb_restarts",)}
     art_method = "SquareAttack"
 
@@ -463,8 +542,15 @@ class Square(NativeMixin, Attack):
     def _build_native(self, model_fn, num_classes):
         p = self._params
         build = square_program if p["norm"] == "inf" else square_l2_program
-        return build(model_fn, num_classes, float(p["eps"]), int(p["nb_queries"]), float(p["p_init"]),
-                     p["targeted"], self._image_shape)
+        return build(
+            model_fn,
+            num_classes,
+            float(p["eps"]),
+            int(p["nb_queries"]),
+            float(p["p_init"]),
+            p["targeted"],
+            self._image_shape,
+        )
 
     def _run_native(self, model, x, y, targets):
         self._image_shape = tuple(x.shape[1:])
@@ -473,8 +559,14 @@ class Square(NativeMixin, Attack):
     def _art_params(self):
         p = self._params
         # ART counts iterations, each one query per example after the initial one
-        return dict(norm=norm_order(p["norm"]), eps=p["eps"], max_iter=max(1, p["nb_queries"] - 1),
-                    p_init=p["p_init"], nb_restarts=p["nb_restarts"], verbose=False)
+        return dict(
+            norm=norm_order(p["norm"]),
+            eps=p["eps"],
+            max_iter=max(1, p["nb_queries"] - 1),
+            p_init=p["p_init"],
+            nb_restarts=p["nb_restarts"],
+            verbose=False,
+        )
 
 
 # --------------------------------------------------------------------------- AutoAttack
@@ -500,8 +592,15 @@ class AutoAttack(Attack):
     """
 
     bounded = True
-    defaults = {"eps": 0.3, "norm": "inf", "components": STANDARD_COMPONENTS, "nb_iter": 100,
-                "n_target_classes": 9, "nb_queries": 5000, "seed": None}
+    defaults = {
+        "eps": 0.3,
+        "norm": "inf",
+        "components": STANDARD_COMPONENTS,
+        "nb_iter": 100,
+        "n_target_classes": 9,
+        "nb_queries": 5000,
+        "seed": None,
+    }
 
     def _check_params(self, p):
         p = _checked_eps_and_norm(p)
@@ -531,11 +630,19 @@ class AutoAttack(Attack):
         if name == "square":
             return Square(backend=self.backend, eps=p["eps"], norm=p["norm"], nb_queries=p["nb_queries"], seed=seed)
         if name == "fab-t":
-            return FABT(eps=p["eps"], norm=p["norm"], nb_iter=p["nb_iter"], n_target_classes=p["n_target_classes"],
-                        seed=seed)
+            return FABT(
+                eps=p["eps"], norm=p["norm"], nb_iter=p["nb_iter"], n_target_classes=p["n_target_classes"], seed=seed
+            )
         loss = "ce" if name == "apgd-ce" else "dlr"
-        return APGD(backend=self.backend, eps=p["eps"], norm=p["norm"], nb_iter=p["nb_iter"], loss=loss,
-                    seed=seed, targeted=name == "apgd-t")
+        return APGD(
+            backend=self.backend,
+            eps=p["eps"],
+            norm=p["norm"],
+            nb_iter=p["nb_iter"],
+            loss=loss,
+            seed=seed,
+            targeted=name == "apgd-t",
+        )
 
     def _run_component(self, name, model, x, y, num_classes):
         """Adversarial images for the component `name` (untargeted success) on x."""
@@ -544,7 +651,7 @@ class AutoAttack(Attack):
             return attack(model, x, y), attack.backend
         # APGD-T: the paper's targeted DLR towards the k-th most likely class, k = 2..n+1,
         # success = misclassification; each target runs on what is still robust.
-        logits = np.concatenate([np.asarray(call_model(model, x[i:i + 512])) for i in range(0, len(x), 512)])
+        logits = np.concatenate([np.asarray(call_model(model, x[i : i + 512])) for i in range(0, len(x), 512)])
         order = np.argsort(-logits, axis=1)
         x_adv = x.copy()
         robust = np.ones(len(x), bool)
@@ -568,11 +675,25 @@ class AutoAttack(Attack):
         per_model = self._programs.setdefault(model, {}) if weakrefable(model) else {}
         if key not in per_model:
             model_ref = model_reference(model)
-            program = apgd_program(lambda z: call_model(model_ref(), z), num_classes, float(p["eps"]), p["norm"],
-                                   int(p["nb_iter"]), "dlr", True, success="misclassify")
-            fn = tf.function(program, input_signature=[
-                tf.TensorSpec([None, *x.shape[1:]], tf.float32), tf.TensorSpec([None], tf.int64),
-                tf.TensorSpec([None], tf.int64), tf.TensorSpec([2], tf.int64)])
+            program = apgd_program(
+                lambda z: call_model(model_ref(), z),
+                num_classes,
+                float(p["eps"]),
+                p["norm"],
+                int(p["nb_iter"]),
+                "dlr",
+                True,
+                success="misclassify",
+            )
+            fn = tf.function(
+                program,
+                input_signature=[
+                    tf.TensorSpec([None, *x.shape[1:]], tf.float32),
+                    tf.TensorSpec([None], tf.int64),
+                    tf.TensorSpec([None], tf.int64),
+                    tf.TensorSpec([2], tf.int64),
+                ],
+            )
             per_model[key] = fn.get_concrete_function()
         seed = tf.constant(self._next_seed(), tf.int64)
         out = per_model[key](tf.constant(x), tf.constant(y), tf.constant(targets.astype(np.int64)), seed).numpy()
@@ -586,15 +707,21 @@ class AutoAttack(Attack):
         for name in self._params["components"]:
             idx = np.where(robust)[0]
             if len(idx) == 0:
-                report.append({"name": name, "backend": None, "attacked": 0, "broken": 0,
-                               "robust_after": 0.0})
+                report.append({"name": name, "backend": None, "attacked": 0, "broken": 0, "robust_after": 0.0})
                 continue
             out, backend = self._run_component(name, model, x[idx], y[idx], num_classes)
             broke = predict(model, out) != y[idx]
             x_adv[idx[broke]] = out[broke]
             robust[idx[broke]] = False
-            report.append({"name": name, "backend": backend, "attacked": int(len(idx)), "broken": int(broke.sum()),
-                           "robust_after": float(robust.mean())})
+            report.append(
+                {
+                    "name": name,
+                    "backend": backend,
+                    "attacked": int(len(idx)),
+                    "broken": int(broke.sum()),
+                    "robust_after": float(robust.mean()),
+                }
+            )
         self._report = report
         return x_adv
 

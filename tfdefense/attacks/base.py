@@ -165,13 +165,18 @@ def check_budgets(params, image_shape=None):
             continue
         check_number(name, value, minimum=0)
         if norm == "inf" and value > 1:
-            raise invalid_value(name, "a value in [0, 1] for norm='inf' (pixel units of [0, 1] images: "
-                                      "8/255 is 0.0314)", value)
+            raise invalid_value(
+                name, "a value in [0, 1] for norm='inf' (pixel units of [0, 1] images: 8/255 is 0.0314)", value
+            )
         if norm != "inf" and image_shape is not None:
             diameter = lp_diameter(norm, image_shape)
             if value > diameter * (1 + 1e-6):
-                raise invalid_value(name, f"a value <= {diameter:.6g} for norm={norm} (the L{norm} diameter of "
-                                          f"[0, 1] images of shape {tuple(image_shape)})", value)
+                raise invalid_value(
+                    name,
+                    f"a value <= {diameter:.6g} for norm={norm} (the L{norm} diameter of "
+                    f"[0, 1] images of shape {tuple(image_shape)})",
+                    value,
+                )
 
 
 # --------------------------------------------------------------------------- the base class
@@ -323,8 +328,10 @@ class Attack:
         """
         start = time.perf_counter()
         if not callable(model):
-            raise TypeError(f"Invalid type received for argument `model`. Expected a Keras model or callable. "
-                            f"Received: model of type {type(model).__name__}")
+            raise TypeError(
+                f"Invalid type received for argument `model`. Expected a Keras model or callable. "
+                f"Received: model of type {type(model).__name__}"
+            )
         x = check_images(x, "x", allow_tensor=False)
         x = np.asarray(x, np.float32)
         check_model_images(model, x)

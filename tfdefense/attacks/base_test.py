@@ -9,8 +9,23 @@ import pytest
 
 from tfdefense.attacks import Attack, attack_backends, get_attack, list_attacks, register_attack
 
-REQUIRED = ["fgsm", "bim", "pgd", "mifgsm", "cw_l2", "cw_linf", "cw_l0", "deepfool", "jsma", "lbfgs", "ead",
-            "autoattack", "square", "fab_t", "gaussian_noise"]
+REQUIRED = [
+    "fgsm",
+    "bim",
+    "pgd",
+    "mifgsm",
+    "cw_l2",
+    "cw_linf",
+    "cw_l0",
+    "deepfool",
+    "jsma",
+    "lbfgs",
+    "ead",
+    "autoattack",
+    "square",
+    "fab_t",
+    "gaussian_noise",
+]
 
 
 @pytest.fixture(scope="module")

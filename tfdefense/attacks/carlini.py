@@ -46,8 +46,14 @@ def _check_opt_params(p):
 
 def _art_optimizer_params(p):
     """The ART keyword arguments the C&W family and EAD share."""
-    common = dict(confidence=p["confidence"], targeted=p["targeted"], learning_rate=p["learning_rate"],
-                  max_iter=p["max_iterations"], initial_const=p["initial_const"], verbose=False)
+    common = dict(
+        confidence=p["confidence"],
+        targeted=p["targeted"],
+        learning_rate=p["learning_rate"],
+        max_iter=p["max_iterations"],
+        initial_const=p["initial_const"],
+        verbose=False,
+    )
     if "binary_search_steps" in p:
         common["binary_search_steps"] = p["binary_search_steps"]
     return common
@@ -127,8 +133,17 @@ class CarliniWagnerL2(NativeMixin, Attack):
                 _, _, _, _, _, _, step_ok, best_l2, best_adv = tf.while_loop(
                     lambda i, stop, *_: tf.logical_and(i < max_iter, tf.logical_not(stop)),
                     inner,
-                    (tf.constant(0), tf.constant(False), tf.constant(np.inf, tf.float32), zeros, zeros, zeros,
-                     tf.zeros([batch], tf.bool), best_l2, best_adv),
+                    (
+                        tf.constant(0),
+                        tf.constant(False),
+                        tf.constant(np.inf, tf.float32),
+                        zeros,
+                        zeros,
+                        zeros,
+                        tf.zeros([batch], tf.bool),
+                        best_l2,
+                        best_adv,
+                    ),
                 )
                 upper = tf.where(step_ok, tf.minimum(upper, const), upper)
                 lower = tf.where(step_ok, lower, tf.maximum(lower, const))
@@ -138,8 +153,14 @@ class CarliniWagnerL2(NativeMixin, Attack):
             _, _, _, _, _, best_adv = tf.while_loop(
                 lambda step, *_: step < bss,
                 binary_step,
-                (tf.constant(0), tf.fill([batch], c0), tf.zeros([batch]), tf.fill([batch], 1e10),
-                 tf.fill([batch], np.inf), x0),
+                (
+                    tf.constant(0),
+                    tf.fill([batch], c0),
+                    tf.zeros([batch]),
+                    tf.fill([batch], 1e10),
+                    tf.fill([batch], np.inf),
+                    x0,
+                ),
             )
             return best_adv
 
@@ -162,9 +183,17 @@ class CarliniWagnerLinf(Attack):
     const_factor (2), targeted, target.
     """
 
-    defaults = {"targeted": False, "target": None, "confidence": 0.0, "learning_rate": 0.01,
-                "max_iterations": 10, "decrease_factor": 0.9, "initial_const": 1e-5, "largest_const": 20.0,
-                "const_factor": 2.0}
+    defaults = {
+        "targeted": False,
+        "target": None,
+        "confidence": 0.0,
+        "learning_rate": 0.01,
+        "max_iterations": 10,
+        "decrease_factor": 0.9,
+        "initial_const": 1e-5,
+        "largest_const": 20.0,
+        "const_factor": 2.0,
+    }
     art_method = "CarliniLInfMethod"
 
     def _check_params(self, p):
@@ -176,8 +205,12 @@ class CarliniWagnerLinf(Attack):
 
     def _art_params(self):
         p = self._params
-        return dict(_art_optimizer_params(p), decrease_factor=p["decrease_factor"], largest_const=p["largest_const"],
-                    const_factor=p["const_factor"])
+        return dict(
+            _art_optimizer_params(p),
+            decrease_factor=p["decrease_factor"],
+            largest_const=p["largest_const"],
+            const_factor=p["const_factor"],
+        )
 
 
 @register_attack("cw_l0", backends=("art",))
@@ -188,8 +221,16 @@ class CarliniWagnerL0(Attack):
     max_iterations (10), initial_const (0.01), warm_start (True), targeted, target.
     """
 
-    defaults = {"targeted": False, "target": None, "confidence": 0.0, "learning_rate": 0.01,
-                "binary_search_steps": 10, "max_iterations": 10, "initial_const": 0.01, "warm_start": True}
+    defaults = {
+        "targeted": False,
+        "target": None,
+        "confidence": 0.0,
+        "learning_rate": 0.01,
+        "binary_search_steps": 10,
+        "max_iterations": 10,
+        "initial_const": 0.01,
+        "warm_start": True,
+    }
     art_method = "CarliniL0Method"
 
     def _check_params(self, p):
@@ -210,9 +251,17 @@ class ElasticNet(Attack):
     initial_const (1e-3), targeted, target.
     """
 
-    defaults = {"targeted": False, "target": None, "confidence": 0.0, "learning_rate": 0.01,
-                "binary_search_steps": 9, "max_iterations": 100, "initial_const": 1e-3, "beta": 1e-3,
-                "decision_rule": "EN"}
+    defaults = {
+        "targeted": False,
+        "target": None,
+        "confidence": 0.0,
+        "learning_rate": 0.01,
+        "binary_search_steps": 9,
+        "max_iterations": 100,
+        "initial_const": 1e-3,
+        "beta": 1e-3,
+        "decision_rule": "EN",
+    }
     art_method = "ElasticNet"
 
     def _check_params(self, p):
@@ -238,8 +287,14 @@ class LBFGS(Attack):
     initial_const (1e-2), seed. Only targeted (as in the paper and cleverhans).
     """
 
-    defaults = {"targeted": True, "target": "random", "binary_search_steps": 5, "max_iterations": 1000,
-                "initial_const": 1e-2, "seed": None}
+    defaults = {
+        "targeted": True,
+        "target": "random",
+        "binary_search_steps": 5,
+        "max_iterations": 1000,
+        "initial_const": 1e-2,
+        "seed": None,
+    }
     targeted_only = True
 
     def _check_params(self, p):
@@ -253,9 +308,14 @@ class LBFGS(Attack):
         if image_shape not in per_model:
             model_ref = model_reference(model)
 
-            @tf.function(input_signature=[
-                tf.TensorSpec([None, *image_shape], tf.float32), tf.TensorSpec([None, *image_shape], tf.float32),
-                tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.float32)])
+            @tf.function(
+                input_signature=[
+                    tf.TensorSpec([None, *image_shape], tf.float32),
+                    tf.TensorSpec([None, *image_shape], tf.float32),
+                    tf.TensorSpec([None], tf.int64),
+                    tf.TensorSpec([None], tf.float32),
+                ]
+            )
             def loss_and_grad(x_adv, x0, t, const):
                 with tf.GradientTape() as tape:
                     tape.watch(x_adv)
@@ -290,8 +350,7 @@ class LBFGS(Attack):
                 loss, grad, _, _ = fn(tf.constant(flat.reshape(x.shape).astype(np.float32)), x0, t, const_t)
                 return float(loss), grad.numpy().astype(np.float64).ravel()
 
-            flat, _, _ = fmin_l_bfgs_b(func, x.astype(np.float64).ravel(), bounds=bounds,
-                                       maxiter=p["max_iterations"])
+            flat, _, _ = fmin_l_bfgs_b(func, x.astype(np.float64).ravel(), bounds=bounds, maxiter=p["max_iterations"])
             x_adv = flat.reshape(x.shape).astype(np.float32)
             _, _, ok, l2 = fn(tf.constant(x_adv), x0, t, const_t)
             ok, l2 = ok.numpy(), l2.numpy()

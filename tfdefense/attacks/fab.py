@@ -164,14 +164,18 @@ def fab_target_program(model_fn, nb_iter, alpha_max, eta, beta, norm="inf"):
                 tape.watch(xs)
                 logits = model_fn(xs)
                 rows = tf.range(n, dtype=tf.int64)
-                diff = (tf.gather_nd(logits, tf.stack([rows, ys], 1))
-                        - tf.gather_nd(logits, tf.stack([rows, ts], 1)))  # > 0: y still beats t
+                diff = tf.gather_nd(logits, tf.stack([rows, ys], 1)) - tf.gather_nd(
+                    logits, tf.stack([rows, ts], 1)
+                )  # > 0: y still beats t
             grad = tape.gradient(diff, xs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             w = tf.reshape(grad, [n, flat_dim])
             x1f, x0f = tf.reshape(xs, [n, flat_dim]), tf.reshape(x0s, [n, flat_dim])
             # the linearised boundary: diff + w . (z - x1) = 0
-            d12 = box_projection(tf.concat([x1f, x0f], 0), tf.concat([w, w], 0),
-                                 tf.concat([-diff, tf.reduce_sum(w * (x1f - x0f), axis=1) - diff], 0))
+            d12 = box_projection(
+                tf.concat([x1f, x0f], 0),
+                tf.concat([w, w], 0),
+                tf.concat([-diff, tf.reduce_sum(w * (x1f - x0f), axis=1) - diff], 0),
+            )
             d1, d2 = d12[:n], d12[n:]
             a1 = tf.maximum(lp_norm(d1, norm), 1e-8)
             a2 = tf.maximum(lp_norm(d2, norm), 1e-8)
@@ -181,17 +185,20 @@ def fab_target_program(model_fn, nb_iter, alpha_max, eta, beta, norm="inf"):
             adv = tf.not_equal(tf.argmax(model_fn(x_new), axis=1, output_type=tf.int64), ys)
             norms = lp_norm(x_new - x0s, norm, keepdims=False)
             better = tf.logical_and(adv, norms < tf.gather(norm_best, idx))
-            x_best = tf.tensor_scatter_nd_update(x_best, idx[:, None],
-                                                 where_batch(better, x_new, tf.gather(x_best, idx)))
-            norm_best = tf.tensor_scatter_nd_update(norm_best, idx[:, None],
-                                                    tf.where(better, norms, tf.gather(norm_best, idx)))
+            x_best = tf.tensor_scatter_nd_update(
+                x_best, idx[:, None], where_batch(better, x_new, tf.gather(x_best, idx))
+            )
+            norm_best = tf.tensor_scatter_nd_update(
+                norm_best, idx[:, None], tf.where(better, norms, tf.gather(norm_best, idx))
+            )
             x_new = where_batch(adv, x0s + beta * (x_new - x0s), x_new)
             x1 = tf.tensor_scatter_nd_update(x1, idx[:, None], x_new)
             return i + 1, x1, x_best, norm_best
 
         _, _, x_best, norm_best = tf.while_loop(
             lambda i, x1, x_best, norm_best: tf.logical_and(i < nb_iter, tf.reduce_any(active_of(norm_best))),
-            body, (tf.constant(0), x1, x_best, norm_best),
+            body,
+            (tf.constant(0), x1, x_best, norm_best),
         )
         return x_best, norm_best
 
@@ -212,8 +219,18 @@ class FABT(Attack):
     """
 
     bounded = True
-    defaults = {"eps": 0.3, "norm": "inf", "nb_iter": 100, "n_target_classes": 9, "nb_restarts": 1,
-                "alpha_max": 0.1, "eta": 1.05, "beta": 0.9, "early_stop": True, "seed": None}
+    defaults = {
+        "eps": 0.3,
+        "norm": "inf",
+        "nb_iter": 100,
+        "n_target_classes": 9,
+        "nb_restarts": 1,
+        "alpha_max": 0.1,
+        "eta": 1.05,
+        "beta": 0.9,
+        "early_stop": True,
+        "seed": None,
+    }
 
     def _check_params(self, p):
         p = dict(p)
@@ -238,12 +255,21 @@ class FABT(Attack):
             def model_fn(z):
                 return call_model(model_ref(), z)
 
-            program = fab_target_program(model_fn, int(p["nb_iter"]), float(p["alpha_max"]), float(p["eta"]),
-                                         float(p["beta"]), p["norm"])
-            fn = tf.function(program, autograph=False, input_signature=[
-                tf.TensorSpec([None, *image_shape], tf.float32), tf.TensorSpec([None], tf.int64),
-                tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32),
-                tf.TensorSpec([2], tf.int64)])
+            program = fab_target_program(
+                model_fn, int(p["nb_iter"]), float(p["alpha_max"]), float(p["eta"]), float(p["beta"]), p["norm"]
+            )
+            fn = tf.function(
+                program,
+                autograph=False,
+                input_signature=[
+                    tf.TensorSpec([None, *image_shape], tf.float32),
+                    tf.TensorSpec([None], tf.int64),
+                    tf.TensorSpec([None], tf.int64),
+                    tf.TensorSpec([], tf.float32),
+                    tf.TensorSpec([], tf.float32),
+                    tf.TensorSpec([2], tf.int64),
+                ],
+            )
             per_model[key] = fn.get_concrete_function()
         return per_model[key]
 
@@ -251,7 +277,7 @@ class FABT(Attack):
         p = self._params
         eps, early_stop = float(p["eps"]), p["early_stop"]
         program = self._program(model, x.shape[1:])
-        logits = np.concatenate([np.asarray(call_model(model, x[i:i + 512])) for i in range(0, len(x), 512)])
+        logits = np.concatenate([np.asarray(call_model(model, x[i : i + 512])) for i in range(0, len(x), 512)])
         num_classes = logits.shape[1]
         logits[np.arange(len(x)), y] = -np.inf
         order = np.argsort(-logits, axis=1, kind="stable")
@@ -266,11 +292,15 @@ class FABT(Attack):
                     break
                 start = 0.0 if restart == 0 else 0.5 * eps
                 for i in range(0, len(idx), NATIVE_CHUNK):
-                    part = idx[i:i + NATIVE_CHUNK]
-                    out, norms = program(tf.constant(x[part]), tf.constant(y[part]),
-                                         tf.constant(order[part, k].astype(np.int64)), tf.constant(start, tf.float32),
-                                         tf.constant(stop_radius, tf.float32),
-                                         tf.constant(self._next_seed(), tf.int64))
+                    part = idx[i : i + NATIVE_CHUNK]
+                    out, norms = program(
+                        tf.constant(x[part]),
+                        tf.constant(y[part]),
+                        tf.constant(order[part, k].astype(np.int64)),
+                        tf.constant(start, tf.float32),
+                        tf.constant(stop_radius, tf.float32),
+                        tf.constant(self._next_seed(), tf.int64),
+                    )
                     out, norms = out.numpy(), norms.numpy()
                     better = norms < norm_best[part]
                     x_best[part[better]] = out[better]

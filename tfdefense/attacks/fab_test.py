@@ -49,9 +49,15 @@ def _qp_projection_norm(point, w, r):
     corner = np.abs(w) @ np.where(w * r > 0, 1 - point, point)  # the largest |w . d| the box allows
     if corner < abs(r):
         return None
-    res = minimize(lambda d: d @ d, np.zeros(len(point)), jac=lambda d: 2 * d, method="SLSQP",
-                   constraints=[{"type": "eq", "fun": lambda d: w @ d - r, "jac": lambda d: w}],
-                   bounds=[(-p, 1 - p) for p in point], options={"ftol": 1e-12, "maxiter": 500})
+    res = minimize(
+        lambda d: d @ d,
+        np.zeros(len(point)),
+        jac=lambda d: 2 * d,
+        method="SLSQP",
+        constraints=[{"type": "eq", "fun": lambda d: w @ d - r, "jac": lambda d: w}],
+        bounds=[(-p, 1 - p) for p in point],
+        options={"ftol": 1e-12, "maxiter": 500},
+    )
     assert res.success and abs(w @ res.x - r) < 1e-6
     return np.sqrt(res.fun)
 
@@ -72,8 +78,9 @@ def test_l2_box_projection_matches_a_quadratic_program():
         assert np.all(d[i, 5:8] == 0)
         if best is None:  # infeasible: the box corner that moves w . d most towards r
             assert abs(w[i] @ d[i]) < abs(r[i]) and np.sign(w[i] @ d[i]) == np.sign(r[i])
-            np.testing.assert_allclose(np.abs(w[i] @ d[i]), np.abs(w[i]) @ np.where(w[i] * r[i] > 0, 1 - points[i],
-                                                                                    points[i]), rtol=1e-5)
+            np.testing.assert_allclose(
+                np.abs(w[i] @ d[i]), np.abs(w[i]) @ np.where(w[i] * r[i] > 0, 1 - points[i], points[i]), rtol=1e-5
+            )
             continue
         checked += 1
         assert w[i] @ d[i] == pytest.approx(r[i], rel=1e-4, abs=1e-5)
@@ -150,8 +157,10 @@ def test_fab_t_l2_breaks_model_c_within_the_l2_ball(mnist_model_c, mnist_eval_ba
     x_adv = attack(mnist_model_c, x, y)
     rate = attack.last_run_info["success_rate"]
     delta = np.sqrt(((x_adv - x).reshape(len(x), -1).astype(np.float64) ** 2).sum(1))
-    print(f"FAB-T L2 eps 2.0 on model C: success {rate:.3f}, median L2 {np.median(delta):.3f}, "
-          f"{attack.last_run_info['seconds']:.1f} s")
+    print(
+        f"FAB-T L2 eps 2.0 on model C: success {rate:.3f}, median L2 {np.median(delta):.3f}, "
+        f"{attack.last_run_info['seconds']:.1f} s"
+    )
     assert rate >= 0.7  # APGD-CE-L2 (100 iterations) breaks 76% of these 50 digits (docs/attacks.md)
     assert x_adv.dtype == np.float32 and x_adv.min() >= 0.0 and x_adv.max() <= 1.0
     assert delta.max() <= 2.0 * (1 + 1e-6)
@@ -162,10 +171,29 @@ def test_fab_t_l2_breaks_model_c_within_the_l2_ball(mnist_model_c, mnist_eval_ba
 def test_fab_t_parameters_and_registration():
     assert "fab_t" in list_attacks()
     attack = get_attack("fab_t")
-    assert attack.params == {"eps": 0.3, "norm": "inf", "nb_iter": 100, "n_target_classes": 9, "nb_restarts": 1,
-                             "alpha_max": 0.1, "eta": 1.05, "beta": 0.9, "early_stop": True, "seed": None}
-    for name, value in (("eta", 0.9), ("alpha_max", 1.5), ("beta", -0.1), ("nb_iter", 0), ("n_target_classes", 0),
-                        ("norm", 1), ("early_stop", "yes"), ("eps", -0.1), ("eps", 1.5)):
+    assert attack.params == {
+        "eps": 0.3,
+        "norm": "inf",
+        "nb_iter": 100,
+        "n_target_classes": 9,
+        "nb_restarts": 1,
+        "alpha_max": 0.1,
+        "eta": 1.05,
+        "beta": 0.9,
+        "early_stop": True,
+        "seed": None,
+    }
+    for name, value in (
+        ("eta", 0.9),
+        ("alpha_max", 1.5),
+        ("beta", -0.1),
+        ("nb_iter", 0),
+        ("n_target_classes", 0),
+        ("norm", 1),
+        ("early_stop", "yes"),
+        ("eps", -0.1),
+        ("eps", 1.5),
+    ):
         with pytest.raises(ValueError, match=f"`{name}`.*Received: {name}="):
             get_attack("fab_t", **{name: value})
     with pytest.raises(ValueError, match="`backend`"):
@@ -178,8 +206,10 @@ def test_fab_t_breaks_model_c_within_eps(mnist_model_c, mnist_eval_batch):
     x_adv = attack(mnist_model_c, x, y)
     rate = attack.last_run_info["success_rate"]
     delta = np.abs(x_adv - x).reshape(len(x), -1).max(1)
-    print(f"FAB-T eps 0.3 on model C: success {rate:.3f}, median Linf {np.median(delta):.3f}, "
-          f"{attack.last_run_info['seconds']:.1f} s")
+    print(
+        f"FAB-T eps 0.3 on model C: success {rate:.3f}, median Linf {np.median(delta):.3f}, "
+        f"{attack.last_run_info['seconds']:.1f} s"
+    )
     assert rate > 0.9
     assert x_adv.dtype == np.float32 and x_adv.min() >= 0.0 and x_adv.max() <= 1.0
     assert delta.max() <= 0.3 + 1e-6

@@ -86,8 +86,18 @@ def cache_key(attack, model, x, y=None, y_target=None):
     return hashlib.sha256(text.encode()).hexdigest(), description
 
 
-def generate(attack, model, x, y=None, y_target=None, batch_size=256, cache_dir=None, progress=True,
-             return_info=False, strategy=None):
+def generate(
+    attack,
+    model,
+    x,
+    y=None,
+    y_target=None,
+    batch_size=256,
+    cache_dir=None,
+    progress=True,
+    return_info=False,
+    strategy=None,
+):
     """Adversarial images for all of `x`, batch by batch, optionally cached.
 
     Args:
@@ -158,8 +168,13 @@ def generate(attack, model, x, y=None, y_target=None, batch_size=256, cache_dir=
         x_adv, info = _run_batches(attack, model, x, y, y_target, batch_size, progress)
     info.update(cache=status, path=None if path is None else str(path), key=key)
     if path is not None:
-        meta = {"key": key, "description": description, "x_adv_sha256": array_digest(x_adv), "info": info,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        meta = {
+            "key": key,
+            "description": description,
+            "x_adv_sha256": array_digest(x_adv),
+            "info": info,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
         text = json.dumps(meta, sort_keys=True, default=_json_default)
         save_npz(path, x_adv=x_adv, meta=np.array(text))
         write_json(path.with_suffix(".json"), json.loads(text))
@@ -228,8 +243,9 @@ def _run_distributed(attack, model, x, y, y_target, batch_size, progress, strate
     num_rounds = -(-len(starts) // total)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(layout)) if len(layout) > 1 else None
     try:
-        with tqdm(total=len(x), desc=f"{attack.name} [{attack.backend}] x{total}", unit="img",
-                  disable=not progress) as bar:
+        with tqdm(
+            total=len(x), desc=f"{attack.name} [{attack.backend}] x{total}", unit="img", disable=not progress
+        ) as bar:
             for r in range(num_rounds):
                 work = [(gid, device, r * total + gid) for gid, device in layout if r * total + gid < len(starts)]
                 if pool is None:
@@ -252,8 +268,9 @@ def _run_distributed(attack, model, x, y, y_target, batch_size, progress, strate
     components = {}
     for run in infos:
         for part in run.get("components", ()):
-            agg = components.setdefault(part["name"], {"name": part["name"], "backend": part.get("backend"),
-                                                       "attacked": 0, "broken": 0})
+            agg = components.setdefault(
+                part["name"], {"name": part["name"], "backend": part.get("backend"), "attacked": 0, "broken": 0}
+            )
             agg["attacked"] += part["attacked"]
             agg["broken"] += part["broken"]
     if components:
@@ -273,7 +290,7 @@ def _gather_round(strategy, layout, r, total, starts, x, batch_size, outputs, in
             vector[0], vector[1] = len(outputs[b]), infos[b].get("num_success", 0)
             for part in infos[b].get("components", ()):
                 k = component_names.index(part["name"])
-                vector[2 + 2 * k: 4 + 2 * k] = part["attacked"], part["broken"]
+                vector[2 + 2 * k : 4 + 2 * k] = part["attacked"], part["broken"]
         images[gid], counts[gid] = padded, vector
     all_images = distribute.all_gather(strategy, images).reshape(total, batch_size, *x.shape[1:])
     all_counts = distribute.all_gather(strategy, {g: v[None] for g, v in counts.items()}).reshape(total, -1)
@@ -283,9 +300,15 @@ def _gather_round(strategy, layout, r, total, starts, x, batch_size, outputs, in
             continue
         n = int(round(all_counts[gid, 0]))
         outputs[b] = all_images[gid, :n]
-        infos[b] = {"num_success": int(round(all_counts[gid, 1])), "components": [
-            {"name": name, "attacked": int(all_counts[gid, 2 + 2 * k]), "broken": int(all_counts[gid, 3 + 2 * k])}
-            for k, name in enumerate(component_names)] if component_names else []}
+        infos[b] = {
+            "num_success": int(round(all_counts[gid, 1])),
+            "components": [
+                {"name": name, "attacked": int(all_counts[gid, 2 + 2 * k]), "broken": int(all_counts[gid, 3 + 2 * k])}
+                for k, name in enumerate(component_names)
+            ]
+            if component_names
+            else [],
+        }
 
 
 def _load(path, key, shape):

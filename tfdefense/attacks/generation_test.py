@@ -50,8 +50,9 @@ def test_cache_hit_returns_identical_arrays(mnist_model_c, data, tmp_path):
     assert meta["description"]["attack"]["params"]["eps"] == 0.1
     assert meta["description"]["model"] == model_fingerprint(mnist_model_c)
     # a new attack object with the same settings hits too
-    third = generate(get_attack("pgd", eps=0.1, eps_iter=0.02, nb_iter=3), mnist_model_c, x, y,
-                     cache_dir=tmp_path, progress=False)
+    third = generate(
+        get_attack("pgd", eps=0.1, eps_iter=0.02, nb_iter=3), mnist_model_c, x, y, cache_dir=tmp_path, progress=False
+    )
     np.testing.assert_array_equal(first, third)
 
 
@@ -100,8 +101,9 @@ def test_corrupt_or_mismatched_entry_is_regenerated_with_a_warning(mnist_model_c
         arrays["x_adv"][0, 0, 0, 0] = 0.5
         np.savez(path, **arrays)
     else:  # another entry's file under this name
-        _, other = generate(get_attack("fgsm", eps=0.05), mnist_model_c, x, y, cache_dir=tmp_path, progress=False,
-                            return_info=True)
+        _, other = generate(
+            get_attack("fgsm", eps=0.05), mnist_model_c, x, y, cache_dir=tmp_path, progress=False, return_info=True
+        )
         shutil.copy(other["path"], path)
     with pytest.warns(RuntimeWarning, match="regenerating"):
         again, info2 = generate(_bim(), mnist_model_c, x, y, cache_dir=tmp_path, progress=False, return_info=True)
@@ -129,8 +131,7 @@ def test_targeted_generation_and_autoattack_components(mnist_model_c, data):
     x, y = data
     targets = (y + 3) % 10
     attack = get_attack("bim", eps=0.3, eps_iter=0.03, nb_iter=10, targeted=True)
-    out, info = generate(attack, mnist_model_c, x, y, y_target=targets, batch_size=30, progress=False,
-                         return_info=True)
+    out, info = generate(attack, mnist_model_c, x, y, y_target=targets, batch_size=30, progress=False, return_info=True)
     assert info["success_rate"] > 0.5
     aa = get_attack("autoattack", eps=0.1, nb_iter=5, n_target_classes=1, nb_queries=20, seed=0)
     _, info = generate(aa, mnist_model_c, x[:20], y[:20], batch_size=10, progress=False, return_info=True)

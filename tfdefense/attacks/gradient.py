@@ -70,8 +70,9 @@ class _GradientAttack(NativeMixin, Attack):
         if "nb_restarts" in p:
             check_number("nb_restarts", p["nb_restarts"], minimum=1, integer=True)
             if p["nb_restarts"] > 1 and not p.get("rand_init", False):
-                raise invalid_value("nb_restarts", "1 when rand_init=False (restarts need a random start)",
-                                    p["nb_restarts"])
+                raise invalid_value(
+                    "nb_restarts", "1 when rand_init=False (restarts need a random start)", p["nb_restarts"]
+                )
         if "decay_factor" in p:
             check_number("decay_factor", p["decay_factor"], minimum=0)
         return p
@@ -171,8 +172,9 @@ class BIM(_GradientAttack):
     def _cleverhans_attack(model, x, p, order, common):
         from cleverhans.tf2.attacks.basic_iterative_method import basic_iterative_method
 
-        return basic_iterative_method(model, x, p["eps"], p["eps_iter"], p["nb_iter"], order, sanity_checks=False,
-                                      **common)
+        return basic_iterative_method(
+            model, x, p["eps"], p["eps_iter"], p["nb_iter"], order, sanity_checks=False, **common
+        )
 
     def _art_params(self):
         p = self._settings()
@@ -190,8 +192,7 @@ class PGD(_GradientAttack):
     "bfloat16" runs the model under mixed_bfloat16), seed.
     """
 
-    defaults = {**_COMMON, "eps_iter": 0.01, "nb_iter": 40, "rand_init": True, "rand_minmax": None,
-                "nb_restarts": 1}
+    defaults = {**_COMMON, "eps_iter": 0.01, "nb_iter": 40, "rand_init": True, "rand_minmax": None, "nb_restarts": 1}
     unsupported = {
         "cleverhans": _NATIVE_ONLY,
         "art": ("loss", "eot_samples", "compute_dtype", "rand_minmax"),
@@ -202,15 +203,31 @@ class PGD(_GradientAttack):
     def _cleverhans_attack(model, x, p, order, common):
         from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 
-        return projected_gradient_descent(model, x, p["eps"], p["eps_iter"], p["nb_iter"], order,
-                                          rand_init=p["rand_init"], rand_minmax=p["rand_minmax"],
-                                          sanity_checks=False, **common)
+        return projected_gradient_descent(
+            model,
+            x,
+            p["eps"],
+            p["eps_iter"],
+            p["nb_iter"],
+            order,
+            rand_init=p["rand_init"],
+            rand_minmax=p["rand_minmax"],
+            sanity_checks=False,
+            **common,
+        )
 
     def _art_params(self):
         p = self._settings()
-        return dict(norm=norm_order(p["norm"]), eps=p["eps"], eps_step=p["eps_iter"], max_iter=p["nb_iter"],
-                    targeted=p["targeted"], num_random_init=p["nb_restarts"] if p["rand_init"] else 0,
-                    random_eps=False, verbose=False)
+        return dict(
+            norm=norm_order(p["norm"]),
+            eps=p["eps"],
+            eps_step=p["eps_iter"],
+            max_iter=p["nb_iter"],
+            targeted=p["targeted"],
+            num_random_init=p["nb_restarts"] if p["rand_init"] else 0,
+            random_eps=False,
+            verbose=False,
+        )
 
 
 @register_attack("mifgsm", backends=("native", "cleverhans"))
@@ -227,5 +244,14 @@ class MIFGSM(_GradientAttack):
     def _cleverhans_attack(model, x, p, order, common):
         from cleverhans.tf2.attacks.momentum_iterative_method import momentum_iterative_method
 
-        return momentum_iterative_method(model, x, p["eps"], p["eps_iter"], p["nb_iter"], order,
-                                         decay_factor=p["decay_factor"], sanity_checks=False, **common)
+        return momentum_iterative_method(
+            model,
+            x,
+            p["eps"],
+            p["eps_iter"],
+            p["nb_iter"],
+            order,
+            decay_factor=p["decay_factor"],
+            sanity_checks=False,
+            **common,
+        )

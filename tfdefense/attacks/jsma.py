@@ -31,8 +31,7 @@ class JSMA(NativeMixin, Attack):
     y_target= at call), seed.
     """
 
-    defaults = {"targeted": True, "target": "random", "theta": 1.0, "gamma": 0.1, "use_logits": False,
-                "seed": None}
+    defaults = {"targeted": True, "target": "random", "theta": 1.0, "gamma": 0.1, "use_logits": False, "seed": None}
     targeted_only = True
     unsupported = {"art": ("use_logits",)}
     art_method = "SaliencyMapMethod"
@@ -93,8 +92,7 @@ class JSMA(NativeMixin, Attack):
                 first, second = best // num_features, best % num_features
                 pair = (tf.one_hot(first, num_features) + tf.one_hot(second, num_features)) > 0
                 xs = tf.gather(flat, idx)
-                keep_going = tf.logical_and(tf.not_equal(pred, ta),
-                                            tf.reduce_sum(tf.cast(dom, tf.int32), axis=1) >= 2)
+                keep_going = tf.logical_and(tf.not_equal(pred, ta), tf.reduce_sum(tf.cast(dom, tf.int32), axis=1) >= 2)
                 change = tf.logical_and(pair, keep_going[:, None])
                 xs = tf.where(change, tf.clip_by_value(xs + theta, 0.0, 1.0), xs)
                 flat = tf.tensor_scatter_nd_update(flat, idx[:, None], xs)
@@ -114,8 +112,10 @@ class JSMA(NativeMixin, Attack):
     def _run_native(self, model, x, y, targets):
         # the pair map holds n_features^2 entries per example: chunk the batch
         chunk = max(1, PAIR_BUDGET // int(np.prod(x.shape[1:])) ** 2)
-        parts = [super(JSMA, self)._run_native(model, x[i:i + chunk], y[i:i + chunk], targets[i:i + chunk])
-                 for i in range(0, len(x), chunk)]
+        parts = [
+            super(JSMA, self)._run_native(model, x[i : i + chunk], y[i : i + chunk], targets[i : i + chunk])
+            for i in range(0, len(x), chunk)
+        ]
         return np.concatenate(parts)
 
     def _art_params(self):

@@ -33,9 +33,18 @@ class SPSA(NativeMixin, Attack):
     """
 
     bounded = True
-    defaults = {"eps": 0.3, "nb_iter": 100, "learning_rate": 0.01, "delta": 0.01, "spsa_samples": 128,
-                "spsa_iters": 1, "early_stop_loss_threshold": None, "targeted": False, "target": None,
-                "seed": None}
+    defaults = {
+        "eps": 0.3,
+        "nb_iter": 100,
+        "learning_rate": 0.01,
+        "delta": 0.01,
+        "spsa_samples": 128,
+        "spsa_iters": 1,
+        "early_stop_loss_threshold": None,
+        "targeted": False,
+        "target": None,
+        "seed": None,
+    }
 
     def _check_params(self, p):
         check_number("eps", p["eps"], minimum=0)
@@ -76,13 +85,15 @@ class SPSA(NativeMixin, Attack):
                 grad = tf.zeros_like(x0)
                 for j in range(iters):
                     s = tf.random.experimental.stateless_fold_in(it_seed, j)
-                    dirs = delta * tf.sign(tf.random.stateless_uniform(
-                        tf.concat([[batch, half], shape[1:]], 0), s, -1.0, 1.0))
+                    dirs = delta * tf.sign(
+                        tf.random.stateless_uniform(tf.concat([[batch, half], shape[1:]], 0), s, -1.0, 1.0)
+                    )
                     dirs = tf.concat([dirs, -dirs], axis=1)  # [B, 2K, ...]
                     points = tf.expand_dims(x0 + pert, 1) + dirs
                     flat = tf.reshape(points, tf.concat([[batch * 2 * half], shape[1:]], 0))
-                    values = tf.reshape(loss_fn(flat, label_rep),
-                                        tf.concat([[batch, 2 * half], tf.ones_like(shape[1:])], 0))
+                    values = tf.reshape(
+                        loss_fn(flat, label_rep), tf.concat([[batch, 2 * half], tf.ones_like(shape[1:])], 0)
+                    )
                     grad += tf.reduce_mean(values * dirs, axis=1) / delta
                 return grad
 
@@ -101,7 +112,8 @@ class SPSA(NativeMixin, Attack):
             zeros = tf.zeros_like(x0)
             _, pert, _, _, _ = tf.while_loop(
                 lambda i, pert, m, v, done: tf.logical_and(i < nb_iter, tf.logical_not(tf.reduce_all(done))),
-                body, (tf.constant(0), pert, zeros, zeros, tf.zeros([batch], tf.bool)),
+                body,
+                (tf.constant(0), pert, zeros, zeros, tf.zeros([batch], tf.bool)),
             )
             return x0 + pert
 
@@ -109,9 +121,12 @@ class SPSA(NativeMixin, Attack):
 
     def _run_native(self, model, x, y, targets):
         chunk = max(1, QUERY_BUDGET // int(self._params["spsa_samples"]))
-        parts = [super(SPSA, self)._run_native(model, x[i:i + chunk], y[i:i + chunk],
-                                               None if targets is None else targets[i:i + chunk])
-                 for i in range(0, len(x), chunk)]
+        parts = [
+            super(SPSA, self)._run_native(
+                model, x[i : i + chunk], y[i : i + chunk], None if targets is None else targets[i : i + chunk]
+            )
+            for i in range(0, len(x), chunk)
+        ]
         return np.concatenate(parts)
 
     def _run_cleverhans(self, model, x, y, targets):
@@ -123,10 +138,19 @@ class SPSA(NativeMixin, Attack):
         with _keras3_spsa_adam(cleverhans_spsa):
             for i in range(len(x)):
                 adv = cleverhans_spsa.spsa(
-                    model, tf.constant(x[i:i + 1]), tf.constant(labels[i:i + 1]), p["eps"], p["nb_iter"],
-                    clip_min=0.0, clip_max=1.0, targeted=p["targeted"],
-                    early_stop_loss_threshold=p["early_stop_loss_threshold"], learning_rate=p["learning_rate"],
-                    delta=p["delta"], spsa_samples=p["spsa_samples"], spsa_iters=p["spsa_iters"],
+                    model,
+                    tf.constant(x[i : i + 1]),
+                    tf.constant(labels[i : i + 1]),
+                    p["eps"],
+                    p["nb_iter"],
+                    clip_min=0.0,
+                    clip_max=1.0,
+                    targeted=p["targeted"],
+                    early_stop_loss_threshold=p["early_stop_loss_threshold"],
+                    learning_rate=p["learning_rate"],
+                    delta=p["delta"],
+                    spsa_samples=p["spsa_samples"],
+                    spsa_iters=p["spsa_iters"],
                 )
                 out.append(np.asarray(adv))
         return np.concatenate(out)

@@ -246,7 +246,7 @@ def _set_items(d):
     target = d.stack[-1]
     if not isinstance(target, dict) or len(items) % 2:
         raise TypeError("SETITEMS needs a dict and key/value pairs")
-    for key, value in zip(items[::2], items[1::2]):
+    for key, value in zip(items[::2], items[1::2], strict=False):
         target[_hashable(d, key)] = value
 
 
@@ -307,7 +307,7 @@ def _dict_from_mark(d):
     items = d.pop_mark()
     if len(items) % 2:
         raise TypeError("DICT needs key/value pairs")
-    d.stack.append({_hashable(d, k): v for k, v in zip(items[::2], items[1::2])})
+    d.stack.append({_hashable(d, k): v for k, v in zip(items[::2], items[1::2], strict=False)})
 
 
 def _long(size_fmt):

@@ -1,4 +1,3 @@
-import io
 import pickle  # the tests build pickles; the package itself never imports pickle
 import struct
 import tarfile
@@ -29,17 +28,45 @@ def official_batch(images, labels, batch_label=b"training batch 1 of 5"):
     n = len(images)
     rows = np.ascontiguousarray(images.transpose(0, 3, 1, 2).reshape(n, -1))
     array = (
-        b"cnumpy.core.multiarray\n_reconstruct\nq\x03cnumpy\nndarray\nq\x04" + _int(0) + b"\x85" + _string(b"b")
-        + b"\x87Rq\x05(" + _int(1) + _int(n) + _int(rows.shape[1]) + b"\x86"
-        + b"cnumpy\ndtype\nq\x06" + _string(b"u1") + _int(0) + _int(1) + b"\x87Rq\x07("
-        + _int(3) + _string(b"|") + b"NNN" + b"J\xff\xff\xff\xff" * 2 + _int(0) + b"tb"
-        + b"\x89" + _string(rows.tobytes()) + b"tb"
+        b"cnumpy.core.multiarray\n_reconstruct\nq\x03cnumpy\nndarray\nq\x04"
+        + _int(0)
+        + b"\x85"
+        + _string(b"b")
+        + b"\x87Rq\x05("
+        + _int(1)
+        + _int(n)
+        + _int(rows.shape[1])
+        + b"\x86"
+        + b"cnumpy\ndtype\nq\x06"
+        + _string(b"u1")
+        + _int(0)
+        + _int(1)
+        + b"\x87Rq\x07("
+        + _int(3)
+        + _string(b"|")
+        + b"NNN"
+        + b"J\xff\xff\xff\xff" * 2
+        + _int(0)
+        + b"tb"
+        + b"\x89"
+        + _string(rows.tobytes())
+        + b"tb"
     )
     return (
-        b"\x80\x02}q\x01(" + _string(b"data") + b"q\x02" + array
-        + _string(b"labels") + b"]q\x08(" + b"".join(_int(int(v)) for v in labels) + b"e"
-        + _string(b"batch_label") + _string(batch_label)
-        + _string(b"filenames") + b"]q\t(" + b"".join(_string(b"img_%d.png" % k) for k in range(n)) + b"e"
+        b"\x80\x02}q\x01("
+        + _string(b"data")
+        + b"q\x02"
+        + array
+        + _string(b"labels")
+        + b"]q\x08("
+        + b"".join(_int(int(v)) for v in labels)
+        + b"e"
+        + _string(b"batch_label")
+        + _string(batch_label)
+        + _string(b"filenames")
+        + b"]q\t("
+        + b"".join(_string(b"img_%d.png" % k) for k in range(n))
+        + b"e"
         + b"u."
     )
 
@@ -58,10 +85,14 @@ class _WritesMarker:
 def real_cifar(cifar10):
     """Six small batches of real CIFAR-10 images (as `load_dataset("cifar10")` finds them), 12 images each."""
     (x, y), (x_test, y_test) = cifar10
-    x, y, x_test, y_test = (np.round(x[:60] * 255).astype(np.uint8), y[:60],
-                            np.round(x_test[:12] * 255).astype(np.uint8), y_test[:12])
+    x, y, x_test, y_test = (
+        np.round(x[:60] * 255).astype(np.uint8),
+        y[:60],
+        np.round(x_test[:12] * 255).astype(np.uint8),
+        y_test[:12],
+    )
     parts = [(x[i * 12 : (i + 1) * 12], y[i * 12 : (i + 1) * 12]) for i in range(5)] + [(x_test, y_test)]
-    return dict(zip(BATCHES, parts))
+    return dict(zip(BATCHES, parts, strict=False))
 
 
 def _write_batches(folder, real_cifar, replace=None):
@@ -188,7 +219,7 @@ def test_broken_batches_give_clear_errors(tmp_path, real_cifar):
         "labels out of range": official_batch(images, [99] * len(labels)),
         "a list": pickle.dumps([1, 2], protocol=2),
     }
-    for i, (case, bad) in enumerate(cases.items()):
+    for i, bad in enumerate(cases.values()):
         data_dir = tmp_path / f"d{i}"
         _write_batches(data_dir, real_cifar, replace={"data_batch_1": bad})
         with pytest.raises(ValueError, match="`data_dir`.*data_batch_1"):

@@ -79,8 +79,8 @@ def load_dataset(name, data_dir=None, image_size=None, download=True, **kwargs):
     elif name.startswith(TFDS_PREFIX):
         if kwargs or name.count(":") > 1:
             raise invalid_value("name", "tfds:NAME (its train and test splits) and no extra options", name)
-        x_train, y_train = load_tfds(name[len(TFDS_PREFIX):], "train", data_dir=data_dir, image_size=image_size)
-        x_test, y_test = load_tfds(name[len(TFDS_PREFIX):], "test", data_dir=data_dir, image_size=image_size)
+        x_train, y_train = load_tfds(name[len(TFDS_PREFIX) :], "train", data_dir=data_dir, image_size=image_size)
+        x_test, y_test = load_tfds(name[len(TFDS_PREFIX) :], "test", data_dir=data_dir, image_size=image_size)
         return (x_train, y_train), (x_test, y_test)
     elif name == "imagenet":
         return _load_imagenet(data_dir, image_size, **kwargs)
@@ -293,17 +293,27 @@ def load_tfds(name, split="test", data_dir=None, image_size=None):
     try:
         import tensorflow_datasets as tfds
     except ImportError:
-        raise invalid_value("name", "tfds:NAME with tensorflow-datasets installed (pip install tensorflow-datasets)",
-                            f"{TFDS_PREFIX}{name}") from None
+        raise invalid_value(
+            "name",
+            "tfds:NAME with tensorflow-datasets installed (pip install tensorflow-datasets)",
+            f"{TFDS_PREFIX}{name}",
+        ) from None
     folder = tfds_data_dir(data_dir)
     where = str(folder) if folder is not None else "tfds' default data dir ($TFDS_DATA_DIR or ~/tensorflow_datasets)"
     try:
-        dataset = tfds.load(name, split=split, data_dir=None if folder is None else str(folder), download=False,
-                            as_supervised=True, shuffle_files=False)
+        dataset = tfds.load(
+            name,
+            split=split,
+            data_dir=None if folder is None else str(folder),
+            download=False,
+            as_supervised=True,
+            shuffle_files=False,
+        )
     except Exception as error:  # tfds raises DatasetNotFoundError, AssertionError, FileNotFoundError, ValueError ...
         reason = (str(error).strip().splitlines() or [""])[0][:200]  # tfds' first line; it goes on to list every name
         raise invalid_value(
-            "name", f"a tensorflow-datasets dataset prepared on disk in {where} (tfdefense never downloads it: "
+            "name",
+            f"a tensorflow-datasets dataset prepared on disk in {where} (tfdefense never downloads it: "
             f"run tfds.load({name!r}) once where the network is available)",
             f"{TFDS_PREFIX}{name}:{split} ({type(error).__name__}: {reason})",
         ) from None
@@ -317,8 +327,7 @@ def load_tfds(name, split="test", data_dir=None, image_size=None):
     argument = f"{TFDS_PREFIX}{name}:{split}"
     if len(shapes) > 1:
         if image_size is None:
-            raise invalid_value("image_size", f"an image size: the images of {argument} differ in size",
-                                image_size)
+            raise invalid_value("image_size", f"an image size: the images of {argument} differ in size", image_size)
         images = [to_float_images(i[None], argument)[0] for i in images]
         images = [resize_images(i[None], image_size)[0] for i in images]
         x = np.stack(images)
@@ -338,12 +347,12 @@ def load_test_split(name, data_dir=None, image_size=None, download=True):
     Other names: `load_dataset(name, ...)`'s test split.
     """
     if isinstance(name, str) and name.startswith("npz:"):
-        _, (x, y) = load_npz_arrays(name[len("npz:"):], require_train=False)
+        _, (x, y) = load_npz_arrays(name[len("npz:") :], require_train=False)
         if image_size is not None:
             x = resize_images(x, image_size)
         return x, y
     if isinstance(name, str) and name.startswith(TFDS_PREFIX):
-        dataset, _, split = name[len(TFDS_PREFIX):].partition(":")
+        dataset, _, split = name[len(TFDS_PREFIX) :].partition(":")
         return load_tfds(dataset, split or "test", data_dir=data_dir, image_size=image_size)
     _, (x, y) = load_dataset(name, data_dir=data_dir, image_size=image_size, download=download)
     return x, y
@@ -375,8 +384,10 @@ class MnistSplit:
     def description(self):
         source = "keras download" if self.path is None else str(self.path)
         if self.kind == "t10k":
-            return (f"MNIST t10k split {self.train_size}/{self.test_size} (the official 10k test set alone: "
-                    f"first {self.train_size} train, last {self.test_size} test; {source})")
+            return (
+                f"MNIST t10k split {self.train_size}/{self.test_size} (the official 10k test set alone: "
+                f"first {self.train_size} train, last {self.test_size} test; {source})"
+            )
         label = "official" if (self.train_size, self.test_size) == MNIST_OFFICIAL_SIZES else "mnist.npz split"
         return f"MNIST {label} {self.train_size}/{self.test_size} ({source})"
 
@@ -418,8 +429,11 @@ def _load_mnist(data_dir=None, download=True):
         n = MNIST_SUBSET_TRAIN_SIZE
         return (x[:n], y[:n]), (x[n:], y[n:])
     folder = config.resolve_data_dir(data_dir)
-    looked = [str(folder / MNIST_KERAS_FILE), str(keras_datasets_dir() / MNIST_KERAS_FILE),
-              str(folder / MNIST_SUBSET_FILE)]
+    looked = [
+        str(folder / MNIST_KERAS_FILE),
+        str(keras_datasets_dir() / MNIST_KERAS_FILE),
+        str(folder / MNIST_SUBSET_FILE),
+    ]
     return _download_or_fail("mnist", data_dir, looked, download)
 
 
@@ -473,7 +487,8 @@ def _cifar_from_archive(archive):
                     raise invalid_value("data_dir", f"a {CIFAR10_ARCHIVE} holding the file {member}", str(archive))
                 if info.size > CIFAR10_BATCH_MAX_BYTES:  # a batch is ~31 MB; refuse a bomb before reading
                     raise invalid_value(
-                        "data_dir", f"a {CIFAR10_ARCHIVE} whose {member} is at most {CIFAR10_BATCH_MAX_BYTES} bytes",
+                        "data_dir",
+                        f"a {CIFAR10_ARCHIVE} whose {member} is at most {CIFAR10_BATCH_MAX_BYTES} bytes",
                         f"{archive} ({info.size} bytes)",
                     )
                 return tar.extractfile(info).read(CIFAR10_BATCH_MAX_BYTES + 1), f"{archive}:{member}"
@@ -492,14 +507,22 @@ def _cifar_from_batches(read):
         raw, source = read(name)
         entry = cifar_batches.read_batch(raw, source)
         data, labels = entry.get("data"), entry.get("labels")
-        if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
-                and data.shape[1] == CIFAR10_IMAGE_BYTES):
+        if not (
+            isinstance(data, np.ndarray)
+            and data.dtype == np.uint8
+            and data.ndim == 2
+            and data.shape[1] == CIFAR10_IMAGE_BYTES
+        ):
             raise invalid_value(
-                "data_dir", f"a CIFAR-10 batch whose 'data' is uint8 of shape (N, {CIFAR10_IMAGE_BYTES})",
+                "data_dir",
+                f"a CIFAR-10 batch whose 'data' is uint8 of shape (N, {CIFAR10_IMAGE_BYTES})",
                 f"{source} with data={type(data).__name__} {getattr(data, 'shape', '')}",
             )
-        if not (isinstance(labels, list) and len(labels) == len(data)
-                and all(type(v) is int and 0 <= v < 10 for v in labels)):
+        if not (
+            isinstance(labels, list)
+            and len(labels) == len(data)
+            and all(type(v) is int and 0 <= v < 10 for v in labels)
+        ):
             raise invalid_value(
                 "data_dir", f"a CIFAR-10 batch whose 'labels' are {len(data)} ints in [0, 9]", f"{source}"
             )

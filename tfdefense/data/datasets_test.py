@@ -140,8 +140,13 @@ def test_user_npz_and_its_errors(tmp_path, rng):
     with pytest.raises(ValueError, match=r"`x_train`.*\[0, 1\]"):
         load_dataset(f"npz:{tmp_path / 'big.npz'}")
 
-    np.savez(tmp_path / "shape.npz", x_train=nan[:, :, :, 0, None][:, 0], y_train=np.arange(4), x_test=nan,
-             y_test=np.arange(4))
+    np.savez(
+        tmp_path / "shape.npz",
+        x_train=nan[:, :, :, 0, None][:, 0],
+        y_train=np.arange(4),
+        x_test=nan,
+        y_test=np.arange(4),
+    )
     with pytest.raises(ValueError, match="`x_train`"):
         load_dataset(f"npz:{tmp_path / 'shape.npz'}")
 
@@ -180,8 +185,13 @@ def test_npz_with_the_test_split_alone_serves_evaluation_not_training(tmp_path):
     x, y = x[keep][:15], y[keep][:15]
     pixels = np.round(x[..., 0] * 255).astype(np.uint8)
     np.savez(tmp_path / "uint8.npz", x_test=pixels, y_test=y)
-    np.savez(tmp_path / "float.npz", x_test=x, y_test=y, x_train=np.zeros((0, 8, 8, 1), np.float32),
-             y_train=np.zeros(0, np.int64))
+    np.savez(
+        tmp_path / "float.npz",
+        x_test=x,
+        y_test=y,
+        x_train=np.zeros((0, 8, 8, 1), np.float32),
+        y_train=np.zeros(0, np.int64),
+    )
     for name in ("uint8.npz", "float.npz"):
         images, labels = load_test_split(f"npz:{tmp_path / name}")
         assert images.dtype == np.float32 and images.shape == (15, 8, 8, 1) and labels.tolist() == y.tolist()
@@ -229,10 +239,13 @@ def test_tfds_dataset_prepared_on_disk_and_absent(tmp_path):
         VERSION = tfds.core.Version("1.0.0")
 
         def _info(self):
-            features = {"image": tfds.features.Image(shape=(8, 8, 1)),
-                        "label": tfds.features.ClassLabel(num_classes=10)}
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features),
-                                         supervised_keys=("image", "label"))
+            features = {
+                "image": tfds.features.Image(shape=(8, 8, 1)),
+                "label": tfds.features.ClassLabel(num_classes=10),
+            }
+            return tfds.core.DatasetInfo(
+                builder=self, features=tfds.features.FeaturesDict(features), supervised_keys=("image", "label")
+            )
 
         def _split_generators(self, dl_manager):
             return {"train": self._generate_examples(0, 30), "test": self._generate_examples(30, 42)}

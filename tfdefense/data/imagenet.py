@@ -84,10 +84,7 @@ def _class_files(folder):
             "class sub-folders named by ImageNet WordNet ids (e.g. n01440764)",
             f"{folder} with sub-folders {unknown[:5] or 'none'}",
         )
-    return {
-        p.name: sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        for p in classes
-    }
+    return {p.name: sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) for p in classes}
 
 
 def _read_split(folder, size, max_per_class):

@@ -37,6 +37,8 @@ def test_train_val_layout_and_errors(tmp_path, rng):
     assert y_train.tolist() == [1] and x_test.shape == (1, 8, 12, 3)
     _write_png(tmp_path / "bad" / "cats" / "c.png", rng)
     with pytest.raises(ValueError, match="WordNet"):
-        load_dataset("imagenet", image_size=8, folder=tmp_path / "bad", train_images_per_class=1, test_images_per_class=1)
+        load_dataset(
+            "imagenet", image_size=8, folder=tmp_path / "bad", train_images_per_class=1, test_images_per_class=1
+        )
     with pytest.raises(ValueError, match="image_size"):
         load_dataset("imagenet", folder=tmp_path)

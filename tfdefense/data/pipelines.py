@@ -10,9 +10,8 @@ callback (a plain `keras.Model.fit`) every pass over the dataset draws a new
 order from `seed`, as `Dataset.shuffle(reshuffle_each_iteration=True)` does.
 """
 
-import numpy as np
-
 import keras
+import numpy as np
 
 from tfdefense._validation import check_images, check_labels, check_number
 
@@ -160,7 +159,9 @@ def make_pipeline(
     check_number("batch_size", batch_size, minimum=1, integer=True)
     check_number("seed", seed, integer=True)
     if augment is not None and not callable(augment):
-        raise TypeError(f"Invalid value received for argument `augment`. Expected a function or None. Received: augment={augment!r}")
+        raise TypeError(
+            f"Invalid value received for argument `augment`. Expected a function or None. Received: augment={augment!r}"
+        )
     elements = x if y is None else (x, check_labels(y, "y", num_examples=len(x)))
     if shuffle or augment is not None:
         return _epoch_ordered_batches(elements, len(x), batch_size, shuffle, seed, drop_remainder, repeat, augment)

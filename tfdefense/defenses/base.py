@@ -53,11 +53,11 @@ tf.function.
 """
 
 import random
-from typing import Callable, NamedTuple
-
-import numpy as np
+from collections.abc import Callable
+from typing import NamedTuple
 
 import keras
+import numpy as np
 
 from tfdefense._validation import (
     check_images,
@@ -95,7 +95,7 @@ def check_model(argument, model, allow_none=False):
 def check_symbolic_images(inputs, image_shape, argument="x"):
     """Checks the static shape of a (possibly symbolic) image batch."""
     shape = tuple(inputs.shape)
-    if len(shape) != 4 or any(s is not None and s != e for s, e in zip(shape[1:], image_shape)):
+    if len(shape) != 4 or any(s is not None and s != e for s, e in zip(shape[1:], image_shape, strict=False)):
         raise invalid_value(
             argument,
             f"a batch of images of shape (N, {', '.join(map(str, image_shape))})"
@@ -155,7 +155,7 @@ def compile_optimizers(model, named, auto_scale_loss=True, kwargs=None):
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizers.append(optimizer)
     keras.Model.compile(model, optimizer=optimizers[0], auto_scale_loss=False, **kwargs)
-    for (attribute, (_, variables, _)), optimizer in zip(named.items(), optimizers):
+    for (attribute, (_, variables, _)), optimizer in zip(named.items(), optimizers, strict=False):
         setattr(model, attribute, optimizer)
         # Built now (inside the caller's strategy scope) so that checkpoints
         # restored at the start of fit (BackupAndRestore) find their slots.
@@ -232,9 +232,9 @@ def check_paired_fit_data(image_shape, x, y, argument="x", num_classes=None):
         specs = spec if isinstance(spec, (tuple, list)) else (spec,)
         if len(specs) not in (2, 3):
             raise invalid_value(argument, "a dataset of (x_adv, x_clean) or (x_adv, x_clean, y) batches", spec)
-        for name, image_spec in zip(("x_adv", "x_clean"), specs[:2]):
+        for name, image_spec in zip(("x_adv", "x_clean"), specs[:2], strict=False):
             shape = tuple(image_spec.shape)
-            if len(shape) != 4 or any(s is not None and s != e for s, e in zip(shape[1:], image_shape)):
+            if len(shape) != 4 or any(s is not None and s != e for s, e in zip(shape[1:], image_shape, strict=False)):
                 raise invalid_value(argument, f"{name} batches of shape (N, {', '.join(map(str, image_shape))})", spec)
             if not image_spec.dtype.is_floating:
                 raise invalid_value(argument, f"float {name} images in [0, 1] (convert uint8 with x / 255)", spec)
@@ -328,7 +328,11 @@ def add_seed_state(model, seed):
         return keras.ops.convert_to_tensor([seed, 0], dtype=dtype)
 
     return model.add_weight(
-        shape=(2,), initializer=initializer, dtype="int64", trainable=False, name="latent_seed",
+        shape=(2,),
+        initializer=initializer,
+        dtype="int64",
+        trainable=False,
+        name="latent_seed",
         aggregation="only_first_replica",
     )
 
@@ -409,7 +413,7 @@ def check_dataset_images(dataset, image_shape, argument, expected):
     spec = dataset.element_spec
     image_spec = spec[0] if isinstance(spec, (tuple, list)) else spec
     shape = tuple(getattr(image_spec, "shape", ()))
-    if len(shape) != 4 or any(s is not None and s != e for s, e in zip(shape[1:], image_shape)):
+    if len(shape) != 4 or any(s is not None and s != e for s, e in zip(shape[1:], image_shape, strict=False)):
         raise invalid_value(argument, expected, spec)
     if not image_spec.dtype.is_floating:
         raise invalid_value(argument, "a dataset of float images in [0, 1] (convert uint8 with x / 255)", spec)
@@ -530,7 +534,7 @@ class DefenseModel(keras.Model):
         arguments = [slot.argument for slot in self.optimizer_slots]
         if len(optimizers) > len(arguments):
             raise TypeError(f"compile() takes at most {len(arguments)} optimizers ({', '.join(arguments)})")
-        given = dict(zip(arguments, optimizers))
+        given = dict(zip(arguments, optimizers, strict=False))
         for argument in arguments:
             if argument in kwargs:
                 if argument in given:
@@ -600,9 +604,9 @@ class DefenseModel(keras.Model):
                 losses = self.compute_losses(*batch, training=True)
                 # Averaged over the global batch: gradients are summed over replicas.
                 scaled = [opt.scale_loss(tf.nn.compute_average_loss(losses[slot.loss])) for slot, opt, _ in slots]
-            gradients = [tape.gradient(loss, variables) for loss, (_, _, variables) in zip(scaled, slots)]
+            gradients = [tape.gradient(loss, variables) for loss, (_, _, variables) in zip(scaled, slots, strict=False)]
             del tape
-            for grads, (_, optimizer, variables) in zip(gradients, slots):
+            for grads, (_, optimizer, variables) in zip(gradients, slots, strict=False):
                 optimizer.apply(grads, variables)
         return self.update_metrics(losses)
 

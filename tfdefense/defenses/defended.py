@@ -39,7 +39,9 @@ def _output_image_shape(model, input_shape):
 
 
 def _fits(shape, expected):
-    return len(shape) == len(expected) and all(a is None or b is None or a == b for a, b in zip(shape, expected))
+    return len(shape) == len(expected) and all(
+        a is None or b is None or a == b for a, b in zip(shape, expected, strict=False)
+    )
 
 
 @keras.saving.register_keras_serializable(package="tfdefense")

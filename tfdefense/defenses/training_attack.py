@@ -16,9 +16,8 @@ the callers keep the PGD iterate, the logits and the losses in float32).
 
 import contextlib
 
-import numpy as np
-
 import keras
+import numpy as np
 
 from tfdefense._validation import (
     check_choice,
@@ -122,8 +121,10 @@ def compute_precision(models, precision):
                 continue
             for layer in all_layers(model):
                 policy = getattr(layer, "dtype_policy", None)
-                if id(layer) in saved or type(policy) not in (keras.dtype_policies.DTypePolicy,
-                                                              keras.dtype_policies.FloatDTypePolicy):
+                if id(layer) in saved or type(policy) not in (
+                    keras.dtype_policies.DTypePolicy,
+                    keras.dtype_policies.FloatDTypePolicy,
+                ):
                     continue
                 if policy.name == "float32":
                     saved[id(layer)] = (layer, policy)
@@ -160,7 +161,7 @@ def check_xy_dataset(dataset, image_shape, argument="x", num_classes=None):
     if len(specs) < 2:
         raise invalid_value(argument, "a dataset of (images, labels) batches", spec)
     shape = tuple(specs[0].shape)
-    if len(shape) != 4 or any(s is not None and s != e for s, e in zip(shape[1:], image_shape)):
+    if len(shape) != 4 or any(s is not None and s != e for s, e in zip(shape[1:], image_shape, strict=False)):
         raise invalid_value(argument, f"image batches of shape (N, {', '.join(map(str, image_shape))})", spec)
     if not specs[1].dtype.is_integer:
         raise invalid_value(argument, "integer labels as the second element of each batch", spec)

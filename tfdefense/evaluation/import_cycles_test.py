@@ -30,8 +30,9 @@ def _imported(name, path, modules):
                 base = name.split(".") if is_package else name.split(".")[:-1]
                 base = base[: len(base) - node.level + 1]
                 module = ".".join(base + ([module] if module else []))
-            targets = [f"{module}.{alias.name}" if f"{module}.{alias.name}" in modules else module
-                       for alias in node.names]
+            targets = [
+                f"{module}.{alias.name}" if f"{module}.{alias.name}" in modules else module for alias in node.names
+            ]
         else:
             continue
         for target in targets:
@@ -56,7 +57,7 @@ def find_cycle(graph):
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         state[node] = "done"

@@ -44,7 +44,7 @@ class ModelStore:
         self._training = None  # "NAME-HASH" of the model `model` is training now (see `training_backup_dir`)
 
     def file_of(self, model):
-        """"NAME-HASH.keras" of a model `model` returned (None for any other object)."""
+        """ "NAME-HASH.keras" of a model `model` returned (None for any other object)."""
         stored, file = self._files.get(id(model), (None, None))
         return file if stored is model else None
 
@@ -117,8 +117,9 @@ class ModelStore:
             record = json.loads(record_path.read_text())
             trusted = record["sha256"] == file_sha256(path) and record["key_hash"] == config_hash(key)
         except (OSError, ValueError, KeyError, TypeError) as error:
-            self._distrust(name, path, f"its fingerprint {record_path.name} is missing or unreadable "
-                                       f"({type(error).__name__})")
+            self._distrust(
+                name, path, f"its fingerprint {record_path.name} is missing or unreadable ({type(error).__name__})"
+            )
             return False
         if not trusted:
             self._distrust(name, path, f"its architecture or weights differ from its fingerprint {record_path.name}")

@@ -78,8 +78,15 @@ _APEGAN_TABLE3 = {
 # Which target model the paper attacks per attack (section 4.1.2).
 APEGAN_TARGET_MODELS = {
     "mnist": {"lbfgs": "A", "deepfool": "A", "cw_l0": "B", "cw_l2": "B", "cw_linf": "B", "fgsm": "C", "jsma": "C"},
-    "cifar10": {"lbfgs": "ResNet18", "deepfool": "ResNet18", "cw_l0": "D", "cw_l2": "D", "cw_linf": "D",
-                "fgsm": "DenseNet40", "jsma": "DenseNet40"},
+    "cifar10": {
+        "lbfgs": "ResNet18",
+        "deepfool": "ResNet18",
+        "cw_l0": "D",
+        "cw_l2": "D",
+        "cw_linf": "D",
+        "fgsm": "DenseNet40",
+        "jsma": "DenseNet40",
+    },
 }
 _APEGAN_COLUMNS = {
     "mnist": (("target", 1, "MNIST, Target Model"), ("apegan", 2, "MNIST, APE-GAN_m")),
@@ -112,14 +119,28 @@ def apegan_values(dataset):
     }
     if dataset == "mnist":
         values["clean"] = {
-            name: PaperValue("ape-gan.txt", "section 4.1.2 (target models)", APEGAN_SETUP_ANCHOR, None, None,
-                             f"clean error rate of model {name}", text)
+            name: PaperValue(
+                "ape-gan.txt",
+                "section 4.1.2 (target models)",
+                APEGAN_SETUP_ANCHOR,
+                None,
+                None,
+                f"clean error rate of model {name}",
+                text,
+            )
             for name, text in (("A", "0.9"), ("B", "0.5"), ("C", "0.8"))
         }
     else:
         values["clean"] = {
-            name: PaperValue("ape-gan.txt", "section 4.1.2 (target models)", APEGAN_CIFAR_SETUP_ANCHOR, None, None,
-                             f"clean error rate of {name}", text)
+            name: PaperValue(
+                "ape-gan.txt",
+                "section 4.1.2 (target models)",
+                APEGAN_CIFAR_SETUP_ANCHOR,
+                None,
+                None,
+                f"clean error rate of {name}",
+                text,
+            )
             for name, text in (("ResNet18", "7.1"), ("D", "20.2"), ("DenseNet40", "9.9"))
         }
     return values
@@ -133,8 +154,17 @@ def apegan_values(dataset):
 VERSATILE_TABLE1_ANCHOR = "Attacks() | No defense | ||||||"
 VERSATILE_TABLE2_ANCHOR = "Attacks() | No defense | Ours | Atk-specific | Random | WD+PD | WD+SR |"
 VERSATILE_TABLE1_COLUMNS = ("fgsm", "bim", "pgd", "mifgsm", "cw_l2", "autoattack")  # trained on, columns 2-7
-VERSATILE_ROWS = {"clean": "Clean", "fgsm": "FGSM", "bim": "BIM", "pgd": "PGD", "mifgsm": "MI-FGSM", "cw_l2": "C&W",
-                  "autoattack": "AutoAttack", "deepfool": "DeepFool", "average": "Average"}
+VERSATILE_ROWS = {
+    "clean": "Clean",
+    "fgsm": "FGSM",
+    "bim": "BIM",
+    "pgd": "PGD",
+    "mifgsm": "MI-FGSM",
+    "cw_l2": "C&W",
+    "autoattack": "AutoAttack",
+    "deepfool": "DeepFool",
+    "average": "Average",
+}
 _VERSATILE_TABLE1 = {  # tested on -> cells: No defense, then the six attack-specific models
     "clean": ("100", "95.3", "96.5", "96.3", "95.6", "93.1", "91.7"),
     "fgsm": ("25.8", "83.2", "70.6", "80.7", "85.74", "60.35", "80.6"),
@@ -145,8 +175,14 @@ _VERSATILE_TABLE1 = {  # tested on -> cells: No defense, then the six attack-spe
     "autoattack": ("0.5", "67.1", "70.15", "77.8", "79.5", "79.7", "88.4"),
     "deepfool": ("0.4", "78.56", "73.3", "76.1", "79.1", "70.3", "80.7"),
 }
-VERSATILE_TABLE2_COLUMNS = ("none", "versatile", "attack-specific", "random resizing + padding",
-                            "pixel deflection + wavelet", "super-resolution + wavelet")
+VERSATILE_TABLE2_COLUMNS = (
+    "none",
+    "versatile",
+    "attack-specific",
+    "random resizing + padding",
+    "pixel deflection + wavelet",
+    "super-resolution + wavelet",
+)
 _VERSATILE_TABLE2_NAMES = ("No defense", "Ours", "Atk-specific", "Random", "WD+PD", "WD+SR")
 _VERSATILE_TABLE2 = {
     "clean": ("100", "92.1", "94.75", "97.3", "96.5", "86.3"),
@@ -166,12 +202,27 @@ def versatile_values():
     for attack, cells in _VERSATILE_TABLE1.items():
         for index, trained_on in enumerate(VERSATILE_TABLE1_COLUMNS, start=2):
             table1[(trained_on, attack)] = PaperValue(
-                "versatile-defense.txt", "Table 1", VERSATILE_TABLE1_ANCHOR, VERSATILE_ROWS[attack], index,
-                f"model trained on {trained_on} (column {index}; headers lost in the text)", cells[index - 1])
+                "versatile-defense.txt",
+                "Table 1",
+                VERSATILE_TABLE1_ANCHOR,
+                VERSATILE_ROWS[attack],
+                index,
+                f"model trained on {trained_on} (column {index}; headers lost in the text)",
+                cells[index - 1],
+            )
     for attack, cells in _VERSATILE_TABLE2.items():
-        for index, (defense, name) in enumerate(zip(VERSATILE_TABLE2_COLUMNS, _VERSATILE_TABLE2_NAMES), start=1):
-            table2[(defense, attack)] = PaperValue("versatile-defense.txt", "Table 2", VERSATILE_TABLE2_ANCHOR,
-                                                   VERSATILE_ROWS[attack], index, name, cells[index - 1])
+        for index, (defense, name) in enumerate(
+            zip(VERSATILE_TABLE2_COLUMNS, _VERSATILE_TABLE2_NAMES, strict=False), start=1
+        ):
+            table2[(defense, attack)] = PaperValue(
+                "versatile-defense.txt",
+                "Table 2",
+                VERSATILE_TABLE2_ANCHOR,
+                VERSATILE_ROWS[attack],
+                index,
+                name,
+                cells[index - 1],
+            )
     return {"table1": table1, "table2": table2}
 
 
@@ -182,37 +233,77 @@ def versatile_values():
 _PIX2PIX_CLEAN_ANCHOR = "The prediction accuracies of Anet and Bnet on the test set are"
 _PIX2PIX_CIFAR_CLEAN_ANCHOR = "The prediction accuracy of Rnet and Dnet on the test set is"
 PIX2PIX_PROSE = {
-    "Anet clean accuracy": PaperValue("pix2pix-defense.txt", "section 5", _PIX2PIX_CLEAN_ANCHOR, None, None,
-                                      "clean test accuracy of Anet", "98.96"),
-    "Bnet clean accuracy": PaperValue("pix2pix-defense.txt", "section 5", _PIX2PIX_CLEAN_ANCHOR, None, None,
-                                      "clean test accuracy of Bnet", "99.74"),
-    "Rnet clean accuracy": PaperValue("pix2pix-defense.txt", "section 5", _PIX2PIX_CIFAR_CLEAN_ANCHOR, None, None,
-                                      "clean test accuracy of Rnet", "93.63"),
-    "Dnet clean accuracy": PaperValue("pix2pix-defense.txt", "section 5", _PIX2PIX_CIFAR_CLEAN_ANCHOR, None, None,
-                                      "clean test accuracy of Dnet", "95.04"),
+    "Anet clean accuracy": PaperValue(
+        "pix2pix-defense.txt", "section 5", _PIX2PIX_CLEAN_ANCHOR, None, None, "clean test accuracy of Anet", "98.96"
+    ),
+    "Bnet clean accuracy": PaperValue(
+        "pix2pix-defense.txt", "section 5", _PIX2PIX_CLEAN_ANCHOR, None, None, "clean test accuracy of Bnet", "99.74"
+    ),
+    "Rnet clean accuracy": PaperValue(
+        "pix2pix-defense.txt",
+        "section 5",
+        _PIX2PIX_CIFAR_CLEAN_ANCHOR,
+        None,
+        None,
+        "clean test accuracy of Rnet",
+        "93.63",
+    ),
+    "Dnet clean accuracy": PaperValue(
+        "pix2pix-defense.txt",
+        "section 5",
+        _PIX2PIX_CIFAR_CLEAN_ANCHOR,
+        None,
+        None,
+        "clean test accuracy of Dnet",
+        "95.04",
+    ),
     "MNIST defended accuracy (summary of Table 2)": PaperValue(
-        "pix2pix-defense.txt", "section 5.2", "on the adversarial sample from 0 to almost", None, None,
-        "MNIST accuracy on successful adversarial examples through the defense, all attacks ('almost')", "98"),
+        "pix2pix-defense.txt",
+        "section 5.2",
+        "on the adversarial sample from 0 to almost",
+        None,
+        None,
+        "MNIST accuracy on successful adversarial examples through the defense, all attacks ('almost')",
+        "98",
+    ),
 }
 
 # EGAN (egan.txt) -------------------------------------------------------------------------------------------
 # Accuracy vs eps (Figure 4) and accuracy vs time at eps 0.5 (Figure 5) are figures: not in the text.
 EGAN_PROSE = {
     "classifier clean accuracy": PaperValue(
-        "egan.txt", "section 3.3", "This trained network classifies no attacked MNIST images with an effectiveness of",
-        None, None, "clean accuracy of the paper's classifier", "99"),
+        "egan.txt",
+        "section 3.3",
+        "This trained network classifies no attacked MNIST images with an effectiveness of",
+        None,
+        None,
+        "clean accuracy of the paper's classifier",
+        "99",
+    ),
     "EGAN best above eps": PaperValue(
-        "egan.txt", "section 3.4", "is the best method for values of Epsilon higher than", None, None,
-        "eps above which EGAN is the best method (Figure 4)", "0.25", percent=False),
+        "egan.txt",
+        "section 3.4",
+        "is the best method for values of Epsilon higher than",
+        None,
+        None,
+        "eps above which EGAN is the best method (Figure 4)",
+        "0.25",
+        percent=False,
+    ),
 }
 
 # AdvGAN poster (advgan-poster.txt): accuracy of network D after one step of perturbation.
 _ADVGAN_TABLE1_ANCHOR = "Table 1. Accuracy of 1-step perturbation."
 ADVGAN_TABLE1 = {
-    (method, intensity): PaperValue("advgan-poster.txt", "Table 1", _ADVGAN_TABLE1_ANCHOR, intensity, index, method,
-                                    cells[index - 1], percent=False)
-    for intensity, cells in (("0.1", ("0.96", "0.97")), ("0.3", ("0.76", "0.55")), ("0.5", ("0.37", "0.15")),
-                             ("0.7", ("0.06", "0.05")))
+    (method, intensity): PaperValue(
+        "advgan-poster.txt", "Table 1", _ADVGAN_TABLE1_ANCHOR, intensity, index, method, cells[index - 1], percent=False
+    )
+    for intensity, cells in (
+        ("0.1", ("0.96", "0.97")),
+        ("0.3", ("0.76", "0.55")),
+        ("0.5", ("0.37", "0.15")),
+        ("0.7", ("0.06", "0.05")),
+    )
     for index, method in ((1, "FastGrad"), (2, "GAN"))
 }
 

@@ -31,8 +31,10 @@ def papers():
     """Skips (with the reason) when the texts are found nowhere and $TFDEFENSE_PAPERS_DIR is unset."""
     folder = papers_dir()
     if not os.environ.get(PAPERS_DIR_ENV) and not (folder / "ape-gan.txt").is_file():
-        reason = (f"the papers' texts are not here: set ${PAPERS_DIR_ENV} to the folder holding ape-gan.txt "
-                  f"and the other papers' .txt files (looked in {folder})")
+        reason = (
+            f"the papers' texts are not here: set ${PAPERS_DIR_ENV} to the folder holding ape-gan.txt "
+            f"and the other papers' .txt files (looked in {folder})"
+        )
         if os.environ.get("TFDEFENSE_TESTS_STRICT", "") not in ("", "0"):  # CI: never skipped
             pytest.fail(reason)
         pytest.skip(reason)
@@ -95,8 +97,9 @@ def test_a_value_not_in_the_text_fails_the_check(papers):
 def test_apegan_tables_1_to_3_for_mnist():
     values = paper_values.apegan_values("mnist")
     table1 = {key: v.value for key, v in values["table1"].items()}
-    assert set(table1) == {(c, a) for c in ("target", "apegan")
-                           for a in ("lbfgs", "fgsm", "deepfool", "jsma", "cw_l0", "cw_l2", "cw_linf")}
+    assert set(table1) == {
+        (c, a) for c in ("target", "apegan") for a in ("lbfgs", "fgsm", "deepfool", "jsma", "cw_l0", "cw_l2", "cw_linf")
+    }
     assert table1[("target", "fgsm")] == pytest.approx(0.963) and table1[("apegan", "jsma")] == pytest.approx(0.386)
     assert values["table2"][("target", "clean")].value == pytest.approx(0.008)
     assert values["table2"][("apegan", "clean")].value == pytest.approx(0.012)
@@ -116,8 +119,11 @@ class _Run:
 
 def test_annotate_rows_fills_values_notes_and_leaves_the_rest():
     value = paper_values.apegan_values("mnist")["table1"][("apegan", "fgsm")]
-    rows = [{"attack": "fgsm", "paper_value": None}, {"attack": "jsma", "paper_value": None},
-            {"attack": "pgd", "paper_value": None}]
+    rows = [
+        {"attack": "fgsm", "paper_value": None},
+        {"attack": "jsma", "paper_value": None},
+        {"attack": "pgd", "paper_value": None},
+    ]
     run = _Run(rows)
     lookup = {"fgsm": value, "jsma": NOT_IN_TEXT}.get
     paper_values.annotate_rows(run, lambda row: lookup(row["attack"]), note="from the text")
@@ -133,12 +139,16 @@ def test_apegan_mnist_preset_labels_get_the_papers_tables_1_to_3():
     def row(table, defense, attack):
         return {"table": table, "defense": defense, "attack": attack, "metric": "error_rate", "paper_value": None}
 
-    rows = [row(apegan.TABLE1, "none (model A)", "lbfgs"), row(apegan.TABLE1, "apegan (model B)", "cw_l2"),
-            row(apegan.TABLE1, "apegan (model C)", "fgsm"), row(apegan.CLEAN_TABLE, "model B", "clean"),
-            row(f"{apegan.TABLE2} (target: model C)", "none", "gaussian_noise var 0.05"),
-            row(f"{apegan.TABLE2} (target: model C)", "apegan", "clean"),
-            row(f"{apegan.TABLE3} (target: model C)", "apegan", "fgsm eps 0.4"),
-            row("Papers' protocol vs adaptive", "apegan", "pgd")]
+    rows = [
+        row(apegan.TABLE1, "none (model A)", "lbfgs"),
+        row(apegan.TABLE1, "apegan (model B)", "cw_l2"),
+        row(apegan.TABLE1, "apegan (model C)", "fgsm"),
+        row(apegan.CLEAN_TABLE, "model B", "clean"),
+        row(f"{apegan.TABLE2} (target: model C)", "none", "gaussian_noise var 0.05"),
+        row(f"{apegan.TABLE2} (target: model C)", "apegan", "clean"),
+        row(f"{apegan.TABLE3} (target: model C)", "apegan", "fgsm eps 0.4"),
+        row("Papers' protocol vs adaptive", "apegan", "pgd"),
+    ]
     run = _Run(rows)
     apegan._fill_paper_column(run, "mnist")
     assert [r["paper_value"] for r in rows[:-1]] == pytest.approx([0.934, 0.015, 0.028, 0.005, 0.017, 0.012, 0.21])

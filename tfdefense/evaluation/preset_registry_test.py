@@ -10,8 +10,11 @@ PRESETS_DIR = pathlib.Path(preset_registry.__file__).parent / "presets"
 
 
 def test_every_preset_module_is_listed_as_a_builtin():
-    registering = {f"tfdefense.evaluation.presets.{p.stem}" for p in PRESETS_DIR.glob("*.py")
-                   if "@register_preset(" in p.read_text()}
+    registering = {
+        f"tfdefense.evaluation.presets.{p.stem}"
+        for p in PRESETS_DIR.glob("*.py")
+        if "@register_preset(" in p.read_text()
+    }
     assert registering and registering == set(preset_registry.BUILTIN_PRESET_MODULES)
 
 
@@ -32,7 +35,14 @@ def test_presets_are_imported_on_the_first_read_of_the_registry():
 
 
 def test_runner_offers_the_registry_names():
-    for name in ("Preset", "PresetUnavailable", "register_preset", "list_presets", "get_preset",
-                 "check_preset_filters", "SCALES"):
+    for name in (
+        "Preset",
+        "PresetUnavailable",
+        "register_preset",
+        "list_presets",
+        "get_preset",
+        "check_preset_filters",
+        "SCALES",
+    ):
         assert getattr(runner, name) is getattr(preset_registry, name)
     assert runner.get_preset("quickstart").name == "quickstart"

@@ -34,8 +34,16 @@ def whole_test_set(run, table, classifiers, inputs, y, paper=None, protocol="who
                 correct = predict_labels(model, transform(images)) == y
                 value = float(np.mean(correct)) if metric == "accuracy" else float(1 - np.mean(correct))
                 run.add_row(
-                    table, protocol, defense, attack, metric, value, len(y),
-                    attack_config=config, paper_value=paper.get((defense, attack)), eval_mode=mode,
+                    table,
+                    protocol,
+                    defense,
+                    attack,
+                    metric,
+                    value,
+                    len(y),
+                    attack_config=config,
+                    paper_value=paper.get((defense, attack)),
+                    eval_mode=mode,
                 )
 
 
@@ -53,8 +61,15 @@ def successful_only(run, table, classifier, classifiers, inputs, y, paper=None, 
         for defense, model in classifiers.items():
             value = float(np.mean(predict_labels(model, images[fooled]) == y[fooled])) if fooled.any() else None
             run.add_row(
-                table, "successful_only", defense, attack, "accuracy", value, int(fooled.sum()),
-                attack_config=config, paper_value=paper.get((defense, attack)),
+                table,
+                "successful_only",
+                defense,
+                attack,
+                "accuracy",
+                value,
+                int(fooled.sum()),
+                attack_config=config,
+                paper_value=paper.get((defense, attack)),
             )
 
 
@@ -103,14 +118,36 @@ def adaptive(run, defense, defended, classifier, x, y, attack="pgd", params=None
         SuiteAttack(f"{attack} through defense, x2 iterations, 2 restarts{eot}", attack, stronger, "white-box"),
     ]
     # Each attack once on all of x in one call, every image crafted before any is judged.
-    result = evaluate_robustness(defended, x, y, suite, source=classifier, batch_size=max(len(x), 1), every_example=True)
+    result = evaluate_robustness(
+        defended, x, y, suite, source=classifier, batch_size=max(len(x), 1), every_example=True
+    )
     for spec in suite:
         protocol = "whole_test_set" if spec.kind == "transfer" else "adaptive"
-        run.add_row(table, protocol, defense, spec.label, "accuracy", result.accuracy(spec.label), len(y),
-                    attack_config=spec.params)
+        run.add_row(
+            table,
+            protocol,
+            defense,
+            spec.label,
+            "accuracy",
+            result.accuracy(spec.label),
+            len(y),
+            attack_config=spec.params,
+        )
     # Judged again per candidate: a stochastic defense draws afresh, as an attacker facing it would see.
     worst = worst_case_accuracy(defended, [result.extra[spec.label]["images"] for spec in suite], y)
-    run.add_row(table, "adaptive", defense, f"{attack}: worst case of all rows", "accuracy", worst, len(y), attack_config=stronger)
+    run.add_row(
+        table,
+        "adaptive",
+        defense,
+        f"{attack}: worst case of all rows",
+        "accuracy",
+        worst,
+        len(y),
+        attack_config=stronger,
+    )
     if stochastic:
-        run.note(f"{defense} is stochastic at inference: its adaptive attacks average gradients over {eot_samples} passes (EOT).")
+        run.note(
+            f"{defense} is stochastic at inference: its adaptive attacks average gradients over "
+            f"{eot_samples} passes (EOT)."
+        )
     return worst

@@ -1,19 +1,18 @@
 """`protocols.adaptive` on the robustness engine: its rows are the attacks' accuracies on every example."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 
 from tfdefense.attacks import get_attack
 from tfdefense.data import load_dataset
 from tfdefense.defenses import DefendedClassifier
 from tfdefense.defenses.transforms import get_transform
 from tfdefense.evaluation import protocols
-from tfdefense.inference import predict_labels
 from tfdefense.evaluation.presets import recipes
 from tfdefense.evaluation.robustness import SuiteAttack, evaluate_robustness
 from tfdefense.evaluation.runner import Run
+from tfdefense.inference import predict_labels
 
 
 @pytest.fixture(scope="module")

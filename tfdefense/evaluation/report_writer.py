@@ -22,8 +22,19 @@ class ReportWriter:
     def set_data(self, dataset, description):
         self.data = {"dataset": dataset, "description": description}
 
-    def add_row(self, table, protocol, defense, attack, metric, value, n, attack_config=None, paper_value=None,
-                eval_mode="tensor"):
+    def add_row(
+        self,
+        table,
+        protocol,
+        defense,
+        attack,
+        metric,
+        value,
+        n,
+        attack_config=None,
+        paper_value=None,
+        eval_mode="tensor",
+    ):
         row = {
             "table": table,
             "protocol": check_choice("protocol", protocol, reports.PROTOCOLS),

@@ -42,7 +42,11 @@ RESULTS_SCHEMA = {
             "type": "object",
             "required": ["dataset", "description"],
             # split: which split of the dataset ran, e.g. "MNIST official 60000/10000 (...)" (MNIST presets)
-            "properties": {"dataset": {"type": "string"}, "description": {"type": "string"}, "split": {"type": "string"}},
+            "properties": {
+                "dataset": {"type": "string"},
+                "description": {"type": "string"},
+                "split": {"type": "string"},
+            },
         },
         "wall_seconds": {"type": "number", "minimum": 0},
         "environment": {"type": "object"},
@@ -119,8 +123,14 @@ def to_markdown(results, plots=()):
         "",
         f"- Data: {results['data']['description']}",
         f"- Seed: {results['seed']}; wall time: {results['wall_seconds']:.1f} s",
-        *([f"- Settings changed from the {results['scale']} scale's (--set): "
-           + ", ".join(f"{k}={json.dumps(v)}" for k, v in results["settings"].items())] if results.get("settings") else []),
+        *(
+            [
+                f"- Settings changed from the {results['scale']} scale's (--set): "
+                + ", ".join(f"{k}={json.dumps(v)}" for k, v in results["settings"].items())
+            ]
+            if results.get("settings")
+            else []
+        ),
         f"- Environment: TensorFlow {results['environment']['tensorflow']}, Keras {results['environment']['keras']}, "
         f"devices {', '.join(results['environment']['devices'])}",
         "- Every number below was computed by this run; 'paper' is the published value for the paper's full setup, "
@@ -132,7 +142,13 @@ def to_markdown(results, plots=()):
     for row in results["rows"]:
         tables.setdefault(row["table"], []).append(row)
     for name, rows in tables.items():
-        lines += ["", f"## {name}", "", "| defense | attack | protocol | metric | ours | paper | n | eval |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## {name}",
+            "",
+            "| defense | attack | protocol | metric | ours | paper | n | eval |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for row in rows:
             lines.append(
                 f"| {row['defense']} | {row['attack']} | {row['protocol']} | {row['metric']} | "
@@ -169,13 +185,19 @@ def _png_differences(rows):
     pairs = [(t, p) for t, p in pairs if t["value"] is not None and p["value"] is not None]
     if not pairs:
         return []
-    lines = ["", "## 8-bit PNG round trip vs tensor-direct", "",
-             "| table | defense | attack | tensor | PNG | PNG - tensor |", "|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## 8-bit PNG round trip vs tensor-direct",
+        "",
+        "| table | defense | attack | tensor | PNG | PNG - tensor |",
+        "|---|---|---|---|---|---|",
+    ]
     for t, p in pairs:
         scale = 100 if t["metric"] in ("accuracy", "error_rate", "success_rate") else 1
+        unit = " pt" if scale == 100 else ""
         lines.append(
             f"| {t['table']} | {t['defense']} | {t['attack']} | {_format(t['value'], t['metric'])} | "
-            f"{_format(p['value'], p['metric'])} | {scale * (p['value'] - t['value']):+.1f}{' pt' if scale == 100 else ''} |"
+            f"{_format(p['value'], p['metric'])} | {scale * (p['value'] - t['value']):+.1f}{unit} |"
         )
     return lines
 

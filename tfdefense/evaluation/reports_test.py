@@ -57,7 +57,9 @@ def test_schema_rejects_bad_rows():
 
 def test_plots_write_png(tmp_path, rng):
     curve = plots.plot_curves(tmp_path / "acc.png", {"none": ([0, 0.1, 0.3], [0.99, 0.5, 0.1])}, "eps")
-    grid = plots.plot_sample_grid(tmp_path / "grid.png", {"clean": rng.random((4, 8, 8, 1)), "adv": rng.random((4, 8, 8, 1))})
+    grid = plots.plot_sample_grid(
+        tmp_path / "grid.png", {"clean": rng.random((4, 8, 8, 1)), "adv": rng.random((4, 8, 8, 1))}
+    )
     bars = plots.plot_bars(tmp_path / "bars.png", {"a": 1.0, "b": 2.0}, "seconds")
     for path in (curve, grid, bars):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

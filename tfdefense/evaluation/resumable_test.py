@@ -50,8 +50,12 @@ def test_only_stale_temporary_files_of_the_package_are_removed(tmp_path):
     kept_old_export = tmp_path / ".other_export.a1b2c3d4.old.tmp"  # the only copy: other_export is missing
     (kept_old_export / "export").mkdir(parents=True)
     fresh = tmp_path / "models" / ".pix2pix-0123.zz99yy88.tmp.keras"  # a run writing right now
-    users = [tmp_path / "notes.tmp", tmp_path / ".bashrc", tmp_path / "models" / "mine.tmp.keras",
-             tmp_path / "x.abcdefgh.tmp"]
+    users = [
+        tmp_path / "notes.tmp",
+        tmp_path / ".bashrc",
+        tmp_path / "models" / "mine.tmp.keras",
+        tmp_path / "x.abcdefgh.tmp",
+    ]
     for path in (stale_model, stale_json, fresh, *users):
         path.write_text("data")
     for path in (stale_model, stale_json, stale_export, kept_old_export, *users):
@@ -98,5 +102,5 @@ def test_a_model_trained_after_a_reloaded_one_matches_the_uninterrupted_run(tmp_
     for path in (tmp_path / "a" / "models").glob("first-*"):
         shutil.copy(path, tmp_path / "b" / "models" / path.name)
     _, resumed = run_both(tmp_path / "b")
-    for a, b in zip(uninterrupted.get_weights(), resumed.get_weights()):
+    for a, b in zip(uninterrupted.get_weights(), resumed.get_weights(), strict=False):
         np.testing.assert_array_equal(a, b)

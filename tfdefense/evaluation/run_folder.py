@@ -59,8 +59,10 @@ def _path_problem(out):
 def check_out_path(out, argument="out"):
     """`out` as a pathlib.Path after the checks of a path: a non-empty path, not a file, not below a file."""
     if not isinstance(out, (str, os.PathLike)):
-        raise TypeError(f"Invalid type received for argument `{argument}`. Expected a folder path (str or "
-                        f"os.PathLike). Received: {argument} of type {type(out).__name__}")
+        raise TypeError(
+            f"Invalid type received for argument `{argument}`. Expected a folder path (str or "
+            f"os.PathLike). Received: {argument} of type {type(out).__name__}"
+        )
     problem = _path_problem(out)
     if problem:
         raise invalid_value(argument, problem, str(out))
@@ -83,8 +85,12 @@ def is_our_results(path):
         if pathlib.Path(path).is_symlink():
             return False
         results = json.loads(pathlib.Path(path).read_text())
-        return (isinstance(results, dict) and isinstance(results.get("schema_version"), int)
-                and isinstance(results.get("preset"), str) and isinstance(results.get("rows"), list))
+        return (
+            isinstance(results, dict)
+            and isinstance(results.get("schema_version"), int)
+            and isinstance(results.get("preset"), str)
+            and isinstance(results.get("rows"), list)
+        )
     except (OSError, ValueError):
         return False
 
@@ -114,8 +120,10 @@ def _ownership(path):
     if names == ["workers"] and _is_workers_folder(path / "workers"):
         return "new", None  # a worker of this multi-worker run made its folder first
     shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-    return None, (f"{EXPECTED} (one holding {MARKER_FILE}); this folder holds other files ({shown}), "
-                  "which the run would overwrite; nothing was written")
+    return None, (
+        f"{EXPECTED} (one holding {MARKER_FILE}); this folder holds other files ({shown}), "
+        "which the run would overwrite; nothing was written"
+    )
 
 
 def check_ownership(path, argument="out"):
@@ -131,8 +139,10 @@ def _subfolder_problem(root, name):
     for part in pathlib.PurePosixPath(name).parts:
         path = path / part
         if path.is_symlink():
-            return (f"a run folder whose subfolder {name}/ is a real folder, not a symbolic link (to "
-                    f"{os.readlink(path)}); files would be written outside the run folder")
+            return (
+                f"a run folder whose subfolder {name}/ is a real folder, not a symbolic link (to "
+                f"{os.readlink(path)}); files would be written outside the run folder"
+            )
         if os.path.lexists(path) and not path.is_dir():
             return f"a run folder whose {name} is a folder (it is a file)"
     return None
@@ -194,8 +204,12 @@ def _who(owner):
 
 
 def _busy(path, owner, argument):
-    return invalid_value(argument, f"a folder no other run is writing into; {_who(owner)} holds its lock {LOCK_FILE} "
-                                   "(wait for that run to end, or choose another folder)", str(path))
+    return invalid_value(
+        argument,
+        f"a folder no other run is writing into; {_who(owner)} holds its lock {LOCK_FILE} "
+        "(wait for that run to end, or choose another folder)",
+        str(path),
+    )
 
 
 def _owner_text():
@@ -286,9 +300,14 @@ def open_run_folder(out, argument="out"):
     key = acquire_lock(path, argument)
     try:
         if kind != "marked" and not is_our_marker(path / MARKER_FILE):
-            write_json(path / MARKER_FILE, {"format": MARKER_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                            **({"adopted": "results.json of an earlier tfdefense"}
-                                               if kind == "legacy" else {})})
+            write_json(
+                path / MARKER_FILE,
+                {
+                    "format": MARKER_FORMAT,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    **({"adopted": "results.json of an earlier tfdefense"} if kind == "legacy" else {}),
+                },
+            )
     except BaseException:
         release_lock(key)
         raise

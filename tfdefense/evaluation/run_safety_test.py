@@ -13,8 +13,16 @@ from tfdefense.evaluation import run_folder
 from tfdefense.evaluation.run_folder import LOCK_FILE, MARKER_FILE, open_run_folder
 from tfdefense.evaluation.runner import Run, SettingsError
 
-SCALES = {"tiny": dict(train_images=300, test_images=None, classifier_epochs=2, pgd_iter=10, lr=1e-3,
-                       unet=dict(base_filters=8, depth=None))}
+SCALES = {
+    "tiny": dict(
+        train_images=300,
+        test_images=None,
+        classifier_epochs=2,
+        pgd_iter=10,
+        lr=1e-3,
+        unet=dict(base_filters=8, depth=None),
+    )
+}
 
 
 def _run(out, **kwargs):
@@ -22,10 +30,17 @@ def _run(out, **kwargs):
 
 
 # Settings that are counts ----------------------------------------------------------------------------
-@pytest.mark.parametrize("key, value, minimum", [
-    ("train_images", -5, 1), ("train_images", 0, 1), ("test_images", -1, 1), ("pgd_iter", 0, 1),
-    ("classifier_epochs", -1, 0), ("unet", {"depth": -2}, 1),
-])
+@pytest.mark.parametrize(
+    "key, value, minimum",
+    [
+        ("train_images", -5, 1),
+        ("train_images", 0, 1),
+        ("test_images", -1, 1),
+        ("pgd_iter", 0, 1),
+        ("classifier_epochs", -1, 0),
+        ("unet", {"depth": -2}, 1),
+    ],
+)
 def test_a_count_setting_below_its_minimum_is_refused_naming_the_key(tmp_path, key, value, minimum):
     run = _run(tmp_path, settings={key: value})
     name = f"{key}.depth" if key == "unet" else key
@@ -122,8 +137,9 @@ HOLDER = textwrap.dedent("""
 
 
 def _holder(out):
-    process = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert process.stdout.readline().strip() == "locked"
     return process
 
@@ -191,7 +207,7 @@ def test_a_symlinked_subfolder_is_refused_and_nothing_is_written_through_it(tmp_
     (out / "cache").mkdir()
     (out / "cache" / "adversarial").symlink_to(outside, target_is_directory=True)
     with pytest.raises(ValueError, match="subfolder cache/adversarial/ is a real folder"):
-        run.cache_dir
+        _ = run.cache_dir
     (out / "steps").symlink_to(outside, target_is_directory=True)
     with pytest.raises(ValueError, match="subfolder steps/ is a real folder"):
         run.step("clean", {"n": 1}, lambda: run.add_row("t", "whole_test_set", "none", "clean", "accuracy", 0.9, 10))

@@ -64,7 +64,9 @@ def pick(scales, scale, settings, preset="", **overrides):
     value = {**value, **overrides}
     for key, new in settings.items():
         if key not in value:
-            raise SettingsError(f"settings: {preset!r} at scale {scale!r} has no setting {key!r}; "
-                                f"expected one of: {', '.join(sorted(value))}")
+            raise SettingsError(
+                f"settings: {preset!r} at scale {scale!r} has no setting {key!r}; "
+                f"expected one of: {', '.join(sorted(value))}"
+            )
         value[key] = setting_of_type(key, new, value[key])
     return value

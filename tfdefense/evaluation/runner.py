@@ -34,9 +34,22 @@ from tfdefense.evaluation.run_settings import SettingsError, check_settings
 from tfdefense.evaluation.step_cache import StepCache
 
 __all__ = [
-    "SCALES", "STALE_TEMP_SECONDS", "Preset", "PresetUnavailable", "Run", "SettingsError", "check_preset_filters",
-    "check_settings", "config_hash", "fingerprint_path", "get_preset", "list_presets", "register_preset",
-    "remove_stale_temp_files", "run_preset", "with_dependencies",
+    "SCALES",
+    "STALE_TEMP_SECONDS",
+    "Preset",
+    "PresetUnavailable",
+    "Run",
+    "SettingsError",
+    "check_preset_filters",
+    "check_settings",
+    "config_hash",
+    "fingerprint_path",
+    "get_preset",
+    "list_presets",
+    "register_preset",
+    "remove_stale_temp_files",
+    "run_preset",
+    "with_dependencies",
 ]
 
 
@@ -96,11 +109,18 @@ class Run:
         self.progress = progress
         self.log = _Log(preset, progress)
         self.report = ReportWriter(self.out_dir)
-        self.model_store = ModelStore(self.out_dir, seed=seed, strategy=strategy, log=self.log,
-                                      artifacts=self.report.artifacts, subfolder=self.folder.subfolder)
+        self.model_store = ModelStore(
+            self.out_dir,
+            seed=seed,
+            strategy=strategy,
+            log=self.log,
+            artifacts=self.report.artifacts,
+            subfolder=self.folder.subfolder,
+        )
         folder = self.folder
-        self.step_cache = StepCache(self.out_dir / "steps", strategy=strategy, log=self.log,
-                                    subfolder=lambda: folder.subfolder("steps"))
+        self.step_cache = StepCache(
+            self.out_dir / "steps", strategy=strategy, log=self.log, subfolder=lambda: folder.subfolder("steps")
+        )
         self.failure = None  # an exception `run_preset` raises after writing the reports (`fail_after_reports`)
         self.started = self.log.started
 
@@ -170,10 +190,31 @@ class Run:
     def set_data(self, dataset, description):
         self.report.set_data(dataset, description)
 
-    def add_row(self, table, protocol, defense, attack, metric, value, n, attack_config=None, paper_value=None,
-                eval_mode="tensor"):
-        return self.report.add_row(table, protocol, defense, attack, metric, value, n, attack_config=attack_config,
-                                   paper_value=paper_value, eval_mode=eval_mode)
+    def add_row(
+        self,
+        table,
+        protocol,
+        defense,
+        attack,
+        metric,
+        value,
+        n,
+        attack_config=None,
+        paper_value=None,
+        eval_mode="tensor",
+    ):
+        return self.report.add_row(
+            table,
+            protocol,
+            defense,
+            attack,
+            metric,
+            value,
+            n,
+            attack_config=attack_config,
+            paper_value=paper_value,
+            eval_mode=eval_mode,
+        )
 
     def add_plot(self, filename):
         return self.report.add_plot(filename)
@@ -279,8 +320,10 @@ def run_preset(name, out_dir, scale="quick", seed=0, **options):
         start = time.perf_counter()
         if distribute.is_distributed(run.strategy):
             placement = distribute.describe(run.strategy)
-            run.note(f"Distribution: strategy {placement['strategy']} ({placement['class']}), {placement['replicas']} "
-                     f"replica(s) on {placement['workers']} worker(s); batch sizes are global batches.")
+            run.note(
+                f"Distribution: strategy {placement['strategy']} ({placement['class']}), {placement['replicas']} "
+                f"replica(s) on {placement['workers']} worker(s); batch sizes are global batches."
+            )
         preset.fn(run)
         results = run.results(time.perf_counter() - start)
         if run.is_chief:  # other workers computed the same numbers; only the chief writes reports

@@ -29,8 +29,10 @@ def test_model_retrains_when_a_dependency_changes_and_reuses_otherwise(tmp_path)
     assert len(list((tmp_path / "models").glob("purifier-*.keras"))) == 3
 
 
-SCALES = {"tiny": dict(train=300, epochs=2, lr=1e-3, eps_grid=(0.0, 0.3)),
-          "full": dict(train=None, epochs=10, lr=1e-3, eps_grid=(0.0,))}
+SCALES = {
+    "tiny": dict(train=300, epochs=2, lr=1e-3, eps_grid=(0.0, 0.3)),
+    "full": dict(train=None, epochs=10, lr=1e-3, eps_grid=(0.0,)),
+}
 
 
 def test_settings_override_the_scale_and_are_reported(tmp_path):

@@ -19,8 +19,9 @@ from tfdefense.evaluation.cache_keys import config_hash
 
 def result_digest(key, rows, value):
     """SHA-256 (hex) of a step's key, rows and value as sorted compact JSON."""
-    text = json.dumps({"config": key, "rows": rows, "value": value}, sort_keys=True, separators=(",", ":"),
-                      default=json_default)
+    text = json.dumps(
+        {"config": key, "rows": rows, "value": value}, sort_keys=True, separators=(",", ":"), default=json_default
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -59,8 +60,10 @@ class StepCache:
             self.log(f"step {name}: stored result {path.name} unreadable, recomputing")
             return None
         if digest != result_digest(key, stored["rows"], stored.get("value")):
-            self.log(f"step {name}: stored result {path.name} does not match its SHA-256 "
-                     f"({'none stored' if digest is None else 'edited or damaged'}), recomputing")
+            self.log(
+                f"step {name}: stored result {path.name} does not match its SHA-256 "
+                f"({'none stored' if digest is None else 'edited or damaged'}), recomputing"
+            )
             return None
         return stored["rows"], stored.get("value")
 
@@ -79,7 +82,9 @@ class StepCache:
         rows, value = compute()
         stored_rows, value = as_json(rows), as_json(value)
         self._subfolder()
-        write_json(self.path(name, key), {"config": key, "rows": stored_rows, "value": value,
-                                          "sha256": result_digest(key, stored_rows, value)})
+        write_json(
+            self.path(name, key),
+            {"config": key, "rows": stored_rows, "value": value, "sha256": result_digest(key, stored_rows, value)},
+        )
         self.computed.append(name)
         return rows, value, False  # the rows themselves (the caller's report holds them), the value as JSON reads it

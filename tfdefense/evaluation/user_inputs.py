@@ -16,8 +16,8 @@ import pathlib
 
 import numpy as np
 
-from tfdefense._validation import (check_choice, check_images, check_labels, check_not_empty, check_number,
-                                   invalid_value)
+from tfdefense._validation import check_choice, check_images, check_labels, check_not_empty, check_number, invalid_value
+
 
 def call_model(model, x):
     import keras
@@ -103,8 +103,9 @@ def _signature_function(signature):
     args, kwargs = signature.structured_input_signature
     specs = list(kwargs.items())
     if args or len(specs) != 1:
-        raise invalid_value("signature", "a signature taking one image tensor",
-                            f"inputs {list(kwargs) or [str(a) for a in args]}")
+        raise invalid_value(
+            "signature", "a signature taking one image tensor", f"inputs {list(kwargs) or [str(a) for a in args]}"
+        )
     key = specs[0][0]
     outputs = signature.structured_outputs
     output_key = None
@@ -120,40 +121,91 @@ def _signature_function(signature):
 
 # Op types a SavedModel graph may not hold unless trusted: they touch files, run Python, talk to other
 # machines or print / dump tensors. Matched by exact name, by prefix or by suffix (the reader ops).
-UNSAFE_OPS = frozenset({
-    # files
-    "ReadFile", "WriteFile", "MatchingFiles", "ImmutableConst", "RecordInput", "LoadAndRemapMatrix",
-    "GenerateVocabRemapping", "InitializeTableFromTextFile", "InitializeTableFromTextFileV2",
-    "TFRecordDataset", "TFRecordDatasetV2", "FixedLengthRecordDataset", "FixedLengthRecordDatasetV2",
-    "TextLineDataset", "LMDBDataset", "ExperimentalLMDBDataset", "CSVDataset", "CSVDatasetV2",
-    "ExperimentalCSVDataset", "SqlDataset", "ExperimentalSqlDataset", "SaveDataset", "SaveDatasetV2",
-    "LoadDataset", "SnapshotDataset", "SnapshotDatasetV2", "SnapshotDatasetReader", "SnapshotNestedDatasetReader",
-    "DatasetToTFRecord", "ExperimentalDatasetToTFRecord", "CacheDataset", "CacheDatasetV2", "DistributedSave",
-    "CreateSummaryFileWriter", "CreateSummaryDbWriter", "ImportEvent", "FlushSummaryWriter", "CloseSummaryWriter",
-    "SummaryWriter",
-    # checkpoints (allowed only in the SavedModel's own save / restore functions, see CHECKPOINT_OPS)
-    "Save", "SaveSlices", "SaveV2", "Restore", "RestoreSlice", "RestoreV2", "MergeV2Checkpoints",
-    # Python
-    "PyFunc", "PyFuncStateless", "EagerPyFunc",
-    # other machines
-    "Rpc", "TryRpc", "Send", "Recv", "_Send", "_Recv", "_HostSend", "_HostRecv", "RegisterDataset",
-    "RegisterDatasetV2",
-    # printing (PrintV2 can write to a file)
-    "Print", "PrintV2",
-})
+UNSAFE_OPS = frozenset(
+    {
+        # files
+        "ReadFile",
+        "WriteFile",
+        "MatchingFiles",
+        "ImmutableConst",
+        "RecordInput",
+        "LoadAndRemapMatrix",
+        "GenerateVocabRemapping",
+        "InitializeTableFromTextFile",
+        "InitializeTableFromTextFileV2",
+        "TFRecordDataset",
+        "TFRecordDatasetV2",
+        "FixedLengthRecordDataset",
+        "FixedLengthRecordDatasetV2",
+        "TextLineDataset",
+        "LMDBDataset",
+        "ExperimentalLMDBDataset",
+        "CSVDataset",
+        "CSVDatasetV2",
+        "ExperimentalCSVDataset",
+        "SqlDataset",
+        "ExperimentalSqlDataset",
+        "SaveDataset",
+        "SaveDatasetV2",
+        "LoadDataset",
+        "SnapshotDataset",
+        "SnapshotDatasetV2",
+        "SnapshotDatasetReader",
+        "SnapshotNestedDatasetReader",
+        "DatasetToTFRecord",
+        "ExperimentalDatasetToTFRecord",
+        "CacheDataset",
+        "CacheDatasetV2",
+        "DistributedSave",
+        "CreateSummaryFileWriter",
+        "CreateSummaryDbWriter",
+        "ImportEvent",
+        "FlushSummaryWriter",
+        "CloseSummaryWriter",
+        "SummaryWriter",
+        # checkpoints (allowed only in the SavedModel's own save / restore functions, see CHECKPOINT_OPS)
+        "Save",
+        "SaveSlices",
+        "SaveV2",
+        "Restore",
+        "RestoreSlice",
+        "RestoreV2",
+        "MergeV2Checkpoints",
+        # Python
+        "PyFunc",
+        "PyFuncStateless",
+        "EagerPyFunc",
+        # other machines
+        "Rpc",
+        "TryRpc",
+        "Send",
+        "Recv",
+        "_Send",
+        "_Recv",
+        "_HostSend",
+        "_HostRecv",
+        "RegisterDataset",
+        "RegisterDatasetV2",
+        # printing (PrintV2 can write to a file)
+        "Print",
+        "PrintV2",
+    }
+)
 UNSAFE_OP_PREFIXES = ("Write", "Reader", "Debug", "Collective", "DataServiceDataset", "Gcs", "BigQuery")
 UNSAFE_OP_SUFFIXES = ("Reader", "ReaderV2")
 # A SavedModel holds functions that write and read its own variables/ checkpoint; TF1 graphs keep them under
 # the saver's name scope. These ops are allowed there and nowhere that loading or serving runs.
-CHECKPOINT_OPS = frozenset({"Save", "SaveSlices", "SaveV2", "Restore", "RestoreSlice", "RestoreV2",
-                            "MergeV2Checkpoints"})
-TRUST_HINT = ("pass trust_saved_model=True (CLI: --trust-saved-model) only for a SavedModel whose source you "
-              "trust: its graph then runs with your file and network access")
+CHECKPOINT_OPS = frozenset(
+    {"Save", "SaveSlices", "SaveV2", "Restore", "RestoreSlice", "RestoreV2", "MergeV2Checkpoints"}
+)
+TRUST_HINT = (
+    "pass trust_saved_model=True (CLI: --trust-saved-model) only for a SavedModel whose source you "
+    "trust: its graph then runs with your file and network access"
+)
 
 
 def is_unsafe_op(op_type):
-    return (op_type in UNSAFE_OPS or op_type.startswith(UNSAFE_OP_PREFIXES)
-            or op_type.endswith(UNSAFE_OP_SUFFIXES))
+    return op_type in UNSAFE_OPS or op_type.startswith(UNSAFE_OP_PREFIXES) or op_type.endswith(UNSAFE_OP_SUFFIXES)
 
 
 def _called_functions(node):
@@ -176,8 +228,11 @@ def read_saved_model_proto(path):
     try:
         proto.ParseFromString(file.read_bytes())
     except (DecodeError, OSError, RuntimeWarning) as error:
-        raise invalid_value("path", "a SavedModel folder whose saved_model.pb is a SavedModel protocol buffer",
-                            f"{file} ({type(error).__name__}: {error})") from None
+        raise invalid_value(
+            "path",
+            "a SavedModel folder whose saved_model.pb is a SavedModel protocol buffer",
+            f"{file} ({type(error).__name__}: {error})",
+        ) from None
     if not proto.meta_graphs:
         raise invalid_value("path", "a SavedModel folder whose saved_model.pb holds a graph", f"{file} (no graph)")
     return proto
@@ -237,11 +292,14 @@ def check_saved_model(path, role="classifier", trust_saved_model=False):
     """Refuses (ValueError) a SavedModel whose graph holds unsafe ops (`saved_model_unsafe_ops`), unless trusted."""
     found = saved_model_unsafe_ops(path)
     if found and not trust_saved_model:
-        listed = "; ".join(f"{op} in {', '.join(where[:3])}{' ...' if len(where) > 3 else ''}"
-                           for op, where in sorted(found.items()))
+        listed = "; ".join(
+            f"{op} in {', '.join(where[:3])}{' ...' if len(where) > 3 else ''}" for op, where in sorted(found.items())
+        )
         raise invalid_value(
-            role, f"a SavedModel whose graph holds no file, Python, network or debug ops ({TRUST_HINT})",
-            f"{path} holding {listed}")
+            role,
+            f"a SavedModel whose graph holds no file, Python, network or debug ops ({TRUST_HINT})",
+            f"{path} holding {listed}",
+        )
     return found
 
 
@@ -314,15 +372,22 @@ def load_user_model(path, role="classifier", signature=None, trust_saved_model=F
         try:
             loaded = tf.saved_model.load(str(path))
         except Exception as error:  # missing variables, unknown ops, a foreign protocol buffer ...
-            raise invalid_value(role, "a SavedModel folder TensorFlow can load (saved_model.pb and variables/)",
-                                f"{path} ({_first_line(error)})") from error
+            raise invalid_value(
+                role,
+                "a SavedModel folder TensorFlow can load (saved_model.pb and variables/)",
+                f"{path} ({_first_line(error)})",
+            ) from error
         saved_model_class = functools.partial(
             _saved_model_class(), graph_digest=hashlib.sha256((path / "saved_model.pb").read_bytes()).hexdigest()
         )
         export_function = {"classifier": "classify", "purifier": "purify"}[role]
         if signature is None and callable(getattr(loaded, export_function, None)):
-            return saved_model_class(loaded, getattr(loaded, export_function),
-                                        f"{path.name}:{export_function}", name=f"{role}_{export_function}")
+            return saved_model_class(
+                loaded,
+                getattr(loaded, export_function),
+                f"{path.name}:{export_function}",
+                name=f"{role}_{export_function}",
+            )
         names = list(loaded.signatures)
         if signature is None:
             if "serving_default" in names:
@@ -335,17 +400,25 @@ def load_user_model(path, role="classifier", signature=None, trust_saved_model=F
                 raise invalid_value("signature", f"one of the SavedModel's signatures {names}", None)
         if signature not in names:
             if callable(getattr(loaded, signature, None)):
-                return saved_model_class(loaded, getattr(loaded, signature), f"{path.name}:{signature}",
-                                            name=f"{role}_{signature}")
+                return saved_model_class(
+                    loaded, getattr(loaded, signature), f"{path.name}:{signature}", name=f"{role}_{signature}"
+                )
             raise invalid_value("signature", f"one of the SavedModel's signatures {names}", signature)
         function, output_key = _signature_function(loaded.signatures[signature])
-        return saved_model_class(loaded, function, f"{path.name}:{signature}", output_key=output_key,
-                                    name=f"{role}_{signature}")
+        return saved_model_class(
+            loaded, function, f"{path.name}:{signature}", output_key=output_key, name=f"{role}_{signature}"
+        )
     if path.is_dir():
-        raise invalid_value(role, "a .keras file, a .h5 file, a SavedModel folder (holding saved_model.pb) or a "
-                            "tfdefense export folder", f"{path} (a folder without saved_model.pb)")
-    raise invalid_value(role, "a .keras file, a .h5 file, a SavedModel folder or a tfdefense export folder",
-                        f"{path}" + ("" if path.exists() else " (no such file or folder)"))
+        raise invalid_value(
+            role,
+            "a .keras file, a .h5 file, a SavedModel folder (holding saved_model.pb) or a tfdefense export folder",
+            f"{path} (a folder without saved_model.pb)",
+        )
+    raise invalid_value(
+        role,
+        "a .keras file, a .h5 file, a SavedModel folder or a tfdefense export folder",
+        f"{path}" + ("" if path.exists() else " (no such file or folder)"),
+    )
 
 
 # ----------------------------------------------------------------------------- input range
@@ -376,8 +449,11 @@ def _rescaled_input_class():
 
         def fingerprint(self):
             inner = user_model_fingerprint(self.model)
-            return None if inner is None else hashlib.sha256(f"{inner}|input_range={self.input_range}".encode()
-                                                             ).hexdigest()
+            return (
+                None
+                if inner is None
+                else hashlib.sha256(f"{inner}|input_range={self.input_range}".encode()).hexdigest()
+            )
 
     return RescaledInput
 
@@ -462,8 +538,12 @@ def load_evaluation_data(dataset, n, data_dir, image_shape):
 
             split = mnist_split(data_dir)
             description = f"{split.description}: test split" if split is not None else description
-        if image_shape and None not in image_shape[:2] and tuple(x.shape[1:3]) != tuple(image_shape[:2]) \
-                and not dataset.startswith("npz:"):
+        if (
+            image_shape
+            and None not in image_shape[:2]
+            and tuple(x.shape[1:3]) != tuple(image_shape[:2])
+            and not dataset.startswith("npz:")
+        ):
             x, y = load_test_split(dataset, data_dir=data_dir, image_size=tuple(image_shape[:2]))
             description += f", resized to {image_shape[0]}x{image_shape[1]} for the model"
         name = dataset
@@ -472,8 +552,9 @@ def load_evaluation_data(dataset, n, data_dir, image_shape):
         name, description = "arrays", "the (x, y) arrays given"
         check_channels_last(np.shape(x), "x")
     else:
-        raise invalid_value("dataset", "a dataset name, 'npz:PATH', 'tfds:NAME[:SPLIT]' or an (x, y) pair of arrays",
-                            dataset)
+        raise invalid_value(
+            "dataset", "a dataset name, 'npz:PATH', 'tfds:NAME[:SPLIT]' or an (x, y) pair of arrays", dataset
+        )
     x = check_images(x, "x", allow_tensor=False)
     check_not_empty(x, "x")
     y = check_labels(y, "y", num_examples=len(x))

@@ -11,8 +11,14 @@ import tensorflow as tf
 
 from tfdefense.data import load_dataset
 from tfdefense.evaluation.robustness import SuiteAttack
-from tfdefense.evaluation.user_inputs import (load_evaluation_data, load_user_model, resolve_purifier,
-                                              saved_model_unsafe_ops, user_model_fingerprint, with_input_range)
+from tfdefense.evaluation.user_inputs import (
+    load_evaluation_data,
+    load_user_model,
+    resolve_purifier,
+    saved_model_unsafe_ops,
+    user_model_fingerprint,
+    with_input_range,
+)
 from tfdefense.evaluation.user_model import evaluate_model
 
 EPS = 0.1
@@ -36,8 +42,9 @@ def _train(digits, outputs, scaling=None):
     keras.utils.set_random_seed(0)
     (x_train, y_train), _ = digits
     layers = [keras.Input(SHAPE)] + ([scaling] if scaling is not None else [])
-    model = keras.Sequential(layers + [keras.layers.Flatten(), keras.layers.Dense(64, activation="relu"),
-                                       keras.layers.Dense(outputs)])
+    model = keras.Sequential(
+        layers + [keras.layers.Flatten(), keras.layers.Dense(64, activation="relu"), keras.layers.Dense(outputs)]
+    )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     fed = x_train * 255.0 if scaling is not None else x_train
     model.fit(fed, y_train, epochs=15, batch_size=64, verbose=0)
@@ -114,8 +121,11 @@ def test_scan_finds_python_file_reads_and_checkpoint_ops_where_serving_runs(tmp_
         def __call__(self, x):
             return tf.py_function(lambda t: t, [x], tf.float32)
 
-    for name, module, op in (("reader", Reader(), "ReadFile"), ("saver", Saver(), "SaveV2"),
-                             ("python", Python(), "EagerPyFunc")):
+    for name, module, op in (
+        ("reader", Reader(), "ReadFile"),
+        ("saver", Saver(), "SaveV2"),
+        ("python", Python(), "EagerPyFunc"),
+    ):
         tf.saved_model.save(module, str(tmp_path / name))
         found = saved_model_unsafe_ops(tmp_path / name)
         assert op in found, (name, found)
@@ -172,16 +182,22 @@ def test_keras_h5_and_broken_or_unsafe_keras_files(tmp_path, classifier, digits)
     with zipfile.ZipFile(tmp_path / "good.keras") as archive:  # a layer naming os.system
         members = {name: archive.read(name) for name in archive.namelist()}
     config = json.loads(members["config.json"])
-    config["config"]["layers"][-1].update(module="os", class_name="system", registered_name=None,
-                                          config=f"touch {tmp_path / 'pwned'}")
+    config["config"]["layers"][-1].update(
+        module="os", class_name="system", registered_name=None, config=f"touch {tmp_path / 'pwned'}"
+    )
     members["config.json"] = json.dumps(config).encode()
     with zipfile.ZipFile(tmp_path / "os_system.keras", "w") as archive:
         for name, data in members.items():
             archive.writestr(name, data)
-    for name, reason in (("text.keras", "not a zip archive"), ("truncated.keras", "not a zip archive"),
-                         ("flipped.keras", "BadZipFile: Bad CRC-32"), ("lambda.keras", "Lambda"),
-                         ("lambda.h5", "Lambda"), ("os_system.keras", "could not be deserialized"),
-                         ("weights.h5", "HDF5|Error")):
+    for name, reason in (
+        ("text.keras", "not a zip archive"),
+        ("truncated.keras", "not a zip archive"),
+        ("flipped.keras", "BadZipFile: Bad CRC-32"),
+        ("lambda.keras", "Lambda"),
+        ("lambda.h5", "Lambda"),
+        ("os_system.keras", "could not be deserialized"),
+        ("weights.h5", "HDF5|Error"),
+    ):
         with pytest.raises(ValueError, match=r"`classifier`") as info:
             load_user_model(tmp_path / name)
         message = str(info.value)
@@ -232,8 +248,15 @@ def test_test_only_npz_any_classes_and_output_width(tmp_path, digits):
 def test_plain_tf_module_purifier_through_the_api(tmp_path, classifier, digits):
     tf.saved_model.save(Quantizer(), str(tmp_path / "quantizer"))
     _, (x, y) = digits
-    result = evaluate_model(classifier, (x[:40], y[:40]), EPS, purifier=resolve_purifier(str(tmp_path / "quantizer")),
-                            suite=tiny_suite(), out=tmp_path / "run", **TINY)
+    result = evaluate_model(
+        classifier,
+        (x[:40], y[:40]),
+        EPS,
+        purifier=resolve_purifier(str(tmp_path / "quantizer")),
+        suite=tiny_suite(),
+        out=tmp_path / "run",
+        **TINY,
+    )
     assert result.choices["bpda"] and "no gradient" in result.choices["bpda_reason"]
     assert result.clean_accuracy >= 0.8
     assert (tmp_path / "run" / "report.md").is_file()

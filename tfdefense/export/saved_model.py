@@ -77,8 +77,11 @@ def export_saved_model(defense, path, classifier=None, overwrite=True):
     check_replaceable(path, overwrite)
     ok, reason = writable_folder(path.parent)
     if not ok:
-        raise invalid_value("path", f"a folder path in a writable folder (cannot write in {str(path.parent)!r}: "
-                            f"{reason}; nothing was changed)", str(path))
+        raise invalid_value(
+            "path",
+            f"a folder path in a writable folder (cannot write in {str(path.parent)!r}: {reason}; nothing was changed)",
+            str(path),
+        )
     shape = _image_shape(defense)
     signature = [tf.TensorSpec([None, *shape], tf.float32, name="images")]
 

@@ -51,7 +51,7 @@ def _check_filters(argument, filters, allow_empty=False):
     try:
         values = tuple(filters)
     except TypeError:
-        raise invalid_value(argument, "a tuple of positive ints", filters)
+        raise invalid_value(argument, "a tuple of positive ints", filters) from None
     if (not values and not allow_empty) or any(isinstance(f, bool) or not isinstance(f, int) or f < 1 for f in values):
         raise invalid_value(argument, "a tuple of positive ints" + ("" if allow_empty else " (at least one)"), filters)
     return values

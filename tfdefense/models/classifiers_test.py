@@ -30,7 +30,7 @@ def test_zoo_returns_logits(name, shape, params, rng):
 
 def test_resnet20_depth_and_size():
     model = get_classifier("resnet20")
-    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D) and l.kernel_size == (3, 3)]
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D) and layer.kernel_size == (3, 3)]
     assert len(convs) == 19  # 1 stem + 3 stages x 3 blocks x 2 + final dense = 20 weighted layers
     assert 260_000 < model.count_params() < 280_000
 

@@ -58,8 +58,9 @@ def conv_autoencoder_network(image_shape=(28, 28, 1), filters=(32, 64), name="co
     f1, f2 = (int(f) for f in filters)
     inputs = keras.Input(shape=image_shape, name="images")
     x = inputs
-    for i, (kind, f) in enumerate(((layers.Conv2D, f1), (layers.Conv2D, f2),
-                                   (layers.Conv2DTranspose, f2), (layers.Conv2DTranspose, f1))):
+    for i, (kind, f) in enumerate(
+        ((layers.Conv2D, f1), (layers.Conv2D, f2), (layers.Conv2DTranspose, f2), (layers.Conv2DTranspose, f1))
+    ):
         name = f"enc{i}" if i < 2 else f"dec{i - 2}"
         x = kind(f, 3, strides=2, padding="same", name=name)(x)
         x = layers.LeakyReLU(0.2, name=f"{name}_lrelu")(x)

@@ -10,9 +10,9 @@ def test_70x70_preset_matches_paper():
     model = patchgan_preset("pix2pix_70")
     assert receptive_field(3) == 70
     assert model.output_shape == (None, 30, 30, 1)
-    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
-    assert [l.filters for l in convs] == [64, 128, 256, 512, 1]
-    assert [l.strides for l in convs] == [(2, 2)] * 3 + [(1, 1)] * 2
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [layer.filters for layer in convs] == [64, 128, 256, 512, 1]
+    assert [layer.strides for layer in convs] == [(2, 2)] * 3 + [(1, 1)] * 2
     assert 2_700_000 < model.count_params() < 2_800_000  # ~2.77M as in the TF tutorial
 
 

@@ -13,7 +13,11 @@ def test_vgg19_features_grayscale_small_images(rng):
     features = model(x)
     assert len(features) == len(VGG19_BLOCK_CONV2) == 5
     assert [tuple(f.shape) for f in features] == [
-        (2, 32, 32, 64), (2, 16, 16, 128), (2, 8, 8, 256), (2, 4, 4, 512), (2, 2, 2, 512),
+        (2, 32, 32, 64),
+        (2, 16, 16, 128),
+        (2, 8, 8, 256),
+        (2, 4, 4, 512),
+        (2, 2, 2, 512),
     ]
 
 
@@ -22,11 +26,13 @@ def test_vgg_custom_layers_and_local_weights(tmp_path, rng):
     backbone = keras.applications.VGG19(include_top=False, weights=None, input_shape=(32, 32, 3))
     path = tmp_path / "vgg19.weights.h5"
     backbone.save_weights(path)
-    model = perceptual_feature_extractor("vgg19", layers=["block1_pool", "block2_conv1"], weights=str(path),
-                                         input_shape=(32, 32, 3))
+    model = perceptual_feature_extractor(
+        "vgg19", layers=["block1_pool", "block2_conv1"], weights=str(path), input_shape=(32, 32, 3)
+    )
     x = rng.random((1, 32, 32, 3), dtype=np.float32)
     expected = keras.Model(backbone.input, backbone.get_layer("block2_conv1").output)(
-        keras.applications.vgg19.preprocess_input(x * 255.0))
+        keras.applications.vgg19.preprocess_input(x * 255.0)
+    )
     np.testing.assert_allclose(np.asarray(model(x)[1]), np.asarray(expected), rtol=1e-4, atol=1e-3)
 
 

@@ -52,6 +52,8 @@ def get_classifier(name, input_shape=(28, 28, 1), num_classes=10, **kwargs):
             raise
         reason = (str(error).strip().splitlines() or [""])[0][:200]
         raise invalid_value(
-            "input_shape", f"an image shape classifier {name!r} can take (its convolutions and pooling shrink the "
+            "input_shape",
+            f"an image shape classifier {name!r} can take (its convolutions and pooling shrink the "
             "image below one pixel or it needs a minimum size: resize the images, e.g. image_size=28)",
-            f"{input_shape} ({reason})") from error
+            f"{input_shape} ({reason})",
+        ) from error

@@ -31,9 +31,9 @@ def _check_shape(image_shape):
     try:
         shape = tuple(int(s) for s in image_shape)
     except (TypeError, ValueError):
-        raise invalid_value("image_shape", "a tuple (height, width, channels) of positive ints", image_shape)
+        raise invalid_value("image_shape", "a tuple (height, width, channels) of positive ints", image_shape) from None
     if len(shape) != 3 or min(shape) < 1:
-        raise invalid_value("image_shape", "a tuple (height, width, channels) of positive ints", image_shape)
+        raise invalid_value("image_shape", "a tuple (height, width, channels) of positive ints", image_shape) from None
     return shape
 
 

@@ -37,9 +37,13 @@ def check_network_input_shape(argument, input_shape, rank=3):
     try:
         shape = tuple(int(s) for s in input_shape)
     except (TypeError, ValueError):
-        raise invalid_value(argument, f"a tuple of {rank} positive ints (height, width, channels)", input_shape)
+        raise invalid_value(
+            argument, f"a tuple of {rank} positive ints (height, width, channels)", input_shape
+        ) from None
     if len(shape) != rank or any(s < 1 for s in shape):
-        raise invalid_value(argument, f"a tuple of {rank} positive ints (height, width, channels)", input_shape)
+        raise invalid_value(
+            argument, f"a tuple of {rank} positive ints (height, width, channels)", input_shape
+        ) from None
     return shape
 
 

@@ -12,15 +12,15 @@ def _layers(model, kind):
 
 def test_paper_256_preset_architecture():
     model = unet_generator_preset("pix2pix_256")
-    downs = [l for l in _layers(model, keras.layers.Conv2D) if l.name.startswith("down")]
-    ups = [l for l in _layers(model, keras.layers.Conv2DTranspose) if l.name.startswith("up")]
-    assert [l.filters for l in downs] == [64, 128, 256, 512, 512, 512, 512, 512]
-    assert [l.filters for l in ups] == [512, 512, 512, 512, 256, 128, 64]
-    assert all(l.kernel_size == (4, 4) and l.strides == (2, 2) for l in downs + ups)
+    downs = [layer for layer in _layers(model, keras.layers.Conv2D) if layer.name.startswith("down")]
+    ups = [layer for layer in _layers(model, keras.layers.Conv2DTranspose) if layer.name.startswith("up")]
+    assert [layer.filters for layer in downs] == [64, 128, 256, 512, 512, 512, 512, 512]
+    assert [layer.filters for layer in ups] == [512, 512, 512, 512, 256, 128, 64]
+    assert all(layer.kernel_size == (4, 4) and layer.strides == (2, 2) for layer in downs + ups)
     assert len(_layers(model, keras.layers.Dropout)) == 3
-    assert all(l.rate == 0.5 for l in _layers(model, keras.layers.Dropout))
+    assert all(layer.rate == 0.5 for layer in _layers(model, keras.layers.Dropout))
     # No norm on the outermost and innermost encoder blocks (the paper's code).
-    bn_names = {l.name for l in _layers(model, keras.layers.BatchNormalization)}
+    bn_names = {layer.name for layer in _layers(model, keras.layers.BatchNormalization)}
     assert "down0_bn" not in bn_names and "down7_bn" not in bn_names and "down1_bn" in bn_names
     assert model.input_shape == (None, 256, 256, 3) and model.output_shape == (None, 256, 256, 3)
     # Skip i concatenates decoder block i with encoder block n-i (same spatial size).

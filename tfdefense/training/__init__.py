@@ -12,6 +12,12 @@ from tfdefense.training.callbacks import (
 from tfdefense.training.optimizers import FusedAdam, default_optimizer
 
 __all__ = [
-    "VERSATILE_STAGES", "ComputeBudget", "EpsilonRamp", "FusedAdam", "StagedLossWeights", "check_stages",
-    "default_optimizer", "versatile_stages",
+    "VERSATILE_STAGES",
+    "ComputeBudget",
+    "EpsilonRamp",
+    "FusedAdam",
+    "StagedLossWeights",
+    "check_stages",
+    "default_optimizer",
+    "versatile_stages",
 ]

@@ -32,9 +32,7 @@ def versatile_stages(epochs=100):
     check_number("epochs", epochs, minimum=3, integer=True)
     first, second = round(0.4 * epochs), round(0.7 * epochs)
     bounds = [0, first, max(second, first + 1), epochs]
-    return tuple(
-        {**stage, "start": bounds[i], "end": bounds[i + 1]} for i, stage in enumerate(VERSATILE_STAGES)
-    )
+    return tuple({**stage, "start": bounds[i], "end": bounds[i + 1]} for i, stage in enumerate(VERSATILE_STAGES))
 
 
 def _normalize_stage(index, stage):
@@ -96,7 +94,7 @@ def check_stages(stages):
                 list(stages),
             )
     names = set(normalized[0]) - {"start", "end"}
-    for i, stage in enumerate(normalized):
+    for stage in normalized:
         if set(stage) - {"start", "end"} != names:
             raise invalid_value("stages", f"every stage setting the same weights {sorted(names)}", list(stages))
     return tuple(normalized)

@@ -2,8 +2,14 @@ import keras
 import numpy as np
 import pytest
 
-from tfdefense.training import VERSATILE_STAGES, StagedLossWeights, check_stages, versatile_stages
-from tfdefense.training import ComputeBudget, EpsilonRamp
+from tfdefense.training import (
+    VERSATILE_STAGES,
+    ComputeBudget,
+    EpsilonRamp,
+    StagedLossWeights,
+    check_stages,
+    versatile_stages,
+)
 
 
 class WeightsModel(keras.Model):

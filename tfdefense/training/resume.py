@@ -92,7 +92,7 @@ class RandomStateBackup(keras.callbacks.Callback):
                 stacklevel=2,
             )
             return
-        for variable, value in zip(states, stored):
+        for variable, value in zip(states, stored, strict=False):
             variable.assign(np.asarray(value, dtype=str(variable.dtype)))
 
     def on_epoch_end(self, epoch, logs=None):

@@ -38,7 +38,7 @@ def _kill_and_resume(tmp_path, fit):
 def _assert_same_weights(reference, resumed):
     a, b = reference.get_weights(), resumed.get_weights()
     assert len(a) == len(b)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
 
 
@@ -52,7 +52,10 @@ def test_pipeline_order_is_a_function_of_seed_and_epoch(digits):
     x, y, _, _ = digits
     labels = lambda dataset: np.concatenate([b[1].numpy() for b in dataset])  # noqa: E731
 
-    first, second = make_pipeline(x, y, batch_size=64, shuffle=True, seed=3), make_pipeline(x, y, batch_size=64, shuffle=True, seed=3)
+    first, second = (
+        make_pipeline(x, y, batch_size=64, shuffle=True, seed=3),
+        make_pipeline(x, y, batch_size=64, shuffle=True, seed=3),
+    )
     epoch = PipelineEpoch([first, second])
     epoch.on_epoch_begin(5)
     np.testing.assert_array_equal(labels(first), labels(second))  # two pipelines (processes) agree on epoch 5
@@ -72,7 +75,7 @@ def test_resumable_fit_callbacks_put_the_state_backup_before_the_checkpoint(tmp_
     backup = keras.callbacks.BackupAndRestore(str(tmp_path))
     callbacks = resumable_fit_callbacks(make_pipeline(x, y, shuffle=True), [backup])
     assert [type(c) for c in callbacks] == [RandomStateBackup, keras.callbacks.BackupAndRestore, PipelineEpoch]
-    assert resumable_fit_callbacks(x, [])  == []
+    assert resumable_fit_callbacks(x, []) == []
 
 
 def test_train_classifier_resumes_exactly(tmp_path, digits):
@@ -83,15 +86,27 @@ def test_train_classifier_resumes_exactly(tmp_path, digits):
 
     def fit(callbacks, build_seed):
         keras.utils.set_random_seed(build_seed)
-        model = keras.Sequential([
-            keras.Input((28, 28, 1)),
-            keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
-            keras.layers.Flatten(),
-            keras.layers.Dropout(0.3),
-            keras.layers.Dense(10),
-        ])
-        train_classifier(model, x, y, epochs=EPOCHS, batch_size=32, augment="shift", learning_rate=3e-3, seed=7,
-                         callbacks=callbacks, verbose=0)
+        model = keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+                keras.layers.Flatten(),
+                keras.layers.Dropout(0.3),
+                keras.layers.Dense(10),
+            ]
+        )
+        train_classifier(
+            model,
+            x,
+            y,
+            epochs=EPOCHS,
+            batch_size=32,
+            augment="shift",
+            learning_rate=3e-3,
+            seed=7,
+            callbacks=callbacks,
+            verbose=0,
+        )
         return model
 
     reference, resumed = _kill_and_resume(tmp_path, fit)
@@ -122,8 +137,12 @@ def test_paired_purifier_resumes_exactly(tmp_path, digits, build):
         keras.utils.set_random_seed(build_seed)
         defense = build()
         defense.compile()
-        defense.fit(make_paired_pipeline(x_adv[:64], x[:64], batch_size=32, seed=1), epochs=EPOCHS,
-                    callbacks=callbacks, verbose=0)
+        defense.fit(
+            make_paired_pipeline(x_adv[:64], x[:64], batch_size=32, seed=1),
+            epochs=EPOCHS,
+            callbacks=callbacks,
+            verbose=0,
+        )
         return defense
 
     reference, resumed = _kill_and_resume(tmp_path, fit)

@@ -84,8 +84,9 @@ class MagNet(Purifier):
     nested_models = ("autoencoders",)
     fit_data = "images"
 
-    def __init__(self, autoencoders, detector_norms=(2, 1), reformer_index=0, noise_stddev=0.1, fpr=0.001, seed=None,
-                 **kwargs):
+    def __init__(
+        self, autoencoders, detector_norms=(2, 1), reformer_index=0, noise_stddev=0.1, fpr=0.001, seed=None, **kwargs
+    ):
         kwargs.setdefault("name", "magnet")
         super().__init__(**kwargs)
         if isinstance(autoencoders, keras.Model):
@@ -118,7 +119,9 @@ class MagNet(Purifier):
         self.seed = seed
         self.image_shape = shapes[0]
         self.thresholds = self.add_weight(
-            shape=(len(self.detectors),), initializer=keras.initializers.Constant(np.inf), trainable=False,
+            shape=(len(self.detectors),),
+            initializer=keras.initializers.Constant(np.inf),
+            trainable=False,
             name="thresholds",
         )
         self.latent_seed = add_seed_state(self, seed)

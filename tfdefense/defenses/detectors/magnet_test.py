@@ -5,8 +5,8 @@ import pytest
 from tfdefense.attacks import get_attack
 from tfdefense.defenses import DefendedClassifier
 from tfdefense.defenses.detectors.magnet import MagNet
-from tfdefense.models import magnet_autoencoder
 from tfdefense.evaluation import accuracy
+from tfdefense.models import magnet_autoencoder
 from tfdefense.testing import assert_keras_round_trip
 
 
@@ -48,9 +48,7 @@ def test_round_trip_keeps_thresholds_and_outputs(tmp_path, trained, mnist_eval_b
     assert loaded.detector_norms == (2, 1)
     np.testing.assert_array_equal(np.asarray(loaded.thresholds), np.asarray(magnet.thresholds))
     pipeline = DefendedClassifier(magnet, mnist_model_c)
-    np.testing.assert_allclose(
-        np.asarray(pipeline(x)), np.asarray(mnist_model_c(magnet.reformer(x))), atol=1e-5
-    )
+    np.testing.assert_allclose(np.asarray(pipeline(x)), np.asarray(mnist_model_c(magnet.reformer(x))), atol=1e-5)
 
 
 def test_calibration_rule_and_bad_input(trained, mnist):

@@ -3,15 +3,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfdefense.data import make_paired_pipeline
 from tfdefense.attacks import get_attack
+from tfdefense.data import make_paired_pipeline
 from tfdefense.defenses.purifiers.apegan import APEGAN
 from tfdefense.defenses.trainers.paired import make_attack_pairs
 from tfdefense.evaluation import accuracy
 from tfdefense.models.apegan_nets import apegan_discriminator_preset, apegan_generator_preset
-from tfdefense.testing import (assert_config_round_trip, assert_fit_rejects_bad_data, assert_keras_round_trip,
-                               assert_purify_rejects_bad_images, assert_saved_model_round_trip,
-                               purification_accuracies)
+from tfdefense.testing import (
+    assert_config_round_trip,
+    assert_fit_rejects_bad_data,
+    assert_keras_round_trip,
+    assert_purify_rejects_bad_images,
+    assert_saved_model_round_trip,
+    purification_accuracies,
+)
 
 METRICS = {"d_loss", "g_mse", "g_adv", "g_total"}
 

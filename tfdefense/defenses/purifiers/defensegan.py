@@ -212,8 +212,20 @@ class DefenseGAN(Purifier):
 
     nested_models = ("generator",)
 
-    def __init__(self, generator, iterations=200, restarts=10, learning_rate=10.0, momentum=0.7, lr_decay=1.0,
-                 lr_decay_at=0.8, z_stddev=None, backward="identity", seed=None, **kwargs):
+    def __init__(
+        self,
+        generator,
+        iterations=200,
+        restarts=10,
+        learning_rate=10.0,
+        momentum=0.7,
+        lr_decay=1.0,
+        lr_decay_at=0.8,
+        z_stddev=None,
+        backward="identity",
+        seed=None,
+        **kwargs,
+    ):
         kwargs.setdefault("name", "defensegan")
         super().__init__(**kwargs)
         check_model("generator", generator)
@@ -280,9 +292,7 @@ class DefenseGAN(Purifier):
             for i in range(self.iterations):
                 _, z, velocity = step(tf.constant(i), z, velocity)
         else:
-            _, z, _ = tf.while_loop(
-                lambda i, *_: i < self.iterations, step, (tf.constant(0), z0, tf.zeros_like(z0))
-            )
+            _, z, _ = tf.while_loop(lambda i, *_: i < self.iterations, step, (tf.constant(0), z0, tf.zeros_like(z0)))
             z = tf.stop_gradient(z)
         out, err = rec_error(z)
         err = tf.reshape(err, [n, r])

@@ -6,8 +6,8 @@ import tensorflow as tf
 from tfdefense.attacks import get_attack
 from tfdefense.defenses import DefendedClassifier
 from tfdefense.defenses.purifiers.defensegan import WGANGP, DefenseGAN
-from tfdefense.models import defensegan_critic, defensegan_generator
 from tfdefense.evaluation import accuracy
+from tfdefense.models import defensegan_critic, defensegan_generator
 from tfdefense.testing import assert_fit_rejects_bad_data, assert_keras_round_trip
 
 
@@ -42,8 +42,10 @@ def test_projection_restores_fgsm_accuracy(digit_generator, mnist_model_c, mnist
     defended = accuracy(mnist_model_c, projected, y)
     clean_projected, clean_errors = defense.purify(x, seed=0, return_errors=True)
     clean = accuracy(mnist_model_c, clean_projected, y)
-    print(f"Defense-GAN (test generator, L=100, R=4): FGSM 0.3 no defense {no_defense:.2f}, "
-          f"defended {defended:.2f}, clean {clean:.2f}")
+    print(
+        f"Defense-GAN (test generator, L=100, R=4): FGSM 0.3 no defense {no_defense:.2f}, "
+        f"defended {defended:.2f}, clean {clean:.2f}"
+    )
     assert no_defense < 0.15
     assert defended > no_defense + 0.15
     assert clean > 0.75
@@ -54,8 +56,10 @@ def test_projection_restores_fgsm_accuracy(digit_generator, mnist_model_c, mnist
 def test_more_descent_steps_lower_the_reconstruction_error(digit_generator, mnist_eval_batch):
     x = mnist_eval_batch[0][:20]
     errors = [
-        DefenseGAN(digit_generator, iterations=l, restarts=r, seed=0).purify(x, seed=1, return_errors=True)[1].mean()
-        for l, r in ((0, 1), (20, 1), (100, 1), (100, 4))
+        DefenseGAN(digit_generator, iterations=steps, restarts=r, seed=0)
+        .purify(x, seed=1, return_errors=True)[1]
+        .mean()
+        for steps, r in ((0, 1), (20, 1), (100, 1), (100, 4))
     ]
     assert errors[0] > errors[1] > errors[2] >= errors[3]
 

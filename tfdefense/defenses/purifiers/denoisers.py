@@ -58,6 +58,7 @@ from tfdefense.models.denoiser_nets import (
 
 LOSSES = ("mse", "l1")
 
+
 def default_denoiser_optimizer():
     """Adam(1e-3) (DnCNN's initial rate)."""
     return keras.optimizers.Adam(learning_rate=1e-3)

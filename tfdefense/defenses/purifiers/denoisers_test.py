@@ -6,10 +6,9 @@ import tensorflow as tf
 from tfdefense.attacks import get_attack
 from tfdefense.defenses import DefendedClassifier
 from tfdefense.defenses.purifiers.denoisers import Denoiser
-from tfdefense.models import conv_autoencoder_network, dncnn_network
 from tfdefense.evaluation import accuracy
+from tfdefense.models import conv_autoencoder_network, dncnn_network
 from tfdefense.testing import assert_fit_rejects_bad_data, assert_keras_round_trip, purification_accuracies
-
 
 # 3 epochs left the tiny DnCNN between 0.14 and 0.61 FGSM accuracy depending on the
 # process's random state (test order); 6 epochs gave 0.94.
@@ -30,8 +29,10 @@ def fgsm_pairs(mnist, mnist_model_c, mnist_eval_batch):
 def trained(fgsm_pairs):
     x_adv, x_clean = fgsm_pairs[:2]
     models = {}
-    for kind, build, learning_rate, epochs in (("autoencoder", lambda: Denoiser.autoencoder("default"), 1e-3, 3),
-                                               ("dncnn", lambda: Denoiser.dncnn("tiny"), 3e-3, EPOCHS_DNCNN)):
+    for kind, build, learning_rate, epochs in (
+        ("autoencoder", lambda: Denoiser.autoencoder("default"), 1e-3, 3),
+        ("dncnn", lambda: Denoiser.dncnn("tiny"), 3e-3, EPOCHS_DNCNN),
+    ):
         keras.utils.set_random_seed(0)
         model = build()
         model.compile(optimizer=keras.optimizers.Adam(learning_rate))
@@ -84,7 +85,7 @@ def test_gaussian_noise_training_and_presets(mnist):
     before = np.mean((noisy - x_train[512:640]) ** 2)
     after = np.mean((model.purify(noisy) - x_train[512:640]) ** 2)
     assert after < 0.6 * before
-    assert len([l for l in dncnn_network(depth=17).layers if isinstance(l, keras.layers.Conv2D)]) == 17
+    assert len([layer for layer in dncnn_network(depth=17).layers if isinstance(layer, keras.layers.Conv2D)]) == 17
     assert Denoiser.dncnn("paper").network.count_params() > 500_000
     assert Denoiser.autoencoder("tiny").network.count_params() < Denoiser.autoencoder("default").network.count_params()
     scores = model.evaluate(noisy, x_train[512:640], return_dict=True, verbose=0)

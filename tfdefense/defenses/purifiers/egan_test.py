@@ -8,9 +8,15 @@ from tfdefense.defenses.purifiers.egan import DCGAN, EGAN
 from tfdefense.evaluation import accuracy
 from tfdefense.models.dcgan import dcgan_generator, dcgan_preset
 from tfdefense.models.egan_encoder import egan_encoder, egan_encoder_preset
-from tfdefense.testing import (InterruptAt, assert_config_round_trip, assert_fit_rejects_bad_data,
-                               assert_keras_round_trip, assert_purify_rejects_bad_images,
-                               assert_saved_model_round_trip, purification_accuracies)
+from tfdefense.testing import (
+    InterruptAt,
+    assert_config_round_trip,
+    assert_fit_rejects_bad_data,
+    assert_keras_round_trip,
+    assert_purify_rejects_bad_images,
+    assert_saved_model_round_trip,
+    purification_accuracies,
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +41,15 @@ def egan(dcgan, mnist):
     before = model.evaluate(x_test[:256], batch_size=128, return_dict=True, verbose=0)
     generator_weights = [np.array(w) for w in model.generator.weights]
     history = model.fit(x_train[:6000], batch_size=64, epochs=1, validation_data=x_test[:256], verbose=0)
-    for before_w, after_w in zip(generator_weights, model.generator.weights):  # G is frozen
+    for before_w, after_w in zip(generator_weights, model.generator.weights, strict=False):  # G is frozen
         np.testing.assert_array_equal(before_w, np.asarray(after_w))
     return model, before, history.history
 
 
-SPREAD = ("Spread measured 2026-12-06 on a 2-core AMD EPYC (AVX-512, no AMX) over seeds 0, 1, 2 of model C, "
-          "the DCGAN and the EGAN and 1 / 2 TensorFlow threads (intra- and inter-op): 6 runs.")
+SPREAD = (
+    "Spread measured 2026-12-06 on a 2-core AMD EPYC (AVX-512, no AMX) over seeds 0, 1, 2 of model C, "
+    "the DCGAN and the EGAN and 1 / 2 TensorFlow threads (intra- and inter-op): 6 runs."
+)
 
 
 def test_dcgan_learns_digits(dcgan, mnist_model_c):

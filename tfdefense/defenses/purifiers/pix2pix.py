@@ -136,8 +136,10 @@ class Pix2PixDefense(Purifier):
             )
         if classifier is not None:
             c_shape = classifier.input_shape if isinstance(classifier.input_shape, tuple) else None
-            if c_shape is None or len(c_shape) != 4 or any(
-                c is not None and c != e for c, e in zip(c_shape[1:], image_shape)
+            if (
+                c_shape is None
+                or len(c_shape) != 4
+                or any(c is not None and c != e for c, e in zip(c_shape[1:], image_shape, strict=False))
             ):
                 raise invalid_value(
                     "classifier",
@@ -200,7 +202,7 @@ class Pix2PixDefense(Purifier):
         outputs, states = generator.stateless_call(
             generator.trainable_variables, generator.non_trainable_variables, inputs, training=True
         )
-        for variable, value in zip(generator.non_trainable_variables, states):
+        for variable, value in zip(generator.non_trainable_variables, states, strict=False):
             if _integer_state(variable):
                 variable.assign(value)
         return outputs
@@ -246,7 +248,7 @@ class Pix2PixDefense(Purifier):
             if not isinstance(fake_features, (list, tuple)):
                 fake_features, clean_features = [fake_features], [clean_features]
             perceptual = zeros
-            for a, b in zip(fake_features, clean_features):
+            for a, b in zip(fake_features, clean_features, strict=False):
                 a = tf.cast(a, tf.float32)
                 b = tf.stop_gradient(tf.cast(b, tf.float32))
                 perceptual += tf.reduce_mean(tf.abs(a - b), list(range(1, len(a.shape))))

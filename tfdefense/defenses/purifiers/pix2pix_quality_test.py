@@ -129,12 +129,33 @@ def test_mnist_full_quality(mnist, mnist_model_c):
     (x_train, y_train), (x_test, y_test) = mnist
     epochs = int(os.environ.get("TFDEFENSE_QUALITY_EPOCHS", 10))
     defense, history, info = train_purifier(
-        mnist_model_c, x_train, y_train, MNIST_ATTACKS, epochs=epochs, base_filters=16, max_filters=128,
-        learning_rate=1e-3, batch_size=32, include_clean=True, cache_dir=_cache_dir(), verbose=2, policy=_policy(),
+        mnist_model_c,
+        x_train,
+        y_train,
+        MNIST_ATTACKS,
+        epochs=epochs,
+        base_filters=16,
+        max_filters=128,
+        learning_rate=1e-3,
+        batch_size=32,
+        include_clean=True,
+        cache_dir=_cache_dir(),
+        verbose=2,
+        policy=_policy(),
     )
     report = purification_report(defense, mnist_model_c, x_test, y_test, MNIST_ATTACKS, cache_dir=_cache_dir())
-    print(json.dumps({"experiment": "mnist_model_c_fgsm_pgd_eps0.3", **info, "epochs": epochs, "policy": _policy(),
-                      "final_l1": history["l1"][-1], **report}))
+    print(
+        json.dumps(
+            {
+                "experiment": "mnist_model_c_fgsm_pgd_eps0.3",
+                **info,
+                "epochs": epochs,
+                "policy": _policy(),
+                "final_l1": history["l1"][-1],
+                **report,
+            }
+        )
+    )
     assert report["purified_accuracy"] >= 0.95
     assert report["clean_cost_points"] <= 1.5
 
@@ -147,20 +168,52 @@ def test_cifar10_with_and_without_consistency_loss(cifar10):
     (x_train, y_train), (x_test, y_test) = cifar10
     keras.utils.set_random_seed(0)
     classifier = model_d()
-    train_classifier(classifier, x_train, y_train, epochs=int(os.environ.get("TFDEFENSE_CIFAR_CLF_EPOCHS", 15)),
-                     batch_size=64, augment="flip_shift", seed=0, verbose=0)
+    train_classifier(
+        classifier,
+        x_train,
+        y_train,
+        epochs=int(os.environ.get("TFDEFENSE_CIFAR_CLF_EPOCHS", 15)),
+        batch_size=64,
+        augment="flip_shift",
+        seed=0,
+        verbose=0,
+    )
     epochs = int(os.environ.get("TFDEFENSE_QUALITY_EPOCHS", 10))
     results = {}
     for name, lambda_cls in (("without_cls", 0.0), ("with_cls", 1.0)):
         defense, history, info = train_purifier(
-            classifier, x_train, y_train, CIFAR_ATTACKS, epochs=epochs, base_filters=32, max_filters=256,
-            learning_rate=1e-3, batch_size=32, include_clean=True, lambda_cls=lambda_cls, cache_dir=_cache_dir(),
-            verbose=2, policy=_policy(),
+            classifier,
+            x_train,
+            y_train,
+            CIFAR_ATTACKS,
+            epochs=epochs,
+            base_filters=32,
+            max_filters=256,
+            learning_rate=1e-3,
+            batch_size=32,
+            include_clean=True,
+            lambda_cls=lambda_cls,
+            cache_dir=_cache_dir(),
+            verbose=2,
+            policy=_policy(),
         )
-        results[name] = {**info, "final_l1": history["l1"][-1], "final_cls": history["cls"][-1],
-                         **purification_report(defense, classifier, x_test, y_test, CIFAR_ATTACKS, _cache_dir())}
-    print(json.dumps({"experiment": "cifar10_model_d_fgsm_pgd_eps8", "epochs": epochs, "policy": _policy(),
-                      "classifier_clean_accuracy": results["without_cls"]["clean_accuracy"], **results}))
+        results[name] = {
+            **info,
+            "final_l1": history["l1"][-1],
+            "final_cls": history["cls"][-1],
+            **purification_report(defense, classifier, x_test, y_test, CIFAR_ATTACKS, _cache_dir()),
+        }
+    print(
+        json.dumps(
+            {
+                "experiment": "cifar10_model_d_fgsm_pgd_eps8",
+                "epochs": epochs,
+                "policy": _policy(),
+                "classifier_clean_accuracy": results["without_cls"]["clean_accuracy"],
+                **results,
+            }
+        )
+    )
     for result in results.values():
         assert result["purified_accuracy"] > 0.05  # above no defense (0%)
         assert result["clean_cost_points"] <= 1.5

@@ -1,4 +1,3 @@
-
 import keras
 import numpy as np
 import pytest
@@ -7,8 +6,14 @@ import tensorflow as tf
 from tfdefense.data import make_paired_pipeline
 from tfdefense.defenses import Pix2PixDefense
 from tfdefense.models import model_c, patchgan_preset, perceptual_feature_extractor, unet_generator_preset
-from tfdefense.testing import (EpochLog, InterruptAt, assert_config_round_trip, assert_fit_rejects_bad_data,
-                               assert_keras_round_trip, assert_purify_rejects_bad_images)
+from tfdefense.testing import (
+    EpochLog,
+    InterruptAt,
+    assert_config_round_trip,
+    assert_fit_rejects_bad_data,
+    assert_keras_round_trip,
+    assert_purify_rejects_bad_images,
+)
 from tfdefense.training import StagedLossWeights
 
 METRICS = {"g_gan", "l1", "perceptual", "cls", "g_total", "d_loss"}
@@ -78,7 +83,7 @@ def test_deterministic_by_default_and_train_mode_option(pairs):
     first, second = np.asarray(stochastic(x_adv)), np.asarray(stochastic(x_adv))
     assert not np.allclose(first, second)  # dropout masks change from call to call
     # Batch statistics are used but the stored ones are left untouched.
-    for before, after in zip(moving_before, defense.generator.non_trainable_variables):
+    for before, after in zip(moving_before, defense.generator.non_trainable_variables, strict=False):
         if np.asarray(after).dtype.kind == "f":
             np.testing.assert_array_equal(before, np.asarray(after))
     assert assert_config_round_trip(stochastic).stochastic
@@ -138,7 +143,7 @@ def test_classifier_consistency_with_and_without_labels(pairs, cls_loss):
         assert np.isclose(with_labels["cls"], without["cls"])  # soft targets ignore y
     classifier_weights = [np.asarray(w) for w in classifier.weights]
     defense.fit(make_paired_pipeline(x_adv, x_clean, y, batch_size=32), epochs=1, verbose=0)
-    for before, after in zip(classifier_weights, classifier.weights):
+    for before, after in zip(classifier_weights, classifier.weights, strict=False):
         np.testing.assert_array_equal(before, np.asarray(after))
 
 
@@ -161,8 +166,9 @@ def test_keras_round_trip_with_feature_extractor_and_classifier(tmp_path, pairs)
 
 def test_vgg_perceptual_round_trip(tmp_path, pairs):
     x_adv = pairs[0][:4]
-    features = perceptual_feature_extractor("vgg19", layers=["block1_conv2", "block2_conv2"], weights=None,
-                                            input_shape=(28, 28, 1))
+    features = perceptual_feature_extractor(
+        "vgg19", layers=["block1_conv2", "block2_conv2"], weights=None, input_shape=(28, 28, 1)
+    )
     defense = tiny_defense(feature_extractor=features)
     assert float(defense.lambda_perc) == 100.0
     loaded = assert_keras_round_trip(defense, x_adv, tmp_path)

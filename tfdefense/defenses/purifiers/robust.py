@@ -55,9 +55,8 @@ Limits: robustness is certified by nothing; it is what the attack suite of
 `attack_steps + 1` forward/backward passes per example per epoch.
 """
 
-import numpy as np
-
 import keras
+import numpy as np
 
 from tfdefense._validation import check_number, invalid_value
 from tfdefense.defenses.base import (
@@ -230,11 +229,22 @@ class RobustPurifier(AttackSettingsMixin, Purifier):
         reference = None
         if self.attack_loss == "kl":
             reference = self.pipeline_logits(x, training=False)
-        return pgd_in_graph(
-            lambda z: self.pipeline_logits(z, training=False),
-            x, y, self.attack_eps, self.attack_step_size, self.attack_steps, self._attack_seed(),
-            rand_init=self.attack_rand_init, loss=self.attack_loss, reference_logits=reference,
-        ) if self.attack_steps > 0 else tf.cast(x, tf.float32)
+        return (
+            pgd_in_graph(
+                lambda z: self.pipeline_logits(z, training=False),
+                x,
+                y,
+                self.attack_eps,
+                self.attack_step_size,
+                self.attack_steps,
+                self._attack_seed(),
+                rand_init=self.attack_rand_init,
+                loss=self.attack_loss,
+                reference_logits=reference,
+            )
+            if self.attack_steps > 0
+            else tf.cast(x, tf.float32)
+        )
 
     def prepare_batch(self, data, training):
         """(x, x_adv, y): the training attack runs outside the gradient tape."""
@@ -260,12 +270,14 @@ class RobustPurifier(AttackSettingsMixin, Purifier):
             "adv_cls": ce(labels=y, logits=logits_adv),
             "clean_cls": ce(labels=y, logits=logits_clean),
             "trades": kl_divergence(logits_clean, logits_adv),
-            "rec": 0.5 * (tf.reduce_mean(tf.abs(purified_adv - x), axes) + tf.reduce_mean(tf.abs(purified_clean - x), axes)),
+            "rec": 0.5
+            * (tf.reduce_mean(tf.abs(purified_adv - x), axes) + tf.reduce_mean(tf.abs(purified_clean - x), axes)),
             "adv_acc": tf.cast(tf.equal(tf.argmax(logits_adv, -1), y), tf.float32),
             "clean_acc": tf.cast(tf.equal(tf.argmax(logits_clean, -1), y), tf.float32),
         }
         zeros = tf.zeros_like(losses["rec"])
         if self.discriminator is not None:
+
             def disc(candidate):
                 inputs = [x_adv, candidate] if self._conditional else candidate
                 return self.discriminator(inputs, training=training)
@@ -309,7 +321,9 @@ class RobustPurifier(AttackSettingsMixin, Purifier):
                 raise invalid_value(
                     "validation_data",
                     "(images, labels) arrays or a dataset",
-                    f"a {len(validation)}-tuple" if isinstance(validation, (tuple, list)) else type(validation).__name__,
+                    f"a {len(validation)}-tuple"
+                    if isinstance(validation, (tuple, list))
+                    else type(validation).__name__,
                 )
         x, y = epoch_ordered_arrays(x, y, args, kwargs, paired=False, seed=self.seed)  # exact resume
         return x, y, dataset_fit_defaults(x, args, kwargs)

@@ -1,9 +1,11 @@
-"""RobustPurifier (+ AdversarialTrainer with the shared callbacks): the mechanism at small scale, API, saving, export, errors."""
+"""RobustPurifier (+ AdversarialTrainer with the shared callbacks).
 
-import numpy as np
-import pytest
+The mechanism at small scale, API, saving, export, errors.
+"""
 
 import keras
+import numpy as np
+import pytest
 import tensorflow as tf
 
 from tfdefense.attacks import get_attack
@@ -15,7 +17,6 @@ from tfdefense.models import trainable_copy
 from tfdefense.models.patchgan import patchgan_preset
 from tfdefense.models.unet import unet_generator, unet_generator_preset
 from tfdefense.testing import assert_fit_rejects_bad_data, assert_keras_round_trip, assert_saved_model_round_trip
-
 
 # eps 0.2: robustness at 0.3 needs longer training than a unit test affords (docs/robust.md has the
 # eps 0.3 numbers of the full runs); 0.2 already separates the two purifiers after 3 short epochs.
@@ -79,8 +80,16 @@ def test_pgd_in_graph_stays_in_the_ball_and_raises_the_loss(mnist_eval_batch, mn
 def test_save_load_roundtrip_defended_and_export(tmp_path, mnist_eval_batch, mnist_model_c):
     x = mnist_eval_batch[0][:16]
     disc = patchgan_preset("tiny")
-    purifier = RobustPurifier(unet_generator_preset("tiny", dropout=0.0), mnist_model_c, discriminator=disc,
-                              attack_steps=2, lambda_trades=0.5, attack_loss="kl", residual=True, seed=3)
+    purifier = RobustPurifier(
+        unet_generator_preset("tiny", dropout=0.0),
+        mnist_model_c,
+        discriminator=disc,
+        attack_steps=2,
+        lambda_trades=0.5,
+        attack_loss="kl",
+        residual=True,
+        seed=3,
+    )
     purifier.compile()
     history = purifier.fit(x, mnist_eval_batch[1][:16], batch_size=8, epochs=1, verbose=0)
     assert history.history["d_loss"][0] > 0 and history.history["gan"][0] > 0
@@ -151,8 +160,9 @@ def _conv_dtypes(concrete):
 def test_bf16_training_keeps_float32_state_and_roundtrips(tmp_path, mnist, mnist_model_c):
     (x_train, y_train), _ = mnist
     x, y = x_train[:512], y_train[:512]
-    purifier = RobustPurifier(_tiny_generator(0), mnist_model_c, attack_eps=EPS, attack_steps=2, seed=0,
-                              precision="bf16")
+    purifier = RobustPurifier(
+        _tiny_generator(0), mnist_model_c, attack_eps=EPS, attack_steps=2, seed=0, precision="bf16"
+    )
     purifier.compile()
     history = purifier.fit(x, y, batch_size=64, epochs=3, verbose=0)
     losses = history.history["loss"]

@@ -85,9 +85,7 @@ class AdversarialTrainer(AttackSettingsMixin, DefenseModel):
     default. `fit` takes `(x, y)` arrays (checked) or a dataset of `(x, y)` batches.
     """
 
-    optimizer_slots = (
-        OptimizerSlot("c_optimizer", "classifier", "loss", default_classifier_optimizer, "optimizer"),
-    )
+    optimizer_slots = (OptimizerSlot("c_optimizer", "classifier", "loss", default_classifier_optimizer, "optimizer"),)
     metric_names = METRIC_NAMES
     nested_models = ("classifier",)
 
@@ -129,8 +127,13 @@ class AdversarialTrainer(AttackSettingsMixin, DefenseModel):
         self.rand_init = bool(rand_init) if attack == "pgd" else False
         step = float(eps_iter) if attack == "pgd" else float(eps)
         self._init_attack(float(eps), self.nb_iter, step, self.rand_init, "ce", seed)
-        self._arguments = {"eps": float(eps), "eps_iter": float(eps_iter), "nb_iter": int(nb_iter),
-                           "rand_init": bool(rand_init), "mix": mix}
+        self._arguments = {
+            "eps": float(eps),
+            "eps_iter": float(eps_iter),
+            "nb_iter": int(nb_iter),
+            "rand_init": bool(rand_init),
+            "mix": mix,
+        }
         initial_mix = float(DEFAULT_MIX[attack] if mix is None else mix)
         add_scalar_variables(self, {"mix": initial_mix})  # in the config as `mix` (None: the attack's default)
         self.built = True
@@ -149,7 +152,13 @@ class AdversarialTrainer(AttackSettingsMixin, DefenseModel):
     def craft(self, x, y):
         """Adversarial examples for `(x, y)` on the current classifier (graph-friendly, no gradient)."""
         return pgd_in_graph(
-            self._logits, x, y, self.attack_eps, self.attack_step_size, self.attack_steps, self._attack_seed(),
+            self._logits,
+            x,
+            y,
+            self.attack_eps,
+            self.attack_step_size,
+            self.attack_steps,
+            self._attack_seed(),
             rand_init=self.rand_init,
         )
 

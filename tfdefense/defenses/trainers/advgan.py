@@ -33,9 +33,8 @@ family and one-step attacks of similar strength; it is not a certified or
 iterative-attack-proof defense (evaluate with PGD on `advgan.classifier`).
 """
 
-import numpy as np
-
 import keras
+import numpy as np
 
 from tfdefense._validation import (
     check_images,

@@ -5,9 +5,8 @@ import pytest
 import tfdefense.attacks.advgan_attack  # noqa: F401  (registers "advgan")
 from tfdefense.attacks import get_attack, list_attacks
 from tfdefense.defenses.trainers.advgan import AdvGAN, advgan_perturb
-from tfdefense.models import advgan_generator
 from tfdefense.evaluation import accuracy
-from tfdefense.models import model_c
+from tfdefense.models import advgan_generator, model_c
 from tfdefense.testing import assert_fit_rejects_bad_data, assert_keras_round_trip, assert_purify_rejects_bad_images
 
 METRICS = {"g_loss", "d_loss", "clean_acc", "adv_acc"}
@@ -58,7 +57,7 @@ def test_generator_learns_to_fool_a_fixed_classifier(attacker, data, mnist_model
     print(f"model C: clean {clean:.3f}, under G (eps 0.3) {under_g:.3f}")
     assert under_g < clean - 0.4
     # The fixed classifier was never updated.
-    for a, b in zip(gan.classifier.get_weights(), mnist_model_c.get_weights()):
+    for a, b in zip(gan.classifier.get_weights(), mnist_model_c.get_weights(), strict=False):
         np.testing.assert_array_equal(a, b)
 
 
@@ -91,8 +90,10 @@ def test_adversarial_training_makes_the_classifier_robust_to_g(defender, attacke
     own_g = accuracy(robust, gan.perturb(x_test), y_test)
     plain_own_g = accuracy(mnist_model_c, attacker[0].perturb(x_test), y_test)
     transfer = accuracy(robust, attacker[0].perturb(x_test), y_test)
-    print(f"adv-trained: clean {clean:.3f}, under its G {own_g:.3f}, under the plain model's G {transfer:.3f}; "
-          f"plain model C under its G {plain_own_g:.3f}")
+    print(
+        f"adv-trained: clean {clean:.3f}, under its G {own_g:.3f}, under the plain model's G {transfer:.3f}; "
+        f"plain model C under its G {plain_own_g:.3f}"
+    )
     assert clean > 0.95
     assert own_g > plain_own_g + 0.3
     assert transfer > plain_own_g + 0.3
@@ -149,7 +150,7 @@ def test_poster_table_fgsm_vs_generator(mnist, mnist_model_c):
     rows = []
     for eps in (0.1, 0.3, 0.5, 0.7):
 
-        def train(classifier, train_classifier):
+        def train(classifier, train_classifier, eps=eps):
             keras.utils.set_random_seed(0)
             gan = AdvGAN(advgan_generator(), _copy(classifier), eps=eps, train_classifier=train_classifier)
             gan.compile()

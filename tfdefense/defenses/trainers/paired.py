@@ -127,7 +127,7 @@ def split_by_class(y, num_attacks, seed=0):
             )
         # Rotate which attacks get the remainder so totals stay balanced.
         order = np.roll(np.arange(num_attacks), -position)
-        for group, attack in zip(np.array_split(members, num_attacks), order):
+        for group, attack in zip(np.array_split(members, num_attacks), order, strict=False):
             assignment[group] = attack
     return assignment
 
@@ -197,8 +197,9 @@ def make_attack_pairs(
         if len(rows) == 0:
             continue
         labels = y[rows] if use_labels else None
-        x_adv.append(generate(attacks[k], model, x[rows], labels, batch_size=batch_size, cache_dir=cache_dir,
-                              progress=progress))
+        x_adv.append(
+            generate(attacks[k], model, x[rows], labels, batch_size=batch_size, cache_dir=cache_dir, progress=progress)
+        )
         index.append(rows)
         attack_index.append(np.full(len(rows), k, np.int64))
     x_adv, index, attack_index = np.concatenate(x_adv), np.concatenate(index), np.concatenate(attack_index)

@@ -116,9 +116,7 @@ class InputTransform(keras.Model):
     # -- helpers --------------------------------------------------------------------
     def _random_int_seed(self):
         """A fresh int64 scalar drawn from the seed generator (for numpy-side randomness)."""
-        return tf.cast(
-            keras.random.randint((), 0, 2**31 - 1, dtype="int32", seed=self.seed_generator), tf.int64
-        )
+        return tf.cast(keras.random.randint((), 0, 2**31 - 1, dtype="int32", seed=self.seed_generator), tf.int64)
 
     @staticmethod
     def _numpy(fn, x, *args):
@@ -273,8 +271,13 @@ class TotalVarianceMinimization(InputTransform):
         self.solver = check_choice("solver", solver, ("L-BFGS-B", "CG", "Newton-CG"))
         self.max_iter = check_number("max_iter", max_iter, minimum=1, integer=True)
         self._art = _art(
-            "TotalVarMin", prob=self.prob, norm=self.norm, lamb=self.lamb, solver=solver,
-            max_iter=int(max_iter), clip_values=(0.0, 1.0),
+            "TotalVarMin",
+            prob=self.prob,
+            norm=self.norm,
+            lamb=self.lamb,
+            solver=solver,
+            max_iter=int(max_iter),
+            clip_values=(0.0, 1.0),
         )
 
     def _solve(self, x, seed):
@@ -290,8 +293,12 @@ class TotalVarianceMinimization(InputTransform):
 
     def get_config(self):
         return {
-            **super().get_config(), "prob": self.prob, "norm": self.norm, "lamb": self.lamb,
-            "solver": self.solver, "max_iter": self.max_iter,
+            **super().get_config(),
+            "prob": self.prob,
+            "norm": self.norm,
+            "lamb": self.lamb,
+            "solver": self.solver,
+            "max_iter": self.max_iter,
         }
 
 
@@ -315,8 +322,15 @@ def wavelet_denoise(x, sigma=None, wavelet="db1", mode="soft", method="BayesShri
     for i in range(len(x)):
         img = x[i] if x.shape[-1] > 1 else x[i, ..., 0]
         res = denoise_wavelet(
-            img, sigma=sigma, wavelet=wavelet, mode=mode, method=method, wavelet_levels=wavelet_levels,
-            channel_axis=-1 if x.shape[-1] > 1 else None, convert2ycbcr=color, rescale_sigma=True,
+            img,
+            sigma=sigma,
+            wavelet=wavelet,
+            mode=mode,
+            method=method,
+            wavelet_levels=wavelet_levels,
+            channel_axis=-1 if x.shape[-1] > 1 else None,
+            convert2ycbcr=color,
+            rescale_sigma=True,
         )
         out[i] = res.reshape(out[i].shape)
     return np.clip(out, 0.0, 1.0)
@@ -353,13 +367,14 @@ class WaveletDenoise(InputTransform):
         self.wavelet, self.mode, self.method = wavelet, mode, method
 
     def transform(self, x):
-        return self._numpy(
-            lambda a: wavelet_denoise(a, self.sigma, self.wavelet, self.mode, self.method), x
-        )
+        return self._numpy(lambda a: wavelet_denoise(a, self.sigma, self.wavelet, self.mode, self.method), x)
 
     def get_config(self):
         return {
-            **super().get_config(), "sigma": self.sigma, "wavelet": self.wavelet, "mode": self.mode,
+            **super().get_config(),
+            "sigma": self.sigma,
+            "wavelet": self.wavelet,
+            "mode": self.mode,
             "method": self.method,
         }
 
@@ -408,8 +423,17 @@ class PixelDeflection(InputTransform):
     differentiable = False
     stochastic = True
 
-    def __init__(self, deflections=None, window=10, denoise=True, sigma=0.04, wavelet="db1", mode="soft",
-                 method="BayesShrink", **kwargs):
+    def __init__(
+        self,
+        deflections=None,
+        window=10,
+        denoise=True,
+        sigma=0.04,
+        wavelet="db1",
+        mode="soft",
+        method="BayesShrink",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.deflections = check_number("deflections", deflections, minimum=0, integer=True, allow_none=True)
         self.window = check_number("window", window, minimum=1, integer=True)
@@ -435,8 +459,13 @@ class PixelDeflection(InputTransform):
 
     def get_config(self):
         return {
-            **super().get_config(), "deflections": self.deflections, "window": self.window,
-            "denoise": self.denoise, "sigma": self.sigma, "wavelet": self.wavelet, "mode": self.mode,
+            **super().get_config(),
+            "deflections": self.deflections,
+            "window": self.window,
+            "denoise": self.denoise,
+            "sigma": self.sigma,
+            "wavelet": self.wavelet,
+            "mode": self.mode,
             "method": self.method,
         }
 
@@ -483,6 +512,7 @@ class RandomResizePad(InputTransform):
         r_w = tf.floor(wf + u * (pad_w - wf))
         off_h = tf.floor(tf.random.stateless_uniform([n], seeds[1]) * (pad_h - r_h + 1.0))
         off_w = tf.floor(tf.random.stateless_uniform([n], seeds[2]) * (pad_w - r_w + 1.0))
+
         # Output pixel i (of H) sits at canvas coordinate i * (P - 1) / (H - 1); the image
         # occupies canvas pixels [off, off + r); source pixel = (canvas - off) * (H - 1) / (r - 1).
         def box(off, r, pad, size):

@@ -7,10 +7,19 @@ import tensorflow as tf
 
 from tfdefense.attacks import get_attack
 from tfdefense.defenses import DefendedClassifier
-from tfdefense.defenses.transforms.classic import (BitDepthReduction, InputTransform, JpegCompression,
-                                                   MedianSmoothing, PixelDeflection, RandomResizePad,
-                                                   TotalVarianceMinimization, WaveletDenoise, get_transform,
-                                                   list_transforms, pixel_deflect)
+from tfdefense.defenses.transforms.classic import (
+    BitDepthReduction,
+    InputTransform,
+    JpegCompression,
+    MedianSmoothing,
+    PixelDeflection,
+    RandomResizePad,
+    TotalVarianceMinimization,
+    WaveletDenoise,
+    get_transform,
+    list_transforms,
+    pixel_deflect,
+)
 from tfdefense.evaluation.metrics import accuracy
 from tfdefense.testing import assert_config_round_trip, assert_keras_round_trip
 

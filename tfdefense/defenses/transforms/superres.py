@@ -33,8 +33,6 @@ from tfdefense.defenses.transforms.classic import (
 from tfdefense.models.superres_nets import super_resolution_net
 
 
-
-
 def downscale(x, scale):
     """Area downscaling by an integer factor (average of scale x scale blocks)."""
     return tf.nn.avg_pool2d(x, scale, scale, "VALID")
@@ -48,12 +46,24 @@ def _sr_scale(sr_model):
         raise invalid_value("sr_model", "a model upscaling by an integer factor", f"shapes {in_shape} -> {out_shape}")
     scale = out_shape[1] // in_shape[1]
     if scale < 2 or out_shape[2] != in_shape[2] * scale or out_shape[3] != in_shape[3]:
-        raise invalid_value("sr_model", "a model upscaling H and W by the same factor >= 2", f"{in_shape} -> {out_shape}")
+        raise invalid_value(
+            "sr_model", "a model upscaling H and W by the same factor >= 2", f"{in_shape} -> {out_shape}"
+        )
     return scale
 
 
-def train_super_resolution(x_train, scale=2, epochs=5, batch_size=64, filters=32, num_blocks=2,
-                           learning_rate=1e-3, validation_data=None, seed=0, verbose=0):
+def train_super_resolution(
+    x_train,
+    scale=2,
+    epochs=5,
+    batch_size=64,
+    filters=32,
+    num_blocks=2,
+    learning_rate=1e-3,
+    validation_data=None,
+    seed=0,
+    verbose=0,
+):
     """Trains `super_resolution_net` on clean images: downscale by `scale`, learn to upscale.
 
     Args:
@@ -109,8 +119,17 @@ class SuperResolutionWavelet(InputTransform):
 
     differentiable = False
 
-    def __init__(self, sr_model, order="denoise_first", denoise=True, sigma=None, wavelet="db1", mode="soft",
-                 method="BayesShrink", **kwargs):
+    def __init__(
+        self,
+        sr_model,
+        order="denoise_first",
+        denoise=True,
+        sigma=None,
+        wavelet="db1",
+        mode="soft",
+        method="BayesShrink",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if not isinstance(sr_model, keras.Model):
             raise invalid_value("sr_model", "a keras.Model (see train_super_resolution)", sr_model)
@@ -154,9 +173,14 @@ class SuperResolutionWavelet(InputTransform):
 
     def get_config(self):
         return {
-            **super().get_config(), "sr_model": keras.saving.serialize_keras_object(self.sr_model),
-            "order": self.order, "denoise": self.denoise, "sigma": self.sigma, "wavelet": self.wavelet,
-            "mode": self.mode, "method": self.method,
+            **super().get_config(),
+            "sr_model": keras.saving.serialize_keras_object(self.sr_model),
+            "order": self.order,
+            "denoise": self.denoise,
+            "sigma": self.sigma,
+            "wavelet": self.wavelet,
+            "mode": self.mode,
+            "method": self.method,
         }
 
     @classmethod

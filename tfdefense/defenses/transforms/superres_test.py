@@ -6,13 +6,13 @@ import tensorflow as tf
 
 from tfdefense.attacks import get_attack
 from tfdefense.defenses import DefendedClassifier
+from tfdefense.defenses.transforms.classic import get_transform
 from tfdefense.defenses.transforms.superres import (
     SuperResolutionWavelet,
     downscale,
     super_resolution_net,
     train_super_resolution,
 )
-from tfdefense.defenses.transforms.classic import get_transform
 from tfdefense.evaluation.metrics import accuracy
 from tfdefense.testing import assert_keras_round_trip
 
