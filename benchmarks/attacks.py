@@ -45,9 +45,7 @@ import tensorflow as tf  # noqa: E402
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="a .keras logits model for 28x28x1 inputs (default: train model C)")
-    parser.add_argument(
-        "--data-dir", default=os.environ.get("TFDEFENSE_DATA_DIR", str(REPO.parent / "shared" / "data"))
-    )
+    parser.add_argument("--data-dir", default=None, help="folder holding mnist.npz (default: load_dataset's search)")
     parser.add_argument("--n", type=int, default=100, help="images per batch (one batch)")
     parser.add_argument("--pgd-iter", type=int, default=40)
     parser.add_argument("--cw-steps", type=int, default=2, help="C&W binary search steps")

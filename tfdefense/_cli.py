@@ -117,21 +117,6 @@ def check_seed(value, argument="--seed"):
     return value
 
 
-def check_names(argument, names, known):
-    """Every name of `names` (a list or None) must be in `known`; unknown ones are listed."""
-    if names is None:
-        return names
-    if not names:
-        fail(f"argument {argument}: expected at least one name, got none")
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        fail(
-            f"argument {argument}: unknown name(s) {', '.join(map(repr, unknown))}; expected some of: "
-            f"{', '.join(sorted(known))}"
-        )
-    return names
-
-
 def check_output_file(argument, path, suffixes):
     """An output file path: right suffix, not an existing directory, in a writable folder."""
     path = pathlib.Path(path)

@@ -15,7 +15,6 @@ from tfdefense.attacks.base import (
     attack_backends,
     get_attack,
     list_attacks,
-    predict,
     register_attack,
     success_rate,
 )
@@ -32,7 +31,6 @@ __all__ = [
     "get_attack",
     "list_attacks",
     "model_fingerprint",
-    "predict",
     "register_attack",
     "success_rate",
 ]

@@ -94,17 +94,17 @@ def convergence_check(attack, model, x, y=None, iteration_factor=2, restarts=5):
     accuracy drops under the stronger settings was not evaluated at convergence.
     """
     from tfdefense._validation import check_images, check_labels
-    from tfdefense.attacks.base import predict
+    from tfdefense.inference import predict_labels
 
     check_number("iteration_factor", iteration_factor, minimum=1, integer=True)
     check_number("restarts", restarts, minimum=1, integer=True)
     x = check_images(x, "x", allow_tensor=False)
-    y = predict(model, x) if y is None else check_labels(y, "y", num_examples=len(x))
+    y = predict_labels(model, x) if y is None else check_labels(y, "y", num_examples=len(x))
 
     def robust_accuracy(a):
-        return float(np.mean(predict(model, a(model, x, y)) == y))
+        return float(np.mean(predict_labels(model, a(model, x, y)) == y))
 
-    results = {"clean": float(np.mean(predict(model, x) == y)), "attack": robust_accuracy(attack)}
+    results = {"clean": float(np.mean(predict_labels(model, x) == y)), "attack": robust_accuracy(attack)}
     params = attack.params
     for key in ("nb_iter", "max_iterations", "max_iter", "nb_queries"):
         if key in params:

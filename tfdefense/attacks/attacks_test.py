@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfdefense.attacks import bpda, get_attack, predict, success_rate
+from tfdefense.attacks import bpda, get_attack, success_rate
+from tfdefense.inference import predict_labels
 
 # (name, backend, params, number of images) - small budgets: this checks the output contract
 CONTRACT_CASES = [
@@ -138,7 +139,7 @@ def test_minimum_distortion_attack_native_succeeds_95_percent(name, params, mnis
     x, y = mnist_eval_batch[0][:100], mnist_eval_batch[1][:100]
     x_adv = get_attack(name, **params)(mnist_model_c, x, y)
     rate = success_rate(mnist_model_c, x, x_adv, y)
-    broken = predict(mnist_model_c, x_adv) != y
+    broken = predict_labels(mnist_model_c, x_adv) != y
     print(f"{name} native success: {rate:.3f}, mean L2 of successes: {_l2(x, x_adv)[broken].mean():.3f}")
     assert rate >= 0.95
     assert _l2(x, x_adv)[broken].mean() < 3.0
@@ -173,7 +174,7 @@ def test_y_none_uses_predictions(mnist_model_c, mnist_eval_batch):
     a = get_attack("bim", eps=0.1, eps_iter=0.02, nb_iter=5)
     from_predictions = a(mnist_model_c, x)
     assert a.last_run_info["labels"] == "predictions"
-    np.testing.assert_array_equal(from_predictions, a(mnist_model_c, x, predict(mnist_model_c, x)))
+    np.testing.assert_array_equal(from_predictions, a(mnist_model_c, x, predict_labels(mnist_model_c, x)))
     assert a.last_run_info["labels"] == "given"
 
 
@@ -195,8 +196,8 @@ def test_bpda_beats_a_gradient_masking_quantizer(mnist_model_c, mnist_eval_batch
 
     masked = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Lambda(quantize), mnist_model_c])
     wrapped = keras.Sequential([keras.Input((28, 28, 1)), bpda(quantize), mnist_model_c])
-    np.testing.assert_array_equal(predict(masked, x), predict(wrapped, x))  # same forward pass
-    assert np.mean(predict(masked, x) == y) > 0.9
+    np.testing.assert_array_equal(predict_labels(masked, x), predict_labels(wrapped, x))  # same forward pass
+    assert np.mean(predict_labels(masked, x) == y) > 0.9
     attack = get_attack("pgd", eps=0.3, eps_iter=0.03, nb_iter=20, seed=0)
     plain_rate = success_rate(masked, x, attack(masked, x, y), y)
     bpda_rate = success_rate(wrapped, x, attack(wrapped, x, y), y)
@@ -217,7 +218,7 @@ def test_eot_averages_gradients_of_a_stochastic_model(mnist_model_c, mnist_eval_
     attack = get_attack("pgd", eps=0.2, eps_iter=0.02, nb_iter=15, eot_samples=4, seed=0)
     x_adv = attack(stochastic, x, y)
     _check_contract(attack, x, x_adv)
-    rates = [np.mean(predict(stochastic, x_adv) != y) for _ in range(3)]
+    rates = [np.mean(predict_labels(stochastic, x_adv) != y) for _ in range(3)]
     assert np.mean(rates) > 0.5
 
     # on a deterministic model EOT changes nothing
@@ -250,7 +251,7 @@ def test_autoattack_reports_its_components(mnist_model_c, mnist_eval_batch):
     attack = get_attack("autoattack", eps=0.1, nb_iter=10, n_target_classes=3, nb_queries=100, seed=0)
     x_adv = attack(mnist_model_c, x, y)
     info = attack.last_run_info
-    robust = np.mean(predict(mnist_model_c, x_adv) == y)
+    robust = np.mean(predict_labels(mnist_model_c, x_adv) == y)
     parts = info["components"]
     assert [p["name"] for p in parts] == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert all(p["backend"] == "native" for p in parts if p["attacked"])
@@ -270,8 +271,8 @@ def test_apgd_l2_breaks_at_least_as_many_digits_as_pgd_l2_at_equal_iterations(mn
     apgd = get_attack("apgd", norm=2, eps=eps, nb_iter=nb_iter, seed=0)
     pgd = get_attack("pgd", norm=2, eps=eps, eps_iter=_pgd_l2_step(eps, nb_iter), nb_iter=nb_iter, seed=0)
     x_apgd, x_pgd = apgd(mnist_model_c, x, y), pgd(mnist_model_c, x, y)
-    broken_apgd = int(np.sum(predict(mnist_model_c, x_apgd) != y))
-    broken_pgd = int(np.sum(predict(mnist_model_c, x_pgd) != y))
+    broken_apgd = int(np.sum(predict_labels(mnist_model_c, x_apgd) != y))
+    broken_pgd = int(np.sum(predict_labels(mnist_model_c, x_pgd) != y))
     print(f"L2 eps {eps}, {nb_iter} iterations, {len(x)} digits: APGD-CE breaks {broken_apgd}, PGD {broken_pgd}")
     _check_contract(apgd, x, x_apgd)
     assert broken_pgd > len(x) // 4  # an informative operating point, not a trivial one
@@ -325,7 +326,7 @@ def test_targeted_square_hits_its_target(mnist_model_c, mnist_eval_batch):
     for norm, eps in (("inf", 0.3), (2, 3.0)):
         attack = get_attack("square", norm=norm, eps=eps, nb_queries=200, targeted=True, seed=0)
         x_adv = attack(mnist_model_c, x, y, y_target=targets)
-        hit = np.mean(predict(mnist_model_c, x_adv) == targets)
+        hit = np.mean(predict_labels(mnist_model_c, x_adv) == targets)
         print(f"targeted Square {norm} eps {eps}, 200 queries: target hit {hit:.3f}")
         assert hit >= 0.1
 

@@ -49,13 +49,12 @@ from tfdefense.attacks.base import (
     canonical_norm,
     norm_order,
     num_classes_of,
-    predict,
     project_numpy,
     register_attack,
     weakrefable,
 )
 from tfdefense.attacks.fab import FABT
-from tfdefense.inference import call_model
+from tfdefense.inference import call_model, predict_labels
 
 # --------------------------------------------------------------------------- APGD
 
@@ -664,7 +663,7 @@ class AutoAttack(Attack):
                 out = self._apgd_t_native(attack, model, x[idx], y[idx], targets, num_classes)
             else:
                 out = attack(model, x[idx], y[idx], y_target=targets)
-            broke = predict(model, out) != y[idx]
+            broke = predict_labels(model, out) != y[idx]
             x_adv[idx[broke]] = out[broke]
             robust[idx[broke]] = False
         return x_adv, attack.backend
@@ -702,7 +701,7 @@ class AutoAttack(Attack):
     def _run(self, model, x, y, targets):
         num_classes = num_classes_of(model, x)
         x_adv = x.copy()
-        robust = predict(model, x) == y
+        robust = predict_labels(model, x) == y
         report = []
         for name in self._params["components"]:
             idx = np.where(robust)[0]
@@ -710,7 +709,7 @@ class AutoAttack(Attack):
                 report.append({"name": name, "backend": None, "attacked": 0, "broken": 0, "robust_after": 0.0})
                 continue
             out, backend = self._run_component(name, model, x[idx], y[idx], num_classes)
-            broke = predict(model, out) != y[idx]
+            broke = predict_labels(model, out) != y[idx]
             x_adv[idx[broke]] = out[broke]
             robust[idx[broke]] = False
             report.append(

@@ -342,14 +342,14 @@ class Attack:
         num_classes = num_classes_of(model, x)
         if y is None:
             labels_source = "predictions"
-            y = predict(model, x)
+            y = predict_labels(model, x)
         else:
             labels_source = "given"
             y = check_labels(y, "y", num_examples=len(x), num_classes=num_classes)
         targets = self._resolve_targets(y, y_target, num_classes)
         x_adv = self._run(model, x, y, targets)
         x_adv = self._finalize(x, x_adv)
-        pred = predict(model, x_adv)
+        pred = predict_labels(model, x_adv)
         success = (pred == targets) if targets is not None else (pred != y)
         seconds = time.perf_counter() - start
         self.last_run_info = {
@@ -441,11 +441,6 @@ def random_targets(y, num_classes, rng):
     return ((y + rng.integers(1, num_classes, size=len(y))) % num_classes).astype(np.int64)
 
 
-def predict(model, x, batch_size=512):
-    """Arg-max predictions of a logits model on a numpy batch (int64): `tfdefense.inference.predict_labels`."""
-    return predict_labels(model, x, batch_size)
-
-
 def num_classes_of(model, x):
     shape = getattr(model, "output_shape", None)
     if isinstance(shape, tuple) and len(shape) == 2 and isinstance(shape[-1], int):
@@ -464,9 +459,9 @@ def success_rate(model, x, x_adv, y=None, y_target=None, batch_size=512):
     x_adv = check_images(x_adv, "x_adv", allow_tensor=False)
     if x.shape != x_adv.shape:
         raise invalid_value("x_adv", f"an array of shape {x.shape}", f"array of shape {x_adv.shape}")
-    clean = predict(model, x, batch_size)
+    clean = predict_labels(model, x, batch_size)
     y = clean if y is None else check_labels(y, "y", num_examples=len(x))
-    adv = predict(model, x_adv, batch_size)
+    adv = predict_labels(model, x_adv, batch_size)
     correct = clean == y
     if not correct.any():
         return float("nan")

@@ -46,11 +46,11 @@ from tfdefense.attacks.base import (
     call_model,
     canonical_norm,
     check_bool,
-    predict,
     project_numpy,
     register_attack,
     weakrefable,
 )
+from tfdefense.inference import predict_labels
 
 _NO_ROOM = 2.0  # "room" of coordinates with zero weight: beyond any move inside [0, 1]
 
@@ -282,7 +282,7 @@ class FABT(Attack):
         logits[np.arange(len(x)), y] = -np.inf
         order = np.argsort(-logits, axis=1, kind="stable")
         x_best = x.copy()
-        norm_best = np.where(predict(model, x) != y, 0.0, np.inf).astype(np.float32)
+        norm_best = np.where(predict_labels(model, x) != y, 0.0, np.inf).astype(np.float32)
         stop_radius = eps if early_stop else -1.0
         for k in range(min(int(p["n_target_classes"]), num_classes - 1)):
             for restart in range(int(p["nb_restarts"])):

@@ -6,8 +6,9 @@ import pytest
 import tensorflow as tf
 from scipy.optimize import linprog, minimize
 
-from tfdefense.attacks import get_attack, list_attacks, predict
+from tfdefense.attacks import get_attack, list_attacks
 from tfdefense.attacks.fab import l2_box_projection, linf_box_projection
+from tfdefense.inference import predict_labels
 
 
 def _lp_projection_norm(point, w, r):
@@ -116,7 +117,7 @@ def test_fab_t_finds_the_closed_form_minimal_linf_perturbation_of_a_linear_model
     x_adv = attack(model, x)  # y=None: the model's predictions (= y)
     found = np.abs(x_adv - x).reshape(len(x), -1).max(1)
     print("FAB-T / closed-form minimal Linf:", np.round(found / minimal, 4))
-    assert np.all(predict(model, x_adv) != y)
+    assert np.all(predict_labels(model, x_adv) != y)
     assert np.all(found >= minimal * (1 - 1e-3))  # nothing below the true minimum
     assert np.all(found <= minimal * 1.05)
     np.testing.assert_allclose(attack.last_min_norms, found, rtol=1e-5)
@@ -145,7 +146,7 @@ def test_fab_t_l2_finds_the_closed_form_minimal_l2_perturbation_of_a_linear_mode
     x_adv = attack(model, x)
     found = np.sqrt(((x_adv - x).reshape(len(x), -1).astype(np.float64) ** 2).sum(1))
     print("FAB-T L2 / closed-form minimal L2:", np.round(found / minimal, 4))
-    assert np.all(predict(model, x_adv) != y)
+    assert np.all(predict_labels(model, x_adv) != y)
     assert np.all(found >= minimal * (1 - 1e-3))  # nothing below the true minimum
     assert np.all(found <= minimal * 1.05)
     np.testing.assert_allclose(attack.last_min_norms, found, rtol=1e-4)
@@ -164,7 +165,7 @@ def test_fab_t_l2_breaks_model_c_within_the_l2_ball(mnist_model_c, mnist_eval_ba
     assert rate >= 0.7  # APGD-CE-L2 (100 iterations) breaks 76% of these 50 digits (docs/attacks.md)
     assert x_adv.dtype == np.float32 and x_adv.min() >= 0.0 and x_adv.max() <= 1.0
     assert delta.max() <= 2.0 * (1 + 1e-6)
-    broken = predict(mnist_model_c, x_adv) != y
+    broken = predict_labels(mnist_model_c, x_adv) != y
     np.testing.assert_array_equal(x_adv[~broken], x[~broken])
 
 
@@ -213,7 +214,7 @@ def test_fab_t_breaks_model_c_within_eps(mnist_model_c, mnist_eval_batch):
     assert rate > 0.9
     assert x_adv.dtype == np.float32 and x_adv.min() >= 0.0 and x_adv.max() <= 1.0
     assert delta.max() <= 0.3 + 1e-6
-    broken = predict(mnist_model_c, x_adv) != y
+    broken = predict_labels(mnist_model_c, x_adv) != y
     np.testing.assert_array_equal(x_adv[~broken], x[~broken])  # the clean image where nothing was found
 
 
@@ -222,7 +223,7 @@ def test_fab_t_at_small_eps_returns_clean_images_where_nothing_is_within_eps(mni
     attack = get_attack("fab_t", eps=0.05, nb_iter=20, n_target_classes=2, nb_restarts=2, seed=0)  # + random starts
     x_adv = attack(mnist_model_c, x, y)
     norms = attack.last_min_norms
-    broken = predict(mnist_model_c, x_adv) != y
+    broken = predict_labels(mnist_model_c, x_adv) != y
     assert np.all(norms[broken] <= 0.05) and np.all(norms[~broken] > 0.05)
     assert (~broken).sum() >= 10  # model C is far from broken at eps 0.05
     np.testing.assert_array_equal(x_adv[~broken], x[~broken])
