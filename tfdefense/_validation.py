@@ -5,6 +5,8 @@ Expected ... Received: x=...".
 """
 
 import numbers
+import re
+import warnings
 
 import numpy as np
 
@@ -217,7 +219,6 @@ def warn_if_probabilities(model, x=None, argument="model"):
     are in [0, 1] and sum to 1. Every attack loss and consistency loss of the
     package assumes logits. Returns True when it warned.
     """
-    import warnings
 
     if model is None:
         return False
@@ -298,7 +299,6 @@ _LABEL_MARKER = "tfdefense: labels outside [0, num_classes)"
 
 def reraise_range_error(error):
     """The ValueError for an InvalidArgumentError raised by `dataset_range_checked`'s checks; else None."""
-    import re
 
     message = str(getattr(error, "message", error))
     number = r"\[(-?[0-9.e+-]+)\]"

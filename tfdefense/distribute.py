@@ -29,12 +29,14 @@ checkpoints, so a kill, a full disk or a corrupt file never leaves a backup that
 cannot be resumed (see its docstring).
 """
 
+import gc
 import json
 import os
 import pathlib
 import shutil
 import socket
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -350,7 +352,6 @@ def _fsync(path, directory=False):
 
 def _close_h5_file(path):
     """Closes every handle h5py still holds on `path` (a write that failed midway leaves its file open)."""
-    import gc
 
     gc.collect()
     try:
@@ -466,7 +467,6 @@ def _atomic_backup_class():
             self._restored = None  # (weights, metadata) paths of the checkpoint restored; None: a fresh start
 
         def on_train_begin(self, logs=None):
-            import warnings
 
             self.restored_epoch = 0
             self._latest_digest = None

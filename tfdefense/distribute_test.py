@@ -2,6 +2,9 @@ import hashlib
 import json
 import pathlib
 import shutil
+import subprocess
+import sys
+import textwrap
 
 import keras
 import pytest
@@ -124,9 +127,6 @@ def test_find_checkpoints_accepts_only_metadata_matching_its_weights(tmp_path):
 
 def test_a_failed_h5py_write_leaves_no_open_file(tmp_path):
     """A write cut short (file-size limit, like a full disk) leaves h5py's file open; _close_h5_file closes it."""
-    import subprocess
-    import sys
-    import textwrap
 
     script = textwrap.dedent(
         """

@@ -9,7 +9,9 @@ failed (the report is written either way), 2 for a bad command line or model.
 """
 
 import argparse
+import json
 import pathlib
+import re
 import sys
 
 from tfdefense import __version__
@@ -69,7 +71,6 @@ def _split(text):
 
 def parse_settings(items):
     """["epochs=3", "net=mnist"] -> {"epochs": 3, "net": "mnist"}; exits with an error naming --set on a bad item."""
-    import json
 
     from tfdefense._cli import fail
 
@@ -105,7 +106,6 @@ def filter_name_matches(name, pattern):
     A `*` in a declared name stands for the numbers of a suite label, numbers joined by `x`
     (`pgd-*`: `pgd-10x2`; `square-*`: `square-1000`), never for arbitrary text.
     """
-    import re
 
     if "*" not in pattern:
         return name == pattern

@@ -45,6 +45,8 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
 KINDS = ("robust", "pix2pix", "apegan")
 EVAL_SUITES = ("quick", "tiny", "none")
 DEFAULT_EPS = {"mnist": 0.3, "digits": 0.3, "cifar10": 8 / 255}
@@ -348,7 +350,6 @@ def build_apegan(args, shape):
 
 def craft_pairs(args, classifier, x, y, cache_dir, strategy=None):
     """(x_adv, x_clean) crafted against the bare classifier: the papers' training data."""
-    import numpy as np
 
     from tfdefense.attacks import generate, get_attack
 

@@ -17,6 +17,7 @@ whose array fails its checksum is reported (warnings.warn + logging) and
 regenerated, never used. Writes are atomic (temporary file + rename).
 """
 
+import concurrent.futures
 import hashlib
 import json
 import logging
@@ -218,7 +219,6 @@ def _run_batches(attack, model, x, y, y_target, batch_size, progress):
 
 def _run_distributed(attack, model, x, y, y_target, batch_size, progress, strategy):
     """Batch b goes to global replica b % R; each round every replica attacks one batch, then all gather."""
-    import concurrent.futures
 
     import tensorflow as tf
     from tqdm.auto import tqdm

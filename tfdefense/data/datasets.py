@@ -17,6 +17,7 @@ import dataclasses
 import os
 import pathlib
 import tarfile
+import zipfile
 import zlib
 
 import numpy as np
@@ -195,7 +196,6 @@ def load_npz_arrays(path, require_train=True):
     `num_classes` when the file stores it): the evaluated classifier's output
     width is the number of classes.
     """
-    import zipfile
 
     path = pathlib.Path(path).expanduser()
     name = f"npz:{path}"

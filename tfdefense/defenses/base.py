@@ -52,6 +52,7 @@ False, the output shape is the input shape, `purify` runs `self(x, training=Fals
 tf.function.
 """
 
+import contextlib
 import random
 from collections.abc import Callable
 from typing import NamedTuple
@@ -589,7 +590,6 @@ class DefenseModel(keras.Model):
 
     def step_scope(self):
         """The context `train_step` and `test_step` run in (`RobustPurifier`: its compute precision)."""
-        import contextlib
 
         return contextlib.nullcontext()
 

@@ -1,5 +1,7 @@
 """Metrics on numpy arrays: accuracy, predictions (`predict_labels`, from `tfdefense.inference`), image distances."""
 
+import time
+
 import numpy as np
 
 from tfdefense._validation import check_images, check_labels, check_number
@@ -66,7 +68,6 @@ def attack_success_rate(model, x_adv, y, targeted=False, batch_size=256):
 
 def seconds_per_image(fn, x, batch_size=256, repeats=3):
     """Best-of-`repeats` wall time of `fn` over `x` in batches, divided by len(x)."""
-    import time
 
     x = check_images(x, "x")
     fn(x[:batch_size])  # warm-up (tracing)

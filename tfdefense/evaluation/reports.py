@@ -11,7 +11,10 @@ import csv
 import io
 import json
 import math
+import pathlib
 import platform
+
+import numpy as np
 
 from tfdefense._io import write_json, write_text
 
@@ -83,7 +86,6 @@ ROW_COLUMNS = ("table", "protocol", "defense", "attack", "metric", "value", "pap
 def environment():
     """Versions and machine facts recorded with every result."""
     import keras
-    import numpy as np
     import tensorflow as tf
 
     import tfdefense
@@ -214,7 +216,6 @@ def validate_results(results):
 
 def write_reports(out_dir, results, plots=()):
     """Writes results.json, results.csv and report.md into `out_dir` atomically."""
-    import pathlib
 
     out_dir = pathlib.Path(out_dir)
     write_json(out_dir / "results.json", results)

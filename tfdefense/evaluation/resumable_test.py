@@ -2,6 +2,7 @@
 
 import os
 import random
+import shutil
 import time
 
 import keras
@@ -78,7 +79,6 @@ def test_folders_that_are_not_run_folders_are_not_cleaned(tmp_path, monkeypatch)
 
 
 def test_a_model_trained_after_a_reloaded_one_matches_the_uninterrupted_run(tmp_path):
-    import shutil
 
     def build():
         return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])  # random initial weights

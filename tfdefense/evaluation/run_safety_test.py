@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from tfdefense.evaluation import run_folder
@@ -113,7 +114,6 @@ def test_a_run_folder_from_before_the_marker_is_accepted_by_its_results_json(tmp
 
 def test_evaluate_model_into_a_file_is_a_value_error_naming_out(tmp_path):
     import keras
-    import numpy as np
 
     from tfdefense import evaluate_model
 

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import pathlib
+import zipfile
 
 import numpy as np
 
@@ -315,7 +316,6 @@ def _first_line(error, limit=300):
 
 
 def _load_keras_file(path, role):
-    import zipfile
 
     import keras
 

@@ -1,4 +1,5 @@
 import json
+import os
 
 import keras
 import numpy as np
@@ -107,7 +108,6 @@ def test_reexport_replaces_own_export_and_plain_saved_model(tmp_path, rng):
 
 
 def test_export_gets_ordinary_permissions(tmp_path):
-    import os
 
     keras.utils.set_random_seed(0)
     old = os.umask(0o022)

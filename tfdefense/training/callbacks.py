@@ -11,6 +11,7 @@ into it).
 """
 
 import numbers
+import time
 
 import keras
 import numpy as np
@@ -240,12 +241,10 @@ class ComputeBudget(keras.callbacks.Callback):
         self.spent = float(offset)
 
     def on_train_begin(self, logs=None):
-        import time
 
         self._start = time.process_time()
 
     def on_epoch_end(self, epoch, logs=None):
-        import time
 
         self.spent = self.offset + time.process_time() - self._start
         if logs is not None:

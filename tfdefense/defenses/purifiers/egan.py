@@ -38,6 +38,8 @@ attacker differentiating through `DefendedClassifier(egan, classifier)` can
 search the generator's range for misclassified images.
 """
 
+import contextlib
+
 import keras
 
 from tfdefense._validation import check_number, invalid_value
@@ -134,7 +136,6 @@ class DCGAN(DefenseModel):
 
     def compute_losses(self, x, training, tapes=None):
         """Per-example losses; with `tapes=(g_tape, d_tape)` records G's and D's losses on separate tapes."""
-        import contextlib
 
         import tensorflow as tf
 

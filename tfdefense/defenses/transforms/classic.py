@@ -28,6 +28,7 @@ https://arxiv.org/abs/1802.00420 and docs/baselines.md.
 
 import fnmatch
 import inspect
+import warnings
 
 import keras
 import numpy as np
@@ -160,7 +161,6 @@ class InputTransform(keras.Model):
 
 
 def _art(name, **params):
-    import warnings
 
     with warnings.catch_warnings():  # ART warns about missing PyTorch-only features on import
         warnings.simplefilter("ignore", UserWarning)
