@@ -2,7 +2,8 @@
 
     python -m tfdefense.evaluate --list
     python -m tfdefense.evaluate --preset quickstart --out runs/quickstart
-    python -m tfdefense.evaluate --classifier model.keras [--purifier PATH|TRANSFORM] --dataset mnist --eps 0.3 --out DIR
+    python -m tfdefense.evaluate --classifier model.keras [--purifier PATH|TRANSFORM] --dataset mnist \
+        --eps 0.3 --out DIR
 
 With --classifier: exit status 0 when every sanity check passed, 3 when one
 failed (the report is written either way), 2 for a bad command line or model.
@@ -32,36 +33,71 @@ def build_parser():
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--png-roundtrip", action="store_true", help="also evaluate after 8-bit PNG quantization")
     parser.add_argument("--quiet", action="store_true")
-    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                        help="change one setting of the chosen scale, e.g. --set epochs=3 (VALUE is read as JSON, "
-                             "else as a string); repeatable; the report lists every change")
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change one setting of the chosen scale, e.g. --set epochs=3 (VALUE is read as JSON, "
+        "else as a string); repeatable; the report lists every change",
+    )
     user = parser.add_argument_group("evaluate your own model (tfdefense.evaluate_model)")
-    user.add_argument("--classifier", help="your classifier: a .keras or .h5 file, a SavedModel folder or a "
-                                           "tfdefense export")
-    user.add_argument("--purifier", help="your purifier (a path as above) or a transform name, e.g. jpeg, "
-                                         "bit_depth:bits=2 (see tfdefense.defenses.list_transforms())")
-    user.add_argument("--dataset", help="dataset name (its test split), npz:PATH (x_test, y_test) or "
-                                        "tfds:NAME[:SPLIT] (a tensorflow-datasets dataset on disk)")
-    user.add_argument("--eps", type=float, help="radius in [0, 1] pixel units, e.g. Linf 0.3 (MNIST), 0.031 "
-                                               "(CIFAR-10); L2 0.5 (CIFAR-10)")
-    user.add_argument("--norm", default="linf", choices=["linf", "l2"],
-                      help="threat model (l2: AutoAttack's L2 version of the suite)")
-    user.add_argument("--per-attack", action="store_true",
-                      help="run every attack on every image (the per-attack table); default: AutoAttack's cascade, "
-                           "each attack only on the images every earlier one failed to break (same worst case)")
+    user.add_argument(
+        "--classifier", help="your classifier: a .keras or .h5 file, a SavedModel folder or a tfdefense export"
+    )
+    user.add_argument(
+        "--purifier",
+        help="your purifier (a path as above) or a transform name, e.g. jpeg, "
+        "bit_depth:bits=2 (see tfdefense.defenses.list_transforms())",
+    )
+    user.add_argument(
+        "--dataset",
+        help="dataset name (its test split), npz:PATH (x_test, y_test) or "
+        "tfds:NAME[:SPLIT] (a tensorflow-datasets dataset on disk)",
+    )
+    user.add_argument(
+        "--eps",
+        type=float,
+        help="radius in [0, 1] pixel units, e.g. Linf 0.3 (MNIST), 0.031 (CIFAR-10); L2 0.5 (CIFAR-10)",
+    )
+    user.add_argument(
+        "--norm", default="linf", choices=["linf", "l2"], help="threat model (l2: AutoAttack's L2 version of the suite)"
+    )
+    user.add_argument(
+        "--per-attack",
+        action="store_true",
+        help="run every attack on every image (the per-attack table); default: AutoAttack's cascade, "
+        "each attack only on the images every earlier one failed to break (same worst case)",
+    )
     user.add_argument("--n", type=int, default=None, help="evaluate the first N test images (default: all)")
     user.add_argument("--suite", default="standard", choices=["standard", "quick"])
     user.add_argument("--signature", default=None, help="SavedModel signature of the classifier (default: serving)")
-    user.add_argument("--eot-samples", type=int, default=None,
-                      help="EOT samples for a stochastic pipeline (default: 8 when one is detected)")
-    user.add_argument("--input-range", default=None, choices=["0-1", "0-255", "-1-1"],
-                      help="the input range your classifier expects; the [0, 1] images are rescaled in front of it "
-                           "and --eps stays in [0, 1] units (write --input-range=-1-1 for [-1, 1])")
-    user.add_argument("--trust-saved-model", action="store_true",
-                      help="load SavedModels whose graph holds file, Python, network or debug ops (refused otherwise)")
-    parser.add_argument("--distribute", default="none", choices=["none", "mirrored", "multiworker", "tpu"],
-                        help="tf.distribute strategy (multiworker reads TF_CONFIG); --batch-size is the global batch; "
-                             "only the chief writes the report")
+    user.add_argument(
+        "--eot-samples",
+        type=int,
+        default=None,
+        help="EOT samples for a stochastic pipeline (default: 8 when one is detected)",
+    )
+    user.add_argument(
+        "--input-range",
+        default=None,
+        choices=["0-1", "0-255", "-1-1"],
+        help="the input range your classifier expects; the [0, 1] images are rescaled in front of it "
+        "and --eps stays in [0, 1] units (write --input-range=-1-1 for [-1, 1])",
+    )
+    user.add_argument(
+        "--trust-saved-model",
+        action="store_true",
+        help="load SavedModels whose graph holds file, Python, network or debug ops (refused otherwise)",
+    )
+    parser.add_argument(
+        "--distribute",
+        default="none",
+        choices=["none", "mirrored", "multiworker", "tpu"],
+        help="tf.distribute strategy (multiworker reads TF_CONFIG); --batch-size is the global batch; "
+        "only the chief writes the report",
+    )
     return parser
 
 
@@ -120,7 +156,10 @@ def check_args(args):
     if args.preset not in list_presets():
         fail(f"argument --preset: unknown preset {args.preset!r}; expected one of: {', '.join(list_presets())}")
     preset = get_preset(args.preset)
-    for flag, text, known in (("--attacks", args.attacks, preset.attacks), ("--defenses", args.defenses, preset.defenses)):
+    for flag, text, known in (
+        ("--attacks", args.attacks, preset.attacks),
+        ("--defenses", args.defenses, preset.defenses),
+    ):
         if text is None:
             continue
         if not known:
@@ -130,8 +169,10 @@ def check_args(args):
             fail(f"argument {flag}: expected comma-separated names, got {text!r}")
         unknown = [n for n in names if not any(filter_name_matches(n, pattern) for pattern in known)]
         if unknown:
-            fail(f"argument {flag}: unknown name(s) {', '.join(map(repr, unknown))} for preset {args.preset!r}; "
-                 f"expected some of: {', '.join(known)} (a * stands for the attack's numbers, e.g. pgd-10x2)")
+            fail(
+                f"argument {flag}: unknown name(s) {', '.join(map(repr, unknown))} for preset {args.preset!r}; "
+                f"expected some of: {', '.join(known)} (a * stands for the attack's numbers, e.g. pgd-10x2)"
+            )
     check_positive_int("--batch-size", args.batch_size, allow_none=True)
     check_seed(args.seed)
     if args.data_dir is not None and pathlib.Path(args.data_dir).exists() and not pathlib.Path(args.data_dir).is_dir():
@@ -191,7 +232,9 @@ def _main(argv=None):
         print(f"error: preset {args.preset!r} cannot run: {error}", file=sys.stderr)
         return EXIT_USAGE
     if not distribute.is_chief(strategy):
-        print(f"worker done ({len(results['rows'])} rows, {results['wall_seconds']:.0f} s); the chief writes the report")
+        print(
+            f"worker done ({len(results['rows'])} rows, {results['wall_seconds']:.0f} s); the chief writes the report"
+        )
         return 0
     print(f"wrote {args.out}/report.md ({len(results['rows'])} rows, {results['wall_seconds']:.0f} s)")
     return 0
@@ -210,8 +253,10 @@ def _evaluate_user_model(parser, args):
         if value is None:
             fail(f"argument {flag}: required with --classifier")
     if not 0 < args.eps <= (1 if args.norm == "linf" else float("inf")):
-        fail(f"argument --eps: expected a radius {'in (0, 1]' if args.norm == 'linf' else '> 0'} "
-             f"([0, 1] pixel units), got {args.eps}")
+        fail(
+            f"argument --eps: expected a radius {'in (0, 1]' if args.norm == 'linf' else '> 0'} "
+            f"([0, 1] pixel units), got {args.eps}"
+        )
     check_positive_int("--n", args.n, allow_none=True)
     check_positive_int("--batch-size", args.batch_size, allow_none=True)
     check_positive_int("--eot-samples", args.eot_samples, allow_none=True)
@@ -227,14 +272,30 @@ def _evaluate_user_model(parser, args):
     from tfdefense.evaluation.user_model import evaluate_model, load_user_model, resolve_purifier
 
     with distribute.scope(strategy):  # variables mirrored: each replica reads its own copy
-        classifier = load_user_model(args.classifier, role="classifier", signature=args.signature,
-                                     trust_saved_model=args.trust_saved_model)
-        purifier = None if args.purifier is None else resolve_purifier(args.purifier,
-                                                                       trust_saved_model=args.trust_saved_model)
-    result = evaluate_model(classifier, args.dataset, args.eps, purifier=purifier, n=args.n, suite=args.suite,
-                            out=args.out, seed=args.seed, batch_size=args.batch_size, eot_samples=args.eot_samples,
-                            data_dir=args.data_dir, progress=not args.quiet, strategy=strategy,
-                            input_range=args.input_range, norm=args.norm, per_attack=args.per_attack)
+        classifier = load_user_model(
+            args.classifier, role="classifier", signature=args.signature, trust_saved_model=args.trust_saved_model
+        )
+        purifier = (
+            None if args.purifier is None else resolve_purifier(args.purifier, trust_saved_model=args.trust_saved_model)
+        )
+    result = evaluate_model(
+        classifier,
+        args.dataset,
+        args.eps,
+        purifier=purifier,
+        n=args.n,
+        suite=args.suite,
+        out=args.out,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        eot_samples=args.eot_samples,
+        data_dir=args.data_dir,
+        progress=not args.quiet,
+        strategy=strategy,
+        input_range=args.input_range,
+        norm=args.norm,
+        per_attack=args.per_attack,
+    )
     print(result)
     if distribute.is_chief(strategy):
         print(f"wrote {args.out}/report.md")
@@ -242,8 +303,10 @@ def _evaluate_user_model(parser, args):
         print("worker done; the chief writes the report")
     if result.failures:
         names = ", ".join(c["name"] for c in result.failures)
-        print(f"error: sanity check(s) failed: {names}; the numbers may overstate robustness "
-              f"(see {args.out}/report.md)", file=sys.stderr)
+        print(
+            f"error: sanity check(s) failed: {names}; the numbers may overstate robustness (see {args.out}/report.md)",
+            file=sys.stderr,
+        )
         return EXIT_CHECK_FAILED
     return 0
 

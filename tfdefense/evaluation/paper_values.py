@@ -1,7 +1,7 @@
 """Published numbers for the presets' `paper` column, each read from the papers' plain text.
 
-Every `PaperValue` names its paper (a file of the papers' folder: `$TFDEFENSE_PAPERS_DIR`, else `shared/papers` beside the
-repository), its table, the row and column, and the number exactly as printed there;
+Every `PaperValue` names its paper (a file of the papers' folder: `$TFDEFENSE_PAPERS_DIR`, else
+`shared/papers` beside the repository), its table, the row and column, and the number exactly as printed there;
 `paper_values_test.py` checks every one against that text. Cells a paper reports only in a
 figure or in a table that was an image (so its numbers did not survive into the text) are
 marked `NOT_IN_TEXT` and reports print "not in the paper's text".

@@ -19,8 +19,8 @@ attack_config).
 """
 
 from tfdefense.evaluation import accuracy, paper_values, plots, protocols
-from tfdefense.evaluation.presets import common, recipes
 from tfdefense.evaluation.preset_registry import register_preset
+from tfdefense.evaluation.presets import common, recipes
 
 TABLE1 = "Table 1: error rate under attack (attacks on the target model)"
 TABLE2 = "Table 2: benign input"
@@ -29,38 +29,74 @@ CLEAN_TABLE = "Target models: clean error rate (paper: section 4.1.2)"
 
 SETTINGS = {
     "mnist": dict(
-        classifier="C", augment=None, train_eps=0.3, eps_grid=(0.1, 0.2, 0.3, 0.4), pgd_eps=0.3,
+        classifier="C",
+        augment=None,
+        train_eps=0.3,
+        eps_grid=(0.1, 0.2, 0.3, 0.4),
+        pgd_eps=0.3,
         attack_models=paper_values.APEGAN_TARGET_MODELS["mnist"],
         scales={
             "tiny": dict(train=300, test=40, expensive=4, cw_l0=1, classifier_epochs=2, epochs=1, budget="tiny"),
             # 8000 of the 60000 training and 2000 of the 10000 test digits; C&W-Linf (ART, seconds per image) on 25
             # images pays for training models A and B (the paper's L-BFGS / DeepFool and C&W targets).
-            "quick": dict(train=8000, test=2000, expensive=200, cw_l0=10, cw_linf=25, classifier_epochs=3, epochs=10, budget="quick"),
+            "quick": dict(
+                train=8000,
+                test=2000,
+                expensive=200,
+                cw_l0=10,
+                cw_linf=25,
+                classifier_epochs=3,
+                epochs=10,
+                budget="quick",
+            ),
             # The paper's setting: all 60000 / 10000 digits, APE-GAN 2 epochs of batches of 64 (section 4.1.3).
-            "full": dict(train=None, test=None, expensive=None, cw_l0=100, classifier_epochs=10, epochs=2, budget="paper"),
+            "full": dict(
+                train=None, test=None, expensive=None, cw_l0=100, classifier_epochs=10, epochs=2, budget="paper"
+            ),
         },
     ),
     "cifar10": dict(
-        classifier="D", augment="flip_shift", train_eps=0.1, eps_grid=(0.1, 0.2, 0.3, 0.4), attack_models={},
+        classifier="D",
+        augment="flip_shift",
+        train_eps=0.1,
+        eps_grid=(0.1, 0.2, 0.3, 0.4),
+        attack_models={},
         pgd_eps=8 / 255,
         scales={
             "tiny": dict(train=300, test=40, expensive=4, cw_l0=1, classifier_epochs=2, epochs=1, budget="tiny"),
             # ART's C&W-L0 / C&W-Linf cost ~1 min / ~8 s per 32x32x3 image on one core: few images at quick scale.
-            "quick": dict(train=None, test=None, expensive=100, cw_l0=3, cw_linf=20, classifier_epochs=15, epochs=10, budget="quick"),
-            "full": dict(train=None, test=None, expensive=None, cw_l0=100, classifier_epochs=40, epochs=30, budget="paper"),
+            "quick": dict(
+                train=None,
+                test=None,
+                expensive=100,
+                cw_l0=3,
+                cw_linf=20,
+                classifier_epochs=15,
+                epochs=10,
+                budget="quick",
+            ),
+            "full": dict(
+                train=None, test=None, expensive=None, cw_l0=100, classifier_epochs=40, epochs=30, budget="paper"
+            ),
         },
     ),
 }
 
 BUDGETS = {  # iteration budgets of the optimisation attacks
-    "tiny": dict(cw=dict(binary_search_steps=1, max_iterations=10, learning_rate=0.1, initial_const=1.0),
-                 cw_l0=dict(binary_search_steps=1, max_iterations=5, learning_rate=0.1, initial_const=1.0),
-                 lbfgs=dict(binary_search_steps=1, max_iterations=20), deepfool=dict(max_iter=10),
-                 cw_linf=dict(max_iterations=5)),
-    "quick": dict(cw=dict(binary_search_steps=3, max_iterations=100, learning_rate=0.05, initial_const=1.0),
-                  cw_l0=dict(binary_search_steps=2, max_iterations=20, learning_rate=0.1, initial_const=1.0),
-                  lbfgs=dict(binary_search_steps=3, max_iterations=100), deepfool=dict(max_iter=50),
-                  cw_linf=dict(max_iterations=10)),
+    "tiny": dict(
+        cw=dict(binary_search_steps=1, max_iterations=10, learning_rate=0.1, initial_const=1.0),
+        cw_l0=dict(binary_search_steps=1, max_iterations=5, learning_rate=0.1, initial_const=1.0),
+        lbfgs=dict(binary_search_steps=1, max_iterations=20),
+        deepfool=dict(max_iter=10),
+        cw_linf=dict(max_iterations=5),
+    ),
+    "quick": dict(
+        cw=dict(binary_search_steps=3, max_iterations=100, learning_rate=0.05, initial_const=1.0),
+        cw_l0=dict(binary_search_steps=2, max_iterations=20, learning_rate=0.1, initial_const=1.0),
+        lbfgs=dict(binary_search_steps=3, max_iterations=100),
+        deepfool=dict(max_iter=50),
+        cw_linf=dict(max_iterations=10),
+    ),
     "paper": dict(cw=dict(), cw_l0=dict(), lbfgs=dict(), deepfool=dict(), cw_linf=dict()),
 }
 
@@ -86,9 +122,16 @@ def _train_apegan(run, dataset, classifier, x_train, y_train, settings):
     """APE-GAN on FGSM examples of the training split crafted on the target model (the paper's eps)."""
     eps = SETTINGS[dataset]["train_eps"]
     x_adv = common.attacked(run, "fgsm", {"eps": eps}, classifier, x_train, y_train)
-    return recipes.apegan(run, x_adv, x_train, "tiny" if run.scale == "tiny" else dataset, settings["epochs"],
-                          recipes.key(run, settings["epochs"], train_eps=eps, scale=run.scale),
-                          input_shape=x_train.shape[1:], loss_note=True)
+    return recipes.apegan(
+        run,
+        x_adv,
+        x_train,
+        "tiny" if run.scale == "tiny" else dataset,
+        settings["epochs"],
+        recipes.key(run, settings["epochs"], train_eps=eps, scale=run.scale),
+        input_shape=x_train.shape[1:],
+        loss_note=True,
+    )
 
 
 def _run(run, dataset):
@@ -130,7 +173,8 @@ def _table1(run, dataset, settings, data, classifier, purifier):
         name = spec["attack_models"].get(attack, spec["classifier"])
         if name not in targets:
             targets[name] = common.target_classifier(
-                run, name, x_train, y_train, settings["classifier_epochs"], augment=spec["augment"])
+                run, name, x_train, y_train, settings["classifier_epochs"], augment=spec["augment"]
+            )
         return name, targets[name]
 
     attacks = _table1_attacks(dataset, settings["budget"], run.seed)
@@ -139,17 +183,30 @@ def _table1(run, dataset, settings, data, classifier, purifier):
             continue
         # ART's C&W-L0 and C&W-Linf cost seconds per image on a CPU: fewer images at the small scales.
         n = {"fgsm": None, "cw_l0": settings["cw_l0"], "cw_linf": settings.get("cw_linf", settings["expensive"])}.get(
-            name, settings["expensive"])
+            name, settings["expensive"]
+        )
         x, y = common.subset(x_test, y_test, n)
         model_name, model = target(name)
         run.log(f"Table 1: {name} on {len(x)} images, target model {model_name}")
         x_adv = common.attacked(run, name, params, model, x, y)
         protocols.whole_test_set(
-            run, TABLE1, {f"none (model {model_name})": model, f"apegan (model {model_name})": DefendedClassifier(purifier, model)},
-            {name: (x_adv, {**params, "target_model": model_name})}, y, metric="error_rate",
+            run,
+            TABLE1,
+            {f"none (model {model_name})": model, f"apegan (model {model_name})": DefendedClassifier(purifier, model)},
+            {name: (x_adv, {**params, "target_model": model_name})},
+            y,
+            metric="error_rate",
         )
     for name, model in targets.items():
-        run.add_row(CLEAN_TABLE, "benign", f"model {name}", "clean", "error_rate", 1 - accuracy(model, x_test, y_test), len(y_test))
+        run.add_row(
+            CLEAN_TABLE,
+            "benign",
+            f"model {name}",
+            "clean",
+            "error_rate",
+            1 - accuracy(model, x_test, y_test),
+            len(y_test),
+        )
 
 
 def _table2(run, dataset, models, purifier, x_test, y_test):
@@ -159,14 +216,33 @@ def _table2(run, dataset, models, purifier, x_test, y_test):
     table2 = f"{TABLE2} (target: model {SETTINGS[dataset]['classifier']})"
     noisy = common.attacked(run, "gaussian_noise", {"variance": 0.05, "seed": run.seed}, models["none"], x_test, y_test)
     protocols.whole_test_set(
-        run, table2, models, {"clean": (x_test, {}), "gaussian_noise var 0.05": (noisy, {"variance": 0.05})}, y_test,
-        protocol="benign", metric="error_rate",
+        run,
+        table2,
+        models,
+        {"clean": (x_test, {}), "gaussian_noise var 0.05": (noisy, {"variance": 0.05})},
+        y_test,
+        protocol="benign",
+        metric="error_rate",
     )
     purified = purifier.purify(x_test)
-    run.add_row("Purified image quality (clean inputs)", "quality", "apegan", "clean", "mae",
-                mean_absolute_error(purified, x_test), len(x_test))
-    run.add_row("Purified image quality (clean inputs)", "quality", "apegan", "clean", "psnr_db",
-                psnr(purified, x_test), len(x_test))
+    run.add_row(
+        "Purified image quality (clean inputs)",
+        "quality",
+        "apegan",
+        "clean",
+        "mae",
+        mean_absolute_error(purified, x_test),
+        len(x_test),
+    )
+    run.add_row(
+        "Purified image quality (clean inputs)",
+        "quality",
+        "apegan",
+        "clean",
+        "psnr_db",
+        psnr(purified, x_test),
+        len(x_test),
+    )
 
 
 def _table3(run, dataset, models, x_test, y_test):
@@ -182,16 +258,25 @@ def _table3(run, dataset, models, x_test, y_test):
         for name, model in models.items():
             curves[name][0].append(float(eps))
             curves[name][1].append(1 - accuracy(model, x_adv, y_test))
-    plots.plot_curves(run.add_plot("error_vs_eps.png"), curves, "FGSM eps (Linf)", ylabel="error rate",
-                      title=f"{dataset}: APE-GAN, FGSM crafted on the classifier")
+    plots.plot_curves(
+        run.add_plot("error_vs_eps.png"),
+        curves,
+        "FGSM eps (Linf)",
+        ylabel="error rate",
+        title=f"{dataset}: APE-GAN, FGSM crafted on the classifier",
+    )
 
 
 def _adaptive(run, dataset, settings, defended, purifier, classifier, x_test, y_test):
     """The adaptive protocol: PGD through APE-GAN + classifier beside PGD on the classifier."""
     pgd = recipes.pgd_settings(run, SETTINGS[dataset]["pgd_eps"])
     x, y = common.subset(x_test, y_test, None if run.scale == "full" else max(settings["expensive"], 40))
-    run.step(f"{dataset}-apegan-adaptive", {"pgd": pgd}, lambda: protocols.adaptive(run, "apegan", defended, classifier, x, y, "pgd", pgd),
-             depends_on=(purifier, classifier, x, y))  # stored in steps/: a rerun reuses it
+    run.step(
+        f"{dataset}-apegan-adaptive",
+        {"pgd": pgd},
+        lambda: protocols.adaptive(run, "apegan", defended, classifier, x, y, "pgd", pgd),
+        depends_on=(purifier, classifier, x, y),
+    )  # stored in steps/: a rerun reuses it
 
 
 def _fill_paper_column(run, dataset):
@@ -215,27 +300,44 @@ def _fill_paper_column(run, dataset):
         return None
 
     if dataset == "mnist":
-        setup = ("Target models as in the paper (section 4.1.2): model A for L-BFGS and DeepFool, B for the C&W attacks, "
-                 "C for FGSM and JSMA; Tables 2 and 3 on C. Left open by the text and chosen here: APE-GAN's FGSM "
-                 "training examples are crafted on model C (the paper's FGSM target); the paper ran the other attacks "
-                 "with their libraries' default parameters, the budgets used here are in each row's attack_config.")
+        setup = (
+            "Target models as in the paper (section 4.1.2): model A for L-BFGS and DeepFool, B for the C&W attacks, "
+            "C for FGSM and JSMA; Tables 2 and 3 on C. Left open by the text and chosen here: APE-GAN's FGSM "
+            "training examples are crafted on model C (the paper's FGSM target); the paper ran the other attacks "
+            "with their libraries' default parameters, the budgets used here are in each row's attack_config."
+        )
     else:
-        setup = ("Model D is the target of every attack: the paper's ResNet-18 (L-BFGS, DeepFool) and DenseNet-40 "
-                 "(FGSM, JSMA, Tables 2 and 3) are not trained here, so the paper's target-model column of those rows "
-                 "is for a different network. Table 3's eps grid 0.1-0.4 is the paper's.")
-    paper_values.annotate_rows(run, lookup, note=(
-        f"Paper column: APE-GAN Tables 1-3 and the target models' clean error rates from the paper's text "
-        f"(ape-gan.txt; its numbers are for the full official {'MNIST 60000/10000' if dataset == 'mnist' else 'CIFAR10 50000/10000'}). "
-        + setup))
+        setup = (
+            "Model D is the target of every attack: the paper's ResNet-18 (L-BFGS, DeepFool) and DenseNet-40 "
+            "(FGSM, JSMA, Tables 2 and 3) are not trained here, so the paper's target-model column of those rows "
+            "is for a different network. Table 3's eps grid 0.1-0.4 is the paper's."
+        )
+    paper_values.annotate_rows(
+        run,
+        lookup,
+        note=(
+            f"Paper column: APE-GAN Tables 1-3 and the target models' clean error rates from the paper's text "
+            "(ape-gan.txt; its numbers are for the full official "
+            f"{'MNIST 60000/10000' if dataset == 'mnist' else 'CIFAR10 50000/10000'}). " + setup
+        ),
+    )
 
 
-@register_preset("apegan-mnist", "APE-GAN Tables 1-3 on MNIST (model C), plus adaptive PGD", paper="APE-GAN (Shen et al. 2017)",
-                 attacks=TABLE1_ATTACKS)
+@register_preset(
+    "apegan-mnist",
+    "APE-GAN Tables 1-3 on MNIST (model C), plus adaptive PGD",
+    paper="APE-GAN (Shen et al. 2017)",
+    attacks=TABLE1_ATTACKS,
+)
 def apegan_mnist(run):
     _run(run, "mnist")
 
 
-@register_preset("apegan-cifar10", "APE-GAN Tables 1, 2 and 4 on the CIFAR-10 subset (model D), plus adaptive PGD",
-                 paper="APE-GAN (Shen et al. 2017)", attacks=TABLE1_ATTACKS)
+@register_preset(
+    "apegan-cifar10",
+    "APE-GAN Tables 1, 2 and 4 on the CIFAR-10 subset (model D), plus adaptive PGD",
+    paper="APE-GAN (Shen et al. 2017)",
+    attacks=TABLE1_ATTACKS,
+)
 def apegan_cifar10(run):
     _run(run, "cifar10")

@@ -36,8 +36,14 @@ def magnet(run, x_train):
     epochs = MAGNET_EPOCHS[run.scale]
     held_out = max(len(x_train) // 10, 1)
     batch = MAGNET_BATCH[run.scale]
-    config = {"data": run.data, "n": len(x_train), "epochs": epochs, "batch": batch, "held_out": held_out,
-              "seed": run.seed}
+    config = {
+        "data": run.data,
+        "n": len(x_train),
+        "epochs": epochs,
+        "batch": batch,
+        "held_out": held_out,
+        "seed": run.seed,
+    }
 
     def build():
         model = MagNet.from_preset("mnist", image_shape=tuple(x_train.shape[1:]), seed=run.seed)
@@ -61,8 +67,15 @@ def denoiser(run, kind, x_adv_train, x_train, attack_config):
         preset = "tiny"
     else:
         preset = "default" if kind == "autoencoder" else ("paper" if run.scale == "full" else "small")
-    config = {"data": run.data, "n": len(x_train), "kind": kind, "preset": preset, "epochs": epochs,
-              "pairs": attack_config, "seed": run.seed}
+    config = {
+        "data": run.data,
+        "n": len(x_train),
+        "kind": kind,
+        "preset": preset,
+        "epochs": epochs,
+        "pairs": attack_config,
+        "seed": run.seed,
+    }
 
     def build():
         factory = Denoiser.autoencoder if kind == "autoencoder" else Denoiser.dncnn
@@ -71,8 +84,12 @@ def denoiser(run, kind, x_adv_train, x_train, attack_config):
         return model
 
     def train(model):
-        model.fit(make_paired_pipeline(x_adv_train, x_train, batch_size=64, seed=run.seed), epochs=epochs, verbose=0,
-                  callbacks=run.training_backup())
+        model.fit(
+            make_paired_pipeline(x_adv_train, x_train, batch_size=64, seed=run.seed),
+            epochs=epochs,
+            verbose=0,
+            callbacks=run.training_backup(),
+        )
 
     return run.model(kind, config, build, train, depends_on=(x_adv_train,))
 
@@ -84,24 +101,34 @@ def defense_gan(run, x_train):
     settings = DEFENSE_GAN.get(run.scale)
     if settings is None:
         return None
-    config = {"data": run.data, "n": len(x_train), "preset": settings["preset"], "epochs": settings["epochs"],
-              "seed": run.seed}
+    config = {
+        "data": run.data,
+        "n": len(x_train),
+        "preset": settings["preset"],
+        "epochs": settings["epochs"],
+        "seed": run.seed,
+    }
 
     def build():
         model = WGANGP.from_preset(settings["preset"], image_shape=tuple(x_train.shape[1:]), seed=run.seed)
         model.compile()
         return model
 
-    gan = run.model("wgan_gp", config, build,
-                    lambda m: m.fit(x_train, batch_size=50, epochs=settings["epochs"], verbose=0,
-                                    callbacks=run.training_backup()))
+    gan = run.model(
+        "wgan_gp",
+        config,
+        build,
+        lambda m: m.fit(x_train, batch_size=50, epochs=settings["epochs"], verbose=0, callbacks=run.training_backup()),
+    )
     return DefenseGAN(gan.generator, iterations=settings["iterations"], restarts=settings["restarts"], seed=run.seed)
 
 
 def defense_gan_note(run):
     if run.scale not in DEFENSE_GAN:
-        run.note("Defense-GAN is run at the tiny (code path) and full scales only: its WGAN-GP needs CPU-hours "
-                 "and its projection (L = 200 steps x R = 10 restarts) ~0.5-1.5 CPU s per image.")
+        run.note(
+            "Defense-GAN is run at the tiny (code path) and full scales only: its WGAN-GP needs CPU-hours "
+            "and its projection (L = 200 steps x R = 10 restarts) ~0.5-1.5 CPU s per image."
+        )
 
 
 def fgsm_adversarial_training(run, name, classifier, x_train, y_train, eps):
@@ -116,8 +143,19 @@ def fgsm_adversarial_training(run, name, classifier, x_train, y_train, eps):
         return trainable_copy(classifier)  # the target classifier is frozen; its copy is fine-tuned
 
     def train(model):
-        adversarial_training(model, x_train, y_train, attack="fgsm", eps=eps, epochs=epochs, batch_size=64,
-                             learning_rate=1e-3, seed=run.seed, verbose=0, backup_dir=run.training_backup_dir())
+        adversarial_training(
+            model,
+            x_train,
+            y_train,
+            attack="fgsm",
+            eps=eps,
+            epochs=epochs,
+            batch_size=64,
+            learning_rate=1e-3,
+            seed=run.seed,
+            verbose=0,
+            backup_dir=run.training_backup_dir(),
+        )
 
     model = run.model(f"{name}_fgsm_adv_trained", config, build, train, depends_on=(classifier,))
     model.trainable = False

@@ -7,7 +7,10 @@ from tfdefense.evaluation.presets import recipes
 
 DATASETS = {
     "mnist": dict(classifier_input=(28, 28, 1), description="real MNIST"),  # + the split found (mnist_split)
-    "cifar10": dict(classifier_input=(32, 32, 3), description="real CIFAR-10 as load_dataset finds it (cifar10_subset.npz: its seeded train/test split)"),
+    "cifar10": dict(
+        classifier_input=(32, 32, 3),
+        description="real CIFAR-10 as load_dataset finds it (cifar10_subset.npz: its seeded train/test split)",
+    ),
     "digits": dict(classifier_input=(28, 28, 1), description="scikit-learn's bundled real 8x8 digits resized to 28x28"),
 }
 
@@ -58,16 +61,33 @@ def target_classifier(run, name, x_train, y_train, epochs, augment=None, schedul
     config = recipes.key(run, epochs, augment=augment, n=len(x_train))
     if schedule is not None:  # absent from older configs: models trained before keep their hash
         config["schedule"] = schedule
-    return recipes.classifier(run, name, lambda: get_classifier(name, input_shape=shape), x_train, y_train, epochs, config,
-                              augment=augment, schedule=schedule)
+    return recipes.classifier(
+        run,
+        name,
+        lambda: get_classifier(name, input_shape=shape),
+        x_train,
+        y_train,
+        epochs,
+        config,
+        augment=augment,
+        schedule=schedule,
+    )
 
 
 def attacked(run, attack, params, model, x, y):
     """Adversarial examples of `attack` on `model`, from the run's float32 cache when they match."""
     from tfdefense.attacks import generate, get_attack
 
-    x_adv, info = generate(get_attack(attack, **params), model, x, y, cache_dir=run.cache_dir / "adversarial",
-                           progress=run.progress, return_info=True, strategy=run.strategy)
+    x_adv, info = generate(
+        get_attack(attack, **params),
+        model,
+        x,
+        y,
+        cache_dir=run.cache_dir / "adversarial",
+        progress=run.progress,
+        return_info=True,
+        strategy=run.strategy,
+    )
     if info["cache"] != "hit":
         run.log(f"{attack} on {len(x)} images: {info['seconds']:.1f} s, success rate {info['success_rate']:.3f}")
     return x_adv

@@ -10,14 +10,30 @@ Writes the table, plots and a SavedModel of the defended classifier.
 """
 
 from tfdefense.evaluation import protocols
-from tfdefense.evaluation.presets import common, recipes
 from tfdefense.evaluation.preset_registry import register_preset
+from tfdefense.evaluation.presets import common, recipes
 
 EPS = 0.3
 SCALES = {
-    "tiny": dict(train_images=300, test_images=100, classifier_epochs=8, purifier_epochs=3, pgd_iter=10, eps_grid=(0.0, 0.3)),
-    "quick": dict(train_images=None, test_images=None, classifier_epochs=25, purifier_epochs=15, pgd_iter=20, eps_grid=(0.0, 0.1, 0.2, 0.3)),
-    "full": dict(train_images=None, test_images=None, classifier_epochs=40, purifier_epochs=60, pgd_iter=40, eps_grid=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)),
+    "tiny": dict(
+        train_images=300, test_images=100, classifier_epochs=8, purifier_epochs=3, pgd_iter=10, eps_grid=(0.0, 0.3)
+    ),
+    "quick": dict(
+        train_images=None,
+        test_images=None,
+        classifier_epochs=25,
+        purifier_epochs=15,
+        pgd_iter=20,
+        eps_grid=(0.0, 0.1, 0.2, 0.3),
+    ),
+    "full": dict(
+        train_images=None,
+        test_images=None,
+        classifier_epochs=40,
+        purifier_epochs=60,
+        pgd_iter=40,
+        eps_grid=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
+    ),
 }
 
 
@@ -26,8 +42,11 @@ def _attack_set(run, settings):
     return {name: params for name, params in attacks.items() if run.wants_attack(name)}
 
 
-@register_preset("quickstart", "digits (offline): model C + pix2pix purifier, FGSM/PGD, adaptive PGD, SavedModel export",
-                 attacks=("fgsm", "pgd"))
+@register_preset(
+    "quickstart",
+    "digits (offline): model C + pix2pix purifier, FGSM/PGD, adaptive PGD, SavedModel export",
+    attacks=("fgsm", "pgd"),
+)
 def quickstart(run):
     from tfdefense.defenses import DefendedClassifier
     from tfdefense.evaluation import plots
@@ -37,7 +56,10 @@ def quickstart(run):
     (x_train, y_train), (x_test, y_test) = _load(run, settings)
     classifier, purifier, attacks = _train(run, settings, x_train, y_train, x_test, y_test)
     defended = DefendedClassifier(purifier, classifier)
-    test_adv = {name: (common.attacked(run, name, params, classifier, x_test, y_test), params) for name, params in attacks.items()}
+    test_adv = {
+        name: (common.attacked(run, name, params, classifier, x_test, y_test), params)
+        for name, params in attacks.items()
+    }
     evaluated_on = (classifier, purifier, x_test, y_test)
     _papers_protocols(run, attacks, classifier, defended, test_adv, x_test, y_test, evaluated_on)
     if "pgd" in attacks:
@@ -67,7 +89,10 @@ def _load(run, settings):
 
 
 def _train(run, settings, x_train, y_train, x_test, y_test):
-    """Model C, then the pix2pix purifier on its FGSM / PGD training examples plus identity pairs; (classifier, purifier, attacks)."""
+    """Model C, then the pix2pix purifier on its FGSM / PGD examples plus identity pairs.
+
+    Returns (classifier, purifier, attacks).
+    """
     from tfdefense.data import make_paired_pipeline
     from tfdefense.evaluation import accuracy
     from tfdefense.models import model_c
@@ -83,12 +108,24 @@ def _train(run, settings, x_train, y_train, x_test, y_test):
         raise ValueError("quickstart needs at least one of the attacks fgsm, pgd (see --attacks)")
     # Identity pairs (clean -> clean) teach the purifier to leave clean digits alone.
     x_adv_train, x_clean_train = common.paired_training_data(train_adv, x_train, include_clean=True)
-    purifier_config = {"classifier": run.data, "attacks": attacks, "identity_pairs": True, "epochs": settings["purifier_epochs"], "seed": run.seed}
+    purifier_config = {
+        "classifier": run.data,
+        "attacks": attacks,
+        "identity_pairs": True,
+        "epochs": settings["purifier_epochs"],
+        "seed": run.seed,
+    }
     purifier = recipes.pix2pix(
-        run, "pix2pix", purifier_config,
+        run,
+        "pix2pix",
+        purifier_config,
         lambda: dict(generator=unet_generator_preset("tiny"), discriminator=patchgan_preset("tiny")),
         lambda: make_paired_pipeline(x_adv_train, x_clean_train, batch_size=run.batch_size or 64, seed=run.seed),
-        settings["purifier_epochs"], depends_on=(classifier,), loss_note=True, lambda_l1=100.0)
+        settings["purifier_epochs"],
+        depends_on=(classifier,),
+        loss_note=True,
+        lambda_l1=100.0,
+    )
     return classifier, purifier, attacks
 
 
@@ -97,12 +134,20 @@ def _papers_protocols(run, attacks, classifier, defended, test_adv, x_test, y_te
     models = {"none": classifier, "pix2pix": defended}
 
     def evaluate():
-        protocols.whole_test_set(run, "Accuracy, attacks on the bare classifier", models, {"clean": (x_test, {}), **test_adv}, y_test)
-        protocols.successful_only(run, "Accuracy on successful adversarial examples", classifier, models, test_adv, y_test, x_clean=x_test)
+        protocols.whole_test_set(
+            run, "Accuracy, attacks on the bare classifier", models, {"clean": (x_test, {}), **test_adv}, y_test
+        )
+        protocols.successful_only(
+            run, "Accuracy on successful adversarial examples", classifier, models, test_adv, y_test, x_clean=x_test
+        )
 
     # Evaluation steps: stored in steps/ and reused by a rerun (keyed by the models' and test images' fingerprints).
-    run.step("quickstart-papers-protocols", {"attacks": attacks, "png_roundtrip": run.png_roundtrip}, evaluate,
-             depends_on=evaluated_on)
+    run.step(
+        "quickstart-papers-protocols",
+        {"attacks": attacks, "png_roundtrip": run.png_roundtrip},
+        evaluate,
+        depends_on=evaluated_on,
+    )
 
 
 def _adaptive(run, settings, pgd, classifier, defended, x_test, y_test, evaluated_on):
@@ -113,7 +158,11 @@ def _adaptive(run, settings, pgd, classifier, defended, x_test, y_test, evaluate
     def evaluate():
         protocols.adaptive(run, "pix2pix", defended, classifier, x_test, y_test, "pgd", pgd)
         curves = {}
-        for name, model, target in (("none", classifier, classifier), ("pix2pix (attack on classifier)", defended, classifier), ("pix2pix (adaptive)", defended, defended)):
+        for name, model, target in (
+            ("none", classifier, classifier),
+            ("pix2pix (attack on classifier)", defended, classifier),
+            ("pix2pix (adaptive)", defended, defended),
+        ):
             values = []
             for eps in settings["eps_grid"]:
                 if eps == 0:
@@ -124,7 +173,11 @@ def _adaptive(run, settings, pgd, classifier, defended, x_test, y_test, evaluate
             curves[name] = (list(settings["eps_grid"]), values)
         return curves
 
-    curves = run.step_value("quickstart-adaptive", {"pgd": pgd, "eps_grid": list(settings["eps_grid"])}, evaluate,
-                            depends_on=evaluated_on)
+    curves = run.step_value(
+        "quickstart-adaptive", {"pgd": pgd, "eps_grid": list(settings["eps_grid"])}, evaluate, depends_on=evaluated_on
+    )
     plots.plot_curves(run.add_plot("accuracy_vs_eps.png"), curves, "PGD eps (Linf)", title="digits: accuracy vs eps")
-    run.note("In the adaptive protocol the attacker differentiates through the purifier; the papers' protocol attacks the bare classifier.")
+    run.note(
+        "In the adaptive protocol the attacker differentiates through the purifier; the papers' protocol attacks the "
+        "bare classifier."
+    )

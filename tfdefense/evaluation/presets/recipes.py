@@ -57,16 +57,37 @@ def classifier(run, name, build, x_train, y_train, epochs, config, batch_size=No
     from tfdefense.models import train_classifier
 
     def train(model):
-        train_classifier(model, x_train, y_train, epochs=epochs, batch_size=_batch(run, batch_size), augment=augment,
-                         schedule=schedule, seed=run.seed, verbose=0, backup_dir=run.training_backup_dir())
+        train_classifier(
+            model,
+            x_train,
+            y_train,
+            epochs=epochs,
+            batch_size=_batch(run, batch_size),
+            augment=augment,
+            schedule=schedule,
+            seed=run.seed,
+            verbose=0,
+            backup_dir=run.training_backup_dir(),
+        )
 
     model = run.model(name, config, build, train)
     model.trainable = False
     return model
 
 
-def apegan(run, x_adv, x_clean, preset, epochs, config, name="apegan", input_shape=None, batch_size=None,
-           depends_on=None, loss_note=False):
+def apegan(
+    run,
+    x_adv,
+    x_clean,
+    preset,
+    epochs,
+    config,
+    name="apegan",
+    input_shape=None,
+    batch_size=None,
+    depends_on=None,
+    loss_note=False,
+):
     """APE-GAN (`APEGAN.from_preset(preset)`) trained on (x_adv, x_clean) pairs for `epochs` (or reused).
 
     config: its cache key; depends_on: what else it is keyed by (default: x_adv);
@@ -81,8 +102,13 @@ def apegan(run, x_adv, x_clean, preset, epochs, config, name="apegan", input_sha
         return model
 
     def train(model):
-        _fit(run, model, lambda: make_paired_pipeline(x_adv, x_clean, batch_size=_batch(run, batch_size), seed=run.seed),
-             epochs, loss_note=("APE-GAN g_mse", "g_mse") if loss_note else None)
+        _fit(
+            run,
+            model,
+            lambda: make_paired_pipeline(x_adv, x_clean, batch_size=_batch(run, batch_size), seed=run.seed),
+            epochs,
+            loss_note=("APE-GAN g_mse", "g_mse") if loss_note else None,
+        )
 
     return run.model(name, config, build, train, depends_on=(x_adv,) if depends_on is None else depends_on)
 
@@ -120,9 +146,14 @@ def egan(run, x_train, net, encoder, dcgan_epochs, encoder_epochs, batch_size=64
         model.compile()
         return model
 
-    dcgan = run.model("dcgan", dcgan_config, build_dcgan,
-                      lambda m: m.fit(x_train, batch_size=batch_size, epochs=dcgan_epochs, verbose=0,
-                                      callbacks=run.training_backup()))
+    dcgan = run.model(
+        "dcgan",
+        dcgan_config,
+        build_dcgan,
+        lambda m: m.fit(
+            x_train, batch_size=batch_size, epochs=dcgan_epochs, verbose=0, callbacks=run.training_backup()
+        ),
+    )
 
     def build_egan():
         model = EGAN(dcgan.generator, egan_encoder_preset(encoder), seed=run.seed)
@@ -130,9 +161,14 @@ def egan(run, x_train, net, encoder, dcgan_epochs, encoder_epochs, batch_size=64
         return model
 
     egan_config = {"dcgan": dcgan_config, "encoder": encoder, "epochs": encoder_epochs, "seed": run.seed}
-    return run.model("egan", egan_config, build_egan,
-                     lambda m: m.fit(x_train, batch_size=batch_size, epochs=encoder_epochs, verbose=0,
-                                     callbacks=run.training_backup()))
+    return run.model(
+        "egan",
+        egan_config,
+        build_egan,
+        lambda m: m.fit(
+            x_train, batch_size=batch_size, epochs=encoder_epochs, verbose=0, callbacks=run.training_backup()
+        ),
+    )
 
 
 def cosine_adam(epochs, n, batch):
@@ -181,10 +217,13 @@ def robust_purifier(run, name, config, classifier, x_train, y_train, generator, 
 
     def train(model):
         budget = ComputeBudget()
-        history = model.fit(x_train, y_train, batch_size=batch, epochs=epochs, verbose=0,
-                            callbacks=_budget_callbacks(run, ramp, budget))
-        write_json(_cpu_record(run, name, config), {"cpu_seconds": budget.spent, "history": {
-            k: [float(v) for v in vs] for k, vs in history.history.items()}})
+        history = model.fit(
+            x_train, y_train, batch_size=batch, epochs=epochs, verbose=0, callbacks=_budget_callbacks(run, ramp, budget)
+        )
+        write_json(
+            _cpu_record(run, name, config),
+            {"cpu_seconds": budget.spent, "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}},
+        )
 
     model = run.model(name, config, build, train)
     return model, _cpu_seconds(run, name, config)
@@ -193,25 +232,26 @@ def robust_purifier(run, name, config, classifier, x_train, y_train, generator, 
 def madry(run, name, config, classifier, x_train, y_train, eps, steps, epochs, ramp, cpu_budget):
     """Madry PGD adversarial training of a copy of `classifier`, stopped at `cpu_budget` CPU s; (classifier, CPU s)."""
     from tfdefense.defenses import AdversarialTrainer
-    from tfdefense.training import ComputeBudget
     from tfdefense.models import trainable_copy
+    from tfdefense.training import ComputeBudget
 
     config = with_dependencies(config, [classifier])
     batch = _batch(run, None)
 
     def build():
         clone = trainable_copy(classifier)  # the target classifier is frozen; Madry trains a copy
-        model = AdversarialTrainer(clone, attack="pgd", eps=eps, eps_iter=2.5 * eps / steps, nb_iter=steps,
-                                   seed=run.seed)
+        model = AdversarialTrainer(
+            clone, attack="pgd", eps=eps, eps_iter=2.5 * eps / steps, nb_iter=steps, seed=run.seed
+        )
         model.compile(optimizer=cosine_adam(epochs, len(x_train), batch))
         return model
 
     def train(model):
         budget = ComputeBudget(cpu_budget)
-        model.fit(x_train, y_train, batch_size=batch, epochs=epochs, verbose=0,
-                  callbacks=_budget_callbacks(run, ramp, budget))
+        model.fit(
+            x_train, y_train, batch_size=batch, epochs=epochs, verbose=0, callbacks=_budget_callbacks(run, ramp, budget)
+        )
         write_json(_cpu_record(run, name, config), {"cpu_seconds": budget.spent})
 
     model = run.model(name, config, build, train)
     return model.classifier, _cpu_seconds(run, name, config)
-
