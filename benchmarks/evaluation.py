@@ -55,9 +55,7 @@ def parse_args(argv=None):
     parser.add_argument("--purifier", help="a .keras robust purifier (default: train one through model C)")
     parser.add_argument("--skip-purifier", action="store_true", help="case A and the floor only")
     parser.add_argument("--skip-floor", action="store_true")
-    parser.add_argument(
-        "--data-dir", default=os.environ.get("TFDEFENSE_DATA_DIR", str(REPO.parent / "shared" / "data"))
-    )
+    parser.add_argument("--data-dir", default=None, help="folder holding mnist.npz (default: load_dataset's search)")
     parser.add_argument("--out", help="write the numbers as JSON here")
     args = parser.parse_args(argv)
     if min(args.n, args.batch_size, args.sanity_n) < 1 or not 0 < args.eps <= 1:

@@ -42,7 +42,7 @@ def test_train_classifier_rejects_bad_input():
         train_classifier(model, np.zeros((4, 28, 28, 1), np.float32), np.arange(4), augment="mixup")
 
 
-@pytest.mark.slow
+@pytest.mark.paper
 @pytest.mark.parametrize("name, epochs", [("D", 15), ("resnet20", 20)])
 def test_cifar10_targets_beat_45_percent(cifar10, name, epochs):
     keras.utils.set_random_seed(0)

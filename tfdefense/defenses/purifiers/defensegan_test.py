@@ -145,7 +145,7 @@ def test_bad_input_is_rejected():
     assert_fit_rejects_bad_data(gan, np.zeros((4, 28, 28, 1), np.float32))
 
 
-@pytest.mark.slow
+@pytest.mark.paper
 @pytest.mark.xfail(
     reason="Measured 16 % under FGSM 0.3 (clean 98 %) with a 4000-iteration WGAN-GP, far below the paper's "
     "~95-99 % (200k iterations): the short-trained generator also fits the FGSM noise (docs/baselines.md)",

@@ -215,7 +215,7 @@ def _accuracy_vs_eps(model, classifier, x_test, y_test):
     return results
 
 
-@pytest.mark.slow
+@pytest.mark.paper
 @pytest.mark.xfail(
     reason="the >= 60% target at FGSM eps 0.3 is not reached with the paper's loss: 44-50% early in encoder "
     "training, falling as the encoder inverts G better; clean accuracy ~91% (docs/gans.md)",
@@ -233,7 +233,7 @@ def test_paper_encoder_paper_loss(paper_dcgan, mnist, mnist_model_c, tmp_path):
     assert results[0.3] >= 0.6
 
 
-@pytest.mark.slow
+@pytest.mark.paper
 def test_light_encoder_with_input_noise(paper_dcgan, mnist, mnist_model_c):
     """Beyond the paper: random-sign input noise (input_noise=0.4) while training a light encoder, 6 epochs.
 

@@ -123,7 +123,7 @@ def _policy():
     return os.environ.get("TFDEFENSE_QUALITY_POLICY", "float32")
 
 
-@pytest.mark.slow
+@pytest.mark.paper
 def test_mnist_full_quality(mnist, mnist_model_c):
     """8000 training digits x (FGSM, PGD, identity) pairs; held-out 2000 test digits."""
     (x_train, y_train), (x_test, y_test) = mnist
@@ -160,7 +160,7 @@ def test_mnist_full_quality(mnist, mnist_model_c):
     assert report["clean_cost_points"] <= 1.5
 
 
-@pytest.mark.slow
+@pytest.mark.paper
 def test_cifar10_with_and_without_consistency_loss(cifar10):
     """Model D trained briefly on the CIFAR-10 subset; FGSM + PGD at eps 8/255."""
     from tfdefense.models import model_d, train_classifier

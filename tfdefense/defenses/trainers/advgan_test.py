@@ -136,7 +136,7 @@ def test_labels_are_optional_and_inputs_checked(data):
     assert_purify_rejects_bad_images(gan, x, method="perturb")
 
 
-@pytest.mark.slow
+@pytest.mark.paper
 def test_poster_table_fgsm_vs_generator(mnist, mnist_model_c):
     """One-step accuracy under FGSM and under G at eps 0.1, 0.3, 0.5, 0.7, plain vs adversarially trained.
 
