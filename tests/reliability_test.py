@@ -762,7 +762,7 @@ def test_robust_preset_declares_every_suite_name():
     """`--attacks` is checked against the names a preset declares: the robust suite's labels must all be there."""
     import fnmatch
 
-    from tfdefense.evaluate import filter_name_matches
+    from tfdefense.evaluation.preset_registry import filter_name_matches
     from tfdefense.evaluation.presets import robust
     from tfdefense.evaluation.robustness import robustness_suite
     from tfdefense.evaluation.runner import get_preset

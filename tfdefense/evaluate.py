@@ -12,7 +12,6 @@ failed (the report is written either way), 2 for a bad command line or model.
 import argparse
 import json
 import pathlib
-import re
 import sys
 
 from tfdefense import __version__
@@ -136,43 +135,24 @@ def check_out(out):
         fail(f"argument --out: {problem}")
 
 
-def filter_name_matches(name, pattern):
-    """True when an --attacks / --defenses name is one a preset declares.
-
-    A `*` in a declared name stands for the numbers of a suite label, numbers joined by `x`
-    (`pgd-*`: `pgd-10x2`; `square-*`: `square-1000`), never for arbitrary text.
-    """
-
-    if "*" not in pattern:
-        return name == pattern
-    return re.fullmatch(re.escape(pattern).replace(r"\*", r"[0-9]+(?:x[0-9]+)*"), name) is not None
-
-
 def check_args(args):
     """Checks every argument (names, numbers, output folder) before any data is loaded or model trained."""
     from tfdefense._cli import check_positive_int, check_seed, fail
-    from tfdefense.evaluation.runner import get_preset, list_presets
+    from tfdefense.evaluation.runner import check_preset_filters, list_presets
 
     if args.preset not in list_presets():
         fail(f"argument --preset: unknown preset {args.preset!r}; expected one of: {', '.join(list_presets())}")
-    preset = get_preset(args.preset)
-    for flag, text, known in (
-        ("--attacks", args.attacks, preset.attacks),
-        ("--defenses", args.defenses, preset.defenses),
-    ):
-        if text is None:
-            continue
-        if not known:
-            fail(f"argument {flag}: preset {args.preset!r} has no {flag[2:]} filter")
-        names = _split(text)
-        if not names:
+    for flag, text in (("--attacks", args.attacks), ("--defenses", args.defenses)):
+        if text is not None and not _split(text):
             fail(f"argument {flag}: expected comma-separated names, got {text!r}")
-        unknown = [n for n in names if not any(filter_name_matches(n, pattern) for pattern in known)]
-        if unknown:
-            fail(
-                f"argument {flag}: unknown name(s) {', '.join(map(repr, unknown))} for preset {args.preset!r}; "
-                f"expected some of: {', '.join(known)} (a * stands for the attack's numbers, e.g. pgd-10x2)"
-            )
+    for flag, filters in (
+        ("--attacks", dict(attacks=_split(args.attacks))),
+        ("--defenses", dict(defenses=_split(args.defenses))),
+    ):
+        try:
+            check_preset_filters(args.preset, **filters)
+        except ValueError as error:
+            fail(f"argument {flag}: {error} (a * in a declared name stands for numbers, e.g. pgd-10x2)")
     check_positive_int("--batch-size", args.batch_size, allow_none=True)
     check_seed(args.seed)
     if args.data_dir is not None and pathlib.Path(args.data_dir).exists() and not pathlib.Path(args.data_dir).is_dir():

@@ -9,6 +9,7 @@ the first time the registry is read, and each registers itself on import.
 import dataclasses
 import fnmatch
 import importlib
+import re
 
 from tfdefense._validation import invalid_value
 
@@ -68,6 +69,17 @@ def get_preset(name):
     return _PRESETS[name]
 
 
+def filter_name_matches(name, pattern):
+    """True when an `attacks` / `defenses` filter name is one a preset declares.
+
+    A `*` in a declared name stands for the numbers of a suite label, numbers joined by `x`
+    (`pgd-*`: `pgd-10x2`; `square-*`: `square-1000`), never for arbitrary text.
+    """
+    if "*" not in pattern:
+        return name == pattern
+    return re.fullmatch(re.escape(pattern).replace(r"\*", r"[0-9]+(?:x[0-9]+)*"), name) is not None
+
+
 def check_preset_filters(name, attacks=None, defenses=None):
     """Refuses `attacks` / `defenses` filter names that preset `name` does not know (before any work)."""
     preset = get_preset(name)
@@ -76,6 +88,6 @@ def check_preset_filters(name, attacks=None, defenses=None):
             continue
         if not known:
             raise invalid_value(argument, f"None (preset {name!r} has no {argument} filter)", names)
-        unknown = [n for n in names if not any(fnmatch.fnmatchcase(n, pattern) for pattern in known)]
+        unknown = [n for n in names if not any(filter_name_matches(n, pattern) for pattern in known)]
         if not names or unknown:
             raise invalid_value(argument, f"names known to preset {name!r}: {list(known)}", unknown or names)
