@@ -150,7 +150,7 @@ def test_mirrored_strategy_matches_single_device(fgsm_data):
     np.testing.assert_allclose(out1, out2, atol=1e-5)
 
 
-@pytest.mark.slow
+@pytest.mark.paper
 def test_paper_scale_mnist_error_rates(mnist, mnist_model_c):
     """The paper's MNIST setup on the 8000/2000 split: FGSM eps 0.3 crafted on the training split."""
     (x_train, y_train), (x_test, y_test) = mnist
