@@ -27,12 +27,16 @@ def test_every_paper_preset_is_registered():
 
 # The CIFAR-10 twins of the MNIST presets share their code paths and cost ~2 minutes: opt-in.
 _SLOW_PRESETS = ("apegan-cifar10", "pix2pix-cifar10")
+# Presets whose tiny scale reads CIFAR-10 (versatile's tiny scale runs on it too).
+_CIFAR_PRESETS = ("apegan-cifar10", "pix2pix-cifar10", "versatile")
 
 
 @pytest.mark.parametrize(
     "name", [pytest.param(n, marks=pytest.mark.slow) if n in _SLOW_PRESETS else n for n in PAPER_PRESETS]
 )
-def test_preset_runs_at_tiny_scale(tmp_path, name):
+def test_preset_runs_at_tiny_scale(tmp_path, name, request):
+    if name in _CIFAR_PRESETS:
+        request.getfixturevalue("cifar10")  # skipped with the reason (a failure in CI) where CIFAR-10 is absent
     results = run_preset(name, tmp_path, scale="tiny", progress=False)
     reports.validate_results(results)
     stored = json.loads((tmp_path / "results.json").read_text())
