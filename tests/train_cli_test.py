@@ -74,6 +74,70 @@ def test_robust_tiny_run_summary_defended_and_export(tmp_path, classifier_path, 
     np.testing.assert_allclose(exported.classify(tf.constant(x)).numpy(), logits, atol=1e-4)
 
 
+@pytest.fixture(scope="module")
+def second_classifier_path(tmp_path_factory, mnist):
+    """A plain keras.Sequential (another family than model C), one epoch on 2,000 real digits."""
+    (x_train, y_train), _ = mnist
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential(
+        [keras.Input((28, 28, 1)), keras.layers.Conv2D(8, 3, strides=2, activation="relu"), keras.layers.Flatten()]
+        + [keras.layers.Dense(10)]
+    )
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x_train[:2000], y_train[:2000], batch_size=128, epochs=1, verbose=0)
+    path = tmp_path_factory.mktemp("second") / "sequential.keras"
+    model.save(path)
+    return path
+
+
+def test_ensemble_purifier_names_every_classifier_and_a_held_out_one(
+    tmp_path, classifier_path, second_classifier_path, test_images
+):
+    out = tmp_path / "ensemble.keras"
+    held_out = tmp_path / "held_out.keras"
+    keras.models.load_model(classifier_path).save(held_out)  # a copy stands in for a classifier never trained on
+    extra = ["--classifier", str(second_classifier_path), "--eval-classifier", str(held_out), "--ensemble", "all"]
+    extra += [*TINY, "--eval-n", "20", "--eval-suite", "tiny"]
+    assert main(_args(classifier_path, out, *extra)) == 0
+    summary = json.loads((tmp_path / "ensemble.json").read_text())
+    assert summary["classifiers"] == [str(classifier_path), str(second_classifier_path)]
+    assert summary["eval_classifiers"] == [str(held_out)] and summary["settings"]["ensemble"] == "all"
+    rows = summary["per_classifier"]
+    assert [(r["classifier"], r["role"]) for r in rows] == [
+        (str(classifier_path), "trained"),
+        (str(second_classifier_path), "trained"),
+        (str(held_out), "held-out"),
+    ]
+    assert summary["robust_accuracy"] == rows[0]["robust_accuracy"]  # the top level is the first classifier's
+    purifier = keras.models.load_model(out, safe_mode=True)
+    assert isinstance(purifier, RobustPurifier) and len(purifier.classifiers) == 2
+    x, y = test_images
+    for row in rows:
+        classifier = keras.models.load_model(row["classifier"], safe_mode=True)
+        defended = DefendedClassifier(purifier, classifier)
+        assert accuracy(defended, x, y) == pytest.approx(row["clean_accuracy"])
+        assert 0 <= row["robust_accuracy"] <= row["clean_accuracy"] + 1e-9 and "apgd-ce" in row["attacks"]
+    exported = tf.saved_model.load(str(export_saved_model(purifier, tmp_path / "sm", classifier=classifier)))
+    np.testing.assert_allclose(exported.purify(tf.constant(x)).numpy(), purifier.purify(x), atol=1e-5)
+
+
+def test_finetune_classifier_saves_the_tuned_classifier_beside_the_purifier(tmp_path, classifier_path, test_images):
+    out = tmp_path / "ontop.keras"
+    assert (
+        main(_args(classifier_path, out, *TINY, "--finetune-classifier", "--eval-n", "20", "--eval-suite", "none")) == 0
+    )
+    tuned_path = tmp_path / "ontop.classifier.keras"
+    summary = json.loads((tmp_path / "ontop.json").read_text())
+    assert summary["finetuned_classifiers"] == [str(tuned_path)] and summary["settings"]["finetune_classifier"]
+    original = keras.models.load_model(classifier_path, safe_mode=True)
+    tuned = keras.models.load_model(tuned_path, safe_mode=True)
+    assert not all(np.array_equal(a, b) for a, b in zip(original.get_weights(), tuned.get_weights(), strict=True))
+    x, y = test_images
+    purifier = keras.models.load_model(out, safe_mode=True)
+    assert accuracy(DefendedClassifier(purifier, tuned), x, y) == pytest.approx(summary["clean_accuracy"])
+    assert accuracy(tuned, x, y) == pytest.approx(summary["classifier_clean_accuracy"])
+
+
 class Interrupted(Exception):
     """Stands in for a kill right after an epoch's backup."""
 
@@ -163,12 +227,19 @@ def test_gan_kinds_train_on_pairs_crafted_against_the_classifier(tmp_path, class
 
 def test_bad_arguments_fail_with_one_line_before_training(tmp_path, classifier_path, capsys):
     out = tmp_path / "p.keras"
+    copy = tmp_path / "copy.keras"
+    copy.write_bytes(classifier_path.read_bytes())
     cases = [
         (["--kind", "apegan", "--attack-steps", "3"], "--attack-steps"),
         (["--kind", "pix2pix", "--precision", "bf16"], "--precision"),
         (["--eps", "2"], "--eps"),
         (["--epochs", "0"], "--epochs"),
         (["--lambda-trades", "-1"], "--lambda-trades"),
+        (["--ensemble", "all"], "--ensemble"),
+        (["--kind", "apegan", "--classifier", str(classifier_path)], "--classifier/--eval-classifier"),
+        (["--kind", "pix2pix", "--finetune-classifier"], "--finetune-classifier"),
+        (["--kind", "apegan", "--classifier", str(copy)], "--classifier: one classifier for --kind apegan"),
+        (["--eval-classifier", str(tmp_path / "missing.keras")], "--eval-classifier"),
     ]
     for extra, flag in cases:
         assert main(_args(classifier_path, out, *extra)) == 2, extra

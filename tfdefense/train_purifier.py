@@ -14,7 +14,14 @@ Kinds:
 - `apegan`: `APEGAN` with the paper's networks on FGSM pairs (`--width 16` is
   the paper's size; other widths scale its filters).
 
-The classifier is loaded with `safe_mode=True` and never updated. Training
+The classifier is loaded with `safe_mode=True` and never updated (unless
+`--finetune-classifier`). `--classifier` given several times trains one robust
+purifier for the ensemble (`--ensemble random|all`, `RobustPurifier`'s
+`ensemble`). `--eval-classifier` (repeatable) adds classifiers the purifier
+never saw to the summary's evaluation. `--finetune-classifier` trains the
+classifier(s) jointly with the purifier and saves each fine-tuned one beside
+`<out>` (`<out stem>.classifier.keras`, or `.classifier-<i>.keras` for an
+ensemble). Training
 backs itself up every epoch into `<out>.backup/` (an atomic keras
 `BackupAndRestore`, `tfdefense.distribute.AtomicBackupAndRestore`, plus the
 pairs of the GAN kinds): rerunning the same command after an interruption
@@ -26,7 +33,10 @@ After training: `<out>` (the purifier, `.keras`), then `<out stem>.json`
 beside it: clean accuracy of `DefendedClassifier(purifier, classifier)` and
 its accuracy under each attack of a small `robustness_suite` (white-box
 attacks through the whole pipeline, transfer from the bare classifier) and the
-per-example worst case, on the first `--eval-n` test images.
+per-example worst case, on the first `--eval-n` test images; the top-level
+numbers are the first classifier's, `per_classifier` has one entry for every
+classifier trained against and every `--eval-classifier` (role "trained" or
+"held-out").
 
 `--distribute none|mirrored|multiworker|tpu` (docs/distributed.md): the
 classifier is loaded and the purifier built and compiled inside the
@@ -57,7 +67,7 @@ DEFAULT_WIDTH = 16
 ROBUST_STEPS = {"cifar10": 5}  # PGD steps of the robust training attack (7 elsewhere)
 PIX2PIX_PGD_STEPS = 20
 SETTINGS_FILE = "settings.json"
-ROBUST_ONLY = ("attack_loss", "lambda_trades", "precision", "ramp_epochs")
+ROBUST_ONLY = ("attack_loss", "lambda_trades", "precision", "ramp_epochs", "ensemble")
 
 
 def add_parser(subparsers):
@@ -67,7 +77,31 @@ def add_parser(subparsers):
         description=__doc__.splitlines()[0],
     )
     parser.add_argument("--kind", default="robust", choices=KINDS)
-    parser.add_argument("--classifier", required=True, help="the target classifier (.keras, returns logits)")
+    parser.add_argument(
+        "--classifier",
+        required=True,
+        action="append",
+        help="the target classifier (.keras, returns logits); repeat it to train one robust purifier for an ensemble",
+    )
+    parser.add_argument(
+        "--ensemble",
+        default=None,
+        choices=["random", "all"],
+        help="robust, several --classifier: each example through one member at random (random, the cost of one) "
+        "or through every member (all)",
+    )
+    parser.add_argument(
+        "--finetune-classifier",
+        action="store_true",
+        help="robust: train the classifier(s) jointly with the purifier (e.g. on top of adversarial training); "
+        "each is saved beside --out",
+    )
+    parser.add_argument(
+        "--eval-classifier",
+        action="append",
+        default=[],
+        help="a classifier the purifier is not trained against, added to the summary's evaluation (repeatable)",
+    )
     parser.add_argument("--dataset", required=True, help="mnist, cifar10, digits or npz:PATH")
     parser.add_argument("--out", required=True, help="output .keras path (summary: same stem, .json)")
     parser.add_argument("--data-dir", default=None)
@@ -134,13 +168,26 @@ def check_args(args):
         fail(f"argument --dataset: unknown dataset {args.dataset!r}; expected one of: {', '.join(known)} or npz:PATH")
     if args.dataset.startswith("npz:") and not pathlib.Path(args.dataset[4:]).expanduser().is_file():
         fail(f"argument --dataset: {args.dataset!r} does not name an existing .npz file")
-    classifier = pathlib.Path(args.classifier)
-    if classifier.suffix != ".keras" or not classifier.is_file():
-        fail(f"argument --classifier: expected an existing .keras file, got {args.classifier!r}")
+    for flag, paths in (("--classifier", args.classifier), ("--eval-classifier", args.eval_classifier)):
+        for path in paths:
+            if pathlib.Path(path).suffix != ".keras" or not pathlib.Path(path).is_file():
+                fail(f"argument {flag}: expected an existing .keras file, got {path!r}")
+    resolved = [str(pathlib.Path(path).resolve()) for path in args.classifier + args.eval_classifier]
+    if len(set(resolved)) != len(resolved):
+        fail("argument --classifier/--eval-classifier: a classifier is named twice")
     if args.kind != "robust":
         for name in ROBUST_ONLY:
             if getattr(args, name) is not None:
                 fail(f"argument --{name.replace('_', '-')}: only for --kind robust (got --kind {args.kind})")
+        if args.finetune_classifier:
+            fail(f"argument --finetune-classifier: only for --kind robust (got --kind {args.kind})")
+        if len(args.classifier) > 1:
+            fail(
+                f"argument --classifier: one classifier for --kind {args.kind} (its training pairs are crafted "
+                f"against it); got {len(args.classifier)}. Several are for --kind robust"
+            )
+    if args.ensemble is not None and len(args.classifier) < 2:
+        fail("argument --ensemble: needs --classifier given at least twice")
     if args.kind == "apegan" and args.attack_steps is not None:
         fail("argument --attack-steps: --kind apegan trains on FGSM pairs (the paper's recipe); leave it out")
     if args.eps is None:
@@ -157,6 +204,7 @@ def check_args(args):
         args.attack_loss = args.attack_loss or "ce"
         args.lambda_trades = 0.0 if args.lambda_trades is None else args.lambda_trades
         args.precision = args.precision or "fp32"
+        args.ensemble = args.ensemble or "random"
         args.ramp_epochs = min(3, max(1, args.epochs // 2)) if args.ramp_epochs is None else args.ramp_epochs
         check_positive_int("--ramp-epochs", args.ramp_epochs)
         if args.attack_steps < 1:
@@ -174,6 +222,8 @@ def check_args(args):
     check_seed(args.seed)
     out = check_output_file("--out", args.out, (".keras",))
     check_output_file("--out", out.with_suffix(".json"), (".json",))
+    for path in finetuned_paths(out, len(args.classifier)) if args.finetune_classifier else ():
+        check_output_file("--out", path, (".keras",))
     check_backup(backup_dir(out), settings_of(args))
     return args
 
@@ -204,8 +254,21 @@ def settings_of(args):
         "n_train",
     )
     settings = {k: getattr(args, k) for k in keys}
-    settings["classifier"] = str(pathlib.Path(args.classifier).resolve())
+    paths = [str(pathlib.Path(path).resolve()) for path in args.classifier]
+    settings["classifier"] = paths[0] if len(paths) == 1 else paths
+    if len(paths) > 1:
+        settings["ensemble"] = args.ensemble
+    if args.finetune_classifier:
+        settings["finetune_classifier"] = True
     return settings
+
+
+def finetuned_paths(out, count):
+    """Where the fine-tuned classifier(s) are saved: beside `out`."""
+    out = pathlib.Path(out)
+    if count == 1:
+        return [out.with_name(out.stem + ".classifier.keras")]
+    return [out.with_name(f"{out.stem}.classifier-{i}.keras") for i in range(count)]
 
 
 def check_backup(folder, settings):
@@ -273,24 +336,26 @@ def backup_callback(folder, strategy):
         shutil.rmtree(temporary, ignore_errors=True)  # made here
 
 
-def load_classifier(path, image_shape, num_classes):
+def load_classifier(path, image_shape, num_classes, flag="--classifier", trainable=False):
     import keras
 
     from tfdefense._cli import fail
 
     classifier = keras.models.load_model(path, safe_mode=True, compile=False)  # no optimizer needed
     if not isinstance(classifier, keras.Model):
-        fail(f"argument --classifier: {path!r} does not hold a keras.Model")
+        fail(f"argument {flag}: {path!r} does not hold a keras.Model")
     shape = tuple(classifier.input_shape[1:]) if not isinstance(classifier.input_shape, list) else None
     if shape != tuple(image_shape):
         fail(
-            f"argument --classifier: the model takes inputs of shape {classifier.input_shape}; the dataset's "
+            f"argument {flag}: {path!r} takes inputs of shape {classifier.input_shape}; the dataset's "
             f"images have shape {tuple(image_shape)}"
         )
     outputs = classifier.output_shape[-1] if not isinstance(classifier.output_shape, list) else None
     if outputs is None or outputs < num_classes:
-        fail(f"argument --classifier: the model returns {outputs} logits; the dataset has {num_classes} classes")
-    classifier.trainable = False
+        fail(f"argument {flag}: {path!r} returns {outputs} logits; the dataset has {num_classes} classes")
+    classifier.trainable = trainable
+    if trainable and not classifier.trainable_variables:
+        fail(f"argument --finetune-classifier: {path!r} has no trainable variables")
     return classifier
 
 
@@ -300,7 +365,7 @@ def _unet(shape, width, dropout):
     return unet_generator(shape, base_filters=width, max_filters=4 * width, depth=4, dropout=dropout)
 
 
-def build_robust(args, classifier, shape, n_train):
+def build_robust(args, classifiers, shape, n_train):
     import keras
 
     from tfdefense.defenses import RobustPurifier
@@ -308,13 +373,15 @@ def build_robust(args, classifier, shape, n_train):
 
     purifier = RobustPurifier(
         _unet(shape, args.width, 0.0),
-        classifier,
+        classifiers[0] if len(classifiers) == 1 else classifiers,
         attack_eps=args.eps,
         attack_steps=args.attack_steps,
         attack_loss=args.attack_loss,
         lambda_trades=args.lambda_trades,
         seed=args.seed,
         precision=args.precision,
+        ensemble=args.ensemble,
+        finetune_classifier=args.finetune_classifier,
     )
     steps = args.epochs * -(-n_train // args.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, steps, alpha=0.02)
@@ -437,7 +504,10 @@ def run(args):
     shape = x_train.shape[1:]
     num_classes = int(max(y_train.max(), y_test.max()) + 1)
     with strategy.scope():  # variables mirrored on every replica
-        classifier = load_classifier(args.classifier, shape, num_classes)
+        classifiers = [
+            load_classifier(path, shape, num_classes, trainable=args.finetune_classifier) for path in args.classifier
+        ]
+        held_out = [load_classifier(path, shape, num_classes, "--eval-classifier") for path in args.eval_classifier]
     out = pathlib.Path(args.out)
     folder = backup_dir(out)
     if chief:
@@ -458,7 +528,7 @@ def run(args):
         distribute.check_backup_consistent(backup, strategy)
         if args.kind == "robust":
             with strategy.scope():
-                purifier = build_robust(args, classifier, shape, len(x_train))
+                purifier = build_robust(args, classifiers, shape, len(x_train))
             history = purifier.fit(
                 x_train,
                 y_train,
@@ -469,21 +539,27 @@ def run(args):
             )
         else:
             print(f"crafting the training pairs against the classifier (eps {args.eps:.4g})", flush=True)
-            x_adv, x_clean = craft_pairs(args, classifier, x_train, y_train, folder / "pairs", strategy)
+            x_adv, x_clean = craft_pairs(args, classifiers[0], x_train, y_train, folder / "pairs", strategy)
             with strategy.scope():
                 purifier = build_pix2pix(args, shape) if args.kind == "pix2pix" else build_apegan(args, shape)
             pairs = make_paired_pipeline(x_adv, x_clean, batch_size=args.batch_size, seed=args.seed)
             history = purifier.fit(pairs, epochs=args.epochs, verbose=verbose, callbacks=[backup])
     train_seconds = time.perf_counter() - clock[0]
     train_cpu_seconds = time.process_time() - clock[1]
+    finetuned = finetuned_paths(out, len(classifiers)) if args.finetune_classifier else []
     if chief:  # other workers hold the same weights and write nothing
         save_model(purifier, out)
-        print(f"saved {out}; evaluating on {len(x_eval)} test images", flush=True)
+        for model, path in zip(classifiers, finetuned, strict=False):
+            save_model(model, path)
+        print(f"saved {', '.join(map(str, [out, *finetuned]))}; evaluating on {len(x_eval)} test images", flush=True)
     eval_start = time.perf_counter()
     summary = {
         "kind": args.kind,
         "dataset": args.dataset,
-        "classifier": str(args.classifier),
+        "classifier": str(args.classifier[0]),
+        "classifiers": [str(path) for path in args.classifier],
+        "eval_classifiers": [str(path) for path in args.eval_classifier],
+        "finetuned_classifiers": [str(path) for path in finetuned],
         "out": str(out),
         "train_examples": int(len(x_train)),
         "epochs": history.epoch[-1] + 1 if history.epoch else args.epochs,  # in this purifier's history
@@ -494,9 +570,19 @@ def run(args):
         "train_cpu_seconds": round(train_cpu_seconds, 1),
         "distribute": placement,
     }
-    with strategy.scope():
-        defended = DefendedClassifier(purifier, classifier)
-    summary.update(evaluate(args, defended, classifier, x_eval, y_eval, strategy))
+    roles = [(path, model, "trained") for path, model in zip(args.classifier, classifiers, strict=True)]
+    roles += [(path, model, "held-out") for path, model in zip(args.eval_classifier, held_out, strict=True)]
+    per_classifier = []
+    for path, model, role in roles:
+        if len(roles) > 1:
+            print(f"evaluating in front of {path} ({role})", flush=True)
+        with strategy.scope():
+            defended = DefendedClassifier(purifier, model)
+        per_classifier.append(
+            {"classifier": str(path), "role": role, **evaluate(args, defended, model, x_eval, y_eval, strategy)}
+        )
+    summary.update({k: v for k, v in per_classifier[0].items() if k not in ("classifier", "role")})
+    summary["per_classifier"] = per_classifier
     summary["eval_seconds"] = round(time.perf_counter() - eval_start, 1)
     summary["total_seconds"] = round(time.perf_counter() - started, 1)
     if chief:

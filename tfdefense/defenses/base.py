@@ -431,7 +431,8 @@ def image_to_image_shape(model, argument):
 
 
 def check_labelled_fit_data(model, x, y, argument="x"):
-    """Checks `(images, labels)` fit data against `model.image_shape` and `model.classifier`'s classes.
+    """Checks `(images, labels)` fit data against `model.image_shape` and `model.classifier`'s classes
+    (the first member's for a list: `RobustPurifier` checks that every member has as many).
 
     Arrays (labels required) or a dataset of `(images, labels)` batches (wrapped in a per-batch
     range check: call `fit` through `fit_checked`). Returns (x, y).
@@ -441,7 +442,8 @@ def check_labelled_fit_data(model, x, y, argument="x"):
     from tfdefense._validation import output_classes
     from tfdefense.defenses.training_attack import check_xy_arrays, check_xy_dataset
 
-    num_classes = output_classes(model.classifier)
+    classifier = model.classifier
+    num_classes = output_classes(classifier[0] if isinstance(classifier, (list, tuple)) else classifier)
     if isinstance(x, tf.data.Dataset):
         return check_xy_dataset(x, model.image_shape, argument, num_classes=num_classes), y
     return check_xy_arrays(x, y, model.image_shape, num_classes=num_classes)

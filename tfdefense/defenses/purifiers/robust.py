@@ -43,7 +43,18 @@ curriculum), the traced step reads the new values. `attack_steps` is fixed
 Works with any generator `keras.Model` mapping [0, 1] images to [0, 1] images
 of the same shape (the U-Nets of `tfdefense.models.unet`, APE-GAN's
 generators, ...) and any Keras classifier returning logits. The classifier
-is never updated.
+is never updated unless `finetune_classifier=True`.
+
+An ensemble: `classifier=[A, B, C]` trains one purifier for every member.
+`ensemble="random"` (default) splits each batch at random into equal parts,
+one per member: each example is attacked through, and scored by, one member
+(the cost of one classifier). `ensemble="all"` attacks every example through
+every member and averages the losses (the cost of N classifiers).
+
+`finetune_classifier=True` trains the classifier(s) jointly with the
+purifier on the same loss and optimizer (purification on top of an
+adversarially trained classifier, fine-tuned together); the classifier is
+then called in training mode, as `AdversarialTrainer` does.
 
 The classifier-side baseline at the same settings, Madry PGD adversarial
 training of the classifier itself, is `AdversarialTrainer`
@@ -58,7 +69,7 @@ Limits: robustness is certified by nothing; it is what the attack suite of
 import keras
 import numpy as np
 
-from tfdefense._validation import check_number, invalid_value
+from tfdefense._validation import check_choice, check_number, invalid_value, output_classes
 from tfdefense.defenses.base import (
     OptimizerSlot,
     Purifier,
@@ -82,6 +93,7 @@ from tfdefense.defenses.training_attack import (
 )
 from tfdefense.training.optimizers import FusedAdam
 
+ENSEMBLE_MODES = ("random", "all")
 LOSS_WEIGHTS = ("lambda_adv_cls", "lambda_clean_cls", "lambda_trades", "lambda_rec", "lambda_gan")
 METRIC_NAMES = ("loss", "adv_cls", "clean_cls", "trades", "rec", "gan", "d_loss", "adv_acc", "clean_acc")
 
@@ -103,7 +115,9 @@ class RobustPurifier(AttackSettingsMixin, Purifier):
       generator: a `keras.Model` mapping [0, 1] images to [0, 1] images of the
         same shape (e.g. `unet_generator_preset("tiny")`). Dropout in the
         generator is active only while training.
-      classifier: the target `keras.Model` returning logits; never updated.
+      classifier: the target `keras.Model` returning logits, or a list of
+        them (an ensemble: one purifier for every member); never updated
+        unless `finetune_classifier`.
       discriminator: optional `keras.Model` for the GAN term: two inputs
         `[x_adv, candidate]` (conditional, PatchGAN) or one input.
       attack_eps: Linf radius of the training attack (0.3 for MNIST).
@@ -121,6 +135,12 @@ class RobustPurifier(AttackSettingsMixin, Purifier):
       seed: seed of the training attack's random starts.
       precision: "fp32" or "bf16" (training attack and train step in
         bfloat16, float32 variables and losses; inference stays float32).
+      ensemble: with a list of classifiers, "random" (each example of a
+        batch goes to one member, equal shares) or "all" (every example
+        through every member, losses averaged).
+      finetune_classifier: train the classifier(s) jointly with the
+        generator (same loss and optimizer); they must have trainable
+        variables.
 
     `compile(g_optimizer=None, d_optimizer=None)`: generator Adam(1e-3),
     discriminator Adam(2e-4, beta_1=0.5) by default (`FusedAdam`; no
@@ -129,7 +149,7 @@ class RobustPurifier(AttackSettingsMixin, Purifier):
     """
 
     optimizer_slots = (
-        OptimizerSlot("g_optimizer", "generator", "loss", default_generator_optimizer),
+        OptimizerSlot("g_optimizer", "trained_models", "loss", default_generator_optimizer),
         OptimizerSlot("d_optimizer", "discriminator", "d_loss", default_discriminator_optimizer),
     )
     metric_names = METRIC_NAMES
@@ -154,15 +174,29 @@ class RobustPurifier(AttackSettingsMixin, Purifier):
         residual=False,
         seed=None,
         precision="fp32",
+        ensemble="random",
+        finetune_classifier=False,
         **kwargs,
     ):
         kwargs.setdefault("name", "robust_purifier")
         super().__init__(**kwargs)
         check_model("generator", generator)
-        check_model("classifier", classifier)
+        members = check_members(classifier)
         check_model("discriminator", discriminator, allow_none=True)
         image_shape = image_to_image_shape(generator, "generator")
-        check_image_input(classifier, "classifier", image_shape, "a model taking the generator's images of shape")
+        for member in members:
+            check_image_input(member, "classifier", image_shape, "a model taking the generator's images of shape")
+        check_same_classes(members)
+        check_choice("ensemble", ensemble, ENSEMBLE_MODES)
+        if not isinstance(finetune_classifier, (bool, np.bool_)):
+            raise invalid_value("finetune_classifier", "True or False", finetune_classifier)
+        if finetune_classifier and not all(member.trainable_variables for member in members):
+            raise invalid_value(
+                "finetune_classifier",
+                "False for a classifier without trainable variables (set classifier.trainable = True, or "
+                "use tfdefense.models.trainable_copy)",
+                finetune_classifier,
+            )
         self._conditional = False
         if discriminator is not None:
             d_inputs = discriminator.input_shape
@@ -191,10 +225,12 @@ class RobustPurifier(AttackSettingsMixin, Purifier):
         check_precision(precision)
         self._init_attack(attack_eps, attack_steps, attack_step_size, attack_rand_init, attack_loss, seed)
         self.generator = generator
-        self.classifier = classifier
+        self.classifier = list(members) if isinstance(classifier, (list, tuple)) else classifier
         self.discriminator = discriminator
         self.residual = bool(residual)
         self.precision = precision
+        self.ensemble = ensemble
+        self.finetune_classifier = bool(finetune_classifier)
         self.image_shape = image_shape
         self.add_loss_weights(weights)
         self._purify_function = None
@@ -214,54 +250,99 @@ class RobustPurifier(AttackSettingsMixin, Purifier):
         check_symbolic_images(inputs, self.image_shape)
         return self._purify(inputs, bool(training))
 
-    def pipeline_logits(self, x, training=False):
-        """Logits of classifier(purifier(x)) (the classifier always in inference mode)."""
+    @property
+    def classifiers(self):
+        """The classifier(s) as a list (one member unless an ensemble was given)."""
+        return list(self.classifier) if isinstance(self.classifier, (list, tuple)) else [self.classifier]
+
+    @property
+    def trained_models(self):
+        """What the generator's optimizer updates: the generator, and the classifier(s) when fine-tuned."""
+        return [self.generator, *self.classifiers] if self.finetune_classifier else self.generator
+
+    def pipeline_logits(self, x, training=False, member=0):
+        """Logits of classifier(purifier(x)) (the classifier, or ensemble member `member`, in inference mode)."""
         import tensorflow as tf
 
-        return tf.cast(self.classifier(self._purify(x, training), training=False), tf.float32)
+        return tf.cast(self.classifiers[member](self._purify(x, training), training=False), tf.float32)
 
     # ------------------------------------------------------------------ training
 
-    def craft(self, x, y):
-        """The training attack on a batch (graph-friendly): PGD through the frozen pipeline."""
+    def _pgd(self, x, y, member):
         import tensorflow as tf
 
-        reference = None
-        if self.attack_loss == "kl":
-            reference = self.pipeline_logits(x, training=False)
-        return (
-            pgd_in_graph(
-                lambda z: self.pipeline_logits(z, training=False),
-                x,
-                y,
-                self.attack_eps,
-                self.attack_step_size,
-                self.attack_steps,
-                self._attack_seed(),
-                rand_init=self.attack_rand_init,
-                loss=self.attack_loss,
-                reference_logits=reference,
-            )
-            if self.attack_steps > 0
-            else tf.cast(x, tf.float32)
+        def logits_fn(z):
+            return self.pipeline_logits(z, training=False, member=member)
+
+        if self.attack_steps == 0:
+            return tf.cast(x, tf.float32)
+        reference = logits_fn(x) if self.attack_loss == "kl" else None
+        return pgd_in_graph(
+            logits_fn,
+            x,
+            y,
+            self.attack_eps,
+            self.attack_step_size,
+            self.attack_steps,
+            self._attack_seed(),
+            rand_init=self.attack_rand_init,
+            loss=self.attack_loss,
+            reference_logits=reference,
         )
 
+    def craft(self, x, y, assignment=None):
+        """The training attack on a batch (graph-friendly): PGD through the frozen pipeline; with an
+        ensemble, each example through the member `assignment` names."""
+        if assignment is None:
+            return self._pgd(x, y, 0)
+        return by_member(lambda member, xm, ym: self._pgd(xm, ym, member), assignment, len(self.classifiers), x, y)
+
+    def member_assignment(self, n):
+        """(repeats, assignment): "random" gives each of the n examples one member, in equal shares at
+        random; "all" repeats the batch once per member."""
+        import tensorflow as tf
+
+        count = len(self.classifiers)
+        if self.ensemble == "all":
+            return count, tf.repeat(tf.range(count, dtype=tf.int32), n)
+        order = tf.argsort(tf.random.stateless_uniform([n], self._attack_seed()))
+        return 1, tf.math.floormod(tf.cast(order, tf.int32), count)
+
     def prepare_batch(self, data, training):
-        """(x, x_adv, y): the training attack runs outside the gradient tape."""
+        """(x, x_adv, y[, assignment]): the training attack runs outside the gradient tape."""
         import tensorflow as tf
 
         x, y = split_xy(data)
         x = tf.cast(x, tf.float32)
-        return x, self.craft(x, y), y
+        if len(self.classifiers) == 1:
+            return x, self.craft(x, y), y
+        repeats, assignment = self.member_assignment(tf.shape(x)[0])
+        x = tf.tile(x, [repeats, 1, 1, 1])
+        y = tf.tile(tf.reshape(y, [-1]), [repeats])
+        return x, self.craft(x, y, assignment), y, assignment
 
-    def compute_losses(self, x, x_adv, y, training):
+    def _classify(self, images, training, assignment=None):
+        import tensorflow as tf
+
+        mode = bool(training) and self.finetune_classifier
+        if assignment is None:
+            return tf.cast(self.classifier(images, training=mode), tf.float32)
+        members = self.classifiers
+        return by_member(
+            lambda member, xm: tf.cast(members[member](xm, training=mode), tf.float32),
+            assignment,
+            len(members),
+            images,
+        )
+
+    def compute_losses(self, x, x_adv, y, assignment=None, training=False):
         import tensorflow as tf
 
         x = tf.cast(x, tf.float32)
         y = tf.reshape(tf.cast(y, tf.int64), [-1])
         n = tf.shape(x)[0]
         both = self._purify(tf.concat([x_adv, x], 0), training)  # one pass: shared batch statistics
-        logits = tf.cast(self.classifier(both, training=False), tf.float32)
+        logits = self._classify(both, training, None if assignment is None else tf.concat([assignment] * 2, 0))
         purified_adv, purified_clean = both[:n], both[n:]
         logits_adv, logits_clean = logits[:n], logits[n:]
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits
@@ -303,7 +384,7 @@ class RobustPurifier(AttackSettingsMixin, Purifier):
 
     def step_scope(self):
         """The compute precision of the training attack and the step (`precision`)."""
-        return compute_precision((self.generator, self.classifier, self.discriminator), self.precision)
+        return compute_precision((self.generator, *self.classifiers, self.discriminator), self.precision)
 
     def prepare_fit(self, x, y, args, kwargs):
         """Checks `(x, y)` and `validation_data` (arrays or datasets); arrays under `BackupAndRestore` get
@@ -332,5 +413,43 @@ class RobustPurifier(AttackSettingsMixin, Purifier):
 
     def get_config(self):
         config = super().get_config()
-        config.update({**self._attack_config, "residual": self.residual, "precision": self.precision})
+        config.update(
+            {
+                **self._attack_config,
+                "residual": self.residual,
+                "precision": self.precision,
+                "ensemble": self.ensemble,
+                "finetune_classifier": self.finetune_classifier,
+            }
+        )
         return config
+
+
+def check_members(classifier):
+    """The classifier, or the list of ensemble members, as a checked non-empty list of models."""
+    if isinstance(classifier, (list, tuple)):
+        if not classifier:
+            raise invalid_value("classifier", "a keras.Model or a non-empty list of them", "an empty list")
+        for index, member in enumerate(classifier):
+            check_model(f"classifier[{index}]", member)
+        if len({id(member) for member in classifier}) != len(classifier):
+            raise invalid_value("classifier", "distinct models (each member once)", "a model listed twice")
+        return list(classifier)
+    check_model("classifier", classifier)
+    return [classifier]
+
+
+def check_same_classes(members):
+    classes = [output_classes(member) for member in members]
+    if len(set(classes)) > 1:
+        raise invalid_value("classifier", "ensemble members with the same number of classes", classes)
+
+
+def by_member(function, assignment, count, *tensors):
+    """`function(member, *parts)` on the examples `assignment` gives to each member, reassembled in order."""
+    import tensorflow as tf
+
+    positions = tf.dynamic_partition(tf.range(tf.shape(assignment)[0]), assignment, count)
+    parts = [tf.dynamic_partition(t, assignment, count) for t in tensors]
+    outputs = [function(member, *(part[member] for part in parts)) for member in range(count)]
+    return tf.dynamic_stitch(positions, outputs)

@@ -182,3 +182,114 @@ def test_bf16_training_keeps_float32_state_and_roundtrips(tmp_path, mnist, mnist
     loaded.fit(x[:128], y[:128], batch_size=64, epochs=1, verbose=0)  # the restored model trains on
     with pytest.raises(ValueError, match="`precision`.*Received: precision='fp16'"):
         RobustPurifier(_tiny_generator(0), mnist_model_c, precision="fp16")
+
+
+def _sequential_classifier(x, y, seed):
+    """A plain keras.Sequential (not built by tfdefense), one epoch on the given digits."""
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+        ]
+    )
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    return model
+
+
+def test_by_member_gives_each_example_to_its_member_in_order():
+    from tfdefense.defenses.purifiers.robust import by_member
+
+    values = tf.constant(np.arange(10, dtype=np.float32))
+    assignment = tf.constant([2, 0, 1, 2, 0, 0, 1, 2, 1, 0], tf.int32)
+    out = by_member(lambda member, part: part * 0 + float(member), assignment, 3, values)
+    np.testing.assert_array_equal(out.numpy(), assignment.numpy().astype(np.float32))
+    np.testing.assert_array_equal(by_member(lambda member, part: part, assignment, 3, values).numpy(), values.numpy())
+
+
+def test_ensemble_assignments_and_training_through_every_member(tmp_path, mnist, mnist_model_c):
+    (x_train, y_train), _ = mnist
+    x, y = x_train[:512], y_train[:512]
+    other = _sequential_classifier(x, y, seed=1)
+    random_mode = RobustPurifier(_tiny_generator(0), [mnist_model_c, other], attack_eps=EPS, attack_steps=2, seed=0)
+    _, assignment = random_mode.member_assignment(64)
+    counts = np.bincount(assignment.numpy(), minlength=2)
+    assert counts.tolist() == [32, 32]  # equal shares, one member per example
+    batch = random_mode.prepare_batch((tf.constant(x[:64]), tf.constant(y[:64])), training=True)
+    assert [tuple(t.shape) for t in batch[:3]] == [(64, 28, 28, 1), (64, 28, 28, 1), (64,)]
+    assert np.abs(batch[1].numpy() - x[:64]).max() <= EPS + 1e-6
+
+    all_mode = RobustPurifier(
+        _tiny_generator(0),
+        [mnist_model_c, other],
+        attack_eps=EPS,
+        attack_steps=2,
+        attack_rand_init=False,
+        seed=0,
+        ensemble="all",
+    )
+    x_rep, x_adv, y_rep, assignment = all_mode.prepare_batch((tf.constant(x[:16]), tf.constant(y[:16])), True)
+    assert x_rep.shape[0] == x_adv.shape[0] == y_rep.shape[0] == 32
+    assert assignment.numpy().tolist() == [0] * 16 + [1] * 16
+    np.testing.assert_array_equal(x_rep.numpy()[16:], x[:16])
+    # Each half is crafted through its own member (deterministic without the random start).
+    for member, half in ((0, slice(0, 16)), (1, slice(16, 32))):
+        alone = all_mode._pgd(tf.constant(x[:16]), tf.constant(y[:16]), member).numpy()
+        np.testing.assert_allclose(x_adv.numpy()[half], alone, atol=1e-6)
+    assert not np.allclose(x_adv.numpy()[:16], x_adv.numpy()[16:])
+
+    for purifier in (random_mode, all_mode):
+        purifier.compile()
+        history = purifier.fit(x, y, batch_size=64, epochs=2, verbose=0)
+        assert np.isfinite(history.history["loss"]).all()
+        loaded = assert_keras_round_trip(purifier, x[:8], tmp_path, atol=1e-6)
+        assert len(loaded.classifiers) == 2 and loaded.ensemble == purifier.ensemble
+        for member in loaded.classifiers:  # the purifier stands in front of each member
+            np.testing.assert_allclose(
+                np.asarray(DefendedClassifier(loaded, member)(x[:8])),
+                np.asarray(member(purifier.purify(x[:8]))),
+                atol=1e-4,
+            )
+    assert_saved_model_round_trip(all_mode, x[:8], tmp_path, classifier=other)
+
+
+def test_finetune_classifier_trains_it_and_a_frozen_one_stays(mnist, mnist_model_c):
+    (x_train, y_train), _ = mnist
+    x, y = x_train[:256], y_train[:256]
+    frozen, tuned = trainable_copy(mnist_model_c), trainable_copy(mnist_model_c)
+    frozen.trainable = False
+    before = [w.copy() for w in tuned.get_weights()]
+    for classifier, finetune in ((frozen, False), (tuned, True)):
+        purifier = RobustPurifier(
+            _tiny_generator(0), classifier, attack_eps=EPS, attack_steps=2, seed=0, finetune_classifier=finetune
+        )
+        purifier.compile()
+        purifier.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, frozen.get_weights(), strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(before, tuned.get_weights(), strict=True))
+    assert purifier.get_config()["finetune_classifier"] is True
+
+
+def test_ensemble_and_finetune_arguments_are_checked(mnist, mnist_model_c):
+    (x_train, y_train), _ = mnist
+    generator = unet_generator_preset("tiny")
+    frozen = trainable_copy(mnist_model_c)
+    frozen.trainable = False
+    five = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(5)])
+    with pytest.raises(ValueError, match="`classifier`.*non-empty"):
+        RobustPurifier(generator, [])
+    with pytest.raises(ValueError, match="`classifier`.*twice"):
+        RobustPurifier(generator, [mnist_model_c, mnist_model_c])
+    with pytest.raises(ValueError, match="`classifier`.*same number of classes"):
+        RobustPurifier(generator, [mnist_model_c, five])
+    with pytest.raises(ValueError, match=r"`classifier\[1\]`"):
+        RobustPurifier(generator, [mnist_model_c, "model_b"])
+    with pytest.raises(ValueError, match="`ensemble`.*Received: ensemble='mean'"):
+        RobustPurifier(generator, [mnist_model_c, frozen], ensemble="mean")
+    with pytest.raises(ValueError, match="`finetune_classifier`.*trainable"):
+        RobustPurifier(generator, frozen, finetune_classifier=True)
+    with pytest.raises(ValueError, match="`finetune_classifier`"):
+        RobustPurifier(generator, mnist_model_c, finetune_classifier="yes")
