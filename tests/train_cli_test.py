@@ -138,6 +138,19 @@ def test_finetune_classifier_saves_the_tuned_classifier_beside_the_purifier(tmp_
     assert accuracy(tuned, x, y) == pytest.approx(summary["classifier_clean_accuracy"])
 
 
+def test_holdout_monitor_logs_every_epoch_in_the_summary(tmp_path, classifier_path):
+    out = tmp_path / "monitored.keras"
+    tiny = [*TINY[:2], "--epochs", "2", *TINY[4:]]
+    assert main(_args(classifier_path, out, *tiny, "--holdout", "32", "--eval-n", "8", "--eval-suite", "none")) == 0
+    summary = json.loads((tmp_path / "monitored.json").read_text())
+    assert summary["train_examples"] == 256 - 32 and summary["settings"]["holdout"] == 32
+    rows = summary["monitor"]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for row in rows:
+        assert 0 <= row["monitor_pgd"] <= 1 and 0 <= row["monitor_clean"] <= 1 and row["cpu_seconds"] > 0
+    assert rows[1]["cpu_seconds"] > rows[0]["cpu_seconds"]  # cumulative
+
+
 class Interrupted(Exception):
     """Stands in for a kill right after an epoch's backup."""
 
@@ -240,6 +253,8 @@ def test_bad_arguments_fail_with_one_line_before_training(tmp_path, classifier_p
         (["--kind", "pix2pix", "--finetune-classifier"], "--finetune-classifier"),
         (["--kind", "apegan", "--classifier", str(copy)], "--classifier: one classifier for --kind apegan"),
         (["--eval-classifier", str(tmp_path / "missing.keras")], "--eval-classifier"),
+        (["--kind", "apegan", "--holdout", "10"], "--holdout"),
+        (["--holdout", "0"], "--holdout"),
     ]
     for extra, flag in cases:
         assert main(_args(classifier_path, out, *extra)) == 2, extra

@@ -67,7 +67,9 @@ DEFAULT_WIDTH = 16
 ROBUST_STEPS = {"cifar10": 5}  # PGD steps of the robust training attack (7 elsewhere)
 PIX2PIX_PGD_STEPS = 20
 SETTINGS_FILE = "settings.json"
-ROBUST_ONLY = ("attack_loss", "lambda_trades", "precision", "ramp_epochs", "ensemble")
+ROBUST_ONLY = ("attack_loss", "lambda_trades", "precision", "ramp_epochs", "ensemble", "holdout")
+MONITOR_FILE = "monitor.json"
+MONITOR_PGD_IMAGES = 500  # the held-out monitor's PGD-20 runs on at most this many images
 
 
 def add_parser(subparsers):
@@ -145,6 +147,13 @@ def add_parser(subparsers):
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-train", type=int, default=None, help="train on the first N training images only")
+    parser.add_argument(
+        "--holdout",
+        type=int,
+        default=None,
+        help="robust: hold the last N training images out and log, after every epoch, the pipeline's accuracy on "
+        f"them, clean and under PGD-20 (on at most {MONITOR_PGD_IMAGES}); the summary's `monitor`",
+    )
     parser.add_argument("--eval-n", type=int, default=200, help="test images of the summary's evaluation")
     parser.add_argument(
         "--eval-suite",
@@ -217,6 +226,7 @@ def check_args(args):
     for flag in ("--epochs", "--batch-size", "--width", "--eval-n"):
         check_positive_int(flag, getattr(args, flag[2:].replace("-", "_")))
     check_positive_int("--n-train", args.n_train, allow_none=True)
+    check_positive_int("--holdout", args.holdout, allow_none=True)
     if not 0 < args.learning_rate < float("inf"):
         fail(f"argument --learning-rate: expected a positive number, got {args.learning_rate}")
     check_seed(args.seed)
@@ -254,6 +264,8 @@ def settings_of(args):
         "n_train",
     )
     settings = {k: getattr(args, k) for k in keys}
+    if args.holdout is not None:
+        settings["holdout"] = args.holdout
     paths = [str(pathlib.Path(path).resolve()) for path in args.classifier]
     settings["classifier"] = paths[0] if len(paths) == 1 else paths
     if len(paths) > 1:
@@ -357,6 +369,23 @@ def load_classifier(path, image_shape, num_classes, flag="--classifier", trainab
     if trainable and not classifier.trainable_variables:
         fail(f"argument --finetune-classifier: {path!r} has no trainable variables")
     return classifier
+
+
+def monitor_callbacks(args, folder, x_held, y_held, chief=True):
+    """With --holdout: the cumulative CPU time (resumed from the monitor's log) and the held-out monitor
+    (its log written by the chief only)."""
+    if x_held is None:
+        return []
+    from tfdefense.training import ComputeBudget, RobustAccuracyMonitor
+
+    log = folder / MONITOR_FILE
+    rows = json.loads(log.read_text()) if log.is_file() else []
+    start = resumed_epoch(folder)
+    spent = [r["cpu_seconds"] for r in rows if r.get("epoch") == start and "cpu_seconds" in r]
+    monitor = RobustAccuracyMonitor(
+        x_held, y_held, args.eps, steps=20, n_pgd=MONITOR_PGD_IMAGES, seed=args.seed, log_file=log if chief else None
+    )
+    return [ComputeBudget(offset=spent[0] if spent else 0.0), monitor]
 
 
 def _unet(shape, width, dropout):
@@ -500,6 +529,12 @@ def run(args):
         if args.n_train > len(x_train):
             fail(f"argument --n-train: the dataset has {len(x_train)} training images, got {args.n_train}")
         x_train, y_train = x_train[: args.n_train], y_train[: args.n_train]
+    x_held, y_held = None, None
+    if args.holdout is not None:
+        if args.holdout >= len(x_train):
+            fail(f"argument --holdout: the training set has {len(x_train)} images, got {args.holdout}")
+        x_held, y_held = x_train[-args.holdout :], y_train[-args.holdout :]
+        x_train, y_train = x_train[: -args.holdout], y_train[: -args.holdout]
     x_eval, y_eval = x_test[: args.eval_n], y_test[: args.eval_n]
     shape = x_train.shape[1:]
     num_classes = int(max(y_train.max(), y_test.max()) + 1)
@@ -535,7 +570,11 @@ def run(args):
                 batch_size=args.batch_size,
                 epochs=args.epochs,
                 verbose=verbose,
-                callbacks=[EpsilonRamp(args.ramp_epochs), backup],
+                callbacks=[
+                    EpsilonRamp(args.ramp_epochs),
+                    *monitor_callbacks(args, folder, x_held, y_held, chief),
+                    backup,
+                ],
             )
         else:
             print(f"crafting the training pairs against the classifier (eps {args.eps:.4g})", flush=True)
@@ -583,6 +622,8 @@ def run(args):
         )
     summary.update({k: v for k, v in per_classifier[0].items() if k not in ("classifier", "role")})
     summary["per_classifier"] = per_classifier
+    if args.holdout is not None and (folder / MONITOR_FILE).is_file():
+        summary["monitor"] = json.loads((folder / MONITOR_FILE).read_text())
     summary["eval_seconds"] = round(time.perf_counter() - eval_start, 1)
     summary["total_seconds"] = round(time.perf_counter() - started, 1)
     if chief:

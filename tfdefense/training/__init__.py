@@ -1,5 +1,5 @@
-"""Training helpers: callbacks for `fit` (loss-weight schedules, the training attack's eps ramp, a CPU-time budget) and
-optimizers (`FusedAdam`)."""
+"""Training helpers: callbacks for `fit` (loss-weight schedules, the training attack's eps ramp, a CPU-time budget,
+the held-out robust-accuracy monitor) and optimizers (`FusedAdam`)."""
 
 from tfdefense.training.callbacks import (
     VERSATILE_STAGES,
@@ -9,6 +9,7 @@ from tfdefense.training.callbacks import (
     check_stages,
     versatile_stages,
 )
+from tfdefense.training.monitor import RobustAccuracyMonitor
 from tfdefense.training.optimizers import FusedAdam, default_optimizer
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "ComputeBudget",
     "EpsilonRamp",
     "FusedAdam",
+    "RobustAccuracyMonitor",
     "StagedLossWeights",
     "check_stages",
     "default_optimizer",
