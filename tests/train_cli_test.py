@@ -144,7 +144,7 @@ def test_holdout_monitor_logs_every_epoch_in_the_summary(tmp_path, classifier_pa
     assert main(_args(classifier_path, out, *tiny, "--holdout", "32", "--eval-n", "8", "--eval-suite", "none")) == 0
     summary = json.loads((tmp_path / "monitored.json").read_text())
     assert summary["train_examples"] == 256 - 32 and summary["settings"]["holdout"] == 32
-    rows = summary["monitor"]
+    rows = summary["epoch_log"]
     assert [r["epoch"] for r in rows] == [1, 2]
     for row in rows:
         assert 0 <= row["monitor_pgd"] <= 1 and 0 <= row["monitor_clean"] <= 1 and row["cpu_seconds"] > 0
@@ -255,6 +255,8 @@ def test_bad_arguments_fail_with_one_line_before_training(tmp_path, classifier_p
         (["--eval-classifier", str(tmp_path / "missing.keras")], "--eval-classifier"),
         (["--kind", "apegan", "--holdout", "10"], "--holdout"),
         (["--holdout", "0"], "--holdout"),
+        (["--max-cpu-seconds", "-5"], "--max-cpu-seconds"),
+        (["--kind", "pix2pix", "--lambda-adv-cls", "0"], "--lambda-adv-cls"),
     ]
     for extra, flag in cases:
         assert main(_args(classifier_path, out, *extra)) == 2, extra

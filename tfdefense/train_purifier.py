@@ -67,8 +67,17 @@ DEFAULT_WIDTH = 16
 ROBUST_STEPS = {"cifar10": 5}  # PGD steps of the robust training attack (7 elsewhere)
 PIX2PIX_PGD_STEPS = 20
 SETTINGS_FILE = "settings.json"
-ROBUST_ONLY = ("attack_loss", "lambda_trades", "precision", "ramp_epochs", "ensemble", "holdout")
-MONITOR_FILE = "monitor.json"
+ROBUST_ONLY = (
+    "attack_loss",
+    "lambda_trades",
+    "lambda_adv_cls",
+    "precision",
+    "ramp_epochs",
+    "ensemble",
+    "holdout",
+    "max_cpu_seconds",
+)
+EPOCH_LOG_FILE = "epochs.json"
 MONITOR_PGD_IMAGES = 500  # the held-out monitor's PGD-20 runs on at most this many images
 
 
@@ -131,6 +140,13 @@ def add_parser(subparsers):
     parser.add_argument("--attack-loss", default=None, choices=["ce", "kl"], help="robust: PGD objective (ce)")
     parser.add_argument("--lambda-trades", type=float, default=None, help="robust: TRADES KL weight (0)")
     parser.add_argument(
+        "--lambda-adv-cls",
+        type=float,
+        default=None,
+        help="robust: weight of the cross-entropy on purified adversarial images (1; 0 with --attack-loss kl "
+        "and --lambda-trades 6 is the TRADES objective)",
+    )
+    parser.add_argument(
         "--ramp-epochs",
         type=int,
         default=None,
@@ -152,7 +168,13 @@ def add_parser(subparsers):
         type=int,
         default=None,
         help="robust: hold the last N training images out and log, after every epoch, the pipeline's accuracy on "
-        f"them, clean and under PGD-20 (on at most {MONITOR_PGD_IMAGES}); the summary's `monitor`",
+        f"them, clean and under PGD-20 (on at most {MONITOR_PGD_IMAGES}); the summary's `epoch_log`",
+    )
+    parser.add_argument(
+        "--max-cpu-seconds",
+        type=float,
+        default=None,
+        help="robust: stop after the epoch in which training's CPU time (all runs of this backup) reaches this",
     )
     parser.add_argument("--eval-n", type=int, default=200, help="test images of the summary's evaluation")
     parser.add_argument(
@@ -218,8 +240,11 @@ def check_args(args):
         check_positive_int("--ramp-epochs", args.ramp_epochs)
         if args.attack_steps < 1:
             fail(f"argument --attack-steps: expected a positive integer, got {args.attack_steps}")
-        if not 0 <= args.lambda_trades < float("inf"):
-            fail(f"argument --lambda-trades: expected a number >= 0, got {args.lambda_trades}")
+        args.lambda_adv_cls = 1.0 if args.lambda_adv_cls is None else args.lambda_adv_cls
+        for flag in ("--lambda-trades", "--lambda-adv-cls", "--max-cpu-seconds"):
+            value = getattr(args, flag[2:].replace("-", "_"))
+            if value is not None and not 0 <= value < float("inf"):
+                fail(f"argument {flag}: expected a number >= 0, got {value}")
     elif args.kind == "pix2pix":
         args.attack_steps = PIX2PIX_PGD_STEPS if args.attack_steps is None else args.attack_steps
         check_positive_int("--attack-steps", args.attack_steps)
@@ -264,8 +289,9 @@ def settings_of(args):
         "n_train",
     )
     settings = {k: getattr(args, k) for k in keys}
-    if args.holdout is not None:
-        settings["holdout"] = args.holdout
+    for key in ("holdout", "lambda_adv_cls"):  # in the settings only when given (older backups lack them)
+        if getattr(args, key) not in (None, 1.0 if key == "lambda_adv_cls" else None):
+            settings[key] = getattr(args, key)
     paths = [str(pathlib.Path(path).resolve()) for path in args.classifier]
     settings["classifier"] = paths[0] if len(paths) == 1 else paths
     if len(paths) > 1:
@@ -371,21 +397,20 @@ def load_classifier(path, image_shape, num_classes, flag="--classifier", trainab
     return classifier
 
 
-def monitor_callbacks(args, folder, x_held, y_held, chief=True):
-    """With --holdout: the cumulative CPU time (resumed from the monitor's log) and the held-out monitor
-    (its log written by the chief only)."""
-    if x_held is None:
-        return []
-    from tfdefense.training import ComputeBudget, RobustAccuracyMonitor
+def progress_callbacks(args, folder, x_held, y_held, chief=True):
+    """The robust kind's per-epoch bookkeeping: cumulative CPU time (resumed from the epoch log; stops at
+    --max-cpu-seconds), the held-out monitor with --holdout, and the epoch log (written by the chief)."""
+    from tfdefense.training import ComputeBudget, EpochLog, RobustAccuracyMonitor, read_epoch_log
 
-    log = folder / MONITOR_FILE
-    rows = json.loads(log.read_text()) if log.is_file() else []
     start = resumed_epoch(folder)
-    spent = [r["cpu_seconds"] for r in rows if r.get("epoch") == start and "cpu_seconds" in r]
-    monitor = RobustAccuracyMonitor(
-        x_held, y_held, args.eps, steps=20, n_pgd=MONITOR_PGD_IMAGES, seed=args.seed, log_file=log if chief else None
-    )
-    return [ComputeBudget(offset=spent[0] if spent else 0.0), monitor]
+    spent = [r["cpu_seconds"] for r in read_epoch_log(folder / EPOCH_LOG_FILE) if r["epoch"] == start]
+    callbacks = [ComputeBudget(args.max_cpu_seconds, offset=spent[0] if spent else 0.0)]
+    if x_held is not None:
+        monitor = RobustAccuracyMonitor(x_held, y_held, args.eps, steps=20, n_pgd=MONITOR_PGD_IMAGES, seed=args.seed)
+        callbacks.append(monitor)
+    if chief:
+        callbacks.append(EpochLog(folder / EPOCH_LOG_FILE))
+    return callbacks
 
 
 def _unet(shape, width, dropout):
@@ -407,6 +432,7 @@ def build_robust(args, classifiers, shape, n_train):
         attack_steps=args.attack_steps,
         attack_loss=args.attack_loss,
         lambda_trades=args.lambda_trades,
+        lambda_adv_cls=args.lambda_adv_cls,
         seed=args.seed,
         precision=args.precision,
         ensemble=args.ensemble,
@@ -572,7 +598,7 @@ def run(args):
                 verbose=verbose,
                 callbacks=[
                     EpsilonRamp(args.ramp_epochs),
-                    *monitor_callbacks(args, folder, x_held, y_held, chief),
+                    *progress_callbacks(args, folder, x_held, y_held, chief),
                     backup,
                 ],
             )
@@ -622,8 +648,10 @@ def run(args):
         )
     summary.update({k: v for k, v in per_classifier[0].items() if k not in ("classifier", "role")})
     summary["per_classifier"] = per_classifier
-    if args.holdout is not None and (folder / MONITOR_FILE).is_file():
-        summary["monitor"] = json.loads((folder / MONITOR_FILE).read_text())
+    if args.kind == "robust" and chief:
+        from tfdefense.training import read_epoch_log
+
+        summary["epoch_log"] = read_epoch_log(folder / EPOCH_LOG_FILE)
     summary["eval_seconds"] = round(time.perf_counter() - eval_start, 1)
     summary["total_seconds"] = round(time.perf_counter() - started, 1)
     if chief:

@@ -1,4 +1,5 @@
-"""`RobustAccuracyMonitor`: held-out accuracy under PGD through the model being trained, every epoch.
+"""`RobustAccuracyMonitor`: held-out accuracy under PGD through the model being trained, every epoch;
+`EpochLog`: every epoch's logs in a JSON file that survives resumed runs.
 
 The robust trainers (`RobustPurifier`, `AdversarialTrainer`) report accuracy on
 their own training attack's batches; what generalises is accuracy on images
@@ -13,11 +14,13 @@ steps) and logs
 
 The pipeline is `DefendedClassifier(purifier, member)` for a `RobustPurifier`
 (every member of an ensemble), the classifier of an `AdversarialTrainer`,
-and the model itself otherwise. With `log_file`, every epoch's row (with the
-cumulative `cpu_seconds` of the process's `fit` calls when a `ComputeBudget`
-logged it) is kept in a JSON file written atomically; a resumed run reads it
-back, drops rows from the resumed epoch on, and appends, so the file holds the
-whole curve across interruptions.
+and the model itself otherwise.
+
+`EpochLog(path)` keeps every epoch's scalar logs (the monitor's, `cpu_seconds`
+of a `ComputeBudget`, `attack_eps`, the losses) in a JSON list written
+atomically; a resumed run reads it back, drops rows from the resumed epoch on,
+and appends, so the file holds the whole curve across interruptions. Put it
+after the callbacks whose logs it should hold.
 """
 
 import json
@@ -39,10 +42,9 @@ class RobustAccuracyMonitor(keras.callbacks.Callback):
       n_pgd: images attacked (the first n_pgd; None: all).
       seed: seed of the PGD random start (the same start every epoch).
       batch_size: images per attack call.
-      log_file: optional JSON file of every epoch's row (kept across resumes).
     """
 
-    def __init__(self, x, y, eps, steps=20, n_pgd=None, seed=0, batch_size=500, log_file=None):
+    def __init__(self, x, y, eps, steps=20, n_pgd=None, seed=0, batch_size=500):
         super().__init__()
         from tfdefense._validation import check_images, check_labels
 
@@ -55,8 +57,6 @@ class RobustAccuracyMonitor(keras.callbacks.Callback):
         check_number("batch_size", batch_size, minimum=1, integer=True)
         self.eps, self.steps, self.seed, self.batch_size = float(eps), int(steps), int(seed), int(batch_size)
         self.n_pgd = len(self.x) if n_pgd is None else min(int(n_pgd), len(self.x))
-        self.log_file = None if log_file is None else pathlib.Path(log_file)
-        self.rows = []
 
     def pipelines(self):
         """The model(s) the monitor attacks: one per classifier the trained model protects."""
@@ -94,27 +94,42 @@ class RobustAccuracyMonitor(keras.callbacks.Callback):
             row.update({f"monitor_pgd_{i}": value for i, value in enumerate(robust)})
         return row
 
-    def on_train_begin(self, logs=None):
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(self.measure())
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Every epoch's scalar logs as a JSON list of rows {"epoch": 1-based, name: value}, kept across resumes."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = pathlib.Path(path)
         self.rows = []
-        if self.log_file is not None and self.log_file.is_file():
-            try:
-                rows = json.loads(self.log_file.read_text())
-            except ValueError as error:
-                raise invalid_value("log_file", "a JSON list written by RobustAccuracyMonitor", str(error)) from None
-            if not isinstance(rows, list) or not all(isinstance(r, dict) and "epoch" in r for r in rows):
-                raise invalid_value("log_file", "a JSON list written by RobustAccuracyMonitor", type(rows).__name__)
-            self.rows = rows
+
+    def on_train_begin(self, logs=None):
+        self.rows = read_epoch_log(self.path)
 
     def on_epoch_end(self, epoch, logs=None):
         from tfdefense._io import write_json
 
-        row = self.measure()
-        if logs is not None:
-            logs.update(row)
-        entry = {"epoch": int(epoch) + 1, **row}
-        for key in ("cpu_seconds", "attack_eps", "loss"):
-            if logs is not None and key in logs:
-                entry[key] = float(logs[key])
+        entry = {"epoch": int(epoch) + 1}
+        for key, value in (logs or {}).items():
+            if np.ndim(value) == 0:
+                entry[key] = float(value)
         self.rows = [r for r in self.rows if r["epoch"] < entry["epoch"]] + [entry]
-        if self.log_file is not None:
-            write_json(self.log_file, self.rows)
+        write_json(self.path, self.rows)
+
+
+def read_epoch_log(path):
+    """The rows of an `EpochLog` file ([] when there is none); a file of another shape is a ValueError."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        return []
+    try:
+        rows = json.loads(path.read_text())
+    except ValueError as error:
+        raise invalid_value("path", "a JSON list written by EpochLog", str(error)) from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in rows):
+        raise invalid_value("path", "a JSON list written by EpochLog", type(rows).__name__)
+    return rows

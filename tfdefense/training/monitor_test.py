@@ -1,4 +1,4 @@
-"""RobustAccuracyMonitor: held-out clean / PGD accuracy per epoch, for each kind of trained model, kept across resumes."""
+"""RobustAccuracyMonitor (held-out clean / PGD accuracy per epoch, each kind of trained model) and EpochLog."""
 
 import json
 
@@ -9,28 +9,29 @@ import pytest
 from tfdefense.defenses import AdversarialTrainer, RobustPurifier
 from tfdefense.models import trainable_copy
 from tfdefense.models.unet import unet_generator
-from tfdefense.training import ComputeBudget, RobustAccuracyMonitor
+from tfdefense.training import ComputeBudget, EpochLog, RobustAccuracyMonitor
 
 
 def test_monitor_logs_held_out_accuracy_of_an_adversarially_trained_classifier(mnist, mnist_model_c, tmp_path):
     (x_train, y_train), (x_test, y_test) = mnist
     log = tmp_path / "monitor.json"
-    monitor = RobustAccuracyMonitor(x_test[:200], y_test[:200], eps=0.3, steps=5, n_pgd=100, log_file=log)
+    monitor = RobustAccuracyMonitor(x_test[:200], y_test[:200], eps=0.3, steps=5, n_pgd=100)
     trainer = AdversarialTrainer(trainable_copy(mnist_model_c), eps=0.3, eps_iter=0.1, nb_iter=3, seed=0)
     trainer.compile()
-    history = trainer.fit(
-        x_train[:256], y_train[:256], batch_size=64, epochs=2, verbose=0, callbacks=[ComputeBudget(), monitor]
-    )
+    callbacks = [ComputeBudget(), monitor, EpochLog(log)]
+    history = trainer.fit(x_train[:256], y_train[:256], batch_size=64, epochs=2, verbose=0, callbacks=callbacks)
     logged = history.history
     assert len(logged["monitor_pgd"]) == 2
     # Model C barely trained against PGD: the held-out digits mostly fall; clean accuracy stays high.
     assert logged["monitor_clean"][-1] >= 0.85 and logged["monitor_pgd"][-1] <= 0.5
     rows = json.loads(log.read_text())
     assert [r["epoch"] for r in rows] == [1, 2] and all(r["cpu_seconds"] > 0 for r in rows)
+    assert rows[1]["monitor_pgd"] == pytest.approx(logged["monitor_pgd"][1]) and "adv_loss" in rows[1]
 
     # A resumed run (epoch 2 again) replaces the rows from the resumed epoch on, keeps the earlier ones.
-    resumed = RobustAccuracyMonitor(x_test[:200], y_test[:200], eps=0.3, steps=5, n_pgd=100, log_file=log)
-    trainer.fit(x_train[:256], y_train[:256], batch_size=64, epochs=3, initial_epoch=1, verbose=0, callbacks=[resumed])
+    trainer.fit(
+        x_train[:256], y_train[:256], batch_size=64, epochs=3, initial_epoch=1, verbose=0, callbacks=[EpochLog(log)]
+    )
     assert [r["epoch"] for r in json.loads(log.read_text())] == [1, 2, 3]
 
 
@@ -58,8 +59,7 @@ def test_monitor_arguments_are_checked(tmp_path):
         RobustAccuracyMonitor(x * 255 + 2, y, eps=0.3)
     with pytest.raises(ValueError, match="`steps`"):
         RobustAccuracyMonitor(x, y, eps=0.3, steps=0)
-    broken = tmp_path / "monitor.json"
+    broken = tmp_path / "epochs.json"
     broken.write_text('{"not": "a list"}')
-    monitor = RobustAccuracyMonitor(x, y, eps=0.3, log_file=broken)
-    with pytest.raises(ValueError, match="`log_file`"):
-        monitor.on_train_begin()
+    with pytest.raises(ValueError, match="`path`.*EpochLog"):
+        EpochLog(broken).on_train_begin()
