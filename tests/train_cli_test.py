@@ -151,6 +151,44 @@ def test_holdout_monitor_logs_every_epoch_in_the_summary(tmp_path, classifier_pa
     assert rows[1]["cpu_seconds"] > rows[0]["cpu_seconds"]  # cumulative
 
 
+def test_adversarial_training_of_a_saved_classifier_resumes_and_feeds_the_purifier(tmp_path, classifier_path, capsys):
+    out = tmp_path / "madry.keras"
+    args = ["adversarial", "--classifier", str(classifier_path), "--dataset", "mnist", "--out", str(out)]
+    args += ["--n-train", "288", "--attack-steps", "2", "--batch-size", "64", "--holdout", "32"]
+    args += ["--eval-n", "20", "--eval-suite", "tiny", "--precision", "bf16"]
+    with pytest.MonkeyPatch.context() as patch:  # killed right after the first epoch's backup
+        save = keras.callbacks.BackupAndRestore.on_epoch_end
+
+        def save_then_die(self, epoch, logs=None):
+            save(self, epoch, logs)
+            raise Interrupted
+
+        patch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", save_then_die)
+        with pytest.raises(Interrupted):
+            main([*args, "--epochs", "2"])
+    assert main([*args, "--epochs", "2"]) == 0
+    assert "resuming from epoch 1" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "madry.json").read_text())
+    assert summary["resumed_from_epoch"] == 1 and summary["train_examples"] == 256
+    assert [r["epoch"] for r in summary["epoch_log"]] == [1, 2]
+    assert all("monitor_pgd" in r and r["cpu_seconds"] > 0 for r in summary["epoch_log"])
+    assert "transfer-pgd" not in summary["attacks"] and "apgd-ce" in summary["attacks"]
+    assert not (tmp_path / "madry.keras.backup").exists()
+    original_model = keras.models.load_model(classifier_path, safe_mode=True)
+    trained = keras.models.load_model(out, safe_mode=True)
+    assert not isinstance(trained, RobustPurifier) and trained.output_shape == (None, 10)
+    assert not np.array_equal(original_model.get_weights()[0], trained.get_weights()[0])
+    # The adversarially trained classifier is what a purifier on top of it takes.
+    assert main(_args(out, tmp_path / "ontop.keras", *TINY, "--eval-suite", "none", "--eval-n", "8")) == 0
+    assert (
+        main(
+            ["adversarial", "--classifier", str(classifier_path), "--dataset", "mnist", "--out", str(out), "--mix", "2"]
+        )
+        == 2
+    )
+    assert "--mix" in capsys.readouterr().err
+
+
 class Interrupted(Exception):
     """Stands in for a kill right after an epoch's backup."""
 

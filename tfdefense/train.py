@@ -2,6 +2,7 @@
 
 python -m tfdefense.train classifier --model C --dataset mnist --out model_c.keras
 python -m tfdefense.train purifier --kind robust --classifier model_c.keras --dataset mnist --out robust.keras
+python -m tfdefense.train adversarial --classifier model_c.keras --dataset mnist --out madry_c.keras
 """
 
 import argparse
@@ -147,9 +148,10 @@ def _main(argv=None):
     parser.add_argument("--version", action="version", version=f"tfdefense {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _classifier_parser(subparsers)
-    from tfdefense import train_purifier
+    from tfdefense import train_adversarial, train_purifier
 
     train_purifier.add_parser(subparsers)
+    train_adversarial.add_parser(subparsers)
     args = parser.parse_args(argv)
     args.run(args)
     return 0

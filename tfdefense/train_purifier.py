@@ -342,6 +342,14 @@ def _ignore_missing(function, path, error):
         raise error
 
 
+def remove_backup_folder(folder):
+    """Removes a backup folder this command made; files already gone (another worker's) are fine."""
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(folder, onexc=_ignore_missing)
+    else:
+        shutil.rmtree(folder, onerror=_ignore_missing)
+
+
 def resumed_epoch(folder):
     """The epoch the backup in `folder` resumes from: its newest complete checkpoint's (0: none)."""
     from tfdefense import distribute
@@ -392,6 +400,11 @@ def load_classifier(path, image_shape, num_classes, flag="--classifier", trainab
     if outputs is None or outputs < num_classes:
         fail(f"argument {flag}: {path!r} returns {outputs} logits; the dataset has {num_classes} classes")
     classifier.trainable = trainable
+    if trainable:
+        from tfdefense.inference import all_layers
+
+        for layer in all_layers(classifier):  # a model saved frozen has frozen layers
+            layer.trainable = True
     if trainable and not classifier.trainable_variables:
         fail(f"argument --finetune-classifier: {path!r} has no trainable variables")
     return classifier
@@ -491,8 +504,9 @@ def craft_pairs(args, classifier, x, y, cache_dir, strategy=None):
     return np.concatenate([fgsm, pgd, x]), np.concatenate([x, x, x])
 
 
-def evaluate(args, defended, classifier, x, y, strategy=None):
-    """Clean and small-suite accuracy of the pipeline on held-out images (`robustness` module)."""
+def evaluate(args, defended, classifier, x, y, strategy=None, transfer=True):
+    """Clean and small-suite accuracy of the pipeline on held-out images (`robustness` module); `transfer`:
+    the suite's transfer attack crafted on the bare `classifier`."""
     from tfdefense.evaluation import accuracy
     from tfdefense.evaluation.presets.robust import SUITE_QUICK, SUITE_TINY
     from tfdefense.evaluation.robustness import evaluate_robustness, robustness_suite
@@ -506,7 +520,7 @@ def evaluate(args, defended, classifier, x, y, strategy=None):
         summary["clean_accuracy"] = accuracy(defended, x, y)
         return summary
     params = SUITE_QUICK if args.eval_suite == "quick" else SUITE_TINY
-    suite = robustness_suite(args.eps, seed=args.seed, **params)
+    suite = robustness_suite(args.eps, seed=args.seed, transfer=transfer, **params)
     from tfdefense import distribute
 
     batch_size = 500
@@ -517,7 +531,7 @@ def evaluate(args, defended, classifier, x, y, strategy=None):
         x,
         y,
         suite,
-        source=classifier,
+        source=classifier if transfer else None,
         strategy=strategy,
         batch_size=batch_size,
         log=lambda m: print(f"  eval: {m}", flush=True),
@@ -658,9 +672,7 @@ def run(args):
         write_json(out.with_suffix(".json"), summary)
         # made by this command (checked by check_backup); the purifier is saved. Other workers may be
         # removing their own pair caches below it at the same time.
-        shutil.rmtree(folder, onexc=_ignore_missing) if sys.version_info >= (3, 12) else shutil.rmtree(
-            folder, onerror=_ignore_missing
-        )
+        remove_backup_folder(folder)
     elif args.kind != "robust":  # this worker's own pair cache, and the folders above it left empty
         shutil.rmtree(distribute.worker_dir(folder / "pairs", strategy), ignore_errors=True)
         for empty in (folder / "pairs" / "workers", folder / "pairs", folder):

@@ -293,3 +293,18 @@ def test_ensemble_and_finetune_arguments_are_checked(mnist, mnist_model_c):
         RobustPurifier(generator, frozen, finetune_classifier=True)
     with pytest.raises(ValueError, match="`finetune_classifier`"):
         RobustPurifier(generator, mnist_model_c, finetune_classifier="yes")
+
+
+def test_adversarial_trainer_bf16_step_and_float32_state(tmp_path, mnist, mnist_model_c):
+    (x_train, y_train), _ = mnist
+    trainer = AdversarialTrainer(
+        trainable_copy(mnist_model_c), eps=0.3, eps_iter=0.1, nb_iter=2, seed=0, precision="bf16"
+    )
+    trainer.compile()
+    history = trainer.fit(x_train[:256], y_train[:256], batch_size=64, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    spec = (tf.TensorSpec((8, 28, 28, 1), tf.float32), tf.TensorSpec((8,), tf.int64))
+    assert _conv_dtypes(tf.function(trainer.train_step).get_concrete_function(spec)) == {"bfloat16"}
+    assert {v.dtype for v in trainer.weights} <= {"float32", "int64"}
+    assert {layer.dtype_policy.name for layer in all_layers(trainer.classifier)} == {"float32"}
+    assert assert_keras_round_trip(trainer, x_train[:4], tmp_path, atol=1e-5).precision == "bf16"

@@ -51,7 +51,13 @@ from tfdefense.defenses.base import (
     dataset_fit_defaults,
     static_image_shape,
 )
-from tfdefense.defenses.training_attack import AttackSettingsMixin, pgd_in_graph, split_xy
+from tfdefense.defenses.training_attack import (
+    AttackSettingsMixin,
+    check_precision,
+    compute_precision,
+    pgd_in_graph,
+    split_xy,
+)
 
 ATTACKS = ("fgsm", "pgd")
 DEFAULT_MIX = {"fgsm": 0.5, "pgd": 0.0}
@@ -77,6 +83,9 @@ class AdversarialTrainer(AttackSettingsMixin, DefenseModel):
       mix: weight of the clean loss, the rest is the adversarial loss
         (None: 0.0 for "pgd" as Madry, 0.5 for "fgsm" as Goodfellow).
       seed: seed of the random starts.
+      precision: "fp32" or "bf16" (the training attack and step compute in
+        bfloat16 with float32 variables and losses, as `RobustPurifier`'s;
+        inference stays float32).
 
     The attack's eps and step size are the variables `attack_eps` and
     `attack_step_size` (shared with `RobustPurifier`, so `EpsilonRamp` and
@@ -99,6 +108,7 @@ class AdversarialTrainer(AttackSettingsMixin, DefenseModel):
         rand_init=True,
         mix=None,
         seed=None,
+        precision="fp32",
         **kwargs,
     ):
         kwargs.setdefault("name", "adversarial_trainer")
@@ -120,6 +130,8 @@ class AdversarialTrainer(AttackSettingsMixin, DefenseModel):
                 "use tfdefense.models.trainable_copy(model))",
                 f"{classifier.name} with 0 trainable variables",
             )
+        check_precision(precision)
+        self.precision = precision
         self.classifier = classifier
         self.image_shape = static_image_shape(classifier, "classifier")
         self.attack = attack
@@ -163,6 +175,10 @@ class AdversarialTrainer(AttackSettingsMixin, DefenseModel):
         )
 
     # ------------------------------------------------------------------ training
+
+    def step_scope(self):
+        """The compute precision of the training attack and the step (`precision`)."""
+        return compute_precision((self.classifier,), self.precision)
 
     def prepare_batch(self, data, training):
         """(x, y, x_adv): the attack runs on the current classifier outside the gradient tape."""
@@ -208,7 +224,7 @@ class AdversarialTrainer(AttackSettingsMixin, DefenseModel):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"attack": self.attack, **self._arguments, "seed": self.seed})
+        config.update({"attack": self.attack, **self._arguments, "seed": self.seed, "precision": self.precision})
         return config
 
 
