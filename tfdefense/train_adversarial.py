@@ -81,21 +81,10 @@ def check_args(args):
     """Checks the command line before anything is loaded or trained; fills the defaults."""
     from tfdefense import train_purifier
     from tfdefense._cli import check_output_file, check_positive_int, check_seed, fail
-    from tfdefense.data import list_datasets
 
-    known = [name for name in list_datasets() if name != "npz:PATH"]
-    if args.dataset not in known and not args.dataset.startswith("npz:"):
-        fail(f"argument --dataset: unknown dataset {args.dataset!r}; expected one of: {', '.join(known)} or npz:PATH")
-    if args.dataset.startswith("npz:") and not pathlib.Path(args.dataset[4:]).expanduser().is_file():
-        fail(f"argument --dataset: {args.dataset!r} does not name an existing .npz file")
+    train_purifier.check_dataset_and_eps(args)
     if pathlib.Path(args.classifier).suffix != ".keras" or not pathlib.Path(args.classifier).is_file():
         fail(f"argument --classifier: expected an existing .keras file, got {args.classifier!r}")
-    if args.eps is None:
-        if args.dataset not in train_purifier.DEFAULT_EPS:
-            fail(f"argument --eps: required for dataset {args.dataset!r} (no default radius)")
-        args.eps = train_purifier.DEFAULT_EPS[args.dataset]
-    if not 0 < args.eps <= 1:
-        fail(f"argument --eps: expected a number in (0, 1] (pixel units in [0, 1]), got {args.eps}")
     args.attack_steps = DEFAULT_STEPS.get(args.dataset, 7) if args.attack_steps is None else args.attack_steps
     args.ramp_epochs = min(3, max(1, args.epochs // 2)) if args.ramp_epochs is None else args.ramp_epochs
     for flag in ("--epochs", "--batch-size", "--attack-steps", "--ramp-epochs", "--eval-n"):
@@ -131,28 +120,14 @@ def run(args):
     chief = distribute.is_chief(strategy)
     import keras
 
-    from tfdefense._cli import fail
     from tfdefense._io import save_model, write_json
-    from tfdefense.data import load_dataset
     from tfdefense.defenses import AdversarialTrainer
     from tfdefense.training import EpsilonRamp, FusedAdam, read_epoch_log
 
     started = time.perf_counter()
     keras.utils.set_random_seed(args.seed)
-    (x_train, y_train), (x_test, y_test) = load_dataset(args.dataset, data_dir=args.data_dir)
-    if args.n_train is not None:
-        if args.n_train > len(x_train):
-            fail(f"argument --n-train: the dataset has {len(x_train)} training images, got {args.n_train}")
-        x_train, y_train = x_train[: args.n_train], y_train[: args.n_train]
-    x_held = y_held = None
-    if args.holdout is not None:
-        if args.holdout >= len(x_train):
-            fail(f"argument --holdout: the training set has {len(x_train)} images, got {args.holdout}")
-        x_held, y_held = x_train[-args.holdout :], y_train[-args.holdout :]
-        x_train, y_train = x_train[: -args.holdout], y_train[: -args.holdout]
-    x_eval, y_eval = x_test[: args.eval_n], y_test[: args.eval_n]
+    (x_train, y_train), (x_held, y_held), (x_eval, y_eval), num_classes = train_purifier.load_splits(args)
     shape = x_train.shape[1:]
-    num_classes = int(max(y_train.max(), y_test.max()) + 1)
     out = pathlib.Path(args.out)
     folder = train_purifier.backup_dir(out)
     with strategy.scope():

@@ -192,13 +192,8 @@ def add_parser(subparsers):
 def check_args(args):
     """Checks the command line before anything is loaded or trained; fills the per-kind defaults."""
     from tfdefense._cli import check_output_file, check_positive_int, check_seed, fail
-    from tfdefense.data import list_datasets
 
-    known = [name for name in list_datasets() if name != "npz:PATH"]
-    if args.dataset not in known and not args.dataset.startswith("npz:"):
-        fail(f"argument --dataset: unknown dataset {args.dataset!r}; expected one of: {', '.join(known)} or npz:PATH")
-    if args.dataset.startswith("npz:") and not pathlib.Path(args.dataset[4:]).expanduser().is_file():
-        fail(f"argument --dataset: {args.dataset!r} does not name an existing .npz file")
+    check_dataset_and_eps(args)
     for flag, paths in (("--classifier", args.classifier), ("--eval-classifier", args.eval_classifier)):
         for path in paths:
             if pathlib.Path(path).suffix != ".keras" or not pathlib.Path(path).is_file():
@@ -221,12 +216,6 @@ def check_args(args):
         fail("argument --ensemble: needs --classifier given at least twice")
     if args.kind == "apegan" and args.attack_steps is not None:
         fail("argument --attack-steps: --kind apegan trains on FGSM pairs (the paper's recipe); leave it out")
-    if args.eps is None:
-        if args.dataset not in DEFAULT_EPS:
-            fail(f"argument --eps: required for dataset {args.dataset!r} (no default radius)")
-        args.eps = DEFAULT_EPS[args.dataset]
-    if not 0 < args.eps <= 1:
-        fail(f"argument --eps: expected a number in (0, 1] (pixel units in [0, 1]), got {args.eps}")
     args.epochs = DEFAULT_EPOCHS[args.kind] if args.epochs is None else args.epochs
     args.learning_rate = DEFAULT_LEARNING_RATE[args.kind] if args.learning_rate is None else args.learning_rate
     args.width = DEFAULT_WIDTH if args.width is None else args.width
@@ -307,6 +296,45 @@ def finetuned_paths(out, count):
     if count == 1:
         return [out.with_name(out.stem + ".classifier.keras")]
     return [out.with_name(f"{out.stem}.classifier-{i}.keras") for i in range(count)]
+
+
+def check_dataset_and_eps(args):
+    """--dataset names a known dataset or an existing npz; --eps defaults by dataset and lies in (0, 1]."""
+    from tfdefense._cli import fail
+    from tfdefense.data import list_datasets
+
+    known = [name for name in list_datasets() if name != "npz:PATH"]
+    if args.dataset not in known and not args.dataset.startswith("npz:"):
+        fail(f"argument --dataset: unknown dataset {args.dataset!r}; expected one of: {', '.join(known)} or npz:PATH")
+    if args.dataset.startswith("npz:") and not pathlib.Path(args.dataset[4:]).expanduser().is_file():
+        fail(f"argument --dataset: {args.dataset!r} does not name an existing .npz file")
+    if args.eps is None:
+        if args.dataset not in DEFAULT_EPS:
+            fail(f"argument --eps: required for dataset {args.dataset!r} (no default radius)")
+        args.eps = DEFAULT_EPS[args.dataset]
+    if not 0 < args.eps <= 1:
+        fail(f"argument --eps: expected a number in (0, 1] (pixel units in [0, 1]), got {args.eps}")
+
+
+def load_splits(args):
+    """((x_train, y_train), (x_held, y_held), (x_eval, y_eval), num_classes): --n-train first training
+    images, the last --holdout of them held out (None without it), the first --eval-n test images."""
+    from tfdefense._cli import fail
+    from tfdefense.data import load_dataset
+
+    (x_train, y_train), (x_test, y_test) = load_dataset(args.dataset, data_dir=args.data_dir)
+    if args.n_train is not None:
+        if args.n_train > len(x_train):
+            fail(f"argument --n-train: the dataset has {len(x_train)} training images, got {args.n_train}")
+        x_train, y_train = x_train[: args.n_train], y_train[: args.n_train]
+    x_held = y_held = None
+    if args.holdout is not None:
+        if args.holdout >= len(x_train):
+            fail(f"argument --holdout: the training set has {len(x_train)} images, got {args.holdout}")
+        x_held, y_held = x_train[-args.holdout :], y_train[-args.holdout :]
+        x_train, y_train = x_train[: -args.holdout], y_train[: -args.holdout]
+    num_classes = int(max(y_train.max(), y_test.max()) + 1)
+    return (x_train, y_train), (x_held, y_held), (x_test[: args.eval_n], y_test[: args.eval_n]), num_classes
 
 
 def check_backup(folder, settings):
@@ -556,28 +584,15 @@ def run(args):
     chief = distribute.is_chief(strategy)
     import keras
 
-    from tfdefense._cli import fail
     from tfdefense._io import save_model, write_json
-    from tfdefense.data import load_dataset, make_paired_pipeline
+    from tfdefense.data import make_paired_pipeline
     from tfdefense.defenses import DefendedClassifier
     from tfdefense.training import EpsilonRamp
 
     started = time.perf_counter()
     keras.utils.set_random_seed(args.seed)
-    (x_train, y_train), (x_test, y_test) = load_dataset(args.dataset, data_dir=args.data_dir)
-    if args.n_train is not None:
-        if args.n_train > len(x_train):
-            fail(f"argument --n-train: the dataset has {len(x_train)} training images, got {args.n_train}")
-        x_train, y_train = x_train[: args.n_train], y_train[: args.n_train]
-    x_held, y_held = None, None
-    if args.holdout is not None:
-        if args.holdout >= len(x_train):
-            fail(f"argument --holdout: the training set has {len(x_train)} images, got {args.holdout}")
-        x_held, y_held = x_train[-args.holdout :], y_train[-args.holdout :]
-        x_train, y_train = x_train[: -args.holdout], y_train[: -args.holdout]
-    x_eval, y_eval = x_test[: args.eval_n], y_test[: args.eval_n]
+    (x_train, y_train), (x_held, y_held), (x_eval, y_eval), num_classes = load_splits(args)
     shape = x_train.shape[1:]
-    num_classes = int(max(y_train.max(), y_test.max()) + 1)
     with strategy.scope():  # variables mirrored on every replica
         classifiers = [
             load_classifier(path, shape, num_classes, trainable=args.finetune_classifier) for path in args.classifier
