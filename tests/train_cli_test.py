@@ -156,14 +156,8 @@ def test_adversarial_training_of_a_saved_classifier_resumes_and_feeds_the_purifi
     args = ["adversarial", "--classifier", str(classifier_path), "--dataset", "mnist", "--out", str(out)]
     args += ["--n-train", "288", "--attack-steps", "2", "--batch-size", "64", "--holdout", "32"]
     args += ["--eval-n", "20", "--eval-suite", "tiny", "--precision", "bf16"]
-    with pytest.MonkeyPatch.context() as patch:  # killed right after the first epoch's backup
-        save = keras.callbacks.BackupAndRestore.on_epoch_end
-
-        def save_then_die(self, epoch, logs=None):
-            save(self, epoch, logs)
-            raise Interrupted
-
-        patch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", save_then_die)
+    with pytest.MonkeyPatch.context() as patch:
+        _die_after_the_first_backup(patch)
         with pytest.raises(Interrupted):
             main([*args, "--epochs", "2"])
     assert main([*args, "--epochs", "2"]) == 0
@@ -193,6 +187,16 @@ class Interrupted(Exception):
     """Stands in for a kill right after an epoch's backup."""
 
 
+def _die_after_the_first_backup(monkeypatch):
+    save = keras.callbacks.BackupAndRestore.on_epoch_end
+
+    def save_then_die(self, epoch, logs=None):
+        save(self, epoch, logs)
+        raise Interrupted
+
+    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", save_then_die)
+
+
 def test_resume_after_interruption_finishes_from_the_backup(tmp_path, classifier_path, monkeypatch, capsys):
     out = tmp_path / "robust.keras"
     argv = _args(
@@ -213,13 +217,7 @@ def test_resume_after_interruption_finishes_from_the_backup(tmp_path, classifier
         "--eval-suite",
         "none",
     )
-    save = keras.callbacks.BackupAndRestore.on_epoch_end
-
-    def save_then_die(self, epoch, logs=None):
-        save(self, epoch, logs)
-        raise Interrupted
-
-    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", save_then_die)
+    _die_after_the_first_backup(monkeypatch)
     with pytest.raises(Interrupted):
         main(argv)
     monkeypatch.undo()
