@@ -53,6 +53,12 @@ __all__ = [
 ]
 
 
+def _forward(component, name):
+    """A read-only attribute of `Run` that is `run.<component>.<name>` (a bound method for a method): the
+    report writer's, step cache's and model store's own signatures and documentation."""
+    return property(lambda run: getattr(getattr(run, component), name), doc=f"`self.{component}.{name}`")
+
+
 class _Log:
     """`log(message)`: "[PRESET +SECONDS] message" when `progress` (holds no reference to the Run)."""
 
@@ -135,13 +141,8 @@ class Run:
         self.close()
 
     # Folders --------------------------------------------------------------------
-    @property
-    def models_dir(self):
-        return self.model_store.models_dir
-
-    @property
-    def steps_dir(self):
-        return self.step_cache.folder
+    models_dir = _forward("model_store", "models_dir")
+    steps_dir = _forward("step_cache", "folder")
 
     @property
     def cache_dir(self):
@@ -163,21 +164,14 @@ class Run:
         return self.defense_filter is None or name in self.defense_filter
 
     # Recording (report_writer) ----------------------------------------------------
-    @property
-    def rows(self):
-        return self.report.rows
-
-    @property
-    def plots(self):
-        return self.report.plots
-
-    @property
-    def notes(self):
-        return self.report.notes
-
-    @property
-    def artifacts(self):
-        return self.report.artifacts
+    rows = _forward("report", "rows")
+    plots = _forward("report", "plots")
+    notes = _forward("report", "notes")
+    artifacts = _forward("report", "artifacts")
+    set_data = _forward("report", "set_data")
+    add_row = _forward("report", "add_row")
+    add_plot = _forward("report", "add_plot")
+    note = _forward("report", "note")
 
     @property
     def data(self):
@@ -187,41 +181,6 @@ class Run:
     def data(self, value):
         self.report.data = value
 
-    def set_data(self, dataset, description):
-        self.report.set_data(dataset, description)
-
-    def add_row(
-        self,
-        table,
-        protocol,
-        defense,
-        attack,
-        metric,
-        value,
-        n,
-        attack_config=None,
-        paper_value=None,
-        eval_mode="tensor",
-    ):
-        return self.report.add_row(
-            table,
-            protocol,
-            defense,
-            attack,
-            metric,
-            value,
-            n,
-            attack_config=attack_config,
-            paper_value=paper_value,
-            eval_mode=eval_mode,
-        )
-
-    def add_plot(self, filename):
-        return self.report.add_plot(filename)
-
-    def note(self, text):
-        self.report.note(text)
-
     def fail_after_reports(self, error):
         """Makes `run_preset` raise `error` once the reports are written (e.g. a failed sanity check)."""
         self.failure = error
@@ -230,13 +189,8 @@ class Run:
         return self.report.results(self.preset, self.scale, self.seed, wall_seconds, self.strategy, self.settings)
 
     # Caching (step_cache) ----------------------------------------------------------
-    @property
-    def steps_computed(self):
-        return self.step_cache.computed
-
-    @property
-    def steps_reused(self):
-        return self.step_cache.reused
+    steps_computed = _forward("step_cache", "computed")
+    steps_reused = _forward("step_cache", "reused")
 
     def step(self, name, config, fn, depends_on=()):
         """Runs `fn()` (which adds rows) once per (name, config, depends_on); re-runs reuse the stored rows.
@@ -291,13 +245,8 @@ class Run:
         """
         return self.model_store.model(name, config, build, train, depends_on=depends_on)
 
-    def training_backup_dir(self):
-        """backup/NAME-HASH: where the model `model` is training now keeps its epochs (see ModelStore)."""
-        return self.model_store.training_backup_dir()
-
-    def training_backup(self):
-        """[the `BackupAndRestore` callback on `training_backup_dir()`], for the `callbacks` of a fit."""
-        return self.model_store.training_backup()
+    training_backup_dir = _forward("model_store", "training_backup_dir")
+    training_backup = _forward("model_store", "training_backup")
 
 
 def run_folder_path(out_dir):
