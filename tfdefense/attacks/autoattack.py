@@ -333,22 +333,9 @@ def square_program(model_fn, num_classes, eps, nb_queries, p_init, targeted, ima
             delta = tf.where(window[None], values, xa - x0a)
             x_new = tf.clip_by_value(x0a + delta, 0.0, 1.0)
             m_new, l_new = margin_and_loss(model_fn(x_new), la)
-            better = l_new < tf.gather(loss_min, idx)
-            x_best = tf.tensor_scatter_nd_update(x_best, idx[:, None], where_batch(better, x_new, xa))
-            margin_min = tf.tensor_scatter_nd_update(
-                margin_min, idx[:, None], tf.where(better, m_new, tf.gather(margin_min, idx))
-            )
-            loss_min = tf.tensor_scatter_nd_update(
-                loss_min, idx[:, None], tf.where(better, l_new, tf.gather(loss_min, idx))
-            )
-            return i + 1, x_best, margin_min, loss_min
+            return (i + 1, *_square_accept(idx, x_new, xa, m_new, l_new, x_best, margin_min, loss_min))
 
-        _, x_best, _, _ = tf.while_loop(
-            lambda i, x_best, margin_min, loss_min: tf.logical_and(i < nb_queries - 1, tf.reduce_any(margin_min > 0)),
-            body,
-            (tf.constant(0), x_best, margin0, loss0),
-        )
-        return x_best
+        return _square_loop(body, nb_queries, x_best, margin0, loss0)
 
     return program
 
@@ -479,24 +466,38 @@ def square_l2_program(model_fn, num_classes, eps, nb_queries, p_init, targeted, 
             d = tf.where(first, new, tf.where(both, 0.0, d))
             x_new = tf.clip_by_value(x0a + d / tf.maximum(lp_norm(d, 2), 1e-12) * eps, 0.0, 1.0)
             m_new, l_new = _square_losses(model_fn(x_new), la, targeted, num_classes)
-            better = l_new < tf.gather(loss_min, idx)
-            x_best = tf.tensor_scatter_nd_update(x_best, idx[:, None], where_batch(better, x_new, xa))
-            margin_min = tf.tensor_scatter_nd_update(
-                margin_min, idx[:, None], tf.where(better, m_new, tf.gather(margin_min, idx))
-            )
-            loss_min = tf.tensor_scatter_nd_update(
-                loss_min, idx[:, None], tf.where(better, l_new, tf.gather(loss_min, idx))
-            )
-            return i + 1, x_best, margin_min, loss_min
+            return (i + 1, *_square_accept(idx, x_new, xa, m_new, l_new, x_best, margin_min, loss_min))
 
-        _, x_best, _, _ = tf.while_loop(
-            lambda i, x_best, margin_min, loss_min: tf.logical_and(i < nb_queries - 1, tf.reduce_any(margin_min > 0)),
-            body,
-            (tf.constant(0), x_best, margin0, loss0),
-        )
-        return x_best
+        return _square_loop(body, nb_queries, x_best, margin0, loss0)
 
     return program
+
+
+def _square_accept(idx, x_new, x_current, m_new, l_new, x_best, margin_min, loss_min):
+    """Square's accept step: the candidates `x_new` of the still-unbroken examples `idx` replace their
+    current images where they lower the loss; returns the updated (x_best, margin_min, loss_min)."""
+    import tensorflow as tf
+
+    better = l_new < tf.gather(loss_min, idx)
+    x_best = tf.tensor_scatter_nd_update(x_best, idx[:, None], where_batch(better, x_new, x_current))
+    margin_min = tf.tensor_scatter_nd_update(
+        margin_min, idx[:, None], tf.where(better, m_new, tf.gather(margin_min, idx))
+    )
+    loss_min = tf.tensor_scatter_nd_update(loss_min, idx[:, None], tf.where(better, l_new, tf.gather(loss_min, idx)))
+    return x_best, margin_min, loss_min
+
+
+def _square_loop(body, nb_queries, x_best, margin0, loss0):
+    """Runs Square's `body(i, x_best, margin_min, loss_min)` until the query budget is spent or every example is
+    broken; returns the best images."""
+    import tensorflow as tf
+
+    _, x_best, _, _ = tf.while_loop(
+        lambda i, x_best, margin_min, loss_min: tf.logical_and(i < nb_queries - 1, tf.reduce_any(margin_min > 0)),
+        body,
+        (tf.constant(0), x_best, margin0, loss0),
+    )
+    return x_best
 
 
 def _square_losses(logits, label, targeted, num_classes):
