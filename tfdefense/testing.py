@@ -12,7 +12,7 @@ imported), e.g.
         assert loaded.my_setting == defense.my_setting
 
 Outputs are compared with `numpy.testing.assert_allclose` (`atol`/`rtol`; 0 means bitwise equal).
-`InterruptAt` and `EpochLog` are callbacks for testing that a `fit` killed part-way resumes.
+`InterruptAt` and `StartedEpochs` are callbacks for testing that a `fit` killed part-way resumes.
 """
 
 import json
@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 __all__ = [
-    "EpochLog",
+    "StartedEpochs",
     "InterruptAt",
     "assert_config_round_trip",
     "assert_fit_rejects_bad_data",
@@ -268,7 +268,7 @@ class InterruptAt(keras.callbacks.Callback):
             raise self.error if self.error is not None else RuntimeError("interrupted")
 
 
-class EpochLog(keras.callbacks.Callback):
+class StartedEpochs(keras.callbacks.Callback):
     """Records the epochs `fit` starts, in `seen` (a resumed run starts after the restored ones)."""
 
     def __init__(self):

@@ -6,8 +6,8 @@ import pytest
 
 from tfdefense.defenses import Denoiser
 from tfdefense.testing import (
-    EpochLog,
     InterruptAt,
+    StartedEpochs,
     assert_config_round_trip,
     assert_fit_rejects_bad_data,
     assert_keras_round_trip,
@@ -154,7 +154,7 @@ def test_interrupted_fit_resumes_after_the_backed_up_epochs(tmp_path, digits):
         model = ScalePurifier()
         model(digits[:1])  # BackupAndRestore needs a built model
         model.compile(optimizer="sgd", loss="mse")
-        log = EpochLog()
+        log = StartedEpochs()
         model.fit(digits, digits, epochs=3, verbose=0, callbacks=[*callbacks, log])
         return log.seen
 

@@ -13,7 +13,7 @@ import pytest
 
 from tfdefense.data import make_paired_pipeline, make_pipeline
 from tfdefense.data.pipelines import PipelineEpoch
-from tfdefense.testing import EpochLog, InterruptAt
+from tfdefense.testing import InterruptAt, StartedEpochs
 from tfdefense.training.resume import STATE_FILE, RandomStateBackup, resumable_fit_callbacks
 
 EPOCHS, KILL_AT = 3, 2
@@ -28,7 +28,7 @@ def _kill_and_resume(tmp_path, fit):
         fit([keras.callbacks.BackupAndRestore(backup), killed], 0)
     stored = json.loads((tmp_path / "backup" / STATE_FILE).read_text())["epochs"]
     assert set(stored) == {str(KILL_AT - 1), str(KILL_AT)}
-    epochs = EpochLog()
+    epochs = StartedEpochs()
     resumed = fit([keras.callbacks.BackupAndRestore(backup), epochs], 1)
     assert epochs.seen == list(range(KILL_AT, EPOCHS))
     assert not (tmp_path / "backup").exists()  # deleted at the end of the resumed fit

@@ -7,8 +7,8 @@ from tfdefense.data import make_paired_pipeline
 from tfdefense.defenses import Pix2PixDefense
 from tfdefense.models import model_c, patchgan_preset, perceptual_feature_extractor, unet_generator_preset
 from tfdefense.testing import (
-    EpochLog,
     InterruptAt,
+    StartedEpochs,
     assert_config_round_trip,
     assert_fit_rejects_bad_data,
     assert_keras_round_trip,
@@ -200,7 +200,7 @@ def test_backup_and_restore_resumes_without_losing_epochs(tmp_path, pairs):
     def run(callbacks):
         defense = tiny_defense(seed=5)
         defense.compile()
-        epochs = EpochLog()
+        epochs = StartedEpochs()
         schedule = StagedLossWeights([(0, 2, {"lambda_l1": 100.0}), (2, 4, {"lambda_l1": 10.0})])
         defense.fit(dataset, epochs=4, verbose=0, callbacks=[schedule, epochs, *callbacks])
         return defense, epochs.seen
