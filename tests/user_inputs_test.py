@@ -15,30 +15,10 @@ import tensorflow as tf
 
 from tfdefense.data import load_dataset
 from tfdefense.evaluate import main as evaluate_main
+from tfdefense.testing import file_writing_module, quantizer_module
 from tfdefense.train import main as train_main
 
 SHAPE = (8, 8, 1)
-
-
-class Quantizer(tf.Module):
-    """A variable-free purifier: 4 grey levels."""
-
-    @tf.function(input_signature=[tf.TensorSpec([None, *SHAPE], tf.float32)])
-    def __call__(self, x):
-        return tf.round(x * 3.0) / 3.0
-
-
-class FileWriter(tf.Module):
-    """An identity purifier whose graph writes a file when it runs."""
-
-    def __init__(self, target):
-        super().__init__()
-        self.target = str(target)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, *SHAPE], tf.float32)])
-    def __call__(self, x):
-        tf.io.write_file(self.target, "written by the graph")
-        return tf.identity(x)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +39,7 @@ def files(tmp_path_factory):
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x_train * 255.0, y_train, epochs=15, batch_size=64, verbose=0)
     model.save(folder / "classifier_0_255.h5")
-    tf.saved_model.save(Quantizer(), str(folder / "quantizer"))
+    tf.saved_model.save(quantizer_module(SHAPE), str(folder / "quantizer"))
     np.savez(folder / "test_only.npz", x_test=np.round(x_test[:12, ..., 0] * 255).astype(np.uint8), y_test=y_test[:12])
     return folder
 
@@ -106,7 +86,7 @@ def test_refusals_are_one_line_with_exit_status_2(files, tmp_path, capsys):
     assert code == 2 and "--input-range=0-255" in _one_error_line(capsys)
 
     target = tmp_path / "side_effect.txt"
-    tf.saved_model.save(FileWriter(target), str(tmp_path / "writer"))
+    tf.saved_model.save(file_writing_module(SHAPE, target), str(tmp_path / "writer"))
     code = _evaluate(files, tmp_path / "b", "--input-range", "0-255", "--purifier", tmp_path / "writer")
     line = _one_error_line(capsys)
     assert code == 2 and "WriteFile" in line and "--trust-saved-model" in line

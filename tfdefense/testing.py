@@ -13,6 +13,8 @@ imported), e.g.
 
 Outputs are compared with `numpy.testing.assert_allclose` (`atol`/`rtol`; 0 means bitwise equal).
 `InterruptAt` and `StartedEpochs` are callbacks for testing that a `fit` killed part-way resumes.
+`quantizer_module` and `file_writing_module` build bare `tf.Module`s to save as SavedModels: what a user
+brings that Keras did not make (one without variables, one whose graph writes a file).
 """
 
 import json
@@ -30,8 +32,10 @@ __all__ = [
     "assert_keras_round_trip",
     "assert_purify_rejects_bad_images",
     "assert_saved_model_round_trip",
+    "file_writing_module",
     "model_outputs",
     "purification_accuracies",
+    "quantizer_module",
 ]
 
 
@@ -277,3 +281,36 @@ class StartedEpochs(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.seen.append(epoch)
+
+
+def quantizer_module(shape, levels=4):
+    """A variable-free `tf.Module` purifier of images of `shape`: `levels` grey levels (tf.round: no gradient)."""
+    import tensorflow as tf
+
+    steps = float(levels - 1)
+
+    class Quantizer(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.float32)])
+        def __call__(self, x):
+            return tf.round(x * steps) / steps
+
+    return Quantizer()
+
+
+def file_writing_module(shape, target, scale=1.0, input_name=None):
+    """A `tf.Module` mapping images of `shape` to `scale * x` (a variable) whose graph writes the file `target`
+    each time it runs: TensorFlow graph ops, not Python (what the SavedModel scan refuses)."""
+    import tensorflow as tf
+
+    class FileWriter(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.target = str(target)
+            self.scale = tf.Variable(float(scale))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.float32, name=input_name)])
+        def __call__(self, x):
+            tf.io.write_file(self.target, "written by the graph")
+            return x * self.scale
+
+    return FileWriter()

@@ -20,6 +20,7 @@ from tfdefense.evaluation.user_inputs import (
     with_input_range,
 )
 from tfdefense.evaluation.user_model import evaluate_model
+from tfdefense.testing import file_writing_module, quantizer_module
 
 EPS = 0.1
 TINY = dict(eps_grid=(0.1, 0.6), sweep_iter=5, progress=False)
@@ -56,31 +57,9 @@ def classifier(digits):
     return _train(digits, 10)
 
 
-class Quantizer(tf.Module):
-    """A variable-free purifier: 4 grey levels (tf.round has no gradient: attacked with BPDA)."""
-
-    @tf.function(input_signature=[tf.TensorSpec([None, *SHAPE], tf.float32)])
-    def __call__(self, x):
-        return tf.round(x * 3.0) / 3.0
-
-
-class FileWriter(tf.Module):
-    """Doubles its input and, as a side effect, writes a file: TensorFlow graph ops, not Python."""
-
-    def __init__(self, target):
-        super().__init__()
-        self.target = str(target)
-        self.scale = tf.Variable(2.0)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, *SHAPE], tf.float32, name="pixels")])
-    def __call__(self, x):
-        tf.io.write_file(self.target, "written by the graph")
-        return x * self.scale
-
-
 def test_saved_model_with_file_ops_is_refused_before_loading(tmp_path, classifier):
     target = tmp_path / "side_effect.txt"
-    module = FileWriter(target)
+    module = file_writing_module(SHAPE, target, scale=2.0, input_name="pixels")
     tf.saved_model.save(module, str(tmp_path / "writer"), signatures=module.__call__)
     assert not target.exists()
     found = saved_model_unsafe_ops(tmp_path / "writer")
@@ -98,7 +77,7 @@ def test_saved_model_with_file_ops_is_refused_before_loading(tmp_path, classifie
     # The SavedModels users normally bring hold none: a Keras export (variables, checkpoint functions) and a
     # variable-free tf.Module.
     classifier.export(str(tmp_path / "keras_export"), verbose=False)
-    tf.saved_model.save(Quantizer(), str(tmp_path / "quantizer"))
+    tf.saved_model.save(quantizer_module(SHAPE), str(tmp_path / "quantizer"))
     assert saved_model_unsafe_ops(tmp_path / "keras_export") == {}
     assert saved_model_unsafe_ops(tmp_path / "quantizer") == {}
 
@@ -153,7 +132,7 @@ def test_any_single_input_name_and_plain_tf_module(tmp_path, digits):
     _, (x, _) = digits
     np.testing.assert_allclose(np.asarray(model(x[:4])), x[:4].reshape(4, 64)[:, :10] * 3.0, rtol=1e-6)
 
-    tf.saved_model.save(Quantizer(), str(tmp_path / "quantizer"))
+    tf.saved_model.save(quantizer_module(SHAPE), str(tmp_path / "quantizer"))
     purifier = resolve_purifier(str(tmp_path / "quantizer"))
     np.testing.assert_allclose(np.asarray(purifier(x[:4])), np.round(x[:4] * 3) / 3, atol=1e-6)
     assert len(user_model_fingerprint(purifier)) == 64  # no variables at all, still identified
@@ -246,7 +225,7 @@ def test_test_only_npz_any_classes_and_output_width(tmp_path, digits):
 
 
 def test_plain_tf_module_purifier_through_the_api(tmp_path, classifier, digits):
-    tf.saved_model.save(Quantizer(), str(tmp_path / "quantizer"))
+    tf.saved_model.save(quantizer_module(SHAPE), str(tmp_path / "quantizer"))
     _, (x, y) = digits
     result = evaluate_model(
         classifier,
