@@ -32,6 +32,7 @@ __all__ = [
     "assert_keras_round_trip",
     "assert_purify_rejects_bad_images",
     "assert_saved_model_round_trip",
+    "conv_compute_dtypes",
     "file_writing_module",
     "model_outputs",
     "purification_accuracies",
@@ -314,3 +315,13 @@ def file_writing_module(shape, target, scale=1.0, input_name=None):
             return x * self.scale
 
     return FileWriter()
+
+
+def conv_compute_dtypes(concrete):
+    """The set of dtype names the Conv2D ops of a concrete function compute in, its while-loop bodies included
+    (e.g. {"bfloat16"} for a train step traced under `precision="bf16"`)."""
+    import tensorflow as tf
+
+    graph_def = concrete.graph.as_graph_def()
+    nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+    return {tf.dtypes.as_dtype(n.attr["T"].type).name for n in nodes if n.op == "Conv2D"}

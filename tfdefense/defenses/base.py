@@ -476,6 +476,7 @@ class DefenseModel(keras.Model):
     metric_names = ()
     nested_models = ()
     fit_data = None  # "pairs", "images", or None (plain keras data; a subclass may write `prepare_fit`)
+    precision = "fp32"  # a subclass taking `precision` ("fp32" / "bf16") stores it (`step_scope`)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -591,9 +592,17 @@ class DefenseModel(keras.Model):
         raise NotImplementedError(f"{type(self).__name__} has no built-in losses to train or evaluate")
 
     def step_scope(self):
-        """The context `train_step` and `test_step` run in (`RobustPurifier`: its compute precision)."""
+        """The context `train_step` and `test_step` run in: the compute precision (`precision`, "fp32" unless
+        a subclass takes the argument) of every nested model."""
+        from tfdefense.defenses.precision import compute_precision
 
-        return contextlib.nullcontext()
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        models = []
+        for name in self.nested_models:
+            value = getattr(self, name, None)
+            models.extend(value if isinstance(value, (list, tuple)) else [value])
+        return compute_precision(models, self.precision)
 
     def train_step(self, data):
         import tensorflow as tf

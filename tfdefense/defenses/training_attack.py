@@ -14,8 +14,6 @@ in bfloat16 while a step is traced (variables stay float32, autocast on read;
 the callers keep the PGD iterate, the logits and the losses in float32).
 """
 
-import contextlib
-
 import keras
 import numpy as np
 
@@ -29,10 +27,9 @@ from tfdefense._validation import (
 )
 from tfdefense.attacks._native import pgd_loop, random_in_ball, value_and_grad_fn
 from tfdefense.defenses.base import add_scalar_variables, check_image_array
-from tfdefense.inference import all_layers
+from tfdefense.defenses.precision import PRECISIONS, check_precision, compute_precision  # noqa: F401 (re-exported)
 
 ATTACK_LOSSES = ("ce", "kl")
-PRECISIONS = ("fp32", "bf16")
 
 
 def split_xy(data):
@@ -92,47 +89,6 @@ def pgd_in_graph(logits_fn, x, y, eps, step_size, steps, seed, rand_init=True, l
     value_and_grad = value_and_grad_fn(lambda z: tf.cast(logits_fn(z), tf.float32), objective)
     x_adv = pgd_loop(value_and_grad, x, x_adv, eps, step_size, steps, "inf", projection="bounds", stop_gradient=True)
     return tf.stop_gradient(x_adv)
-
-
-def check_precision(precision):
-    return check_choice("precision", precision, PRECISIONS)
-
-
-@contextlib.contextmanager
-def compute_precision(models, precision):
-    """While the block runs, the layers of `models` whose policy is plain "float32" compute in bfloat16.
-
-    With precision "bf16" each such layer gets the `mixed_bfloat16` policy
-    (float32 variables, read as bfloat16; BatchNormalization keeps its
-    statistics in float32) and gets its own policy back on exit. Graphs traced
-    inside the block (a `train_step`) keep the bfloat16 ops; calls outside it
-    (inference, export) run in float32. Layers with another policy (mixed,
-    float16, quantized) are left as they are. "fp32" changes nothing.
-    """
-    check_precision(precision)
-    if precision == "fp32":
-        yield
-        return
-    mixed = keras.dtype_policies.DTypePolicy("mixed_bfloat16")
-    saved = {}
-    try:
-        for model in models:
-            if model is None:
-                continue
-            for layer in all_layers(model):
-                policy = getattr(layer, "dtype_policy", None)
-                if id(layer) in saved or type(policy) not in (
-                    keras.dtype_policies.DTypePolicy,
-                    keras.dtype_policies.FloatDTypePolicy,
-                ):
-                    continue
-                if policy.name == "float32":
-                    saved[id(layer)] = (layer, policy)
-                    layer.dtype_policy = mixed
-        yield
-    finally:
-        for layer, policy in saved.values():
-            layer.dtype_policy = policy
 
 
 def check_attack_settings(attack_eps, attack_steps, attack_step_size, attack_loss):

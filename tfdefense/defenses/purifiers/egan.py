@@ -61,6 +61,7 @@ from tfdefense.defenses.base import (
     generator_latent_dim,
     sample_images,
 )
+from tfdefense.defenses.precision import check_precision
 
 
 def default_gan_optimizer():
@@ -90,6 +91,8 @@ class DCGAN(DefenseModel):
         (`tfdefense.models.dcgan_generator`).
       discriminator: `keras.Model` images -> one logit per image.
       seed: seed of the latent-code generator.
+      precision: "fp32" or "bf16" (the train step computes in bfloat16 with
+        float32 variables and losses; sampling and inference stay float32).
 
     `dcgan(z)` returns G(z) (inference mode); `dcgan.sample(n)` draws n images.
     Use `DCGAN.from_preset("mnist" | "cifar10" | "tiny")` for the built-in nets.
@@ -104,12 +107,13 @@ class DCGAN(DefenseModel):
     nested_models = ("generator", "discriminator")
     fit_data = "images"
 
-    def __init__(self, generator, discriminator, seed=None, **kwargs):
+    def __init__(self, generator, discriminator, seed=None, precision="fp32", **kwargs):
         kwargs.setdefault("name", "dcgan")
         super().__init__(**kwargs)
         check_model("generator", generator)
         check_model("discriminator", discriminator)
         check_number("seed", seed, integer=True, allow_none=True)
+        self.precision = check_precision(precision)
         self.latent_dim = generator_latent_dim(generator)
         self.image_shape = generator_image_shape(generator)
         check_image_input(discriminator, "discriminator", self.image_shape)
@@ -163,20 +167,21 @@ class DCGAN(DefenseModel):
 
         g_vars = self.generator.trainable_variables
         d_vars = self.discriminator.trainable_variables
-        g_tape, d_tape = tf.GradientTape(), tf.GradientTape()
-        losses = self.compute_losses(first_images(data), training=True, tapes=(g_tape, d_tape))
-        with g_tape:
-            g_loss = self.g_optimizer.scale_loss(tf.nn.compute_average_loss(losses["g_loss"]))
-        with d_tape:
-            d_loss = self.d_optimizer.scale_loss(tf.nn.compute_average_loss(losses["d_loss"]))
-        g_grads = g_tape.gradient(g_loss, g_vars)
-        d_grads = d_tape.gradient(d_loss, d_vars)
-        self.d_optimizer.apply(d_grads, d_vars)
-        self.g_optimizer.apply(g_grads, g_vars)
+        with self.step_scope():
+            g_tape, d_tape = tf.GradientTape(), tf.GradientTape()
+            losses = self.compute_losses(first_images(data), training=True, tapes=(g_tape, d_tape))
+            with g_tape:
+                g_loss = self.g_optimizer.scale_loss(tf.nn.compute_average_loss(tf.cast(losses["g_loss"], tf.float32)))
+            with d_tape:
+                d_loss = self.d_optimizer.scale_loss(tf.nn.compute_average_loss(tf.cast(losses["d_loss"], tf.float32)))
+            g_grads = g_tape.gradient(g_loss, g_vars)
+            d_grads = d_tape.gradient(d_loss, d_vars)
+            self.d_optimizer.apply(d_grads, d_vars)
+            self.g_optimizer.apply(g_grads, g_vars)
         return self.update_metrics(losses)
 
     def get_config(self):
-        return {**super().get_config(), "seed": self.seed}
+        return {**super().get_config(), "seed": self.seed, "precision": self.precision}
 
 
 @keras.saving.register_keras_serializable(package="tfdefense")
@@ -195,6 +200,8 @@ class EGAN(Purifier):
         sees G(z) plus random-sign noise of a random strength in [0, input_noise]
         per image (clipped to [0, 1]) and must still recover G(z).
       seed: seed of the latent-code generator used in training.
+      precision: "fp32" or "bf16" (the encoder's train step, through the
+        frozen generator, computes in bfloat16; state and inference float32).
 
     `fit(x_clean, ...)`: E is trained on G(z) of random z; the given images
     only set the batch size and the steps. `evaluate(x)` also reports
@@ -207,11 +214,12 @@ class EGAN(Purifier):
     nested_models = ("generator", "encoder")
     fit_data = "images"
 
-    def __init__(self, generator, encoder, latent_weight=0.0, input_noise=0.0, seed=None, **kwargs):
+    def __init__(self, generator, encoder, latent_weight=0.0, input_noise=0.0, seed=None, precision="fp32", **kwargs):
         kwargs.setdefault("name", "egan")
         super().__init__(**kwargs)
         check_model("generator", generator)
         check_model("encoder", encoder)
+        self.precision = check_precision(precision)
         check_number("latent_weight", latent_weight, minimum=0)
         check_number("input_noise", input_noise, minimum=0, maximum=1)
         check_number("seed", seed, integer=True, allow_none=True)
@@ -279,4 +287,4 @@ class EGAN(Purifier):
     # ------------------------------------------------------------------ config
 
     def get_config(self):
-        return {**super().get_config(), "input_noise": self.input_noise, "seed": self.seed}
+        return {**super().get_config(), "input_noise": self.input_noise, "seed": self.seed, "precision": self.precision}

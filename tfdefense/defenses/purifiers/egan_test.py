@@ -15,6 +15,7 @@ from tfdefense.testing import (
     assert_keras_round_trip,
     assert_purify_rejects_bad_images,
     assert_saved_model_round_trip,
+    conv_compute_dtypes,
     purification_accuracies,
 )
 
@@ -247,3 +248,30 @@ def test_light_encoder_with_input_noise(paper_dcgan, mnist, mnist_model_c):
     results = _accuracy_vs_eps(model, mnist_model_c, x_test, y_test)
     assert results[0.3] >= 0.55
     assert results[0.0] >= 0.85
+
+
+def test_bf16_dcgan_and_encoder_steps_keep_float32_state(tmp_path, mnist):
+    (x_train, _), (x_test, _) = mnist
+    keras.utils.set_random_seed(0)
+    generator, discriminator = dcgan_preset("tiny")
+    gan = DCGAN(generator, discriminator, seed=0, precision="bf16")
+    gan.compile()
+    history = gan.fit(x_train[:512], batch_size=64, epochs=2, verbose=0).history
+    assert np.isfinite(history["d_loss"]).all() and np.isfinite(history["g_loss"]).all()
+    images = tf.TensorSpec((8, *gan.image_shape), tf.float32)
+    assert conv_compute_dtypes(tf.function(gan.train_step).get_concrete_function(images)) == {"bfloat16"}
+    assert {v.dtype for v in gan.weights + gan.g_optimizer.variables} <= {"float32", "int64"}
+    assert gan.sample(4, seed=0).dtype == np.float32
+    assert assert_keras_round_trip(gan, np.zeros((4, gan.latent_dim), np.float32), tmp_path).precision == "bf16"
+
+    encoder = egan_encoder_preset("tiny", gan.image_shape, gan.latent_dim)
+    egan = EGAN(gan.generator, encoder, seed=0, precision="bf16")
+    egan.compile()
+    losses = egan.fit(x_train[:1024], batch_size=64, epochs=3, verbose=0).history["loss"]
+    assert losses[-1] < losses[0], losses
+    assert conv_compute_dtypes(tf.function(egan.train_step).get_concrete_function(images)) == {"bfloat16"}
+    assert conv_compute_dtypes(tf.function(egan.call).get_concrete_function(images)) == {"float32"}
+    assert egan.purify(x_test[:4]).dtype == np.float32
+    assert assert_keras_round_trip(egan, x_test[:4], tmp_path, atol=1e-6).precision == "bf16"
+    with pytest.raises(ValueError, match="`precision`"):
+        EGAN(gan.generator, encoder, precision="fp16")

@@ -86,7 +86,6 @@ from tfdefense.defenses.base import (
 from tfdefense.defenses.training_attack import (
     AttackSettingsMixin,
     check_precision,
-    compute_precision,
     kl_divergence,
     pgd_in_graph,
     split_xy,
@@ -381,10 +380,6 @@ class RobustPurifier(AttackSettingsMixin, Purifier):
             + w("lambda_gan") * losses["gan"]
         )
         return losses
-
-    def step_scope(self):
-        """The compute precision of the training attack and the step (`precision`)."""
-        return compute_precision((self.generator, *self.classifiers, self.discriminator), self.precision)
 
     def prepare_fit(self, x, y, args, kwargs):
         """Checks `(x, y)` and `validation_data` (arrays or datasets); arrays under `BackupAndRestore` get

@@ -16,7 +16,12 @@ from tfdefense.inference import all_layers
 from tfdefense.models import trainable_copy
 from tfdefense.models.patchgan import patchgan_preset
 from tfdefense.models.unet import unet_generator, unet_generator_preset
-from tfdefense.testing import assert_fit_rejects_bad_data, assert_keras_round_trip, assert_saved_model_round_trip
+from tfdefense.testing import (
+    assert_fit_rejects_bad_data,
+    assert_keras_round_trip,
+    assert_saved_model_round_trip,
+    conv_compute_dtypes,
+)
 
 # eps 0.2: robustness at 0.3 needs longer training than a unit test affords (docs/robust.md has the
 # eps 0.3 numbers of the full runs); 0.2 already separates the two purifiers after 3 short epochs.
@@ -150,13 +155,6 @@ def test_invalid_arguments_name_the_argument(mnist_model_c):
         ComputeBudget(-1)
 
 
-def _conv_dtypes(concrete):
-    """The `T` dtypes of every Conv2D op in a concrete function, its while-loop bodies included."""
-    graph_def = concrete.graph.as_graph_def()
-    nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
-    return {tf.dtypes.as_dtype(n.attr["T"].type).name for n in nodes if n.op == "Conv2D"}
-
-
 def test_bf16_training_keeps_float32_state_and_roundtrips(tmp_path, mnist, mnist_model_c):
     (x_train, y_train), _ = mnist
     x, y = x_train[:512], y_train[:512]
@@ -173,10 +171,10 @@ def test_bf16_training_keeps_float32_state_and_roundtrips(tmp_path, mnist, mnist
     layers = all_layers(purifier.generator) + all_layers(mnist_model_c)
     assert {layer.dtype_policy.name for layer in layers} == {"float32"}
     spec = (tf.TensorSpec((8, 28, 28, 1), tf.float32), tf.TensorSpec((8,), tf.int64))
-    assert _conv_dtypes(tf.function(purifier.train_step).get_concrete_function(spec)) == {"bfloat16"}
+    assert conv_compute_dtypes(tf.function(purifier.train_step).get_concrete_function(spec)) == {"bfloat16"}
     out = purifier.purify(x[:16])
     assert out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
-    assert _conv_dtypes(tf.function(purifier.call).get_concrete_function(spec[0])) == {"float32"}
+    assert conv_compute_dtypes(tf.function(purifier.call).get_concrete_function(spec[0])) == {"float32"}
     loaded = assert_keras_round_trip(purifier, x[:16], tmp_path, atol=1e-6)
     assert loaded.precision == "bf16"
     loaded.fit(x[:128], y[:128], batch_size=64, epochs=1, verbose=0)  # the restored model trains on
@@ -304,7 +302,7 @@ def test_adversarial_trainer_bf16_step_and_float32_state(tmp_path, mnist, mnist_
     history = trainer.fit(x_train[:256], y_train[:256], batch_size=64, epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     spec = (tf.TensorSpec((8, 28, 28, 1), tf.float32), tf.TensorSpec((8,), tf.int64))
-    assert _conv_dtypes(tf.function(trainer.train_step).get_concrete_function(spec)) == {"bfloat16"}
+    assert conv_compute_dtypes(tf.function(trainer.train_step).get_concrete_function(spec)) == {"bfloat16"}
     assert {v.dtype for v in trainer.weights} <= {"float32", "int64"}
     assert {layer.dtype_policy.name for layer in all_layers(trainer.classifier)} == {"float32"}
     assert assert_keras_round_trip(trainer, x_train[:4], tmp_path, atol=1e-5).precision == "bf16"

@@ -54,7 +54,6 @@ from tfdefense.defenses.base import (
 from tfdefense.defenses.training_attack import (
     AttackSettingsMixin,
     check_precision,
-    compute_precision,
     pgd_in_graph,
     split_xy,
 )
@@ -175,10 +174,6 @@ class AdversarialTrainer(AttackSettingsMixin, DefenseModel):
         )
 
     # ------------------------------------------------------------------ training
-
-    def step_scope(self):
-        """The compute precision of the training attack and the step (`precision`)."""
-        return compute_precision((self.classifier,), self.precision)
 
     def prepare_batch(self, data, training):
         """(x, y, x_adv): the attack runs on the current classifier outside the gradient tape."""
