@@ -32,6 +32,7 @@ SCALES = {
         net="tiny",
         encoder="tiny",
         eps_grid=(0.0, 0.3, 0.5),
+        precision="fp32",
     ),
     # 8000 of the 60000 training digits and 1000 of the 10000 test digits.
     "quick": dict(
@@ -44,6 +45,7 @@ SCALES = {
         net="mnist",
         encoder="light",
         eps_grid=EPS_GRID,
+        precision="fp32",
     ),
     "full": dict(
         train=None,
@@ -55,6 +57,7 @@ SCALES = {
         net="mnist",
         encoder="paper",
         eps_grid=EPS_GRID,
+        precision="bf16",  # the DCGAN's and the encoder's train steps in bfloat16 (--set precision=fp32 to compare)
     ),
 }
 
@@ -130,7 +133,13 @@ def _purifiers(run, settings, classifier, x_train, y_train):
     purifiers = {}
     if run.wants_defense("egan"):
         purifiers["egan"] = recipes.egan(
-            run, x_train, settings["net"], settings["encoder"], settings["dcgan_epochs"], settings["encoder_epochs"]
+            run,
+            x_train,
+            settings["net"],
+            settings["encoder"],
+            settings["dcgan_epochs"],
+            settings["encoder_epochs"],
+            precision=settings["precision"],
         )
     x_fgsm_train = None
     if run.wants_defense("apegan") or run.wants_defense("autoencoder") or run.wants_defense("dncnn"):

@@ -134,15 +134,17 @@ def pix2pix(run, name, config, networks, data, epochs, depends_on=(), callbacks=
     return run.model(name, config, build, train, depends_on=depends_on)
 
 
-def egan(run, x_train, net, encoder, dcgan_epochs, encoder_epochs, batch_size=64):
-    """EGAN: a DCGAN (`DCGAN.from_preset(net)`) on clean images, then its encoder on the frozen generator."""
+def egan(run, x_train, net, encoder, dcgan_epochs, encoder_epochs, batch_size=64, precision="fp32"):
+    """EGAN: a DCGAN (`DCGAN.from_preset(net)`) on clean images, then its encoder on the frozen generator;
+    `precision` of both train steps ("bf16" joins the models' keys, "fp32" keeps the keys it always had)."""
     from tfdefense.defenses import DCGAN, EGAN
     from tfdefense.models.egan_encoder import egan_encoder_preset
 
-    dcgan_config = key(run, dcgan_epochs, net=net)
+    extra = {} if precision == "fp32" else {"precision": precision}
+    dcgan_config = key(run, dcgan_epochs, net=net, **extra)
 
     def build_dcgan():
-        model = DCGAN.from_preset(net, seed=run.seed)
+        model = DCGAN.from_preset(net, seed=run.seed, precision=precision)
         model.compile()
         return model
 
@@ -156,11 +158,11 @@ def egan(run, x_train, net, encoder, dcgan_epochs, encoder_epochs, batch_size=64
     )
 
     def build_egan():
-        model = EGAN(dcgan.generator, egan_encoder_preset(encoder), seed=run.seed)
+        model = EGAN(dcgan.generator, egan_encoder_preset(encoder), seed=run.seed, precision=precision)
         model.compile()
         return model
 
-    egan_config = {"dcgan": dcgan_config, "encoder": encoder, "epochs": encoder_epochs, "seed": run.seed}
+    egan_config = {"dcgan": dcgan_config, "encoder": encoder, "epochs": encoder_epochs, "seed": run.seed, **extra}
     return run.model(
         "egan",
         egan_config,
