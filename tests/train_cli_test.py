@@ -366,3 +366,15 @@ def test_classifier_run_writes_model_and_summary(tmp_path):
     _, (x_test, y_test) = load_dataset("digits", image_size=28)
     assert accuracy(model, x_test, y_test) == pytest.approx(summary["test_accuracy"])
     assert not out.with_name(out.name + ".backup").exists()
+
+    held = tmp_path / "held.keras"
+    assert (
+        main(
+            ["classifier", "--model", "A", "--dataset", "digits", "--image-size", "28", "--epochs", "1"]
+            + ["--holdout", "100", "--out", str(held)]
+        )
+        == 0
+    )
+    held_summary = json.loads(held.with_suffix(".json").read_text())
+    assert held_summary["train_examples"] == summary["train_examples"] - 100 and held_summary["holdout"] == 100
+    assert main(["classifier", "--model", "A", "--dataset", "digits", "--holdout", "0", "--out", str(held)]) == 2

@@ -35,6 +35,12 @@ def _classifier_parser(subparsers):
     parser.add_argument("--augment", default=None, choices=["shift", "flip_shift"])
     parser.add_argument("--schedule", default=None, choices=["cosine"], help="learning-rate schedule")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--holdout",
+        type=int,
+        default=None,
+        help="leave the last N training images out of training (e.g. for a purifier's --holdout monitor later)",
+    )
     add_distribute_argument(parser)
     parser.set_defaults(run=run_classifier)
 
@@ -65,6 +71,7 @@ def check_classifier_args(args):
     check_positive_int("--epochs", args.epochs)
     check_positive_int("--batch-size", args.batch_size)
     check_positive_int("--image-size", args.image_size, allow_none=True)
+    check_positive_int("--holdout", args.holdout, allow_none=True)
     if not args.learning_rate > 0 or args.learning_rate == float("inf"):
         fail(f"argument --learning-rate: expected a positive number, got {args.learning_rate}")
     check_seed(args.seed)
@@ -92,6 +99,12 @@ def run_classifier(args):
         args.dataset, data_dir=args.data_dir, image_size=args.image_size
     )
     num_classes = int(max(y_train.max(), y_test.max()) + 1)
+    if args.holdout is not None:
+        if args.holdout >= len(x_train):
+            from tfdefense._cli import fail
+
+            fail(f"argument --holdout: the training set has {len(x_train)} images, got {args.holdout}")
+        x_train, y_train = x_train[: -args.holdout], y_train[: -args.holdout]
     with strategy.scope():
         model = get_classifier(args.model, input_shape=x_train.shape[1:], num_classes=num_classes)
     out = pathlib.Path(args.out)
@@ -119,6 +132,7 @@ def run_classifier(args):
         "model": args.model,
         "dataset": args.dataset,
         "train_examples": int(len(x_train)),
+        "holdout": args.holdout,
         "test_examples": int(len(x_test)),
         # Epochs in this model's training history: those restored from the backup plus those run now
         # (none run: the backup held the last epoch).
