@@ -69,6 +69,7 @@ def parse_args(argv=None):
 def load_models(args, x_train, y_train):
     import keras
 
+    import tfdefense.defenses  # noqa: F401  (registers the purifier classes a .keras file may hold)
     from tfdefense.models import model_c, train_classifier
 
     if args.classifier:
