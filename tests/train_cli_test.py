@@ -140,8 +140,10 @@ def test_finetune_classifier_saves_the_tuned_classifier_beside_the_purifier(tmp_
 
 def test_holdout_monitor_logs_every_epoch_in_the_summary(tmp_path, classifier_path):
     out = tmp_path / "monitored.keras"
-    tiny = [*TINY[:2], "--epochs", "2", *TINY[4:]]
+    tiny = [*TINY[:2], "--epochs", "2", *TINY[4:], "--save-every", "1"]
     assert main(_args(classifier_path, out, *tiny, "--holdout", "32", "--eval-n", "8", "--eval-suite", "none")) == 0
+    for epoch in (1, 2):
+        assert isinstance(keras.models.load_model(tmp_path / f"monitored.epoch{epoch}.keras"), RobustPurifier)
     summary = json.loads((tmp_path / "monitored.json").read_text())
     assert summary["train_examples"] == 256 - 32 and summary["settings"]["holdout"] == 32
     rows = summary["epoch_log"]
@@ -160,8 +162,10 @@ def test_adversarial_training_of_a_saved_classifier_resumes_and_feeds_the_purifi
         _die_after_the_first_backup(patch)
         with pytest.raises(Interrupted):
             main([*args, "--epochs", "2"])
-    assert main([*args, "--epochs", "2"]) == 0
+    assert main([*args, "--epochs", "2", "--save-every", "2"]) == 0
     assert "resuming from epoch 1" in capsys.readouterr().out
+    snapshot = keras.models.load_model(tmp_path / "madry.epoch2.keras", safe_mode=True)
+    assert not (tmp_path / "madry.epoch1.keras").exists()
     summary = json.loads((tmp_path / "madry.json").read_text())
     assert summary["resumed_from_epoch"] == 1 and summary["train_examples"] == 256
     assert [r["epoch"] for r in summary["epoch_log"]] == [1, 2]
@@ -172,6 +176,8 @@ def test_adversarial_training_of_a_saved_classifier_resumes_and_feeds_the_purifi
     trained = keras.models.load_model(out, safe_mode=True)
     assert not isinstance(trained, RobustPurifier) and trained.output_shape == (None, 10)
     assert not np.array_equal(original_model.get_weights()[0], trained.get_weights()[0])
+    for saved, final in zip(snapshot.get_weights(), trained.get_weights(), strict=True):  # epoch 2 is the last
+        np.testing.assert_array_equal(saved, final)
     # The adversarially trained classifier is what a purifier on top of it takes.
     assert main(_args(out, tmp_path / "ontop.keras", *TINY, "--eval-suite", "none", "--eval-n", "8")) == 0
     assert (

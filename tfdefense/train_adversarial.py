@@ -71,6 +71,12 @@ def add_parser(subparsers):
     parser.add_argument("--n-train", type=int, default=None, help="train on the first N training images only")
     parser.add_argument("--holdout", type=int, default=None, help="as for train purifier --kind robust")
     parser.add_argument("--max-cpu-seconds", type=float, default=None, help="as for train purifier --kind robust")
+    parser.add_argument(
+        "--save-every",
+        type=int,
+        default=None,
+        help="also save the classifier after every N-th epoch (<out stem>.epoch<E>.keras)",
+    )
     parser.add_argument("--eval-n", type=int, default=200, help="test images of the summary's evaluation")
     parser.add_argument("--eval-suite", default="quick", choices=train_purifier.EVAL_SUITES)
     add_distribute_argument(parser)
@@ -91,6 +97,7 @@ def check_args(args):
         check_positive_int(flag, getattr(args, flag[2:].replace("-", "_")))
     check_positive_int("--n-train", args.n_train, allow_none=True)
     check_positive_int("--holdout", args.holdout, allow_none=True)
+    check_positive_int("--save-every", args.save_every, allow_none=True)
     if not 0 <= args.mix <= 1:
         fail(f"argument --mix: expected a number in [0, 1], got {args.mix}")
     if not 0 < args.learning_rate < float("inf"):
@@ -158,7 +165,9 @@ def run(args):
     with train_purifier.backup_callback(folder, strategy) as backup:
         distribute.check_backup_consistent(backup, strategy)
         callbacks = [EpsilonRamp(args.ramp_epochs)]
-        callbacks += train_purifier.progress_callbacks(args, folder, x_held, y_held, chief)
+        callbacks += train_purifier.progress_callbacks(
+            args, folder, x_held, y_held, chief, snapshot=lambda model: model.classifier
+        )
         history = trainer.fit(
             x_train,
             y_train,

@@ -76,6 +76,7 @@ ROBUST_ONLY = (
     "ensemble",
     "holdout",
     "max_cpu_seconds",
+    "save_every",
 )
 EPOCH_LOG_FILE = "epochs.json"
 MONITOR_PGD_IMAGES = 500  # the held-out monitor's PGD-20 runs on at most this many images
@@ -171,6 +172,12 @@ def add_parser(subparsers):
         f"them, clean and under PGD-20 (on at most {MONITOR_PGD_IMAGES}); the summary's `epoch_log`",
     )
     parser.add_argument(
+        "--save-every",
+        type=int,
+        default=None,
+        help="robust: also save the purifier after every N-th epoch as <out stem>.epoch<E>.keras (a curve's points)",
+    )
+    parser.add_argument(
         "--max-cpu-seconds",
         type=float,
         default=None,
@@ -241,6 +248,7 @@ def check_args(args):
         check_positive_int(flag, getattr(args, flag[2:].replace("-", "_")))
     check_positive_int("--n-train", args.n_train, allow_none=True)
     check_positive_int("--holdout", args.holdout, allow_none=True)
+    check_positive_int("--save-every", args.save_every, allow_none=True)
     if not 0 < args.learning_rate < float("inf"):
         fail(f"argument --learning-rate: expected a positive number, got {args.learning_rate}")
     check_seed(args.seed)
@@ -438,9 +446,16 @@ def load_classifier(path, image_shape, num_classes, flag="--classifier", trainab
     return classifier
 
 
-def progress_callbacks(args, folder, x_held, y_held, chief=True):
+def snapshot_path(out, epoch):
+    """Where --save-every keeps the model after `epoch` (1-based)."""
+    out = pathlib.Path(out)
+    return out.with_name(f"{out.stem}.epoch{epoch}.keras")
+
+
+def progress_callbacks(args, folder, x_held, y_held, chief=True, snapshot=lambda model: model):
     """The robust kind's per-epoch bookkeeping: cumulative CPU time (resumed from the epoch log; stops at
-    --max-cpu-seconds), the held-out monitor with --holdout, and the epoch log (written by the chief)."""
+    --max-cpu-seconds), the held-out monitor with --holdout, the epoch log and the --save-every snapshots of
+    `snapshot(model)` (both written by the chief)."""
     from tfdefense.training import ComputeBudget, EpochLog, RobustAccuracyMonitor, read_epoch_log
 
     start = resumed_epoch(folder)
@@ -451,7 +466,23 @@ def progress_callbacks(args, folder, x_held, y_held, chief=True):
         callbacks.append(monitor)
     if chief:
         callbacks.append(EpochLog(folder / EPOCH_LOG_FILE))
+        if args.save_every is not None:
+            callbacks.append(epoch_snapshots(args.save_every, args.out, snapshot))
     return callbacks
+
+
+def epoch_snapshots(every, out, snapshot):
+    """A keras callback saving `snapshot(model)` after every `every`-th epoch to `snapshot_path(out, epoch)`."""
+    import keras
+
+    from tfdefense._io import save_model
+
+    class EpochSnapshots(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if (epoch + 1) % every == 0:
+                save_model(snapshot(self.model), snapshot_path(out, epoch + 1))
+
+    return EpochSnapshots()
 
 
 def _unet(shape, width, dropout):
