@@ -456,7 +456,8 @@ def progress_callbacks(args, folder, x_held, y_held, chief=True, snapshot=lambda
     """The robust kind's per-epoch bookkeeping: cumulative CPU time (resumed from the epoch log; stops at
     --max-cpu-seconds), the held-out monitor with --holdout, the epoch log and the --save-every snapshots of
     `snapshot(model)` (both written by the chief)."""
-    from tfdefense.training import ComputeBudget, EpochLog, RobustAccuracyMonitor, read_epoch_log
+    from tfdefense.defenses import RobustAccuracyMonitor
+    from tfdefense.training import ComputeBudget, EpochLog, read_epoch_log
 
     start = resumed_epoch(folder)
     spent = [r["cpu_seconds"] for r in read_epoch_log(folder / EPOCH_LOG_FILE) if r["epoch"] == start]

@@ -17,6 +17,7 @@ Every public name is importable from `tfdefense.defenses` directly, including th
 from tfdefense.defenses.defended import DefendedClassifier
 from tfdefense.defenses.detectors import *  # noqa: F401,F403
 from tfdefense.defenses.detectors import __all__ as _detectors
+from tfdefense.defenses.monitor import RobustAccuracyMonitor
 from tfdefense.defenses.purifiers import *  # noqa: F401,F403
 from tfdefense.defenses.purifiers import __all__ as _purifiers
 from tfdefense.defenses.trainers import *  # noqa: F401,F403
@@ -38,6 +39,7 @@ from tfdefense.training import ComputeBudget, EpsilonRamp, FusedAdam, default_op
 # tfdefense.training (their one other public path).
 __all__ = [
     "DefendedClassifier",
+    "RobustAccuracyMonitor",
     "ComputeBudget",
     "EpsilonRamp",
     "FusedAdam",

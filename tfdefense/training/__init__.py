@@ -1,5 +1,5 @@
 """Training helpers: callbacks for `fit` (loss-weight schedules, the training attack's eps ramp, a CPU-time budget,
-the held-out robust-accuracy monitor, a resumable epoch log) and optimizers (`FusedAdam`)."""
+a resumable epoch log) and optimizers (`FusedAdam`)."""
 
 from tfdefense.training.callbacks import (
     VERSATILE_STAGES,
@@ -9,7 +9,7 @@ from tfdefense.training.callbacks import (
     check_stages,
     versatile_stages,
 )
-from tfdefense.training.monitor import EpochLog, RobustAccuracyMonitor, read_epoch_log
+from tfdefense.training.epoch_log import EpochLog, read_epoch_log
 from tfdefense.training.optimizers import FusedAdam, default_optimizer
 
 __all__ = [
@@ -18,7 +18,6 @@ __all__ = [
     "EpochLog",
     "EpsilonRamp",
     "FusedAdam",
-    "RobustAccuracyMonitor",
     "StagedLossWeights",
     "check_stages",
     "default_optimizer",
