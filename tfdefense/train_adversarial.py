@@ -129,7 +129,7 @@ def run(args):
 
     from tfdefense._io import save_model, write_json
     from tfdefense.defenses import AdversarialTrainer
-    from tfdefense.training import EpsilonRamp, FusedAdam, read_epoch_log
+    from tfdefense.training import EpsilonRamp, cosine_fused_adam, read_epoch_log
 
     started = time.perf_counter()
     keras.utils.set_random_seed(args.seed)
@@ -148,13 +148,8 @@ def run(args):
             seed=args.seed,
             precision=args.precision,
         )
-        steps = args.epochs * -(-len(x_train) // args.batch_size)
-        schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, steps, alpha=0.02)
-        trainer.compile(optimizer=FusedAdam(schedule))
-    if chief:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json(folder / train_purifier.SETTINGS_FILE, settings_of(args))
-    start_epoch = train_purifier.resumed_epoch(folder)
+        trainer.compile(optimizer=cosine_fused_adam(args.learning_rate, args.epochs, len(x_train), args.batch_size))
+    start_epoch = train_purifier.open_backup(folder, settings_of(args), chief)
     verb = f"resuming from epoch {start_epoch} of" if start_epoch else "starting"
     print(
         f"{verb} adversarial training (PGD-{args.attack_steps}, eps {args.eps:.4g}): {len(x_train)} "

@@ -386,6 +386,16 @@ def remove_backup_folder(folder):
         shutil.rmtree(folder, onerror=_ignore_missing)
 
 
+def open_backup(folder, settings, chief):
+    """Creates the backup folder with its settings file (the chief) and returns the epoch it resumes from."""
+    from tfdefense._io import write_json
+
+    if chief:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / SETTINGS_FILE, settings)
+    return resumed_epoch(folder)
+
+
 def resumed_epoch(folder):
     """The epoch the backup in `folder` resumes from: its newest complete checkpoint's (0: none)."""
     from tfdefense import distribute
@@ -493,10 +503,8 @@ def _unet(shape, width, dropout):
 
 
 def build_robust(args, classifiers, shape, n_train):
-    import keras
-
     from tfdefense.defenses import RobustPurifier
-    from tfdefense.training import FusedAdam
+    from tfdefense.training import cosine_fused_adam
 
     purifier = RobustPurifier(
         _unet(shape, args.width, 0.0),
@@ -511,9 +519,7 @@ def build_robust(args, classifiers, shape, n_train):
         ensemble=args.ensemble,
         finetune_classifier=args.finetune_classifier,
     )
-    steps = args.epochs * -(-n_train // args.batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, steps, alpha=0.02)
-    purifier.compile(g_optimizer=FusedAdam(schedule))
+    purifier.compile(g_optimizer=cosine_fused_adam(args.learning_rate, args.epochs, n_train, args.batch_size))
     return purifier
 
 
@@ -632,10 +638,7 @@ def run(args):
         held_out = [load_classifier(path, shape, num_classes, "--eval-classifier") for path in args.eval_classifier]
     out = pathlib.Path(args.out)
     folder = backup_dir(out)
-    if chief:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json(folder / SETTINGS_FILE, settings_of(args))
-    start_epoch = resumed_epoch(folder)
+    start_epoch = open_backup(folder, settings_of(args), chief)
     verb = f"resuming from epoch {start_epoch} of" if start_epoch else "training"
     placement = distribute.describe(strategy)
     print(

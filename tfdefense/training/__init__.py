@@ -10,7 +10,7 @@ from tfdefense.training.callbacks import (
     versatile_stages,
 )
 from tfdefense.training.epoch_log import EpochLog, read_epoch_log
-from tfdefense.training.optimizers import FusedAdam, default_optimizer
+from tfdefense.training.optimizers import FusedAdam, cosine_fused_adam, default_optimizer
 
 __all__ = [
     "VERSATILE_STAGES",
@@ -20,6 +20,7 @@ __all__ = [
     "FusedAdam",
     "StagedLossWeights",
     "check_stages",
+    "cosine_fused_adam",
     "default_optimizer",
     "read_epoch_log",
     "versatile_stages",

@@ -48,3 +48,10 @@ class FusedAdam(keras.optimizers.Adam):
 def default_optimizer():
     """Adam(2e-4, beta_1=0.5), as in the pix2pix paper (the fused-kernel `FusedAdam`)."""
     return FusedAdam(learning_rate=2e-4, beta_1=0.5)
+
+
+def cosine_fused_adam(learning_rate, epochs, examples, batch_size):
+    """`FusedAdam` whose rate decays from `learning_rate` to 2% of it along a cosine over `epochs` passes of
+    `examples` images in batches of `batch_size` (the robust trainers' measured recipe)."""
+    steps = epochs * -(-examples // batch_size)
+    return FusedAdam(keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=0.02))

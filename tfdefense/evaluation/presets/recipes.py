@@ -175,12 +175,9 @@ def egan(run, x_train, net, encoder, dcgan_epochs, encoder_epochs, batch_size=64
 
 def cosine_adam(epochs, n, batch):
     """FusedAdam(1e-3) with cosine decay to 2% over `epochs` passes of `n` images (the measured recipe)."""
-    import keras
+    from tfdefense.training import cosine_fused_adam
 
-    from tfdefense.training import FusedAdam
-
-    steps = epochs * -(-n // batch)
-    return FusedAdam(keras.optimizers.schedules.CosineDecay(1e-3, steps, alpha=0.02))
+    return cosine_fused_adam(1e-3, epochs, n, batch)
 
 
 def _cpu_seconds(run, name, config):
