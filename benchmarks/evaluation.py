@@ -10,7 +10,9 @@ Two cases, each run both ways on the same images in one process:
 the sanity checks' attacks (eps sweep, convergence) on all images
 (`evaluate_model(per_attack=True, sanity_n=n)`). "cascade" is the default:
 each attack only on the images every earlier attack failed to break, the
-checks' attacks on a fixed subsample of --sanity-n (200) images. Both go through
+checks' attacks on a fixed subsample of --sanity-n (200) images, crafted in
+--attack-precision (fp32; bf16: the gradient attacks in bfloat16, every image
+judged in float32). Both go through
 `tfdefense.evaluate_model` (no output folder, so nothing is cached).
 
 Then the floor of the engine's own schedule: the pipeline is wrapped in a layer
@@ -51,6 +53,12 @@ def parse_args(argv=None):
     parser.add_argument("--suite", default="standard", choices=["standard", "quick"])
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--sanity-n", type=int, default=200, help="the cascade's sanity-check subsample")
+    parser.add_argument(
+        "--attack-precision",
+        default="fp32",
+        choices=["fp32", "bf16"],
+        help="the cascade's crafting precision (the per-attack run stays fp32, as before the engine)",
+    )
     parser.add_argument("--classifier", help="a .keras model C (default: train one, 3 epochs on 8000 digits)")
     parser.add_argument("--purifier", help="a .keras robust purifier (default: train one through model C)")
     parser.add_argument("--skip-purifier", action="store_true", help="case A and the floor only")
@@ -100,7 +108,7 @@ def both_ways(classifier, purifier, x, y, args):
     from tfdefense.evaluation.user_model import evaluate_model
 
     out = {}
-    cascade = {"sanity_n": args.sanity_n}
+    cascade = {"sanity_n": args.sanity_n, "attack_precision": args.attack_precision}
     for name, options in (("per_attack", {"per_attack": True, "sanity_n": len(x)}), ("cascade", cascade)):
         start = time.perf_counter()
         result = evaluate_model(
@@ -252,12 +260,19 @@ def main(argv=None):
     x, y = x_test[: args.n], y_test[: args.n]
     classifier, purifier = load_models(args, x_train, y_train)
     print(
-        f"{args.n} MNIST test digits, eps {args.eps}, {args.suite} suite, batch {args.batch_size}; "
+        f"{args.n} MNIST test digits, eps {args.eps}, {args.suite} suite, batch {args.batch_size}, "
+        f"cascade crafting in {args.attack_precision}; "
         f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores, devices "
         f"{[d.name for d in tf.config.list_logical_devices()]}",
         flush=True,
     )
-    numbers = {"n": args.n, "eps": args.eps, "suite": args.suite, "batch_size": args.batch_size}
+    numbers = {
+        "n": args.n,
+        "eps": args.eps,
+        "suite": args.suite,
+        "batch_size": args.batch_size,
+        "attack_precision": args.attack_precision,
+    }
     if not args.skip_classifier:
         print("A: model C alone (target: >= 5x, identical worst case)", flush=True)
         numbers["model_c"] = both_ways(classifier, None, x, y, args)

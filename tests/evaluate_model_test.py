@@ -93,15 +93,16 @@ def test_cli_on_a_keras_classifier_passes_and_reruns_from_cache(classifier_file,
     assert values(again) == values(results)
 
 
-def test_cli_on_a_tfdefense_savedmodel_export(mnist_model_c, tmp_path):
+def test_cli_on_a_tfdefense_savedmodel_export_crafting_in_bf16(mnist_model_c, tmp_path):
     from tfdefense.export import export_saved_model
 
     identity = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Rescaling(1.0)])
     path = export_saved_model(identity, tmp_path / "exported", classifier=mnist_model_c)
-    code, results = _run(tmp_path / "run", "--classifier", path)
+    code, results = _run(tmp_path / "run", "--classifier", path, "--attack-precision", "bf16")
     assert code == 0
     assert _accuracy(results, "clean") >= 0.9 and _accuracy(results, "worst_case") <= 0.05
     assert all(c["passed"] for c in results["sanity_checks"])
+    assert results["choices"]["attack_precision"] == "bf16"
 
 
 def test_cli_quantizing_purifier_fails_the_masking_checks_with_exit_3(classifier_file, tmp_path, capsys):

@@ -69,6 +69,13 @@ def build_parser():
         help="run every attack on every image (the per-attack table); default: AutoAttack's cascade, "
         "each attack only on the images every earlier one failed to break (same worst case)",
     )
+    user.add_argument(
+        "--attack-precision",
+        default="fp32",
+        choices=["fp32", "bf16"],
+        help="bf16: craft the attacks in bfloat16 where they can (Square, FAB-T stay float32), judge every image in "
+        "float32; faster on CPUs and GPUs with bfloat16 units, an attack can only lose strength",
+    )
     user.add_argument("--n", type=int, default=None, help="evaluate the first N test images (default: all)")
     user.add_argument("--suite", default="standard", choices=["standard", "quick"])
     user.add_argument("--signature", default=None, help="SavedModel signature of the classifier (default: serving)")
@@ -275,6 +282,7 @@ def _evaluate_user_model(parser, args):
         input_range=args.input_range,
         norm=args.norm,
         per_attack=args.per_attack,
+        attack_precision=args.attack_precision,
     )
     print(result)
     if distribute.is_chief(strategy):

@@ -246,6 +246,21 @@ def test_bfloat16_compute_keeps_success_and_restores_the_model(mnist_model_c, mn
     assert mnist_model_c(x[:2]).dtype == "float32"
 
 
+def test_apgd_in_bfloat16_breaks_model_c_like_float32(mnist_model_c, mnist_eval_batch):
+    x, y = mnist_eval_batch[0][:100], mnist_eval_batch[1][:100]
+    name, params = "apgd", dict(eps=0.3, nb_iter=20)
+    rates = {}
+    for dtype in (None, "bfloat16"):
+        attack = get_attack(name, seed=0, compute_dtype=dtype, **params)
+        x_adv = attack(mnist_model_c, x, y)
+        _check_contract(attack, x, x_adv)
+        rates[dtype] = success_rate(mnist_model_c, x, x_adv, y)
+    assert rates["bfloat16"] >= rates[None] - 0.03 and rates[None] >= 0.8, rates
+    assert all(layer.dtype_policy.name == "float32" for layer in mnist_model_c.layers)
+    with pytest.raises(ValueError, match="compute_dtype"):
+        get_attack(name, backend="art", compute_dtype="bfloat16", **params)
+
+
 def test_autoattack_reports_its_components(mnist_model_c, mnist_eval_batch):
     x, y = mnist_eval_batch[0][:50], mnist_eval_batch[1][:50]
     attack = get_attack("autoattack", eps=0.1, nb_iter=10, n_target_classes=3, nb_queries=100, seed=0)

@@ -25,6 +25,11 @@ through it. Modes:
 `attacked[label]` says which images an attack ran on, and
 `extra["attacked_images"]` how many per attack.
 
+`with_attack_precision(suite, "bf16")` returns the suite with every attack
+that takes a `compute_dtype` crafting in bfloat16; the engine judges every
+adversarial image with the model as given (float32), so a precision loss can
+only weaken an attack, never count an image as broken that is not.
+
 `cache` is a callable `cache(name, config, compute) -> dict` returning
 `compute()` (a dict of per-example arrays and numbers) or its stored value;
 `StepCache(run, base_config)` keys it on a `Run`'s step store.
@@ -42,6 +47,8 @@ KINDS = ("single-step", "white-box", "gradient-free", "transfer")
 MODES = ("cascade", "per_attack", "every_example")
 # AutoAttack's standard order; attacks that are none of these follow in the suite's order.
 AUTOATTACK_ORDER = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
+# Crafting precision of the suite's attacks -> their `compute_dtype`.
+ATTACK_PRECISIONS = {"fp32": None, "bf16": "bfloat16"}
 
 
 # ----------------------------------------------------------------------------- suite and result
@@ -371,6 +378,31 @@ def _attack_images(spec, model, x, y, source, batch_size, eval_batch_size, strat
 
 
 # ----------------------------------------------------------------------------- the engine
+
+
+def with_attack_precision(suite, precision):
+    """(suite with `compute_dtype` set where an attack takes it, labels of the attacks kept in float32).
+
+    "fp32" returns the suite unchanged. "bf16" sets compute_dtype="bfloat16"
+    on every attack whose registry class has that parameter (the native
+    gradient attacks, APGD); the others stay in float32 (Square ranks candidates by
+    small margin differences, FAB-T, DeepFool and C&W divide by them).
+    """
+    check_choice("attack_precision", precision, tuple(ATTACK_PRECISIONS))
+    compute_dtype = ATTACK_PRECISIONS[precision]
+    if compute_dtype is None:
+        return list(suite), []
+    out, kept = [], []
+    for spec in suite:
+        try:
+            candidate = dataclasses.replace(spec, params={**spec.params, "compute_dtype": compute_dtype})
+            candidate.build()
+        except ValueError:  # no compute_dtype in this attack or its backend
+            out.append(spec)
+            kept.append(spec.label)
+            continue
+        out.append(candidate)
+    return out, kept
 
 
 def _check_suite(suite):

@@ -349,6 +349,7 @@ def sanity_checks(
     sanity_n=SANITY_SIZE,
     norm="linf",
     eot_samples=None,
+    attack_precision="fp32",
     stochastic=None,
     probabilities_handled=False,
     cache=None,
@@ -380,6 +381,7 @@ def sanity_checks(
       strict: raise `SanityCheckError` when a check fails.
       sanity_n: size of the fixed subsample; norm: "linf" or "l2".
       eot_samples: EOT samples of the sanity attacks (None: those of the suite's PGD, else 1).
+      attack_precision: "fp32" or "bf16" (`engine.with_attack_precision`) for the checks' attacks.
       stochastic: whether the pipeline is stochastic (None: measured here).
       probabilities_handled: the model outputs log-probabilities made from a
         probability output (evaluate_model's wrapping): the softmax check passes.
@@ -407,11 +409,12 @@ def sanity_checks(
     eps_grid = check_eps_grid(eps_grid, eps, norm, int(np.prod(x.shape[1:])))
     plan = _sanity_plan(result, eps, eps_grid, sweep_iter, convergence_iter, convergence_label, seed, norm, eot_samples)
     idx = engine.sanity_subsample(len(x), sanity_n, seed)
+    specs, _ = engine.with_attack_precision(plan["specs"], attack_precision)
     sub = engine.run_suite(
         model,
         x[idx],
         y[idx],
-        plan["specs"],
+        specs,
         mode="per_attack",
         batch_size=batch_size,
         strategy=strategy,

@@ -249,3 +249,31 @@ def test_evaluation_data_refuses_channel_first_and_empty_arrays(digits):
         load_evaluation_data((x[:0], y[:0]), None, None, SHAPE)
     name, description, images, labels = load_evaluation_data((x[:10], y[:10]), 4, None, SHAPE)
     assert images.shape == (4, *SHAPE) and labels.tolist() == y[:4].tolist() and "first 4" in description
+
+
+def test_bf16_attack_precision_on_a_plain_tf_module_classifier(tmp_path, digits):
+    """A SavedModel's graph keeps its own float32: only the Keras layers around it change policy."""
+    keras.utils.set_random_seed(0)
+    (x_train, y_train), (x, y) = digits
+    linear = keras.Sequential([keras.Input(SHAPE), keras.layers.Flatten(), keras.layers.Dense(10)])
+    linear.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    linear.fit(x_train, y_train, epochs=15, batch_size=64, verbose=0)
+
+    class Linear(tf.Module):
+        def __init__(self, kernel, bias):
+            super().__init__()
+            self.kernel, self.bias = tf.Variable(kernel), tf.Variable(bias)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, *SHAPE], tf.float32)])
+        def __call__(self, images):
+            return tf.reshape(images, [-1, 64]) @ self.kernel + self.bias
+
+    module = Linear(*linear.layers[-1].get_weights())
+    tf.saved_model.save(module, str(tmp_path / "linear"), signatures=module.__call__)
+    model = load_user_model(tmp_path / "linear")
+    kwargs = dict(suite=tiny_suite(), per_attack=True, **TINY)
+    fp32 = evaluate_model(model, (x[:40], y[:40]), EPS, **kwargs)
+    bf16 = evaluate_model(model, (x[:40], y[:40]), EPS, attack_precision="bf16", **kwargs)
+    assert bf16.robustness.configs["pgd-10"]["params"]["compute_dtype"] == "bfloat16"
+    assert fp32.clean_accuracy >= 0.8 and bf16.clean_accuracy == fp32.clean_accuracy
+    assert abs(bf16.accuracies["pgd-10"] - fp32.accuracies["pgd-10"]) <= 0.05

@@ -41,6 +41,7 @@ import numpy as np
 
 from tfdefense._io import write_json, write_text
 from tfdefense._validation import check_choice, check_number, invalid_value
+from tfdefense.evaluation.engine import ATTACK_PRECISIONS, with_attack_precision
 from tfdefense.evaluation.metrics import wilson_interval
 from tfdefense.evaluation.robustness import NORMS
 from tfdefense.evaluation.user_inputs import (  # noqa: F401  (load_user_model, resolve_purifier: public here too)
@@ -439,7 +440,9 @@ class _Plan:
     mode: str
 
 
-def _check_arguments(classifier, purifier, eps, seed, batch_size, sweep_iter, norm, per_attack, sanity_n):
+def _check_arguments(
+    classifier, purifier, eps, seed, batch_size, sweep_iter, norm, per_attack, sanity_n, attack_precision
+):
     if not callable(classifier):
         raise TypeError(
             f"Invalid type received for argument `classifier`. Expected a Keras model or callable "
@@ -460,6 +463,7 @@ def _check_arguments(classifier, purifier, eps, seed, batch_size, sweep_iter, no
     check_number("sanity_n", sanity_n, minimum=1, integer=True)
     if not isinstance(per_attack, bool):
         raise invalid_value("per_attack", "True or False", per_attack)
+    check_choice("attack_precision", attack_precision, tuple(ATTACK_PRECISIONS))
 
 
 def _load(classifier, purifier, dataset, n, data_dir):
@@ -505,6 +509,13 @@ def _plan(classifier, purifier, choices, notes, suite, eps, norm, seed, x, eps_g
             f"{', '.join(no_eot)}."
         )
     choices["single_draw"] = no_eot
+    with_eot, kept_fp32 = with_attack_precision(with_eot, choices["attack_precision"])
+    if choices["attack_precision"] != "fp32":
+        notes.append(
+            "Attacks crafted in bfloat16 (attack_precision='bf16'), every adversarial image judged by the "
+            "pipeline in float32"
+            + (f"; kept in float32 (no bfloat16 version): {', '.join(kept_fp32)}." if kept_fp32 else ".")
+        )
     source = None
     if purifier is not None:  # transfer attacks are crafted on the bare classifier (logits, as attacked)
         source = pipeline_class()(classifier, None, probabilities=choices["probabilities"], name="source_classifier")
@@ -580,6 +591,7 @@ def _evaluate(run, plan, x, y, choices, base_config, seed, batch_size, progress,
         sanity_n=sanity_n,
         norm=plan.norm,
         eot_samples=plan.eot,
+        attack_precision=choices["attack_precision"],
         stochastic=choices["stochastic"],
         probabilities_handled=choices["probabilities"],
         cache=cache,
@@ -655,6 +667,7 @@ def evaluate_model(
     norm="linf",
     per_attack=False,
     sanity_n=200,
+    attack_precision="fp32",
 ):
     """Adaptive evaluation of `classifier(purifier(x))` with the reviewer's suite and sanity checks.
 
@@ -701,6 +714,11 @@ def evaluate_model(
         False (default): AutoAttack's cascade, each attack only on the images
         every earlier attack failed to break (same worst case, fewer attacks).
       sanity_n: images of the fixed subsample the sanity checks attack.
+      attack_precision: "fp32" (default) or "bf16": the suite's and the
+        checks' attacks compute in bfloat16 where they can (gradient attacks,
+        APGD; Square and FAB-T stay float32), every adversarial image is judged
+        by the pipeline in float32. Faster on hardware with bfloat16 units; an
+        attack can only lose strength, so compare with "fp32" before trusting it.
     Returns an `EvaluationResult`. A failed sanity check does not raise: see
     `result.failures` / `result.raise_on_failure()`.
     """
@@ -710,7 +728,9 @@ def evaluate_model(
     from tfdefense.evaluation.runner import Run
 
     start = time.perf_counter()
-    _check_arguments(classifier, purifier, eps, seed, batch_size, sweep_iter, norm, per_attack, sanity_n)
+    _check_arguments(
+        classifier, purifier, eps, seed, batch_size, sweep_iter, norm, per_attack, sanity_n, attack_precision
+    )
     if input_range is not None:
         classifier = with_input_range(classifier, input_range)
     if out is not None:  # before any work; the Run below opens (marks, locks) the folder
@@ -725,6 +745,7 @@ def evaluate_model(
     choices, notes = inspect_models(
         classifier, purifier, x, y, batch_size=min(batch_size, 256), eot_samples=eot_samples
     )
+    choices["attack_precision"] = attack_precision
     if input_range not in (None, "0-1"):
         scale = {name: scale for scale, name in _RANGE_NAMES.items()}[input_range]
         notes.append(

@@ -228,3 +228,35 @@ def test_stochastic_pipeline_gets_autoattacks_rand_version_and_marks_single_draw
     randomness = {c["name"]: c for c in result.checks}["randomness"]
     assert randomness["passed"] and "single draws" in randomness["detail"] and "apgd-t" in randomness["detail"]
     assert any("rand version" in note for note in result.notes)
+
+
+def test_bf16_attack_precision_crafts_in_bfloat16_and_judges_in_float32(classifier, digits, tmp_path):
+    suite = tiny_suite() + [
+        SuiteAttack("apgd-ce", "apgd", dict(eps=EPS, nb_iter=10, seed=2), "white-box"),
+        SuiteAttack("fab-t", "fab_t", dict(eps=EPS, nb_iter=10, n_target_classes=2, seed=3), "white-box"),
+    ]
+    fp32 = evaluate_model(classifier, digits, EPS, suite=suite, per_attack=True, **TINY)
+    bf16 = evaluate_model(
+        classifier, digits, EPS, suite=suite, per_attack=True, attack_precision="bf16", out=tmp_path, **TINY
+    )
+    configs = bf16.robustness.configs
+    assert {label for label, cfg in configs.items() if cfg["params"].get("compute_dtype") == "bfloat16"} == {
+        "fgsm",
+        "pgd-10",
+        "apgd-ce",
+        "pgd-20 (convergence)",
+    }
+    assert "compute_dtype" not in configs["fab-t"]["params"]  # FAB-T has no bfloat16 version
+    assert all("compute_dtype" not in cfg["params"] for cfg in fp32.robustness.configs.values())
+    # Judged in float32: the clean pass is the same, and the attacks break model C about as often.
+    assert bf16.clean_accuracy == fp32.clean_accuracy
+    for label in ("fgsm", "pgd-10", "apgd-ce"):
+        assert abs(bf16.accuracies[label] - fp32.accuracies[label]) <= 0.04, label
+    assert bf16.worst_case <= 0.05 and bf16.passed, bf16.failures
+    assert all(layer.dtype_policy.name == "float32" for layer in classifier.layers)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["choices"]["attack_precision"] == "bf16"
+    assert "crafted in bfloat16" in (tmp_path / "report.md").read_text()
+    assert "kept in float32 (no bfloat16 version): fab-t" in (tmp_path / "report.md").read_text()
+    with pytest.raises(ValueError, match="attack_precision.*'fp16'"):
+        evaluate_model(classifier, digits, EPS, suite=suite, attack_precision="fp16", **TINY)
