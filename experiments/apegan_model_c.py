@@ -4,12 +4,14 @@ APE-GAN (ape-gan.txt, Table 3) reports model C's FGSM error rate at eps 0.1 / 0.
 and section 4.1.2 its clean error (0.8%), but not how C was trained. This script trains model C
 (`tfdefense.models.model_c`, Table 5) on the official 60,000 MNIST training digits under each
 recipe below and, after every epoch, measures the clean error and the FGSM error at the four eps
-(FGSM with the true labels, as the `apegan-mnist` preset crafts it) on the first --n test digits.
+(FGSM with the true labels, as the `apegan-mnist` preset crafts it) on the first --n test digits
+(default all 10,000, as the paper's rows are: the first 2,000 digits are harder, model C's clean
+error is 1.30% there against 0.83% on all 10,000). The default batch, 64, is the preset's.
 The recipes vary, in this order, the optimizer, the epochs (every epoch is scored), the learning
 rate, dropout and batch normalisation.
 
     python experiments/apegan_model_c.py --out runs/model_c_search.json           # every recipe
-    python experiments/apegan_model_c.py --recipes sgd-0.01 --n 10000 --out r.json  # one, all digits
+    python experiments/apegan_model_c.py --recipes sgd-0.01 --n 2000 --out r.json   # one, 2,000 digits
 
 The JSON holds one row per (recipe, epoch); the closing table prints the rows nearest the paper
 (the distance is the largest gap over the four FGSM errors, clean error within 0.5 points).
@@ -124,8 +126,8 @@ def run_recipe(name, x_train, y_train, x, y, batch_size, seed):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated names of RECIPES")
-    parser.add_argument("--n", type=int, default=2000, help="test digits scored (the first n)")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--n", type=int, default=10000, help="test digits scored (the first n)")
+    parser.add_argument("--batch-size", type=int, default=64, help="training batch (the apegan-mnist preset's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", required=True, help="JSON of every (recipe, epoch) row")
