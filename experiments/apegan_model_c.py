@@ -13,6 +13,9 @@ rate, dropout and batch normalisation.
     python experiments/apegan_model_c.py --out runs/model_c_search.json           # every recipe
     python experiments/apegan_model_c.py --recipes sgd-0.01 --n 2000 --out r.json   # one, 2,000 digits
 
+A recipe without dropout or batch norm is what the preset trains with `--set classifier_epochs=E
+--set classifier_optimizer=NAME --set classifier_learning_rate=LR`.
+
 The JSON holds one row per (recipe, epoch); the closing table prints the rows nearest the paper
 (the distance is the largest gap over the four FGSM errors, clean error within 0.5 points).
 Results are written after every recipe (atomically), so an interrupted search keeps what it had.
@@ -68,20 +71,6 @@ def build(extra, seed):
     return keras.Model(inputs, layers.Dense(10)(x), name=f"model_c_{extra}")
 
 
-def optimizer(name, learning_rate):
-    import keras
-
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate)
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate)
-    if name == "sgd_momentum":
-        return keras.optimizers.SGD(learning_rate, momentum=0.9)
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate)
-    raise ValueError(f"unknown optimizer {name!r}")
-
-
 def scores(model, x, y):
     """Clean error and FGSM error at each eps, in percent."""
     from tfdefense.attacks import get_attack
@@ -103,9 +92,13 @@ def distance(row):
 def run_recipe(name, x_train, y_train, x, y, batch_size, seed):
     import keras
 
+    from tfdefense.models.training import classifier_optimizer
+
     opt_name, learning_rate, epochs, extra = RECIPES[name]
     model = build(extra, seed)
-    model.compile(optimizer(opt_name, learning_rate), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        classifier_optimizer(opt_name, learning_rate), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     rows = []
     for epoch in range(1, epochs + 1):
         start = time.process_time()

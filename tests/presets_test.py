@@ -167,3 +167,22 @@ def test_quickstart_rerun_recomputes_no_attack_and_writes_the_same_numbers(tmp_p
 
     assert numbers(second) == numbers(first)
     assert numbers(json.loads((tmp_path / "results.json").read_text())) == numbers(first)
+
+
+def test_apegan_model_c_recipe_is_a_setting(tmp_path):
+    import keras
+
+    with pytest.raises(ValueError, match="classifier_optimizer.*'adagrad'"):
+        run_preset(
+            "apegan-mnist", tmp_path / "bad", scale="tiny", progress=False, settings={"classifier_optimizer": "adagrad"}
+        )
+    assert not (tmp_path / "bad" / "models").exists()
+    settings = {"classifier_optimizer": "rmsprop", "classifier_learning_rate": 0.0005}
+    results = run_preset(
+        "apegan-mnist", tmp_path / "run", scale="tiny", progress=False, settings=settings, attacks=["fgsm"]
+    )
+    (path,) = (tmp_path / "run" / "models").glob("C-*.keras")
+    model_c = keras.saving.load_model(path)
+    assert type(model_c.optimizer).__name__ == "RMSprop"
+    assert float(model_c.optimizer.learning_rate) == pytest.approx(0.0005)
+    assert any(r["attack"] == "fgsm" for r in results["rows"])

@@ -377,10 +377,11 @@ def test_classifier_run_writes_model_and_summary(tmp_path):
     assert (
         main(
             ["classifier", "--model", "A", "--dataset", "digits", "--image-size", "28", "--epochs", "1"]
-            + ["--holdout", "100", "--out", str(held)]
+            + ["--holdout", "100", "--optimizer", "rmsprop", "--out", str(held)]
         )
         == 0
     )
     held_summary = json.loads(held.with_suffix(".json").read_text())
     assert held_summary["train_examples"] == summary["train_examples"] - 100 and held_summary["holdout"] == 100
+    assert type(keras.saving.load_model(held).optimizer).__name__ == "RMSprop"
     assert main(["classifier", "--model", "A", "--dataset", "digits", "--holdout", "0", "--out", str(held)]) == 2

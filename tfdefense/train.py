@@ -32,6 +32,9 @@ def _classifier_parser(subparsers):
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument(
+        "--optimizer", default="adam", choices=["adam", "sgd", "sgd_momentum", "rmsprop"], help="sgd_momentum: 0.9"
+    )
     parser.add_argument("--augment", default=None, choices=["shift", "flip_shift"])
     parser.add_argument("--schedule", default=None, choices=["cosine"], help="learning-rate schedule")
     parser.add_argument("--seed", type=int, default=0)
@@ -120,6 +123,7 @@ def run_classifier(args):
         augment=args.augment,
         schedule=args.schedule,
         seed=args.seed,
+        optimizer=args.optimizer,
         backup_dir=out.with_name(out.name + ".backup"),
         verbose=2,
         strategy=strategy,
@@ -134,6 +138,9 @@ def run_classifier(args):
         "train_examples": int(len(x_train)),
         "holdout": args.holdout,
         "test_examples": int(len(x_test)),
+        "optimizer": args.optimizer,
+        "learning_rate": args.learning_rate,
+        "schedule": args.schedule,
         # Epochs in this model's training history: those restored from the backup plus those run now
         # (none run: the backup held the last epoch).
         "epochs": history.epoch[-1] + 1 if history.epoch else args.epochs,

@@ -23,6 +23,20 @@ from tfdefense.training.resume import resumable_fit_callbacks
 
 AUGMENTATIONS = (None, "flip_shift", "shift")
 SCHEDULES = (None, "cosine")
+OPTIMIZERS = ("adam", "sgd", "sgd_momentum", "rmsprop")
+
+
+def classifier_optimizer(name="adam", learning_rate=1e-3):
+    """A Keras optimizer by name: "adam", "sgd", "sgd_momentum" (momentum 0.9) or "rmsprop".
+
+    `learning_rate` is a number or a `keras.optimizers.schedules` schedule.
+    """
+    check_choice("optimizer", name, OPTIMIZERS)
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate)
+    return keras.optimizers.SGD(learning_rate, momentum=0.9 if name == "sgd_momentum" else 0.0)
 
 
 def _augmenter(kind):
@@ -68,10 +82,10 @@ def trainable_copy(model):
     return copy
 
 
-def compile_classifier(model, learning_rate=1e-3):
-    """Adam + sparse categorical cross-entropy on logits + accuracy."""
+def compile_classifier(model, learning_rate=1e-3, optimizer="adam"):
+    """`classifier_optimizer(optimizer, learning_rate)` + sparse categorical cross-entropy on logits + accuracy."""
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=classifier_optimizer(optimizer, learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
@@ -93,8 +107,11 @@ def train_classifier(
     callbacks=(),
     verbose="auto",
     strategy=None,
+    optimizer="adam",
 ):
-    """Trains a logits classifier with Adam; returns the keras History.
+    """Trains a logits classifier (Adam by default); returns the keras History.
+
+    A model already compiled keeps its own optimizer and loss.
 
     Args:
       augment: None, "shift" (random translation up to 1/8) or "flip_shift"
@@ -108,6 +125,8 @@ def train_classifier(
       batch_size: the global batch (split across the replicas of `strategy`).
       strategy: a `tf.distribute.Strategy` the model was built under (its
         `scope()`); the model is compiled inside it. None: the current one.
+      optimizer: "adam" (default), "sgd", "sgd_momentum" or "rmsprop"
+        (`classifier_optimizer`), at `learning_rate`.
     """
     check_model_arg(model)
     x_train = check_not_empty(check_images(x_train, "x_train"), "x_train")
@@ -119,13 +138,14 @@ def train_classifier(
     check_number("learning_rate", learning_rate, minimum=0)
     check_choice("augment", augment, AUGMENTATIONS)
     check_choice("schedule", schedule, SCHEDULES)
+    check_choice("optimizer", optimizer, OPTIMIZERS)
     warn_if_probabilities(model, x_train)
     if not model.compiled:
         if schedule == "cosine":
             steps = epochs * -(-len(x_train) // batch_size)
             learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps)
         with distribute.scope(strategy):
-            compile_classifier(model, learning_rate)
+            compile_classifier(model, learning_rate, optimizer)
     # Order and augmentation of epoch e depend on (seed, e) only: a resumed fit repeats an uninterrupted one.
     augmenter = None if augment is None else _augmenter(augment)
     dataset = make_pipeline(x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed, augment=augmenter)

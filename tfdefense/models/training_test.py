@@ -40,6 +40,28 @@ def test_train_classifier_rejects_bad_input():
         train_classifier(model, np.zeros((4, 28, 28, 1), np.float32), np.arange(3))
     with pytest.raises(ValueError, match="`augment`"):
         train_classifier(model, np.zeros((4, 28, 28, 1), np.float32), np.arange(4), augment="mixup")
+    with pytest.raises(ValueError, match="`optimizer`.*'adagrad'"):
+        train_classifier(model, np.zeros((4, 28, 28, 1), np.float32), np.arange(4), optimizer="adagrad")
+
+
+@pytest.mark.parametrize(
+    "name, cls, momentum", [("sgd", "SGD", 0.0), ("sgd_momentum", "SGD", 0.9), ("rmsprop", "RMSprop", None)]
+)
+def test_train_classifier_with_another_optimizer_learns_digits(name, cls, momentum):
+    from tfdefense.data import load_dataset
+
+    keras.utils.set_random_seed(0)
+    (x_train, y_train), (x_test, y_test) = load_dataset("digits")
+    model = get_classifier("A", input_shape=(8, 8, 1))
+    lr = 0.05 if name.startswith("sgd") else 1e-3
+    history = train_classifier(
+        model, x_train, y_train, epochs=5, batch_size=32, learning_rate=lr, optimizer=name, verbose=0
+    )
+    assert type(model.optimizer).__name__ == cls and float(model.optimizer.learning_rate) == pytest.approx(lr)
+    if momentum is not None:
+        assert model.optimizer.momentum == momentum
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert accuracy(model, x_test, y_test) > 0.8
 
 
 @pytest.mark.paper

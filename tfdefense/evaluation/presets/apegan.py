@@ -27,6 +27,10 @@ TABLE2 = "Table 2: benign input"
 TABLE3 = "Table 3: FGSM error rate vs eps"
 CLEAN_TABLE = "Target models: clean error rate (paper: section 4.1.2)"
 
+# How model C (the FGSM and JSMA target APE-GAN is trained against) is trained; the paper gives its
+# architecture only (Table 5). `--set classifier_optimizer=rmsprop` etc. (experiments/apegan_model_c.py).
+C_RECIPE = dict(classifier_optimizer="adam", classifier_learning_rate=1e-3)
+
 SETTINGS = {
     "mnist": dict(
         classifier="C",
@@ -36,7 +40,9 @@ SETTINGS = {
         pgd_eps=0.3,
         attack_models=paper_values.APEGAN_TARGET_MODELS["mnist"],
         scales={
-            "tiny": dict(train=300, test=40, expensive=4, cw_l0=1, classifier_epochs=2, epochs=1, budget="tiny"),
+            "tiny": dict(
+                train=300, test=40, expensive=4, cw_l0=1, classifier_epochs=2, epochs=1, budget="tiny", **C_RECIPE
+            ),
             # 8000 of the 60000 training and 2000 of the 10000 test digits; C&W-Linf (ART, seconds per image) on 25
             # images pays for training models A and B (the paper's L-BFGS / DeepFool and C&W targets).
             "quick": dict(
@@ -48,10 +54,18 @@ SETTINGS = {
                 classifier_epochs=3,
                 epochs=10,
                 budget="quick",
+                **C_RECIPE,
             ),
             # The paper's setting: all 60000 / 10000 digits, APE-GAN 2 epochs of batches of 64 (section 4.1.3).
             "full": dict(
-                train=None, test=None, expensive=None, cw_l0=100, classifier_epochs=10, epochs=2, budget="paper"
+                train=None,
+                test=None,
+                expensive=None,
+                cw_l0=100,
+                classifier_epochs=10,
+                epochs=2,
+                budget="paper",
+                **C_RECIPE,
             ),
         },
     ),
@@ -139,10 +153,18 @@ def _run(run, dataset):
 
     spec = SETTINGS[dataset]
     settings = run.pick(spec["scales"])
+    _check_c_recipe(settings)
     data = common.load_data(run, dataset, settings["train"], settings["test"])
     (x_train, y_train), (x_test, y_test) = data
     classifier = common.target_classifier(
-        run, spec["classifier"], x_train, y_train, settings["classifier_epochs"], augment=spec["augment"]
+        run,
+        spec["classifier"],
+        x_train,
+        y_train,
+        settings["classifier_epochs"],
+        augment=spec["augment"],
+        optimizer=settings.get("classifier_optimizer", "adam"),
+        learning_rate=settings.get("classifier_learning_rate", 1e-3),
     )
     purifier = _train_apegan(run, dataset, classifier, x_train, y_train, settings)
     defended = DefendedClassifier(purifier, classifier)
@@ -157,6 +179,16 @@ def _run(run, dataset):
     )
     run.note("Error rate = 1 - accuracy on the images listed in n; APE-GAN is deterministic (stored BN statistics).")
     _fill_paper_column(run, dataset)
+
+
+def _check_c_recipe(settings):
+    """The --set values of C's recipe, before any data is loaded."""
+    from tfdefense._validation import check_choice, check_number
+    from tfdefense.models.training import OPTIMIZERS
+
+    if "classifier_optimizer" in settings:
+        check_choice("classifier_optimizer", settings["classifier_optimizer"], OPTIMIZERS)
+        check_number("classifier_learning_rate", settings["classifier_learning_rate"], minimum=0)
 
 
 def _table1(run, dataset, settings, data, classifier, purifier):

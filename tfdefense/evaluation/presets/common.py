@@ -50,17 +50,24 @@ def mnist_split_description(run):
     return split.description if split is not None else "MNIST official 60000/10000 (keras download)"
 
 
-def target_classifier(run, name, x_train, y_train, epochs, augment=None, schedule=None):
+def target_classifier(
+    run, name, x_train, y_train, epochs, augment=None, schedule=None, optimizer="adam", learning_rate=1e-3
+):
     """Trains (or reuses) classifier `name` of the model registry on the run's data; frozen.
 
-    schedule: None (constant learning rate) or "cosine" (see `train_classifier`).
+    schedule: None (constant learning rate) or "cosine"; optimizer, learning_rate: see `train_classifier`.
     """
     from tfdefense.models import get_classifier
 
     shape = tuple(x_train.shape[1:])
     config = recipes.key(run, epochs, augment=augment, n=len(x_train))
-    if schedule is not None:  # absent from older configs: models trained before keep their hash
+    # Absent from older configs at their defaults: models trained before keep their hash.
+    if schedule is not None:
         config["schedule"] = schedule
+    if optimizer != "adam":
+        config["optimizer"] = optimizer
+    if learning_rate != 1e-3:
+        config["learning_rate"] = learning_rate
     return recipes.classifier(
         run,
         name,
@@ -71,6 +78,8 @@ def target_classifier(run, name, x_train, y_train, epochs, augment=None, schedul
         config,
         augment=augment,
         schedule=schedule,
+        optimizer=optimizer,
+        learning_rate=learning_rate,
     )
 
 

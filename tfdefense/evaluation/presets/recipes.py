@@ -48,11 +48,24 @@ def _fit(run, model, data, epochs, callbacks=(), loss_note=None):
     return history
 
 
-def classifier(run, name, build, x_train, y_train, epochs, config, batch_size=None, augment=None, schedule=None):
+def classifier(
+    run,
+    name,
+    build,
+    x_train,
+    y_train,
+    epochs,
+    config,
+    batch_size=None,
+    augment=None,
+    schedule=None,
+    optimizer="adam",
+    learning_rate=1e-3,
+):
     """Target classifier `name`: `build()` trained with `train_classifier` (or reused); frozen.
 
     config: its cache key (`key`); batch_size: fixed batch (None: --batch-size or 64);
-    augment, schedule: as in `train_classifier`.
+    augment, schedule, optimizer, learning_rate: as in `train_classifier`.
     """
     from tfdefense.models import train_classifier
 
@@ -66,6 +79,8 @@ def classifier(run, name, build, x_train, y_train, epochs, config, batch_size=No
             augment=augment,
             schedule=schedule,
             seed=run.seed,
+            optimizer=optimizer,
+            learning_rate=learning_rate,
             verbose=0,
             backup_dir=run.training_backup_dir(),
         )
