@@ -74,7 +74,7 @@ def build_parser():
         default="fp32",
         choices=["fp32", "bf16"],
         help="bf16: craft the attacks in bfloat16 where they can (Square, FAB-T stay float32), judge every image in "
-        "float32; faster on CPUs and GPUs with bfloat16 units, an attack can only lose strength",
+        "float32; faster on CPUs and GPUs with bfloat16 units",
     )
     user.add_argument("--n", type=int, default=None, help="evaluate the first N test images (default: all)")
     user.add_argument("--suite", default="standard", choices=["standard", "quick"])

@@ -27,8 +27,8 @@ through it. Modes:
 
 `with_attack_precision(suite, "bf16")` returns the suite with every attack
 that takes a `compute_dtype` crafting in bfloat16; the engine judges every
-adversarial image with the model as given (float32), so a precision loss can
-only weaken an attack, never count an image as broken that is not.
+adversarial image with the model as given (float32), so no image counts as
+broken that the float32 pipeline classifies correctly.
 
 `cache` is a callable `cache(name, config, compute) -> dict` returning
 `compute()` (a dict of per-example arrays and numbers) or its stored value;

@@ -717,8 +717,9 @@ def evaluate_model(
       attack_precision: "fp32" (default) or "bf16": the suite's and the
         checks' attacks compute in bfloat16 where they can (gradient attacks,
         APGD; Square and FAB-T stay float32), every adversarial image is judged
-        by the pipeline in float32. Faster on hardware with bfloat16 units; an
-        attack can only lose strength, so compare with "fp32" before trusting it.
+        by the pipeline in float32 (no image counts as broken that float32
+        does not break). Faster on hardware with bfloat16 units; the attacks'
+        strength can differ, so compare with "fp32" on your model first.
     Returns an `EvaluationResult`. A failed sanity check does not raise: see
     `result.failures` / `result.raise_on_failure()`.
     """
