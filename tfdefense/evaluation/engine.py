@@ -394,15 +394,21 @@ def with_attack_precision(suite, precision):
         return list(suite), []
     out, kept = [], []
     for spec in suite:
-        try:
-            candidate = dataclasses.replace(spec, params={**spec.params, "compute_dtype": compute_dtype})
-            candidate.build()
-        except ValueError:  # no compute_dtype in this attack or its backend
-            out.append(spec)
+        candidate = with_params(spec, compute_dtype=compute_dtype)
+        out.append(spec if candidate is None else candidate)
+        if candidate is None:
             kept.append(spec.label)
-            continue
-        out.append(candidate)
     return out, kept
+
+
+def with_params(spec, **params):
+    """`spec` with `params` added, or None when its attack (or backend) does not take them."""
+    candidate = dataclasses.replace(spec, params={**spec.params, **params})
+    try:
+        candidate.build()
+    except ValueError:
+        return None
+    return candidate
 
 
 def _check_suite(suite):

@@ -41,7 +41,7 @@ import numpy as np
 
 from tfdefense._io import write_json, write_text
 from tfdefense._validation import check_choice, check_number, invalid_value
-from tfdefense.evaluation.engine import ATTACK_PRECISIONS, with_attack_precision
+from tfdefense.evaluation.engine import ATTACK_PRECISIONS, with_attack_precision, with_params
 from tfdefense.evaluation.metrics import wilson_interval
 from tfdefense.evaluation.robustness import NORMS
 from tfdefense.evaluation.user_inputs import (  # noqa: F401  (load_user_model, resolve_purifier: public here too)
@@ -329,18 +329,8 @@ def _with_eot(spec, eot_samples):
     """`spec` with `eot_samples` when the attack takes it; else the spec unchanged and False."""
     if eot_samples <= 1 or spec.kind not in ("single-step", "white-box"):
         return spec, eot_samples <= 1
-    try:
-        attack = spec.build()
-    except ValueError:
-        return spec, False
-    if "eot_samples" not in attack.params:
-        return spec, False
-    try:
-        candidate = dataclasses.replace(spec, params={**spec.params, "eot_samples": eot_samples})
-        candidate.build()
-    except ValueError:  # the backend cannot average (e.g. ART)
-        return spec, False
-    return candidate, True
+    candidate = with_params(spec, eot_samples=eot_samples)  # None: no EOT in the attack or its backend (ART)
+    return (spec, False) if candidate is None else (candidate, True)
 
 
 # ----------------------------------------------------------------------------- result
