@@ -57,7 +57,7 @@ def parse_args(argv=None):
         "--attack-precision",
         default="fp32",
         choices=["fp32", "bf16"],
-        help="the cascade's crafting precision (the per-attack run stays fp32, as before the engine)",
+        help="the cascade's crafting precision (the per-attack run stays fp32)",
     )
     parser.add_argument("--classifier", help="a .keras model C (default: train one, 3 epochs on 8000 digits)")
     parser.add_argument("--purifier", help="a .keras robust purifier (default: train one through model C)")
