@@ -177,12 +177,30 @@ def test_apegan_model_c_recipe_is_a_setting(tmp_path):
             "apegan-mnist", tmp_path / "bad", scale="tiny", progress=False, settings={"classifier_optimizer": "adagrad"}
         )
     assert not (tmp_path / "bad" / "models").exists()
-    settings = {"classifier_optimizer": "rmsprop", "classifier_learning_rate": 0.0005}
+    with pytest.raises(ValueError, match="classifier_c_epochs.*0"):
+        run_preset("apegan-mnist", tmp_path / "bad", scale="tiny", progress=False, settings={"classifier_c_epochs": 0})
+    # C's recipe is its own: 3 epochs of RMSprop for C, A (DeepFool's target) keeps Adam and classifier_epochs.
+    settings = {"classifier_optimizer": "rmsprop", "classifier_learning_rate": 0.0005, "classifier_c_epochs": 3}
     results = run_preset(
-        "apegan-mnist", tmp_path / "run", scale="tiny", progress=False, settings=settings, attacks=["fgsm"]
+        "apegan-mnist", tmp_path / "run", scale="tiny", progress=False, settings=settings, attacks=["fgsm", "deepfool"]
     )
+    steps_per_epoch = -(-300 // 64)  # the tiny scale's 300 training digits, batches of 64
     (path,) = (tmp_path / "run" / "models").glob("C-*.keras")
     model_c = keras.saving.load_model(path)
     assert type(model_c.optimizer).__name__ == "RMSprop"
     assert float(model_c.optimizer.learning_rate) == pytest.approx(0.0005)
-    assert any(r["attack"] == "fgsm" for r in results["rows"])
+    assert int(model_c.optimizer.iterations) == 3 * steps_per_epoch
+    (path,) = (tmp_path / "run" / "models").glob("A-*.keras")
+    model_a = keras.saving.load_model(path)
+    assert type(model_a.optimizer).__name__ == "Adam"
+    assert int(model_a.optimizer.iterations) == 2 * steps_per_epoch
+    assert {"fgsm", "deepfool"} <= {r["attack"] for r in results["rows"]}
+
+
+def test_apegan_mnist_full_scale_trains_c_with_the_recipe():
+    from tfdefense.evaluation.presets.apegan import SETTINGS
+
+    full = SETTINGS["mnist"]["scales"]["full"]
+    recipe = {k: full[k] for k in ("classifier_optimizer", "classifier_learning_rate", "classifier_c_epochs")}
+    assert recipe == {"classifier_optimizer": "rmsprop", "classifier_learning_rate": 1e-3, "classifier_c_epochs": 4}
+    assert full["classifier_epochs"] == 10  # models A and B
