@@ -11,7 +11,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "tfdefense"
 # below every layer; `training` holds the generic fit tools (optimizers, callbacks, resume).
 LAYERS = ["data", "training", "models", "attacks", "defenses", "export", "evaluation", "cli"]
 CLI_MODULES = {"evaluate", "train", "train_purifier", "_cli", "__init__"}
-BASE_MODULES = {"_validation", "_io", "config", "distribute", "inference"}
+BASE_MODULES = {"_validation", "_io", "_mixed_precision", "config", "distribute", "inference"}
 
 
 def _modules():

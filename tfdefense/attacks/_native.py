@@ -19,15 +19,16 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
+from tfdefense._mixed_precision import mixed_compute
 from tfdefense._validation import invalid_value
-from tfdefense.inference import all_layers, call_model
+from tfdefense.inference import call_model
 
 NATIVE_CHUNK = 1024  # images per graph call (memory bound only; results do not depend on it)
 
 
 @contextlib.contextmanager
 def dtype_policy_scope(model, compute_dtype):
-    """Temporarily runs every layer of a Keras `model` under a mixed policy.
+    """Temporarily runs the float32 layers of a Keras `model` under a mixed policy (`mixed_compute`).
 
     Used only while *tracing* an attack graph: the traced graph keeps the
     bf16/fp16 computation, the model itself is restored on exit. Variables
@@ -43,17 +44,8 @@ def dtype_policy_scope(model, compute_dtype):
             f"Invalid value received for argument `compute_dtype`. Expected None or 'float32' for a model "
             f"that is not a Keras layer/model. Received: compute_dtype={compute_dtype!r}"
         )
-    policy = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[compute_dtype]
-    layers = all_layers(model)
-    saved = [layer.dtype_policy for layer in layers]
-    try:
-        for layer in layers:
-            if layer.dtype_policy.quantization_mode is None:
-                layer.dtype_policy = policy
+    with mixed_compute([model], compute_dtype):
         yield
-    finally:
-        for layer, old in zip(layers, saved, strict=True):
-            layer.dtype_policy = old
 
 
 class NativeMixin:

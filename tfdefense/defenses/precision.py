@@ -8,10 +8,8 @@ save, export) stay float32.
 
 import contextlib
 
-import keras
-
+from tfdefense._mixed_precision import mixed_compute
 from tfdefense._validation import check_choice
-from tfdefense.inference import all_layers
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -22,36 +20,8 @@ def check_precision(precision):
 
 @contextlib.contextmanager
 def compute_precision(models, precision):
-    """While the block runs, the layers of `models` whose policy is plain "float32" compute in bfloat16.
-
-    With precision "bf16" each such layer gets the `mixed_bfloat16` policy
-    (float32 variables, read as bfloat16; BatchNormalization keeps its
-    statistics in float32) and gets its own policy back on exit. Graphs traced
-    inside the block (a `train_step`) keep the bfloat16 ops; calls outside it
-    (inference, export) run in float32. Layers with another policy (mixed,
-    float16, quantized) are left as they are. "fp32" changes nothing.
-    """
+    """While the block runs, the layers of `models` whose policy is plain "float32" compute in bfloat16
+    ("bf16": `mixed_compute(models, "bfloat16")`); "fp32" changes nothing."""
     check_precision(precision)
-    if precision == "fp32":
+    with mixed_compute(models, None if precision == "fp32" else "bfloat16"):
         yield
-        return
-    mixed = keras.dtype_policies.DTypePolicy("mixed_bfloat16")
-    saved = {}
-    try:
-        for model in models:
-            if model is None:
-                continue
-            for layer in all_layers(model):
-                policy = getattr(layer, "dtype_policy", None)
-                if id(layer) in saved or type(policy) not in (
-                    keras.dtype_policies.DTypePolicy,
-                    keras.dtype_policies.FloatDTypePolicy,
-                ):
-                    continue
-                if policy.name == "float32":
-                    saved[id(layer)] = (layer, policy)
-                    layer.dtype_policy = mixed
-        yield
-    finally:
-        for layer, policy in saved.values():
-            layer.dtype_policy = policy
