@@ -1,6 +1,7 @@
 """The scripts in experiments/ that produce documented numbers: they run, and read what the package writes."""
 
 import importlib.util
+import json
 import pathlib
 import subprocess
 import sys
@@ -18,7 +19,9 @@ def _script(name):
     return module
 
 
-def test_robustness_table_reads_an_evaluate_run(tmp_path):
+@pytest.fixture(scope="module")
+def evaluate_run(tmp_path_factory):
+    """An evaluate run folder of a plain keras.Sequential on 30 digits: (folder, EvaluationResult)."""
     from tfdefense import evaluate_model
     from tfdefense.data import load_dataset
 
@@ -27,8 +30,14 @@ def test_robustness_table_reads_an_evaluate_run(tmp_path):
     model = keras.Sequential([keras.Input(x_train.shape[1:]), keras.layers.Flatten(), keras.layers.Dense(10)])
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x_train, y_train, epochs=5, verbose=0)
-    result = evaluate_model(model, (x_test[:30], y_test[:30]), 0.1, suite="quick", out=tmp_path / "run", progress=False)
-    table = _script("robustness_table").table([("plain", tmp_path / "run")])
+    folder = tmp_path_factory.mktemp("evaluate") / "run"
+    result = evaluate_model(model, (x_test[:30], y_test[:30]), 0.1, suite="quick", out=folder, progress=False)
+    return folder, result
+
+
+def test_robustness_table_reads_an_evaluate_run(tmp_path, evaluate_run):
+    folder, result = evaluate_run
+    table = _script("robustness_table").table([("plain", folder)])
     row = table.splitlines()[-1]
     assert row.startswith(f"| plain | {100 * result.clean_accuracy:.1f} | {100 * result.worst_case:.1f} (")
     assert "| 30 |" in row
@@ -36,12 +45,50 @@ def test_robustness_table_reads_an_evaluate_run(tmp_path):
         _script("robustness_table").summary(tmp_path / "missing")
 
 
-@pytest.mark.parametrize("script", ["robustness_table", "apegan_model_c"])
+def test_protection_cost_counts_one_purifier_against_one_training_per_classifier(tmp_path, evaluate_run):
+    folder, result = evaluate_run
+    purifier = tmp_path / "purifier.json"  # resumed once: the epoch log's cumulative CPU counts, not this run's
+    purifier.write_text(json.dumps({"train_cpu_seconds": 100.0, "epoch_log": [{"epoch": 0, "cpu_seconds": 7200.0}]}))
+    madry = tmp_path / "madry.json"
+    madry.write_text(json.dumps({"train_cpu_seconds": 5400.0}))
+    script = _script("protection_cost")
+    assert script.training_cpu_seconds(purifier) == 7200.0
+    run = script.summary(folder)
+    rows = script.cost_rows(7200.0, [("C", run), ("A", {**run, "worst_case": run["worst_case"] - 0.2})], [5400.0])
+    assert [r["adversarial_cpu_hours"] for r in rows] == [1.5, 3.0]
+    assert [r["purifier_cpu_hours"] for r in rows] == [2.0, 2.0]
+    assert rows[1]["worst_case_lowest"] == pytest.approx(result.worst_case - 0.2)
+    assert rows[1]["worst_case_mean"] == pytest.approx(result.worst_case - 0.1)
+    plot = tmp_path / "cost.png"
+    args = ["--purifier", purifier, "--protected", f"C={folder}", "--protected", f"A={folder}", "--adversarial", madry]
+    args += ["--adversarial-run", f"C (Madry)={folder}", "--plot", plot]
+    printed = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "protection_cost.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    lines = printed.strip().splitlines()
+    assert lines[-1].startswith("| 2 (C, A) | 2.00 | 3.00 | ")
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "protection_cost.py"), "--purifier", str(purifier)],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "--protected" in bad.stderr
+
+
+@pytest.mark.parametrize("script", ["robustness_table", "apegan_model_c", "protection_cost"])
 def test_scripts_explain_themselves_and_refuse_bad_arguments(script):
     help_text = subprocess.run(
         [sys.executable, str(REPO / "experiments" / f"{script}.py"), "--help"], capture_output=True, text=True
     )
     assert help_text.returncode == 0 and "usage:" in help_text.stdout
-    bad = {"robustness_table": ["no-equals-sign"], "apegan_model_c": ["--recipes", "nope", "--out", "x.json"]}[script]
+    bad = {
+        "robustness_table": ["no-equals-sign"],
+        "apegan_model_c": ["--recipes", "nope", "--out", "x.json"],
+        "protection_cost": ["--purifier", "missing.json", "--protected", "C=nowhere"],
+    }[script]
     failed = subprocess.run([sys.executable, str(REPO / "experiments" / f"{script}.py"), *bad], capture_output=True)
     assert failed.returncode == 2
