@@ -79,7 +79,7 @@ def test_protection_cost_counts_one_purifier_against_one_training_per_classifier
     assert bad.returncode == 2 and "--protected" in bad.stderr
 
 
-@pytest.mark.parametrize("script", ["robustness_table", "apegan_model_c", "protection_cost"])
+@pytest.mark.parametrize("script", ["robustness_table", "apegan_model_c", "protection_cost", "apegan_fgsm_variants"])
 def test_scripts_explain_themselves_and_refuse_bad_arguments(script):
     help_text = subprocess.run(
         [sys.executable, str(REPO / "experiments" / f"{script}.py"), "--help"], capture_output=True, text=True
@@ -89,6 +89,41 @@ def test_scripts_explain_themselves_and_refuse_bad_arguments(script):
         "robustness_table": ["no-equals-sign"],
         "apegan_model_c": ["--recipes", "nope", "--out", "x.json"],
         "protection_cost": ["--purifier", "missing.json", "--protected", "C=nowhere"],
+        "apegan_fgsm_variants": ["--classifier", "missing.keras", "--out", "x.json", "--variants", "nope"],
     }[script]
     failed = subprocess.run([sys.executable, str(REPO / "experiments" / f"{script}.py"), *bad], capture_output=True)
     assert failed.returncode == 2
+
+
+def test_apegan_fgsm_variants_trains_on_clipped_and_unclipped_pairs(tmp_path, mnist, mnist_model_c):
+    import numpy as np
+
+    from tfdefense.evaluation import accuracy
+
+    script = _script("apegan_fgsm_variants")
+    _, (x_test, y_test) = mnist
+    x, y = x_test[:200], y_test[:200]
+    clipped = script.fgsm(mnist_model_c, x, y, 0.3, "clipped")
+    unclipped = script.fgsm(mnist_model_c, x, y, 0.3, "unclipped")
+    assert clipped.min() >= 0 and clipped.max() <= 1 and np.abs(clipped - x).max() <= 0.3 + 1e-6
+    assert unclipped.min() < -0.2 and unclipped.max() > 1.2  # cleverhans v1: no clipping
+    assert np.abs(unclipped - x).max() == pytest.approx(0.3, abs=1e-6)
+    assert accuracy(mnist_model_c, clipped, y) < accuracy(mnist_model_c, x, y) - 0.3
+    model_path = tmp_path / "c.keras"
+    mnist_model_c.save(model_path)
+    out = tmp_path / "variants.json"
+    printed = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "apegan_fgsm_variants.py"), "--classifier", str(model_path)]
+        + ["--out", str(out), "--epochs", "1", "--n-train", "256", "--n-test", "100"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    results = json.loads(out.read_text())
+    assert (results["train_digits"], results["test_digits"]) == (256, 100)
+    assert set(results["variants"]) == {"clipped", "unclipped"}
+    for row in results["variants"].values():
+        assert len(row["g_mse"]) == 1 and row["g_mse"][0] > 0
+        assert set(row["fgsm_error"]) == {"clipped", "unclipped"}
+    assert results["bare"]["clipped"]["0.3"] > results["clean_error"]["none"]
+    assert len(printed.strip().splitlines()) == 2 + 2 + 4  # header, 2 bare rows, 2 x 2 APE-GAN rows
