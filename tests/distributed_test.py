@@ -77,6 +77,8 @@ MIRRORED = textwrap.dedent(
     b = generate(pgd_random, model, x_test, y_test, batch_size=16, progress=False,
                  strategy=tf.distribute.OneDeviceStrategy("/cpu:0"))
     diffs["pgd_random_2_vs_1_replica"] = float(np.max(np.abs(a - b)))
+    c = generate(pgd_random, model, x_test, y_test, batch_size=16, progress=False)
+    diffs["pgd_random_2_replicas_vs_none"] = float(np.max(np.abs(a - c)))
     out["pgd_random_linf"] = float(np.max(np.abs(a - x_test)))
     from tfdefense.evaluation.robustness import SuiteAttack, evaluate_robustness
     suite = [SuiteAttack("fgsm", "fgsm", dict(eps=0.2), "single-step"),
@@ -122,6 +124,7 @@ def test_mirrored_two_logical_cpus_trains_and_generates_like_one_device(tmp_path
         assert info["num_success"] == out[label + "_success_ref"] > 0, out
         assert out[label + "_cache_without_strategy"] == "hit", out  # the key does not hold the strategy
     assert out["diffs"]["pgd_random_2_vs_1_replica"] < 1e-5, out
+    assert out["diffs"]["pgd_random_2_replicas_vs_none"] < 1e-5, out  # batch b draws from stream (seed, b)
     robustness = out["robustness"]
     assert robustness["same_outcomes"] and robustness["single"] == robustness["sharded"], robustness
     assert robustness["single"]["worst_case"] < robustness["single"]["clean"], robustness

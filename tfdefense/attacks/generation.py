@@ -15,6 +15,13 @@ So no table can reuse examples crafted for another model, setting or data
 set. An entry that cannot be read, whose key or shape does not match, or
 whose array fails its checksum is reported (warnings.warn + logging) and
 regenerated, never used. Writes are atomic (temporary file + rename).
+
+While an entry is being generated, every finished batch is also stored in
+`<entry>.partial/` (same key, checksummed): a run that is interrupted
+resumes from its finished batches, and the folder is removed once the
+entry is written. Each batch draws a seeded attack's randomness from its
+own stream (seed, batch index), so a resumed run gives the images of an
+uninterrupted one.
 """
 
 import concurrent.futures
@@ -116,11 +123,10 @@ def generate(
         the batches are dealt round-robin to its replicas (every worker,
         every local device), each replica attacks its batch on its device,
         and the results are gathered back in input order on every worker.
-        A deterministic attack gives the same images as without a strategy;
-        a seeded random one draws each batch's randomness from its own
-        stream (seed, batch index), so its images do not depend on the
-        number of replicas or workers (they differ from the strategy-less
-        run's, which draws one stream in sequence). The cache key does not
+        Every batch draws a seeded attack's randomness from its own stream
+        (seed, batch index), so the images are the same with or without a
+        strategy, whatever the number of replicas or workers, and after a
+        resume (see the module docstring). The cache key does not
         include the strategy; only the chief writes to `cache_dir`, other
         workers into `cache_dir/workers/<task>`.
 
@@ -163,10 +169,11 @@ def generate(
             logger.warning(message)
             status = "regenerated"
 
+    partial = None if path is None else _PartialBatches(path.with_name(path.name + ".partial"), key, batch_size)
     if distributed:
         x_adv, info = _run_distributed(attack, model, x, y, y_target, batch_size, progress, strategy)
     else:
-        x_adv, info = _run_batches(attack, model, x, y, y_target, batch_size, progress)
+        x_adv, info = _run_batches(attack, model, x, y, y_target, batch_size, progress, partial)
     info.update(cache=status, path=None if path is None else str(path), key=key)
     if path is not None:
         meta = {
@@ -179,42 +186,103 @@ def generate(
         text = json.dumps(meta, sort_keys=True, default=_json_default)
         save_npz(path, x_adv=x_adv, meta=np.array(text))
         write_json(path.with_suffix(".json"), json.loads(text))
+    if partial is not None and distribute.is_chief(strategy):
+        partial.remove()
     return (x_adv, info) if return_info else x_adv
 
 
-def _run_batches(attack, model, x, y, y_target, batch_size, progress):
-    import tensorflow as tf
+class _PartialBatches:
+    """The finished batches of one cache entry being generated: `<entry>.partial/batch-<b>.npz`."""
+
+    def __init__(self, folder, key, batch_size):
+        self.folder, self.key, self.batch_size = pathlib.Path(folder), key, int(batch_size)
+
+    def _path(self, b):
+        return self.folder / f"batch-{b:06d}.npz"
+
+    def load(self, b, shape):
+        """(x_adv, run info) of batch b when stored for this key and batch size, else None (reported if broken)."""
+        path = self._path(b)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                x_adv = np.array(data["x_adv"])
+        except Exception as error:
+            problem = f"cannot be read ({type(error).__name__}: {error})"
+        else:
+            if (meta.get("key"), meta.get("batch_size")) != (self.key, self.batch_size):
+                return None  # another key or batch size: not this run's; overwritten when its batch is done
+            if x_adv.shape != tuple(shape) or x_adv.dtype != np.float32 or array_digest(x_adv) != meta.get("sha256"):
+                problem = "holds another shape or dtype, or fails its checksum"
+            else:
+                return x_adv, meta.get("run", {})
+        message = f"tfdefense attack cache: finished batch {path} {problem}; attacking that batch again"
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        logger.warning(message)
+        return None
+
+    def store(self, b, x_adv, run):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        meta = {"key": self.key, "batch_size": self.batch_size, "sha256": array_digest(x_adv), "run": run}
+        save_npz(self._path(b), x_adv=x_adv, meta=np.array(json.dumps(meta, sort_keys=True, default=_json_default)))
+
+    def remove(self):
+        """Deletes the batch files this class wrote, then the folder if nothing else is in it."""
+        if not self.folder.is_dir() or self.folder.is_symlink():
+            return
+        for path in self.folder.glob("batch-*.npz"):
+            path.unlink(missing_ok=True)
+        try:
+            self.folder.rmdir()
+        except OSError:
+            pass  # something else is in it: left alone
+
+
+def _run_batches(attack, model, x, y, y_target, batch_size, progress, partial=None):
     from tqdm.auto import tqdm
 
-    attack.reset_rng()  # the same seed gives the same images, call after call
-    columns = {"x": x}
-    if y is not None:
-        columns["y"] = y
-    if y_target is not None:
-        columns["t"] = y_target
-    dataset = tf.data.Dataset.from_tensor_slices(columns).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    outputs, runs = [], []
     start = time.perf_counter()
-    outputs, num_success, components = [], 0, {}
     with tqdm(total=len(x), desc=f"{attack.name} [{attack.backend}]", unit="img", disable=not progress) as bar:
-        for batch in dataset.as_numpy_iterator():
-            outputs.append(attack(model, batch["x"], batch.get("y"), y_target=batch.get("t")))
-            run = attack.last_run_info or {}
-            num_success += run.get("num_success", 0)
-            for part in run.get("components", ()):
-                agg = components.setdefault(
-                    part["name"], {"name": part["name"], "backend": part["backend"], "attacked": 0, "broken": 0}
+        for b, first in enumerate(range(0, len(x), batch_size)):
+            sl = slice(first, first + batch_size)
+            done = None if partial is None else partial.load(b, x[sl].shape)
+            if done is None:
+                attack.reset_rng(stream=b)  # the same seed gives the same images, call after call, resumed or not
+                out = attack(
+                    model, x[sl], None if y is None else y[sl], y_target=None if y_target is None else y_target[sl]
                 )
-                agg["attacked"] += part["attacked"]
-                agg["broken"] += part["broken"]
-                agg["backend"] = agg["backend"] or part["backend"]
-            bar.update(len(batch["x"]))
+                done = (np.asarray(out, np.float32), dict(attack.last_run_info or {}))
+                if partial is not None:
+                    partial.store(b, *done)
+            outputs.append(done[0])
+            runs.append(done[1])
+            bar.update(len(done[0]))
+            num_success = sum(run.get("num_success", 0) for run in runs)
             bar.set_postfix(success=f"{num_success / max(1, sum(len(o) for o in outputs)):.3f}")
     x_adv = np.concatenate(outputs) if outputs else np.zeros_like(x)
     seconds = time.perf_counter() - start
-    info = _run_info(attack, len(x), batch_size, num_success, seconds)
+    info = _run_info(attack, len(x), batch_size, sum(run.get("num_success", 0) for run in runs), seconds)
+    components = _sum_components(runs)
     if components:
-        info["components"] = list(components.values())
+        info["components"] = components
     return x_adv.astype(np.float32, copy=False), info
+
+
+def _sum_components(runs):
+    """Per-component attacked / broken counts summed over the batches' run infos (AutoAttack's parts)."""
+    components = {}
+    for run in runs:
+        for part in run.get("components", ()):
+            agg = components.setdefault(
+                part["name"], {"name": part["name"], "backend": part.get("backend"), "attacked": 0, "broken": 0}
+            )
+            agg["attacked"] += part["attacked"]
+            agg["broken"] += part["broken"]
+            agg["backend"] = agg["backend"] or part.get("backend")
+    return list(components.values())
 
 
 def _run_distributed(attack, model, x, y, y_target, batch_size, progress, strategy):
@@ -265,16 +333,9 @@ def _run_distributed(attack, model, x, y, y_target, batch_size, progress, strate
     num_success = sum(info.get("num_success", 0) for info in infos)
     info = _run_info(attack, len(x), batch_size, num_success, seconds)
     info["distribute"] = distribute.describe(strategy)
-    components = {}
-    for run in infos:
-        for part in run.get("components", ()):
-            agg = components.setdefault(
-                part["name"], {"name": part["name"], "backend": part.get("backend"), "attacked": 0, "broken": 0}
-            )
-            agg["attacked"] += part["attacked"]
-            agg["broken"] += part["broken"]
+    components = _sum_components(infos)
     if components:
-        info["components"] = list(components.values())
+        info["components"] = components
     return x_adv.astype(np.float32, copy=False), info
 
 

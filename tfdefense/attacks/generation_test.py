@@ -137,3 +137,54 @@ def test_targeted_generation_and_autoattack_components(mnist_model_c, data):
     _, info = generate(aa, mnist_model_c, x[:20], y[:20], batch_size=10, progress=False, return_info=True)
     assert [c["name"] for c in info["components"]] == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert sum(c["broken"] for c in info["components"]) == info["num_success"]
+
+
+def test_interrupted_generation_resumes_from_its_finished_batches(mnist_model_c, data, tmp_path, monkeypatch):
+    x, y = data
+    attack = get_attack("pgd", eps=0.1, eps_iter=0.02, nb_iter=3, seed=7)  # random start: streams must match
+    reference = generate(attack, mnist_model_c, x, y, batch_size=16, progress=False)
+    original = type(attack).__call__
+    calls = []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(attack), "__call__", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        generate(attack, mnist_model_c, x, y, batch_size=16, cache_dir=tmp_path, progress=False)
+    (partial,) = tmp_path.glob("*.partial")
+    assert sorted(p.name for p in partial.iterdir()) == ["batch-000000.npz", "batch-000001.npz"]
+    calls.clear()
+    monkeypatch.setattr(type(attack), "__call__", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    resumed, info = generate(
+        attack, mnist_model_c, x, y, batch_size=16, cache_dir=tmp_path, progress=False, return_info=True
+    )
+    assert len(calls) == 2  # batches 2 and 3 of 4
+    np.testing.assert_array_equal(resumed, reference)
+    assert info["cache"] == "miss" and info["num_success"] == int(
+        (np.asarray(mnist_model_c(resumed)).argmax(-1) != y).sum()
+    )
+    assert not partial.exists()
+
+
+def test_a_damaged_finished_batch_is_attacked_again_with_a_warning(mnist_model_c, data, tmp_path):
+    from tfdefense.attacks.generation import _PartialBatches
+
+    x, y = data
+    attack = _bim()
+    reference = generate(attack, mnist_model_c, x, y, batch_size=32, progress=False)
+    key, _ = cache_key(attack, mnist_model_c, x, y)
+    name = f"{attack.name}-{attack.backend}-{key[:24]}.npz"
+    partial = _PartialBatches(tmp_path / (name + ".partial"), key, 32)
+    partial.store(0, np.zeros((32, *x.shape[1:]), np.float32), {"num_success": 0})
+    (tmp_path / (name + ".partial") / "batch-000000.npz").write_bytes(b"truncated")
+    partial.store(1, np.zeros((28, *x.shape[1:]), np.float32), {"num_success": 0})
+    other = _PartialBatches(tmp_path / "elsewhere", key, 16)  # another batch size: ignored, not an error
+    assert other.load(0, (16, *x.shape[1:])) is None
+    with pytest.warns(RuntimeWarning, match="batch-000000.npz cannot be read"):
+        out = generate(attack, mnist_model_c, x, y, batch_size=32, cache_dir=tmp_path, progress=False)
+    np.testing.assert_allclose(out[:32], reference[:32], atol=1e-6)
+    np.testing.assert_array_equal(out[32:], 0)  # batch 1 was stored as finished for this key: reused as it is
