@@ -206,9 +206,7 @@ class _PartialBatches:
         if not path.exists():
             return None
         try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(str(data["meta"]))
-                x_adv = np.array(data["x_adv"])
+            x_adv, meta = _read_entry(path)
         except Exception as error:
             problem = f"cannot be read ({type(error).__name__}: {error})"
         else:
@@ -377,9 +375,7 @@ def _load(path, key, shape):
     if not path.exists():
         return None, None
     try:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            x_adv = np.array(data["x_adv"])
+        x_adv, meta = _read_entry(path)
     except Exception as error:  # truncated, not a zip, missing arrays, bad JSON
         return None, f"cannot be read ({type(error).__name__}: {error})"
     if meta.get("key") != key:
@@ -389,6 +385,12 @@ def _load(path, key, shape):
     if array_digest(x_adv) != meta.get("x_adv_sha256"):
         return None, "fails its checksum"
     return (x_adv, dict(meta.get("info", {}))), None
+
+
+def _read_entry(path):
+    """(x_adv, meta) of a cache entry or finished batch (an npz of `x_adv` and a JSON `meta`); raises if unreadable."""
+    with np.load(path, allow_pickle=False) as data:
+        return np.array(data["x_adv"]), json.loads(str(data["meta"]))
 
 
 def _json_default(value):
