@@ -263,13 +263,13 @@ def _run_batches(attack, model, x, y, y_target, batch_size, progress, partial=No
     x_adv = np.concatenate(outputs) if outputs else np.zeros_like(x)
     seconds = time.perf_counter() - start
     info = _run_info(attack, len(x), batch_size, sum(run.get("num_success", 0) for run in runs), seconds)
-    components = _sum_components(runs)
+    components = sum_components(runs)
     if components:
         info["components"] = components
     return x_adv.astype(np.float32, copy=False), info
 
 
-def _sum_components(runs):
+def sum_components(runs):
     """Per-component attacked / broken counts summed over the batches' run infos (AutoAttack's parts)."""
     components = {}
     for run in runs:
@@ -331,7 +331,7 @@ def _run_distributed(attack, model, x, y, y_target, batch_size, progress, strate
     num_success = sum(info.get("num_success", 0) for info in infos)
     info = _run_info(attack, len(x), batch_size, num_success, seconds)
     info["distribute"] = distribute.describe(strategy)
-    components = _sum_components(infos)
+    components = sum_components(infos)
     if components:
         info["components"] = components
     return x_adv.astype(np.float32, copy=False), info

@@ -229,15 +229,46 @@ class StepCache:
 
     def __call__(self, name, config, compute):
         def fn():
-            outcome = compute()
-            return {
-                key: {"bits": _pack(value), "n": int(len(value))} if isinstance(value, np.ndarray) else value
-                for key, value in outcome.items()
-            }
+            return _to_json(compute())
 
-        key = name.replace(" ", "_").replace("/", "_").replace("(", "").replace(")", "")
-        stored = self.run.step_value(key, {**self.base_config, **config}, fn)
-        return {k: _unpack(v["bits"], v["n"]) if isinstance(v, dict) and "bits" in v else v for k, v in stored.items()}
+        stored = self.run.step_value(_step_name(name), {**self.base_config, **config}, fn)
+        return _from_json(stored)
+
+    def partial(self, name, config):
+        """`ChunkStore` of step (name, config): its finished chunks, kept until the step is stored; or None."""
+        step_partial = getattr(self.run, "step_partial", None)
+        chunks = None if step_partial is None else step_partial(_step_name(name), {**self.base_config, **config})
+        return None if chunks is None else ChunkStore(chunks)
+
+
+def _step_name(name):
+    return name.replace(" ", "_").replace("/", "_").replace("(", "").replace(")", "")
+
+
+def _to_json(outcome):
+    """A step's outcome with its bool arrays bit-packed."""
+    return {
+        key: {"bits": _pack(value), "n": int(len(value))} if isinstance(value, np.ndarray) else value
+        for key, value in outcome.items()
+    }
+
+
+def _from_json(stored):
+    return {k: _unpack(v["bits"], v["n"]) if isinstance(v, dict) and "bits" in v else v for k, v in stored.items()}
+
+
+class ChunkStore:
+    """A step's finished chunks (`step_cache.PartialChunks`) holding outcome dicts, bool arrays bit-packed."""
+
+    def __init__(self, chunks):
+        self.chunks = chunks
+
+    def load(self, c, key):
+        stored = self.chunks.load(c, key)
+        return None if stored is None else _from_json(stored)
+
+    def store(self, c, key, outcome):
+        self.chunks.store(c, key, _to_json(outcome))
 
 
 # ----------------------------------------------------------------------------- one attack
@@ -336,8 +367,15 @@ def _progress_bar(total, desc, enabled):
     return tqdm(total=total, desc=desc, unit="img", disable=not enabled, leave=False)
 
 
-def _attack_images(spec, model, x, y, source, batch_size, eval_batch_size, strategy, progress):
-    """`spec` on every image of (x, y), `batch_size` at a time: (correct, first_restart, info)."""
+def _attack_images(spec, model, x, y, source, batch_size, eval_batch_size, strategy, progress, chunks=None):
+    """`spec` on every image of (x, y), `batch_size` at a time: (correct, first_restart, info).
+
+    Chunk c (images c*batch_size onwards) draws a seeded attack's randomness from
+    stream (seed, c). `chunks` (a `ChunkStore`, or None): finished chunks are read
+    from it and new ones written to it, so an interrupted step redoes only the
+    chunks that had not finished, with the same outcome. info["resumed_seconds"]:
+    the attack time of the chunks read back.
+    """
     if len(x) == 0:
         empty = np.zeros(0, bool)
         return empty, empty, {}
@@ -358,23 +396,49 @@ def _attack_images(spec, model, x, y, source, batch_size, eval_batch_size, strat
             bar.update(len(x))
             first = info.get("first_restart")
             return correct, correct if first is None else first, info
-        correct, first, info = [], [], {}
+        from tfdefense.attacks.generation import sum_components
+
         attack = spec.build()  # traced once, used for every chunk
-        for i in range(0, len(x), batch_size):
-            c, _, info = run_attack(
-                spec,
-                model,
-                x[i : i + batch_size],
-                y[i : i + batch_size],
-                source=source,
-                batch_size=batch_size,
-                eval_batch_size=eval_batch_size,
-                attack=attack,
-            )
-            correct.append(c)
-            first.append(c if info.get("first_restart") is None else info["first_restart"])
-            bar.update(len(c))
-    return np.concatenate(correct), np.concatenate(first), info
+        outcomes, resumed_seconds = [], 0.0
+        for c, start in enumerate(range(0, len(x), batch_size)):
+            sl = slice(start, start + batch_size)
+            key = {"chunk": c, "start": start, "size": len(x[sl]), "batch_size": batch_size}
+            done = None if chunks is None else chunks.load(c, key)
+            if done is not None and len(done.get("correct", ())) == key["size"]:
+                resumed_seconds += float(done.get("seconds") or 0.0)
+            else:
+                t0 = time.perf_counter()
+                attack.reset_rng(stream=c)
+                correct, _, info = run_attack(
+                    spec,
+                    model,
+                    x[sl],
+                    y[sl],
+                    source=source,
+                    batch_size=batch_size,
+                    eval_batch_size=eval_batch_size,
+                    attack=attack,
+                )
+                first = info.get("first_restart")
+                done = {
+                    "correct": correct,
+                    "first_restart": correct if first is None else first,
+                    "seconds": time.perf_counter() - t0,
+                    "components": info.get("components") or [],
+                }
+                if chunks is not None:
+                    chunks.store(c, key, done)
+            outcomes.append(done)
+            bar.update(key["size"])
+    info = {"resumed_seconds": resumed_seconds}
+    components = sum_components(outcomes)
+    if components:
+        info["components"] = components
+    return (
+        np.concatenate([o["correct"] for o in outcomes]),
+        np.concatenate([o["first_restart"] for o in outcomes]),
+        info,
+    )
 
 
 # ----------------------------------------------------------------------------- the engine
@@ -478,12 +542,14 @@ def run_suite(
         idx = np.where(on)[0]
         config = {"step": "attack", "spec": spec.config(), "mode": mode, "on": mask_digest(on), **extra_config}
 
-        def compute(spec=spec, idx=idx):
+        def compute(spec=spec, idx=idx, config=config):
             t0 = time.perf_counter()
+            chunks = cache.partial(f"{step_prefix}{spec.label}", config) if hasattr(cache, "partial") else None
             correct, first, info = _attack_images(
-                spec, model, x[idx], y[idx], source, batch_size, eval_batch_size, strategy, progress
+                spec, model, x[idx], y[idx], source, batch_size, eval_batch_size, strategy, progress, chunks
             )
-            outcome = {"correct": correct, "first_restart": first, "seconds": time.perf_counter() - t0}
+            seconds = time.perf_counter() - t0 + info.get("resumed_seconds", 0.0)
+            outcome = {"correct": correct, "first_restart": first, "seconds": seconds}
             if info.get("components") is not None:
                 outcome["components"] = info["components"]
             return outcome

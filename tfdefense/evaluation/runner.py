@@ -221,9 +221,16 @@ class Run:
             keys.append(f"model {file}" if file is not None else with_dependencies({}, [item])["depends_on"][0])
         return keys
 
-    def _step(self, name, config, fn, depends_on):
+    def _step_key(self, config, depends_on=()):
         key = dict(config, depends_on=self._step_dependencies(depends_on)) if depends_on else config
-        key = json.loads(json.dumps(key, sort_keys=True, default=str))
+        return json.loads(json.dumps(key, sort_keys=True, default=str))
+
+    def step_partial(self, name, config, depends_on=()):
+        """The finished chunks of step (name, config) (`step_cache.PartialChunks`), or None where not kept."""
+        return self.step_cache.partial(name, self._step_key(config, depends_on))
+
+    def _step(self, name, config, fn, depends_on):
+        key = self._step_key(config, depends_on)
 
         def compute():
             before = len(self.rows)

@@ -6,6 +6,11 @@ compact JSON. A file that is unreadable, holds another key, or whose content
 no longer matches its `sha256` (edited by hand, damaged, or written before the
 digest was stored) is a cache miss: the step is recomputed, the reason logged,
 and the file rewritten. The digest detects changes; it is not a signature.
+
+A long step keeps its finished chunks in `steps/NAME-HASH.partial/chunk-C.json`
+(`StepCache.partial`, same digest scheme), so an interrupted run redoes only
+the chunks that had not finished; the folder is removed once the step's own
+file is written.
 """
 
 import hashlib
@@ -30,6 +35,57 @@ def as_json(value):
     return json.loads(json.dumps(value, sort_keys=True, default=json_default))
 
 
+class PartialChunks:
+    """The finished chunks of one step: `steps/NAME-HASH.partial/chunk-C.json`, each with its key and SHA-256.
+
+    `load(c, key)` returns chunk c's value when stored intact for `key` (a
+    damaged file is logged and counts as not finished); `store(c, key, value)`
+    writes it atomically; `remove()` deletes the chunk files this class wrote,
+    then the folder if nothing else is in it.
+    """
+
+    def __init__(self, folder, log=print, subfolder=None):
+        self.folder = pathlib.Path(folder)
+        self.log = log
+        self._subfolder = subfolder or (lambda: None)
+
+    def _path(self, c):
+        return self.folder / f"chunk-{int(c):06d}.json"
+
+    def load(self, c, key):
+        path = self._path(c)
+        if not path.is_file():
+            return None
+        key = as_json(key)
+        try:
+            stored = json.loads(path.read_text())
+            if stored.get("config") != key:
+                return None  # another chunking of this step: replaced when this chunk is done
+            intact = stored.get("sha256") == result_digest(key, [], stored.get("value"))
+        except (OSError, ValueError, AttributeError):
+            intact = False
+        if not intact:
+            self.log(f"finished chunk {path} unreadable or fails its SHA-256; attacking that chunk again")
+            return None
+        return stored["value"]
+
+    def store(self, c, key, value):
+        key, value = as_json(key), as_json(value)
+        self._subfolder()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_json(self._path(c), {"config": key, "value": value, "sha256": result_digest(key, [], value)})
+
+    def remove(self):
+        if not self.folder.is_dir() or self.folder.is_symlink():
+            return
+        for path in self.folder.glob("chunk-*.json"):
+            path.unlink(missing_ok=True)
+        try:
+            self.folder.rmdir()
+        except OSError:
+            pass  # something else is in it: left alone
+
+
 class StepCache:
     """Step results of one run folder (folder: `steps/`; log: a function of one message).
 
@@ -45,6 +101,12 @@ class StepCache:
 
     def path(self, name, key):
         return self.folder / f"{name}-{config_hash(key)}.json"
+
+    def partial(self, name, key):
+        """The `PartialChunks` of step (name, key); None under a multi-worker strategy (workers split chunks)."""
+        if distribute.num_workers(self.strategy) > 1:
+            return None
+        return PartialChunks(self.path(name, key).with_suffix(".partial"), self.log, self._subfolder)
 
     def load(self, name, key):
         """(rows, value) stored for (name, key), or None when absent, for another key, or not intact."""
@@ -87,4 +149,7 @@ class StepCache:
             {"config": key, "rows": stored_rows, "value": value, "sha256": result_digest(key, stored_rows, value)},
         )
         self.computed.append(name)
+        partial = self.partial(name, key)
+        if partial is not None:
+            partial.remove()
         return rows, value, False  # the rows themselves (the caller's report holds them), the value as JSON reads it
