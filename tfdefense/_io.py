@@ -156,6 +156,19 @@ def save_npz(path, **arrays):
         np.savez(tmp, **arrays)
 
 
+def remove_own_files(folder, pattern):
+    """Deletes the files of `folder` matching `pattern` (the caller's own), then the folder if nothing else is in it."""
+    folder = pathlib.Path(folder)
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    for path in folder.glob(pattern):
+        path.unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # something else is in it: left alone
+
+
 def save_model(model, path):
     """Saves a keras model to `path` (.keras) atomically; returns the SHA-256 (hex) of the file written."""
     path = pathlib.Path(path)

@@ -35,7 +35,7 @@ import warnings
 import numpy as np
 
 from tfdefense import distribute
-from tfdefense._io import save_npz, write_json
+from tfdefense._io import remove_own_files, save_npz, write_json
 from tfdefense._validation import check_images, check_labels, check_number, invalid_value
 from tfdefense.inference import all_layers
 
@@ -228,14 +228,7 @@ class _PartialBatches:
 
     def remove(self):
         """Deletes the batch files this class wrote, then the folder if nothing else is in it."""
-        if not self.folder.is_dir() or self.folder.is_symlink():
-            return
-        for path in self.folder.glob("batch-*.npz"):
-            path.unlink(missing_ok=True)
-        try:
-            self.folder.rmdir()
-        except OSError:
-            pass  # something else is in it: left alone
+        remove_own_files(self.folder, "batch-*.npz")
 
 
 def _run_batches(attack, model, x, y, y_target, batch_size, progress, partial=None):

@@ -18,7 +18,7 @@ import json
 import pathlib
 
 from tfdefense import distribute
-from tfdefense._io import json_default, write_json
+from tfdefense._io import json_default, remove_own_files, write_json
 from tfdefense.evaluation.cache_keys import config_hash
 
 
@@ -76,14 +76,7 @@ class PartialChunks:
         write_json(self._path(c), {"config": key, "value": value, "sha256": result_digest(key, [], value)})
 
     def remove(self):
-        if not self.folder.is_dir() or self.folder.is_symlink():
-            return
-        for path in self.folder.glob("chunk-*.json"):
-            path.unlink(missing_ok=True)
-        try:
-            self.folder.rmdir()
-        except OSError:
-            pass  # something else is in it: left alone
+        remove_own_files(self.folder, "chunk-*.json")
 
 
 class StepCache:
