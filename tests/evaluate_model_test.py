@@ -39,7 +39,7 @@ def classifier_file(mnist_model_c, tmp_path_factory):
     return path
 
 
-def _run(out, *args):
+def _run(out, *args, quiet=True):
     code = main(
         [
             "--dataset",
@@ -52,7 +52,7 @@ def _run(out, *args):
             "quick",
             "--out",
             str(out),
-            "--quiet",
+            *(["--quiet"] if quiet else []),
             *map(str, args),
         ]
     )
@@ -91,6 +91,35 @@ def test_cli_on_a_keras_classifier_passes_and_reruns_from_cache(classifier_file,
     assert code == 0 and sorted(p.name for p in (out / "steps").iterdir()) == steps
     values = lambda res: [(r["attack"], r["value"]) for r in res["rows"] if r["metric"] == "accuracy"]  # noqa: E731
     assert values(again) == values(results)
+
+
+@pytest.mark.slow  # two evaluations of 40 digits
+def test_cli_killed_inside_an_attack_resumes_from_its_finished_chunks(classifier_file, tmp_path, capsys, monkeypatch):
+    from tfdefense.evaluation import engine
+
+    args = ("--classifier", classifier_file, "--batch-size", "10", "--per-attack")
+    _, uninterrupted = _run(tmp_path / "whole", *args)
+    real_run_attack, calls = engine.run_attack, []
+
+    def killed_at_the_third_chunk(*a, **k):
+        calls.append(len(a[2]))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C while FGSM (first in the per-attack table) attacks images 20-29
+        return real_run_attack(*a, **k)
+
+    monkeypatch.setattr(engine, "run_attack", killed_at_the_third_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "resumed", *args)
+    partial = list((tmp_path / "resumed" / "steps").glob("fgsm-*.partial/chunk-*.json"))
+    assert len(partial) == 2
+    monkeypatch.setattr(engine, "run_attack", real_run_attack)
+    capsys.readouterr()
+    code, resumed = _run(tmp_path / "resumed", *args, quiet=False)  # the log says what was read back
+    assert code == 0
+    assert "fgsm: 2 of 4 chunks of 10 images read back from an interrupted run" in capsys.readouterr().out
+    assert not list((tmp_path / "resumed" / "steps").glob("*.partial"))
+    values = lambda res: [(r["attack"], r["value"]) for r in res["rows"] if r["metric"] == "accuracy"]  # noqa: E731
+    assert values(resumed) == values(uninterrupted)
 
 
 def test_cli_on_a_tfdefense_savedmodel_export_crafting_in_bf16(mnist_model_c, tmp_path):

@@ -373,8 +373,8 @@ def _attack_images(spec, model, x, y, source, batch_size, eval_batch_size, strat
     Chunk c (images c*batch_size onwards) draws a seeded attack's randomness from
     stream (seed, c). `chunks` (a `ChunkStore`, or None): finished chunks are read
     from it and new ones written to it, so an interrupted step redoes only the
-    chunks that had not finished, with the same outcome. info["resumed_seconds"]:
-    the attack time of the chunks read back.
+    chunks that had not finished, with the same outcome. info: "resumed_chunks" of
+    "chunks" read back, and "resumed_seconds", their attack time.
     """
     if len(x) == 0:
         empty = np.zeros(0, bool)
@@ -399,13 +399,14 @@ def _attack_images(spec, model, x, y, source, batch_size, eval_batch_size, strat
         from tfdefense.attacks.generation import sum_components
 
         attack = spec.build()  # traced once, used for every chunk
-        outcomes, resumed_seconds = [], 0.0
+        outcomes, resumed_seconds, resumed = [], 0.0, 0
         for c, start in enumerate(range(0, len(x), batch_size)):
             sl = slice(start, start + batch_size)
             key = {"chunk": c, "start": start, "size": len(x[sl]), "batch_size": batch_size}
             done = None if chunks is None else chunks.load(c, key)
             if done is not None and len(done.get("correct", ())) == key["size"]:
                 resumed_seconds += float(done.get("seconds") or 0.0)
+                resumed += 1
             else:
                 t0 = time.perf_counter()
                 attack.reset_rng(stream=c)
@@ -430,7 +431,7 @@ def _attack_images(spec, model, x, y, source, batch_size, eval_batch_size, strat
                     chunks.store(c, key, done)
             outcomes.append(done)
             bar.update(key["size"])
-    info = {"resumed_seconds": resumed_seconds}
+    info = {"resumed_seconds": resumed_seconds, "resumed_chunks": resumed, "chunks": len(outcomes)}
     components = sum_components(outcomes)
     if components:
         info["components"] = components
@@ -549,6 +550,11 @@ def run_suite(
                 spec, model, x[idx], y[idx], source, batch_size, eval_batch_size, strategy, progress, chunks
             )
             seconds = time.perf_counter() - t0 + info.get("resumed_seconds", 0.0)
+            if info.get("resumed_chunks") and log is not None:
+                log(
+                    f"{spec.label}: {info['resumed_chunks']} of {info['chunks']} chunks of {batch_size} images "
+                    "read back from an interrupted run"
+                )
             outcome = {"correct": correct, "first_restart": first, "seconds": seconds}
             if info.get("components") is not None:
                 outcome["components"] = info["components"]
