@@ -79,7 +79,36 @@ def test_protection_cost_counts_one_purifier_against_one_training_per_classifier
     assert bad.returncode == 2 and "--protected" in bad.stderr
 
 
-@pytest.mark.parametrize("script", ["robustness_table", "apegan_model_c", "protection_cost", "apegan_fgsm_variants"])
+def test_long_run_curve_reads_summaries_and_running_backups(tmp_path, evaluate_run):
+    folder, result = evaluate_run
+    rows = [
+        {"epoch": 1, "cpu_seconds": 1800.0, "monitor_pgd": 0.9, "monitor_clean": 0.99},
+        {"epoch": 2, "cpu_seconds": 3600.0, "monitor_pgd": 0.95, "monitor_clean": 0.99},
+    ]
+    (tmp_path / "trades.json").write_text(json.dumps({"train_cpu_seconds": 10.0, "epoch_log": rows}))
+    backup = tmp_path / "madry.keras.backup"  # a training still running: its backup's epochs.json
+    backup.mkdir()
+    (backup / "epochs.json").write_text(json.dumps(rows[:1]))
+    script = _script("long_run_curve")
+    points = script.curve(script.epoch_log(tmp_path / "trades.json"), [(2, script.summary(folder))])
+    assert [p["cpu_hours"] for p in points] == [0.5, 1.0] and points[0]["worst_case"] is None
+    assert points[1]["worst_case"] == result.worst_case and points[1]["n"] == 30
+    assert len(script.epoch_log(backup)) == 1
+    with pytest.raises(ValueError, match="epoch 3"):
+        script.curve(rows, [(3, script.summary(folder))])
+    out = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "long_run_curve.py"), "--training", f"T={tmp_path / 'trades.json'}"]
+        + ["--training", f"M={backup}", "--evaluated", f"T@2={folder}", "--plot", str(tmp_path / "curve.png")],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "| 2 | 1.00 | 95.0 | 99.0 |" in out.stdout and (tmp_path / "curve.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "script", ["robustness_table", "apegan_model_c", "protection_cost", "apegan_fgsm_variants", "long_run_curve"]
+)
 def test_scripts_explain_themselves_and_refuse_bad_arguments(script):
     help_text = subprocess.run(
         [sys.executable, str(REPO / "experiments" / f"{script}.py"), "--help"], capture_output=True, text=True
@@ -90,6 +119,7 @@ def test_scripts_explain_themselves_and_refuse_bad_arguments(script):
         "apegan_model_c": ["--recipes", "nope", "--out", "x.json"],
         "protection_cost": ["--purifier", "missing.json", "--protected", "C=nowhere"],
         "apegan_fgsm_variants": ["--classifier", "missing.keras", "--out", "x.json", "--variants", "nope"],
+        "long_run_curve": ["--training", "T=missing.json"],
     }[script]
     failed = subprocess.run([sys.executable, str(REPO / "experiments" / f"{script}.py"), *bad], capture_output=True)
     assert failed.returncode == 2
