@@ -13,7 +13,9 @@
 #
 # Outputs in experiments/long_run/ (git-ignored unless added on purpose): model_c.keras, trades.keras,
 # madry.keras, their .json summaries (epoch_log: monitor_pgd, monitor_clean, cpu_seconds per epoch) and
-# the snapshots <name>.epoch<E>.keras that docs/robust.md's curve evaluates.
+# the snapshots <name>.epoch<E>.keras that docs/robust.md's curve evaluates. experiments/long_run_curve.py
+# prints and plots both trainings against CPU-hours (from their backups while they run). A backup resumes only
+# with the same settings, the classifier's absolute path among them: rerun from the same checkout path.
 set -euo pipefail
 EPOCHS=${EPOCHS:-40}
 MADRY_EPOCHS=${MADRY_EPOCHS:-56}
