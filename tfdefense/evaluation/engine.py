@@ -32,7 +32,9 @@ broken that the float32 pipeline classifies correctly.
 
 `cache` is a callable `cache(name, config, compute) -> dict` returning
 `compute()` (a dict of per-example arrays and numbers) or its stored value;
-`StepCache(run, base_config)` keys it on a `Run`'s step store.
+`StepCache(run, base_config)` keys it on a `Run`'s step store, and through its
+`partial(name, config)` also keeps each finished chunk of an attack step, so an
+interrupted step resumes from its last finished chunk.
 """
 
 import dataclasses
