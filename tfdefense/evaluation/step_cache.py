@@ -8,7 +8,7 @@ digest was stored) is a cache miss: the step is recomputed, the reason logged,
 and the file rewritten. The digest detects changes; it is not a signature.
 
 A long step keeps its finished chunks in `steps/NAME-HASH.partial/chunk-C.json`
-(`StepCache.partial`, same digest scheme), so an interrupted run redoes only
+(`StepCache.partial`, records of the same format with no rows), so an interrupted run redoes only
 the chunks that had not finished; the folder is removed once the step's own
 file is written.
 """
@@ -35,13 +35,40 @@ def as_json(value):
     return json.loads(json.dumps(value, sort_keys=True, default=json_default))
 
 
+def _read_record(path, key):
+    """(record, problem) of the JSON record at `path` (a step's result or a finished chunk).
+
+    record: (rows, value) when the file holds `key` and matches its SHA-256, else None;
+    problem: why an existing file for this key cannot be used ("unreadable", "does
+    not match its SHA-256 (...)"), or None (absent, another key, or intact).
+    """
+    if not path.is_file():
+        return None, None
+    try:
+        stored = json.loads(path.read_text())
+        if stored.get("config") != key or not isinstance(stored.get("rows"), list):
+            return None, None
+        digest = stored.get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return None, "unreadable"
+    if digest != result_digest(key, stored["rows"], stored.get("value")):
+        return None, f"does not match its SHA-256 ({'none stored' if digest is None else 'edited or damaged'})"
+    return (stored["rows"], stored.get("value")), None
+
+
+def _write_record(path, key, rows, value):
+    """Writes a record that `_read_record` reads back: key, rows, value (all JSON) and their SHA-256, atomically."""
+    write_json(path, {"config": key, "rows": rows, "value": value, "sha256": result_digest(key, rows, value)})
+
+
 class PartialChunks:
     """The finished chunks of one step: `steps/NAME-HASH.partial/chunk-C.json`, each with its key and SHA-256.
 
-    `load(c, key)` returns chunk c's value when stored intact for `key` (a
-    damaged file is logged and counts as not finished); `store(c, key, value)`
-    writes it atomically; `remove()` deletes the chunk files this class wrote,
-    then the folder if nothing else is in it.
+    Each file is a `_read_record` record with no rows. `load(c, key)` returns
+    chunk c's value when stored intact for `key` (a damaged file is logged and
+    counts as not finished); `store(c, key, value)` writes it atomically;
+    `remove()` deletes the chunk files this class wrote, then the folder if
+    nothing else is in it.
     """
 
     def __init__(self, folder, log=print, subfolder=None):
@@ -54,26 +81,15 @@ class PartialChunks:
 
     def load(self, c, key):
         path = self._path(c)
-        if not path.is_file():
-            return None
-        key = as_json(key)
-        try:
-            stored = json.loads(path.read_text())
-            if stored.get("config") != key:
-                return None  # another chunking of this step: replaced when this chunk is done
-            intact = stored.get("sha256") == result_digest(key, [], stored.get("value"))
-        except (OSError, ValueError, AttributeError):
-            intact = False
-        if not intact:
-            self.log(f"finished chunk {path} unreadable or fails its SHA-256; attacking that chunk again")
-            return None
-        return stored["value"]
+        record, problem = _read_record(path, as_json(key))
+        if problem:
+            self.log(f"finished chunk {path} {problem}; attacking that chunk again")
+        return None if record is None else record[1]
 
     def store(self, c, key, value):
-        key, value = as_json(key), as_json(value)
         self._subfolder()
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_json(self._path(c), {"config": key, "value": value, "sha256": result_digest(key, [], value)})
+        _write_record(self._path(c), as_json(key), [], as_json(value))
 
     def remove(self):
         remove_own_files(self.folder, "chunk-*.json")
@@ -104,23 +120,10 @@ class StepCache:
     def load(self, name, key):
         """(rows, value) stored for (name, key), or None when absent, for another key, or not intact."""
         path = self.path(name, key)
-        if not path.is_file():
-            return None
-        try:
-            stored = json.loads(path.read_text())
-            if stored.get("config") != key or not isinstance(stored.get("rows"), list):
-                return None
-            digest = stored.get("sha256")
-        except (OSError, ValueError, AttributeError):
-            self.log(f"step {name}: stored result {path.name} unreadable, recomputing")
-            return None
-        if digest != result_digest(key, stored["rows"], stored.get("value")):
-            self.log(
-                f"step {name}: stored result {path.name} does not match its SHA-256 "
-                f"({'none stored' if digest is None else 'edited or damaged'}), recomputing"
-            )
-            return None
-        return stored["rows"], stored.get("value")
+        record, problem = _read_record(path, key)
+        if problem:
+            self.log(f"step {name}: stored result {path.name} {problem}, recomputing")
+        return record
 
     def get(self, name, key, compute):
         """(rows, value, reused) of step `name` for `key`: stored (reused True), or `compute()` -> (rows, value)
@@ -137,10 +140,7 @@ class StepCache:
         rows, value = compute()
         stored_rows, value = as_json(rows), as_json(value)
         self._subfolder()
-        write_json(
-            self.path(name, key),
-            {"config": key, "rows": stored_rows, "value": value, "sha256": result_digest(key, stored_rows, value)},
-        )
+        _write_record(self.path(name, key), key, stored_rows, value)
         self.computed.append(name)
         partial = self.partial(name, key)
         if partial is not None:
