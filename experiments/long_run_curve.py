@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from robustness_table import summary  # noqa: E402 (the sibling script's reader of evaluate runs)
+from robustness_table import percent_with_interval, summary, with_interval  # noqa: E402 (the sibling script's)
 
 HOUR = 3600.0
 
@@ -68,8 +68,6 @@ def _percent(value):
 
 
 def table(name, points):
-    from tfdefense.evaluation.metrics import wilson_interval
-
     lines = [
         f"**{name}**",
         "",
@@ -78,10 +76,7 @@ def table(name, points):
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for p in points:
-        worst = "-"
-        if p["worst_case"] is not None:
-            low, high = wilson_interval(round(p["worst_case"] * p["n"]), p["n"])
-            worst = f"{100 * p['worst_case']:.1f} ({100 * low:.1f}-{100 * high:.1f}; n={p['n']})"
+        worst = "-" if p["worst_case"] is None else f"{percent_with_interval(p['worst_case'], p['n'])}, n={p['n']}"
         lines.append(
             f"| {p['epoch']} | {p['cpu_hours']:.2f} | {_percent(p['monitor_pgd'])} | {_percent(p['monitor_clean'])} "
             f"| {_percent(p['clean'])} | {worst} |"
@@ -97,7 +92,6 @@ def plot(path, curves):
     import matplotlib.pyplot as plt
 
     from tfdefense._io import atomic_path
-    from tfdefense.evaluation.metrics import wilson_interval
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for name, points in curves:
@@ -110,14 +104,11 @@ def plot(path, curves):
         )
         evaluated = [p for p in points if p["worst_case"] is not None]
         if evaluated:
-            bounds = [wilson_interval(round(p["worst_case"] * p["n"]), p["n"]) for p in evaluated]
+            bars = [with_interval(p["worst_case"], p["n"]) for p in evaluated]
             axis.errorbar(
                 [p["cpu_hours"] for p in evaluated],
-                [100 * p["worst_case"] for p in evaluated],
-                yerr=[
-                    [100 * (p["worst_case"] - low) for p, (low, _) in zip(evaluated, bounds, strict=True)],
-                    [100 * (high - p["worst_case"]) for p, (_, high) in zip(evaluated, bounds, strict=True)],
-                ],
+                [value for value, _, _ in bars],
+                yerr=[[value - low for value, low, _ in bars], [high - value for value, _, high in bars]],
                 fmt="o",
                 color=line.get_color(),
                 label=f"{name}: worst case, standard suite (test)",

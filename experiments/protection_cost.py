@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from robustness_table import summary  # noqa: E402 (the sibling script's reader of evaluate runs)
+from robustness_table import summary, with_interval  # noqa: E402 (the sibling script's readers)
 
 HOUR = 3600.0
 
@@ -83,26 +83,23 @@ def plot(path, rows, protected, adversarial_runs):
     import matplotlib.pyplot as plt
 
     from tfdefense._io import atomic_path
-    from tfdefense.evaluation.metrics import wilson_interval
-
-    def with_interval(run):
-        low, high = wilson_interval(round(run["worst_case"] * run["n"]), run["n"])
-        return 100 * run["worst_case"], 100 * (run["worst_case"] - low), 100 * (high - run["worst_case"])
 
     figure, (robust, cost) = plt.subplots(1, 2, figsize=(10, 4))
     ns = [row["n"] for row in rows]
-    points = [with_interval(run) for _, run in protected]
+    points = [with_interval(run["worst_case"], run["n"]) for _, run in protected]
     robust.errorbar(
         ns,
-        [p[0] for p in points],
-        yerr=[[p[1] for p in points], [p[2] for p in points]],
+        [value for value, _, _ in points],
+        yerr=[[value - low for value, low, _ in points], [high - value for value, _, high in points]],
         fmt="o",
         label="one purifier, the N-th classifier",
     )
     robust.plot(ns, [100 * row["worst_case_mean"] for row in rows], "-", label="one purifier, mean over the N")
     for label, run in adversarial_runs:
-        value, low, high = with_interval(run)
-        robust.errorbar([1], [value], yerr=[[low], [high]], fmt="s", label=f"adversarial training: {label}")
+        value, low, high = with_interval(run["worst_case"], run["n"])
+        robust.errorbar(
+            [1], [value], yerr=[[value - low], [high - value]], fmt="s", label=f"adversarial training: {label}"
+        )
     robust.set_xlabel("classifiers protected (N)")
     robust.set_ylabel("worst case (%) with 95% Wilson interval")
     robust.set_xticks(ns, [f"{n}\n{label}" for n, (label, _) in zip(ns, protected, strict=True)])
