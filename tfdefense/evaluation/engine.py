@@ -544,10 +544,11 @@ def run_suite(
             on = np.ones(n, bool) if spec.kind == "transfer" else clean.copy()
         idx = np.where(on)[0]
         config = {"step": "attack", "spec": spec.config(), "mode": mode, "on": mask_digest(on), **extra_config}
+        name = f"{step_prefix}{spec.label}"
 
-        def compute(spec=spec, idx=idx, config=config):
+        def compute(spec=spec, idx=idx, config=config, name=name):
             t0 = time.perf_counter()
-            chunks = cache.partial(f"{step_prefix}{spec.label}", config) if hasattr(cache, "partial") else None
+            chunks = cache.partial(name, config) if hasattr(cache, "partial") else None
             correct, first, info = _attack_images(
                 spec, model, x[idx], y[idx], source, batch_size, eval_batch_size, strategy, progress, chunks
             )
@@ -562,7 +563,7 @@ def run_suite(
                 outcome["components"] = info["components"]
             return outcome
 
-        outcome = cache(f"{step_prefix}{spec.label}", config, compute)
+        outcome = cache(name, config, compute)
         correct, first = np.zeros(n, bool), np.zeros(n, bool)
         correct[idx], first[idx] = outcome["correct"], outcome["first_restart"]
         if mode == "cascade":
