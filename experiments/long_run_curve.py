@@ -37,6 +37,14 @@ def epoch_log(path):
     return rows
 
 
+def cpu_seconds_between(rows, start, end):
+    """Training CPU seconds spent from the end of epoch `start` to the end of epoch `end` (start 0: from the outset)."""
+    spent = {0: 0.0} | {int(row["epoch"]): float(row["cpu_seconds"]) for row in rows}
+    if start not in spent or end not in spent or end <= start:
+        raise ValueError(f"the epoch log has epochs 1-{max(spent)}: cannot take epochs {start} to {end}")
+    return spent[end] - spent[start]
+
+
 def curve(rows, evaluated=()):
     """[{epoch, cpu_hours, monitor_pgd, monitor_clean, worst_case, n}] for each epoch row.
 

@@ -96,6 +96,9 @@ def test_long_run_curve_reads_summaries_and_running_backups(tmp_path, evaluate_r
     assert len(script.epoch_log(backup)) == 1
     with pytest.raises(ValueError, match="epoch 3"):
         script.curve(rows, [(3, script.summary(folder))])
+    assert script.cpu_seconds_between(rows, 1, 2) == 1800.0 and script.cpu_seconds_between(rows, 0, 2) == 3600.0
+    with pytest.raises(ValueError, match="epochs 1-2: cannot take epochs 1 to 3"):
+        script.cpu_seconds_between(rows, 1, 3)
     out = subprocess.run(
         [sys.executable, str(REPO / "experiments" / "long_run_curve.py"), "--training", f"T={tmp_path / 'trades.json'}"]
         + ["--training", f"M={backup}", "--evaluated", f"T@2={folder}", "--plot", str(tmp_path / "curve.png")],
