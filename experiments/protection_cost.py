@@ -20,6 +20,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
+from long_run_curve import cpu_seconds_between, epoch_log  # noqa: E402
 from robustness_table import summary, with_interval  # noqa: E402 (the sibling script's readers)
 
 HOUR = 3600.0
@@ -27,7 +28,15 @@ HOUR = 3600.0
 
 def training_cpu_seconds(path):
     """CPU seconds of a `train purifier` / `train adversarial` summary: over every resumed run when the
-    summary has an epoch log (its cumulative `cpu_seconds`), else this run's `train_cpu_seconds`."""
+    summary has an epoch log (its cumulative `cpu_seconds`), else this run's `train_cpu_seconds`.
+
+    `PATH@EPOCH`: up to the end of that epoch of a longer training (PATH a summary or its backup folder),
+    the cost of its snapshot `<out stem>.epoch<EPOCH>.keras`.
+    """
+    path = str(path)
+    head, at, epoch = path.rpartition("@")
+    if at and epoch.isdigit():
+        return cpu_seconds_between(epoch_log(head), 0, int(epoch))
     record = json.loads(pathlib.Path(path).read_text())
     log = record.get("epoch_log") or []
     if log and log[-1].get("cpu_seconds") is not None:
@@ -133,18 +142,27 @@ def main(argv=None):
     parser.add_argument(
         "--protected", action="append", required=True, help="LABEL=FOLDER: an evaluate run of the purifier (in order)"
     )
-    parser.add_argument("--adversarial", action="append", default=[], help="a train adversarial summary (.json)")
+    parser.add_argument(
+        "--adversarial",
+        action="append",
+        default=[],
+        help="a train adversarial summary (.json), or SUMMARY_OR_BACKUP@EPOCH for a snapshot of a longer run",
+    )
     parser.add_argument("--adversarial-run", action="append", default=[], help="LABEL=FOLDER: evaluate run of one")
     parser.add_argument("--plot", default=None, help="write the figure here (.png, .svg, .pdf)")
     args = parser.parse_args(argv)
     for path in (args.purifier, *args.adversarial):
-        if not pathlib.Path(path).is_file():
-            parser.error(f"expected a summary .json file, got {path!r}")
+        head, at, epoch = path.rpartition("@")
+        if not pathlib.Path(path).is_file() and not (at and epoch.isdigit() and pathlib.Path(head).exists()):
+            parser.error(f"expected a summary .json file (or SUMMARY_OR_BACKUP@EPOCH), got {path!r}")
     protected = _labelled(parser, args.protected, "--protected")
     adversarial_runs = _labelled(parser, args.adversarial_run, "--adversarial-run")
-    rows = cost_rows(
-        training_cpu_seconds(args.purifier), protected, [training_cpu_seconds(p) for p in args.adversarial]
-    )
+    try:
+        rows = cost_rows(
+            training_cpu_seconds(args.purifier), protected, [training_cpu_seconds(p) for p in args.adversarial]
+        )
+    except ValueError as error:
+        parser.error(str(error))
     print(table(rows))
     if args.plot:
         plot(args.plot, rows, protected, adversarial_runs)

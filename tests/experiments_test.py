@@ -53,6 +53,16 @@ def test_protection_cost_counts_one_purifier_against_one_training_per_classifier
     madry.write_text(json.dumps({"train_cpu_seconds": 5400.0}))
     script = _script("protection_cost")
     assert script.training_cpu_seconds(purifier) == 7200.0
+    long_madry = tmp_path / "long_madry.json"  # a snapshot of a longer run: its CPU up to that epoch
+    log = [
+        {"epoch": 1, "cpu_seconds": 2700.0},
+        {"epoch": 2, "cpu_seconds": 5400.0},
+        {"epoch": 3, "cpu_seconds": 8100.0},
+    ]
+    long_madry.write_text(json.dumps({"epoch_log": log}))
+    assert script.training_cpu_seconds(f"{long_madry}@2") == 5400.0
+    with pytest.raises(ValueError, match="cannot take epochs 0 to 4"):
+        script.training_cpu_seconds(f"{long_madry}@4")
     run = script.summary(folder)
     rows = script.cost_rows(7200.0, [("C", run), ("A", {**run, "worst_case": run["worst_case"] - 0.2})], [5400.0])
     assert [r["adversarial_cpu_hours"] for r in rows] == [1.5, 3.0]
@@ -60,7 +70,8 @@ def test_protection_cost_counts_one_purifier_against_one_training_per_classifier
     assert rows[1]["worst_case_lowest"] == pytest.approx(result.worst_case - 0.2)
     assert rows[1]["worst_case_mean"] == pytest.approx(result.worst_case - 0.1)
     plot = tmp_path / "cost.png"
-    args = ["--purifier", purifier, "--protected", f"C={folder}", "--protected", f"A={folder}", "--adversarial", madry]
+    args = ["--purifier", purifier, "--protected", f"C={folder}", "--protected", f"A={folder}"]
+    args += ["--adversarial", madry, "--adversarial", f"{long_madry}@2"]
     args += ["--adversarial-run", f"C (Madry)={folder}", "--plot", plot]
     printed = subprocess.run(
         [sys.executable, str(REPO / "experiments" / "protection_cost.py"), *map(str, args)],
