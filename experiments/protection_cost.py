@@ -26,6 +26,12 @@ from robustness_table import summary, with_interval  # noqa: E402 (the sibling s
 HOUR = 3600.0
 
 
+def snapshot_of(path):
+    """(training log path, epoch) for `PATH@EPOCH`, else None."""
+    head, at, epoch = str(path).rpartition("@")
+    return (head, int(epoch)) if at and epoch.isdigit() else None
+
+
 def training_cpu_seconds(path):
     """CPU seconds of a `train purifier` / `train adversarial` summary: over every resumed run when the
     summary has an epoch log (its cumulative `cpu_seconds`), else this run's `train_cpu_seconds`.
@@ -33,10 +39,9 @@ def training_cpu_seconds(path):
     `PATH@EPOCH`: up to the end of that epoch of a longer training (PATH a summary or its backup folder),
     the cost of its snapshot `<out stem>.epoch<EPOCH>.keras`.
     """
-    path = str(path)
-    head, at, epoch = path.rpartition("@")
-    if at and epoch.isdigit():
-        return cpu_seconds_between(epoch_log(head), 0, int(epoch))
+    snapshot = snapshot_of(path)
+    if snapshot is not None:
+        return cpu_seconds_between(epoch_log(snapshot[0]), 0, snapshot[1])
     record = json.loads(pathlib.Path(path).read_text())
     log = record.get("epoch_log") or []
     if log and log[-1].get("cpu_seconds") is not None:
@@ -152,8 +157,8 @@ def main(argv=None):
     parser.add_argument("--plot", default=None, help="write the figure here (.png, .svg, .pdf)")
     args = parser.parse_args(argv)
     for path in (args.purifier, *args.adversarial):
-        head, at, epoch = path.rpartition("@")
-        if not pathlib.Path(path).is_file() and not (at and epoch.isdigit() and pathlib.Path(head).exists()):
+        snapshot = snapshot_of(path)
+        if not pathlib.Path(path).is_file() and not (snapshot and pathlib.Path(snapshot[0]).exists()):
             parser.error(f"expected a summary .json file (or SUMMARY_OR_BACKUP@EPOCH), got {path!r}")
     protected = _labelled(parser, args.protected, "--protected")
     adversarial_runs = _labelled(parser, args.adversarial_run, "--adversarial-run")
