@@ -3,9 +3,9 @@
 # with the TRADES objective in bfloat16 for 40 epochs on 59,000 MNIST digits in front of a frozen model C,
 # and Madry adversarial training of the same C beside it (56 epochs), each with the held-out PGD-20 monitor on
 # the last 1,000 training digits, the cumulative CPU seconds of every epoch and a snapshot every 5 epochs.
-# Measured on the 2-core machine (2026-12-07): a Madry epoch costs about 215 CPU s, a purifier epoch about 405 (0.53 of
-# it), so Madry's 56 epochs end near 3.3 CPU-hours and the purifier's 40 near 4.5: the two curves are
-# compared at equal CPU-hours up to Madry's end.
+# Measured on the 2-core machine (2026-12-07): Madry's 56 epochs took 2.99 CPU-hours (about 190 CPU s an epoch)
+# and the purifier's 40 took 4.52 (about 405 CPU s an epoch): the two curves are compared at equal CPU-hours up
+# to Madry's end.
 #
 # Both commands resume from their backups (<out>.backup/), so the script can be rerun after any
 # interruption; run it from the repository root with TFDEFENSE_DATA_DIR set (or keras' mnist.npz cached):
