@@ -129,6 +129,8 @@ def test_finetune_classifier_saves_the_tuned_classifier_beside_the_purifier(tmp_
     tuned_path = tmp_path / "ontop.classifier.keras"
     summary = json.loads((tmp_path / "ontop.json").read_text())
     assert summary["finetuned_classifiers"] == [str(tuned_path)] and summary["settings"]["finetune_classifier"]
+    (row,) = summary["per_classifier"]  # names the classifier it evaluated: the tuned one
+    assert (row["classifier"], row["fine_tuned_from"]) == (str(tuned_path), str(classifier_path))
     original = keras.models.load_model(classifier_path, safe_mode=True)
     tuned = keras.models.load_model(tuned_path, safe_mode=True)
     assert not all(np.array_equal(a, b) for a, b in zip(original.get_weights(), tuned.get_weights(), strict=True))

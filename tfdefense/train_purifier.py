@@ -36,7 +36,8 @@ attacks through the whole pipeline, transfer from the bare classifier) and the
 per-example worst case, on the first `--eval-n` test images; the top-level
 numbers are the first classifier's, `per_classifier` has one entry for every
 classifier trained against and every `--eval-classifier` (role "trained" or
-"held-out").
+"held-out"; a fine-tuned classifier's entry names its saved file and, in
+"fine_tuned_from", the file it started from).
 
 `--distribute none|mirrored|multiworker|tpu` (docs/distributed.md): the
 classifier is loaded and the purifier built and compiled inside the
@@ -699,18 +700,27 @@ def run(args):
         "train_cpu_seconds": round(train_cpu_seconds, 1),
         "distribute": placement,
     }
-    roles = [(path, model, "trained") for path, model in zip(args.classifier, classifiers, strict=True)]
-    roles += [(path, model, "held-out") for path, model in zip(args.eval_classifier, held_out, strict=True)]
+    # A fine-tuned classifier's row names the file it was saved to and the one it started from.
+    roles = [
+        (tuned or path, model, "trained", {"fine_tuned_from": str(path)} if tuned else {})
+        for path, model, tuned in zip(args.classifier, classifiers, finetuned or [None] * len(classifiers), strict=True)
+    ]
+    roles += [(path, model, "held-out", {}) for path, model in zip(args.eval_classifier, held_out, strict=True)]
     per_classifier = []
-    for path, model, role in roles:
+    for path, model, role, origin in roles:
         if len(roles) > 1:
             print(f"evaluating in front of {path} ({role})", flush=True)
         with strategy.scope():
             defended = DefendedClassifier(purifier, model)
         per_classifier.append(
-            {"classifier": str(path), "role": role, **evaluate(args, defended, model, x_eval, y_eval, strategy)}
+            {
+                "classifier": str(path),
+                "role": role,
+                **origin,
+                **evaluate(args, defended, model, x_eval, y_eval, strategy),
+            }
         )
-    summary.update({k: v for k, v in per_classifier[0].items() if k not in ("classifier", "role")})
+    summary.update({k: v for k, v in per_classifier[0].items() if k not in ("classifier", "role", "fine_tuned_from")})
     summary["per_classifier"] = per_classifier
     if args.kind == "robust" and chief:
         from tfdefense.training import read_epoch_log
