@@ -92,8 +92,12 @@ def table(name, points):
     return "\n".join(lines)
 
 
-def plot(path, curves):
-    """Held-out PGD-20 (lines) and evaluated worst cases (points with intervals) against CPU-hours."""
+def plot(path, curves, ymin=None):
+    """Held-out PGD-20 (lines) and evaluated worst cases (points with intervals) against CPU-hours.
+
+    ymin: the lowest accuracy (%) shown (None: matplotlib's own range); the epochs of the eps ramp,
+    far below the rest, then fall off the chart, and the axis label says so.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,7 +126,9 @@ def plot(path, curves):
                 label=f"{name}: worst case, standard suite (test)",
             )
     axis.set_xlabel("training CPU-hours")
-    axis.set_ylabel("robust accuracy (%), eps 0.3")
+    axis.set_ylabel("robust accuracy (%), eps 0.3" + ("" if ymin is None else f" (axis from {ymin:g}%)"))
+    if ymin is not None:
+        axis.set_ylim(ymin, 100)
     axis.legend(fontsize=7)
     figure.tight_layout()
     with atomic_path(path) as tmp:
@@ -155,7 +161,10 @@ def main(argv=None):
         "--evaluated", action="append", default=[], help="NAME@EPOCH=FOLDER: an evaluate run of that snapshot"
     )
     parser.add_argument("--plot", default=None, help="write the figure here (.png)")
+    parser.add_argument("--ymin", type=float, default=None, help="lowest accuracy (%%) the plot shows")
     args = parser.parse_args(argv)
+    if args.ymin is not None and not 0 <= args.ymin < 100:
+        parser.error(f"argument --ymin: expected a percentage in [0, 100), got {args.ymin:g}")
     trainings = _parse(parser, args)
     curves = []
     for name, (path, evaluated) in trainings.items():
@@ -166,7 +175,7 @@ def main(argv=None):
         curves.append((name, points))
         print(table(name, points), end="\n\n")
     if args.plot:
-        plot(args.plot, curves)
+        plot(args.plot, curves, ymin=args.ymin)
         print(f"wrote {args.plot}")
     return 0
 

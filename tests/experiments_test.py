@@ -112,12 +112,19 @@ def test_long_run_curve_reads_summaries_and_running_backups(tmp_path, evaluate_r
         script.cpu_seconds_between(rows, 1, 3)
     out = subprocess.run(
         [sys.executable, str(REPO / "experiments" / "long_run_curve.py"), "--training", f"T={tmp_path / 'trades.json'}"]
-        + ["--training", f"M={backup}", "--evaluated", f"T@2={folder}", "--plot", str(tmp_path / "curve.png")],
+        + ["--training", f"M={backup}", "--evaluated", f"T@2={folder}", "--plot", str(tmp_path / "curve.png")]
+        + ["--ymin", "80"],
         capture_output=True,
         text=True,
     )
     assert out.returncode == 0, out.stderr
     assert "| 2 | 1.00 | 95.0 | 99.0 |" in out.stdout and (tmp_path / "curve.png").stat().st_size > 0
+    refused = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "long_run_curve.py"), "--training", f"T={backup}", "--ymin", "100"],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2 and "argument --ymin: expected a percentage in [0, 100), got 100" in refused.stderr
 
 
 @pytest.mark.parametrize(
