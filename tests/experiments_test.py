@@ -45,6 +45,39 @@ def test_robustness_table_reads_an_evaluate_run(tmp_path, evaluate_run):
         _script("robustness_table").summary(tmp_path / "missing")
 
 
+def _per_example(folder, kept, labels=None):
+    """A run folder holding only per_example.csv: image i kept under every attack when kept[i]."""
+    folder.mkdir()
+    labels = labels or [i % 10 for i in range(len(kept))]
+    rows = ["index,label,clean,worst_case"] + [f"{i},{labels[i]},1,{int(k)}" for i, k in enumerate(kept)]
+    (folder / "per_example.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_robustness_table_pairs_two_runs_image_by_image(tmp_path, evaluate_run):
+    script = _script("robustness_table")
+    folder, result = evaluate_run
+    itself = script.paired(folder, folder)  # a run against itself: no discordant image
+    assert (itself["only_a"], itself["only_b"], itself["p_value"]) == (0, 0, 1.0)
+    assert itself["both"] == round(result.worst_case * 30) and itself["n"] == 30
+    # 12 images only A keeps, 2 only B keeps: two-sided exact binomial p = 2 * P(X <= 2 | 14, 1/2) = 0.01294
+    a = _per_example(tmp_path / "a", [1] * 20 + [1] * 12 + [0] * 2 + [0] * 6)
+    b = _per_example(tmp_path / "b", [1] * 20 + [0] * 12 + [1] * 2 + [0] * 6)
+    c = script.paired(a, b)
+    assert (c["both"], c["only_a"], c["only_b"], c["neither"], c["n"]) == (20, 12, 2, 6, 40)
+    assert c["p_value"] == pytest.approx(2 * (1 + 14 + 91) / 2**14)
+    assert "| A vs B | 20 | 12 | 2 | +25.0 | 0.0129 |" in script.paired_table([(("A", a), ("B", b))])
+    other = _per_example(tmp_path / "other", [1] * 40, labels=[(i + 1) % 10 for i in range(40)])
+    with pytest.raises(ValueError, match="not run on the same images"):
+        script.paired(a, other)
+    unknown = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "robustness_table.py"), f"A={folder}", "--paired", "A,B"],
+        capture_output=True,
+        text=True,
+    )
+    assert unknown.returncode == 2 and "argument --paired: expected A,B with both LABELs" in unknown.stderr
+
+
 def test_protection_cost_counts_one_purifier_against_one_training_per_classifier(tmp_path, evaluate_run):
     folder, result = evaluate_run
     purifier = tmp_path / "purifier.json"  # resumed once: the epoch log's cumulative CPU counts, not this run's
