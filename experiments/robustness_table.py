@@ -1,8 +1,9 @@
 """A markdown table of `python -m tfdefense.evaluate --classifier ...` runs, read from their results.json.
 
 One row per run folder: clean accuracy, the per-example worst case with its 95% Wilson interval,
-the number of images, the sanity checks' verdicts and the wall time; the numbers are the runs'
-own (nothing is recomputed).
+the number of images, the sanity checks' verdicts, the wall time of the last invocation and the
+steps' own seconds (a resumed run's earlier invocations included); the numbers are the runs' own
+(nothing is recomputed).
 
 `--paired A,B` compares two of the runs made on the same images, image by image: how many digits
 only A keeps under every attack, how many only B keeps, and the exact two-sided McNemar p-value of
@@ -24,13 +25,19 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 WORST_CASE = "worst_case"
+TIMING_TABLE = "Time per step"
 
 
 def summary(folder):
-    """{clean, worst_case, n, checks, wall_seconds, mode, suite} of one evaluate run folder."""
+    """{clean, worst_case, n, checks, wall_seconds, step_seconds, mode, suite} of one evaluate run folder.
+
+    wall_seconds: the last invocation's wall time; step_seconds: the steps' own times from the report's
+    timing table, steps finished by earlier invocations of a resumed run included (None without one).
+    """
     results = json.loads((pathlib.Path(folder) / "results.json").read_text())
     rows = [r for r in results["rows"] if r["table"].startswith("Accuracy under attack")]
     values = {r["attack"]: r for r in rows}
+    timings = [r["value"] for r in results["rows"] if r["table"] == TIMING_TABLE]
     if "clean" not in values or WORST_CASE not in values:
         raise ValueError(f"{folder}: results.json has no clean / worst-case row (not an evaluate run?)")
     verdicts = [c.get("verdict", "passed" if c.get("passed") else "failed") for c in results["sanity_checks"]]
@@ -41,6 +48,7 @@ def summary(folder):
         "n": values[WORST_CASE]["n"],
         "checks": "all pass" if not failed else "failed: " + ", ".join(failed),
         "wall_seconds": results["wall_seconds"],
+        "step_seconds": sum(timings) if timings else None,
         "mode": results["choices"].get("mode"),
         "suite": results["choices"].get("suite"),
     }
@@ -59,16 +67,20 @@ def percent_with_interval(fraction, n):
     return "{:.1f} ({:.1f}-{:.1f})".format(*with_interval(fraction, n))
 
 
+def _seconds(value):
+    return "-" if value is None else f"{value:.0f}"
+
+
 def table(labelled_folders):
     lines = [
-        "| classifier | clean (%) | worst case (%) (95% Wilson) | images | checks | wall s |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| classifier | clean (%) | worst case (%) (95% Wilson) | images | checks | wall s | steps' own s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for label, folder in labelled_folders:
         row = summary(folder)
         lines.append(
             f"| {label} | {100 * row['clean']:.1f} | {percent_with_interval(row['worst_case'], row['n'])} "
-            f"| {row['n']} | {row['checks']} | {row['wall_seconds']:.0f} |"
+            f"| {row['n']} | {row['checks']} | {row['wall_seconds']:.0f} | {_seconds(row['step_seconds'])} |"
         )
     return "\n".join(lines)
 

@@ -820,6 +820,14 @@ def _results_dict(run, evaluation, start, reports):
     return results
 
 
+def _resumed_note(results):
+    """', the steps' own times ...' when they exceed this invocation's wall time (steps reused from an earlier one)."""
+    step_seconds = sum(r["value"] for r in results["rows"] if r["table"] == TIMING_TABLE)
+    if step_seconds <= 1.1 * results["wall_seconds"]:
+        return ""
+    return f" in this invocation (the steps' own times add up to {step_seconds:.0f} s, earlier invocations included)"
+
+
 def _markdown(results, evaluation, plots):
     pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
 
@@ -834,7 +842,7 @@ def _markdown(results, evaluation, plots):
         f"{evaluation.eps:g} ({choices['suite']} suite)",
         "",
         f"- Data: {results['data']['description']}",
-        f"- Seed: {results['seed']}; wall time: {results['wall_seconds']:.1f} s; TensorFlow "
+        f"- Seed: {results['seed']}; wall time: {results['wall_seconds']:.1f} s{_resumed_note(results)}; TensorFlow "
         f"{results['environment']['tensorflow']}, Keras {results['environment']['keras']}, devices "
         f"{', '.join(results['environment']['devices'])}",
         f"- Clean accuracy {pct(evaluation.clean_accuracy)} (95% interval {interval(evaluation.clean_accuracy)}); "

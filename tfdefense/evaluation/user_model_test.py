@@ -260,3 +260,13 @@ def test_bf16_attack_precision_crafts_in_bfloat16_and_judges_in_float32(classifi
     assert "kept in float32 (no bfloat16 version): fab-t" in (tmp_path / "report.md").read_text()
     with pytest.raises(ValueError, match="attack_precision.*'fp16'"):
         evaluate_model(classifier, digits, EPS, suite=suite, attack_precision="fp16", **TINY)
+
+
+def test_report_of_a_resumed_run_gives_the_steps_own_time_beside_its_wall_time():
+    from tfdefense.evaluation.user_model import TIMING_TABLE, _resumed_note
+
+    rows = [{"table": TIMING_TABLE, "value": v} for v in (600.0, 400.0)] + [{"table": "other", "value": 5.0}]
+    assert _resumed_note({"rows": rows, "wall_seconds": 50.0}) == (
+        " in this invocation (the steps' own times add up to 1000 s, earlier invocations included)"
+    )
+    assert _resumed_note({"rows": rows, "wall_seconds": 1000.0}) == ""  # one invocation did every step
