@@ -41,7 +41,8 @@ def test_robustness_table_reads_an_evaluate_run(tmp_path, evaluate_run):
     row = table.splitlines()[-1]
     assert row.startswith(f"| plain | {100 * result.clean_accuracy:.1f} | {100 * result.worst_case:.1f} (")
     assert "| 30 |" in row
-    timings = [r["value"] for r in json.loads((folder / "results.json").read_text())["rows"] if r["metric"] == "seconds"]
+    rows = json.loads((folder / "results.json").read_text())["rows"]
+    timings = [r["value"] for r in rows if r["metric"] == "seconds"]
     assert len(timings) > 1 and row.endswith(f"| {sum(timings):.0f} |")  # the steps' own seconds, reused ones too
     with pytest.raises(FileNotFoundError):
         _script("robustness_table").summary(tmp_path / "missing")
