@@ -17,6 +17,8 @@ import pytest
 
 from tfdefense.defenses import RobustPurifier
 
+pytestmark = pytest.mark.slow  # each CLI run under a two-replica strategy takes 30-35 s on two busy cores
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Two logical CPU devices, then the CLI's main() on each command line given (a JSON list of argv lists); records

@@ -8,7 +8,12 @@ import pytest
 NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
 
 
-@pytest.mark.parametrize("name", ["quickstart.ipynb", "versatile_defense.ipynb", "evaluate_your_model.ipynb"])
+@pytest.mark.parametrize(
+    "name",
+    # The quickstart notebook in the default tier; the other two (35-50 s each on two busy cores) in the slow one.
+    ["quickstart.ipynb"]
+    + [pytest.param(n, marks=pytest.mark.slow) for n in ("versatile_defense.ipynb", "evaluate_your_model.ipynb")],
+)
 def test_notebook_executes(name, tmp_path, monkeypatch):
     import nbclient  # the `test` extra installs nbclient, nbformat and ipykernel: no silent skip
     import nbformat
