@@ -205,3 +205,19 @@ def test_apegan_mnist_full_scale_trains_c_with_the_recipe():
     recipe = {k: full[k] for k in ("classifier_optimizer", "classifier_learning_rate", "classifier_c_epochs")}
     assert recipe == {"classifier_optimizer": "rmsprop", "classifier_learning_rate": 1e-3, "classifier_c_epochs": 4}
     assert full["classifier_epochs"] == 10  # models A and B
+
+
+@pytest.mark.slow  # trains the tiny preset's C, B and APE-GAN: 1-4 minutes on two busy cores
+def test_apegan_stores_cw_l0_every_ten_images(tmp_path, monkeypatch):
+    import tfdefense.attacks
+
+    calls, generate = [], tfdefense.attacks.generate
+
+    def recording(attack, model, x, *args, **kwargs):
+        calls.append((attack.name, len(x), kwargs.get("batch_size")))
+        return generate(attack, model, x, *args, **kwargs)
+
+    monkeypatch.setattr(tfdefense.attacks, "generate", recording)
+    run_preset("apegan-mnist", tmp_path, scale="tiny", progress=False, settings={"cw_l0": 12}, attacks=["cw_l0"])
+    assert ("cw_l0", 12, 10) in calls  # two stored calls: 10 images, then 2
+    assert all(size is None for name, _, size in calls if name != "cw_l0")  # the others keep generate's default

@@ -83,8 +83,12 @@ def target_classifier(
     )
 
 
-def attacked(run, attack, params, model, x, y):
-    """Adversarial examples of `attack` on `model`, from the run's float32 cache when they match."""
+def attacked(run, attack, params, model, x, y, batch_size=None):
+    """Adversarial examples of `attack` on `model`, from the run's float32 cache when they match.
+
+    batch_size: images per attack call (`generate`'s default when None); each finished call is stored,
+    so an interrupted run redoes at most one call.
+    """
     from tfdefense.attacks import generate, get_attack
 
     x_adv, info = generate(
@@ -96,6 +100,7 @@ def attacked(run, attack, params, model, x, y):
         progress=run.progress,
         return_info=True,
         strategy=run.strategy,
+        **({} if batch_size is None else {"batch_size": batch_size}),
     )
     if info["cache"] != "hit":
         run.log(f"{attack} on {len(x)} images: {info['seconds']:.1f} s, success rate {info['success_rate']:.3f}")
