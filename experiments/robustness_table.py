@@ -25,7 +25,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 WORST_CASE = "worst_case"
-TIMING_TABLE = "Time per step"
 
 
 def summary(folder):
@@ -34,10 +33,11 @@ def summary(folder):
     wall_seconds: the last invocation's wall time; step_seconds: the steps' own times from the report's
     timing table, steps finished by earlier invocations of a resumed run included (None without one).
     """
+    from tfdefense.evaluation.user_model import step_seconds
+
     results = json.loads((pathlib.Path(folder) / "results.json").read_text())
     rows = [r for r in results["rows"] if r["table"].startswith("Accuracy under attack")]
     values = {r["attack"]: r for r in rows}
-    timings = [r["value"] for r in results["rows"] if r["table"] == TIMING_TABLE]
     if "clean" not in values or WORST_CASE not in values:
         raise ValueError(f"{folder}: results.json has no clean / worst-case row (not an evaluate run?)")
     verdicts = [c.get("verdict", "passed" if c.get("passed") else "failed") for c in results["sanity_checks"]]
@@ -48,7 +48,7 @@ def summary(folder):
         "n": values[WORST_CASE]["n"],
         "checks": "all pass" if not failed else "failed: " + ", ".join(failed),
         "wall_seconds": results["wall_seconds"],
-        "step_seconds": sum(timings) if timings else None,
+        "step_seconds": step_seconds(results),
         "mode": results["choices"].get("mode"),
         "suite": results["choices"].get("suite"),
     }

@@ -820,12 +820,19 @@ def _results_dict(run, evaluation, start, reports):
     return results
 
 
+def step_seconds(results):
+    """The steps' own seconds summed from a results dict's timing table (steps a resumed run reused
+    included), or None when it has no timing rows."""
+    timings = [r["value"] for r in results["rows"] if r["table"] == TIMING_TABLE]
+    return sum(timings) if timings else None
+
+
 def _resumed_note(results):
     """', the steps' own times ...' when they exceed this invocation's wall time (steps reused from an earlier one)."""
-    step_seconds = sum(r["value"] for r in results["rows"] if r["table"] == TIMING_TABLE)
-    if step_seconds <= 1.1 * results["wall_seconds"]:
+    seconds = step_seconds(results)
+    if seconds is None or seconds <= 1.1 * results["wall_seconds"]:
         return ""
-    return f" in this invocation (the steps' own times add up to {step_seconds:.0f} s, earlier invocations included)"
+    return f" in this invocation (the steps' own times add up to {seconds:.0f} s, earlier invocations included)"
 
 
 def _markdown(results, evaluation, plots):

@@ -263,10 +263,12 @@ def test_bf16_attack_precision_crafts_in_bfloat16_and_judges_in_float32(classifi
 
 
 def test_report_of_a_resumed_run_gives_the_steps_own_time_beside_its_wall_time():
-    from tfdefense.evaluation.user_model import TIMING_TABLE, _resumed_note
+    from tfdefense.evaluation.user_model import TIMING_TABLE, _resumed_note, step_seconds
 
     rows = [{"table": TIMING_TABLE, "value": v} for v in (600.0, 400.0)] + [{"table": "other", "value": 5.0}]
     assert _resumed_note({"rows": rows, "wall_seconds": 50.0}) == (
         " in this invocation (the steps' own times add up to 1000 s, earlier invocations included)"
     )
     assert _resumed_note({"rows": rows, "wall_seconds": 1000.0}) == ""  # one invocation did every step
+    assert step_seconds({"rows": rows}) == 1000.0 and step_seconds({"rows": rows[2:]}) is None
+    assert _resumed_note({"rows": rows[2:], "wall_seconds": 50.0}) == ""  # no timing table: nothing to add
