@@ -35,8 +35,10 @@ def check_choice(argument, value, choices):
     return value
 
 
-def check_number(argument, value, minimum=None, maximum=None, integer=False, allow_none=False, above=None):
-    """Checks a scalar parameter and its bounds (`minimum`/`maximum` inclusive, `above` exclusive)."""
+def check_number(
+    argument, value, minimum=None, maximum=None, integer=False, allow_none=False, above=None, below=None
+):
+    """Checks a scalar parameter and its bounds (`minimum`/`maximum` inclusive, `above`/`below` exclusive)."""
     if value is None and allow_none:
         return value
     kind = numbers.Integral if integer else numbers.Real
@@ -51,6 +53,8 @@ def check_number(argument, value, minimum=None, maximum=None, integer=False, all
         raise invalid_value(argument, f"a value > {above}", value)
     if maximum is not None and value > maximum:
         raise invalid_value(argument, f"a value <= {maximum}", value)
+    if below is not None and value >= below:
+        raise invalid_value(argument, f"a value < {below}", value)
     return value
 
 

@@ -32,6 +32,7 @@ CONTRACT_CASES = [
     ("cw_l2", "native", {"binary_search_steps": 2, "max_iterations": 20, "learning_rate": 0.1}, 50),
     ("cw_l2", "cleverhans", {"binary_search_steps": 2, "max_iterations": 20, "learning_rate": 0.1}, 20),
     ("cw_l2", "art", {"binary_search_steps": 1, "max_iterations": 5, "learning_rate": 0.1}, 10),
+    ("cw_linf", "native", {"max_iterations": 10, "learning_rate": 0.05}, 10),
     ("cw_linf", "art", {"max_iterations": 1, "learning_rate": 0.1}, 2),
     ("cw_l0", "art", {"binary_search_steps": 1, "max_iterations": 3, "learning_rate": 0.1}, 4),
     ("deepfool", "native", {}, 100),
@@ -143,6 +144,24 @@ def test_minimum_distortion_attack_native_succeeds_95_percent(name, params, mnis
     print(f"{name} native success: {rate:.3f}, mean L2 of successes: {_l2(x, x_adv)[broken].mean():.3f}")
     assert rate >= 0.95
     assert _l2(x, x_adv)[broken].mean() < 3.0
+
+
+def test_cw_linf_native_finds_small_linf_examples(mnist_model_c, mnist_eval_batch):
+    x, y = mnist_eval_batch[0][:20], mnist_eval_batch[1][:20]
+    params = dict(max_iterations=30, learning_rate=0.05)
+    x_adv = get_attack("cw_linf", **params)(mnist_model_c, x, y)
+    linf = np.abs(x_adv - x).reshape(len(x), -1).max(axis=1)
+    rate = success_rate(mnist_model_c, x, x_adv, y)
+    print(f"cw_linf native success: {rate:.3f}, Linf of each: {np.round(linf, 3).tolist()}")
+    assert rate >= 0.95
+    # tau shrinks round after round: far below the first round's bound of 1, near model C's PGD scale
+    assert np.median(linf) < 0.2
+    pgd = get_attack("pgd", eps=float(np.median(linf)) * 0.5, eps_iter=0.01, nb_iter=40, seed=0)
+    assert success_rate(mnist_model_c, x, pgd(mnist_model_c, x, y), y) < 0.5  # the found examples are not slack
+
+    targets = (y + 1) % 10
+    targeted = get_attack("cw_linf", targeted=True, **params)(mnist_model_c, x, y, y_target=targets)
+    assert success_rate(mnist_model_c, x, targeted, y, y_target=targets) >= 0.9
 
 
 def test_jsma_hits_its_target_80_percent(mnist_model_c, mnist_eval_batch):

@@ -48,7 +48,7 @@ def test_every_attack_is_registered_with_its_backends():
     for name in REQUIRED:
         assert name in names
     assert list_attacks("cw_*") == ["cw_l0", "cw_l2", "cw_linf"]
-    for name in ("fgsm", "bim", "pgd", "mifgsm", "cw_l2", "deepfool", "gaussian_noise"):
+    for name in ("fgsm", "bim", "pgd", "mifgsm", "cw_l2", "cw_linf", "deepfool", "gaussian_noise"):
         assert attack_backends(name)[0] == "native"
     for name in ("fgsm", "bim", "pgd", "cw_l2"):
         assert set(attack_backends(name)) == {"native", "cleverhans", "art"}
@@ -96,6 +96,8 @@ def test_bad_values_name_the_argument():
     _raises("nb_restarts", "3", get_attack, "pgd", rand_init=False, nb_restarts=3)
     _raises("binary_search_steps", "0", get_attack, "cw_l2", binary_search_steps=0)
     _raises("overshoot", "-0.1", get_attack, "deepfool", overshoot=-0.1)
+    _raises("decrease_factor", "1.0", get_attack, "cw_linf", decrease_factor=1.0)  # tau would never shrink
+    _raises("const_factor", "1", get_attack, "cw_linf", const_factor=1)
     _raises("gamma", "2", get_attack, "jsma", gamma=2)
     _raises("variance", "0.01", get_attack, "gaussian_noise", sigma=0.1, variance=0.01)
     _raises("sigma", "-1", get_attack, "gaussian_noise", sigma=-1)

@@ -174,21 +174,35 @@ class CarliniWagnerL2(NativeMixin, Attack):
         return _art_optimizer_params(self._params)
 
 
-@register_attack("cw_linf", backends=("art",))
-class CarliniWagnerLinf(Attack):
-    """Carlini & Wagner Linf (ART's CarliniLInfMethod).
+@register_attack("cw_linf", backends=("native", "art"))
+class CarliniWagnerLinf(NativeMixin, Attack):
+    """Carlini & Wagner Linf: a shrinking Linf bound tau, Adam in tanh space, a growing constant c.
 
-    Params: confidence (0), learning_rate (0.01), max_iterations (10),
-    decrease_factor (0.9), initial_const (1e-5), largest_const (20),
-    const_factor (2), targeted, target.
+    Follows the reference code (nn_robust_attacks, li_attack.py), batched with
+    per-example state. Starting from tau = 1, each round minimises
+    c * max(z_y - max_{j!=y} z_j + confidence, 0) + sum(max(|x' - x| - tau, 0))
+    (targeted: max(max_{j!=t} z_j - z_t + confidence, 0)) with Adam from the
+    previous round's example; a round succeeds at the first iterate whose loss
+    is below 1e-4 * c and whose prediction has changed (reached the target).
+    Then tau becomes decrease_factor * min(tau, Linf of that iterate), the next
+    round starts, and so on until tau <= 1/256. After max_iterations steps without
+    success c is multiplied by const_factor; once c reaches largest_const the
+    example keeps its last successful round (the input itself if none).
+
+    Params (the reference code's names and defaults): learning_rate (5e-3),
+    max_iterations (1000 per value of c), initial_const (1e-5), largest_const
+    (20), decrease_factor (0.9), const_factor (2), confidence (0), targeted, target.
+    ART's CarliniLInfMethod (backend="art") takes the same names; its own
+    default is max_iterations=10, at which it barely moves MNIST digits
+    (docs/evaluation.md).
     """
 
     defaults = {
         "targeted": False,
         "target": None,
         "confidence": 0.0,
-        "learning_rate": 0.01,
-        "max_iterations": 10,
+        "learning_rate": 5e-3,
+        "max_iterations": 1000,
         "decrease_factor": 0.9,
         "initial_const": 1e-5,
         "largest_const": 20.0,
@@ -198,10 +212,94 @@ class CarliniWagnerLinf(Attack):
 
     def _check_params(self, p):
         p = _check_opt_params(dict(p))
-        check_number("decrease_factor", p["decrease_factor"], minimum=0, maximum=1)
-        check_number("largest_const", p["largest_const"], minimum=0)
-        check_number("const_factor", p["const_factor"], minimum=1)
+        check_number("decrease_factor", p["decrease_factor"], above=0, below=1)
+        check_number("initial_const", p["initial_const"], above=0)
+        check_number("largest_const", p["largest_const"], above=0)
+        check_number("const_factor", p["const_factor"], above=1)
         return p
+
+    def _build_native(self, model_fn, num_classes):
+        p = self._params
+        targeted = p["targeted"]
+        conf = float(p["confidence"])
+        lr, max_iter = float(p["learning_rate"]), int(p["max_iterations"])
+        c0, c_max = float(p["initial_const"]), float(p["largest_const"])
+        decrease, c_factor = float(p["decrease_factor"]), float(p["const_factor"])
+        min_tau = 1.0 / 256
+        beta1, beta2, adam_eps = 0.9, 0.999, 1e-8
+
+        def program(x0, y, t, seed):
+            batch = tf.shape(x0)[0]
+            label = t if targeted else y
+            onehot = tf.one_hot(label, num_classes)
+            axes = reduce_axes(x0)
+            per_image = tf.concat([[batch], tf.ones([tf.rank(x0) - 1], tf.int32)], axis=0)
+
+            def to_tanh_space(x):
+                return tf.atanh((x * 2.0 - 1.0) * 0.999999)
+
+            def body(active, tau, const, step, adam_t, start, mod, m, v, best):
+                with tf.GradientTape() as tape:
+                    tape.watch(mod)
+                    x_new = (tf.tanh(start + mod) + 1.0) * 0.5
+                    logits = model_fn(x_new)
+                    real = tf.reduce_sum(onehot * logits, axis=1)
+                    other = tf.reduce_max(logits - onehot * 1e9, axis=1)
+                    gap = other - real + conf if targeted else real - other + conf
+                    outside = tf.maximum(tf.abs(x_new - x0) - tf.reshape(tau, per_image), 0.0)
+                    loss = const * tf.maximum(gap, 0.0) + tf.reduce_sum(outside, axes)
+                grad = tape.gradient(loss, mod, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                adjusted = logits - conf * onehot if targeted else logits + conf * onehot
+                pred = tf.argmax(adjusted, axis=1, output_type=tf.int64)
+                changed = tf.equal(pred, label) if targeted else tf.not_equal(pred, label)
+                works = active & changed & (loss < 1e-4 * const)
+
+                # a successful round: keep x_new, tighten tau, restart Adam from x_new
+                best = where_batch(works, x_new, best)
+                linf = tf.reduce_max(tf.abs(x_new - x0), axes)
+                tau = tf.where(works, tf.minimum(tau, linf) * decrease, tau)
+                start = where_batch(works, to_tanh_space(x_new), start)
+
+                # otherwise one Adam step; after max_iterations steps, a larger c
+                adam_t = adam_t + 1.0
+                m_next = beta1 * m + (1 - beta1) * grad
+                v_next = beta2 * v + (1 - beta2) * tf.square(grad)
+                lr_t = lr * tf.sqrt(1 - tf.pow(beta2, adam_t)) / (1 - tf.pow(beta1, adam_t))
+                mod_next = mod - tf.reshape(lr_t, per_image) * m_next / (tf.sqrt(v_next) + adam_eps)
+                step = step + 1
+                bump = step >= max_iter
+                const = tf.where(bump & ~works, const * c_factor, const)
+                step = tf.where(bump | works, 0, step)
+
+                zeros = tf.zeros_like(mod)
+                mod = where_batch(works, zeros, mod_next)
+                m = where_batch(works, zeros, m_next)
+                v = where_batch(works, zeros, v_next)
+                adam_t = tf.where(works, 0.0, adam_t)
+                finished = tf.where(works, tau <= min_tau, const >= c_max)
+                active = active & ~finished
+                return active, tau, const, step, adam_t, start, mod, m, v, best
+
+            zeros = tf.zeros_like(x0)
+            state = tf.while_loop(
+                lambda active, *_: tf.reduce_any(active),
+                body,
+                (
+                    tf.ones([batch], tf.bool),
+                    tf.ones([batch]),
+                    tf.fill([batch], c0),
+                    tf.zeros([batch], tf.int32),
+                    tf.zeros([batch]),
+                    to_tanh_space(x0),
+                    zeros,
+                    zeros,
+                    zeros,
+                    x0,
+                ),
+            )
+            return state[-1]
+
+        return program
 
     def _art_params(self):
         p = self._params
