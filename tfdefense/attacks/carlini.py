@@ -13,8 +13,10 @@ import tensorflow as tf
 from tfdefense._validation import check_choice, check_number
 from tfdefense.attacks._backends import cleverhans_cw_l2
 from tfdefense.attacks._native import (
+    NATIVE_CHUNK,
     NativeMixin,
     model_reference,
+    num_classes_from,
     reduce_axes,
     where_batch,
 )
@@ -174,8 +176,12 @@ class CarliniWagnerL2(NativeMixin, Attack):
         return _art_optimizer_params(self._params)
 
 
+def _to_tanh_space(x):
+    return tf.atanh((x * 2.0 - 1.0) * 0.999999)
+
+
 @register_attack("cw_linf", backends=("native", "art"))
-class CarliniWagnerLinf(NativeMixin, Attack):
+class CarliniWagnerLinf(Attack):
     """Carlini & Wagner Linf: a shrinking Linf bound tau, Adam in tanh space, a growing constant c.
 
     Follows the reference code (nn_robust_attacks, li_attack.py), batched with
@@ -209,6 +215,8 @@ class CarliniWagnerLinf(NativeMixin, Attack):
         "const_factor": 2.0,
     }
     art_method = "CarliniLInfMethod"
+    SMALLEST_TAU = 1.0 / 256  # the reference code stops shrinking tau here
+    STEPS_PER_CALL = 100  # iterations per graph call; finished examples leave the batch between calls
 
     def _check_params(self, p):
         p = _check_opt_params(dict(p))
@@ -218,31 +226,35 @@ class CarliniWagnerLinf(NativeMixin, Attack):
         check_number("const_factor", p["const_factor"], above=1)
         return p
 
-    def _build_native(self, model_fn, num_classes):
+    def _advance_program(self, model, image_shape, num_classes):
+        """A graph advancing every example's state by up to STEPS_PER_CALL iterations; compiled once per model/shape."""
+        try:
+            per_model = self._programs.setdefault(model, {})
+        except TypeError:  # not weak-referenceable: no caching
+            per_model = {}
+        key = ("advance", tuple(image_shape), num_classes)
+        if key in per_model:
+            return per_model[key]
+        model_ref = model_reference(model)
         p = self._params
         targeted = p["targeted"]
         conf = float(p["confidence"])
         lr, max_iter = float(p["learning_rate"]), int(p["max_iterations"])
-        c0, c_max = float(p["initial_const"]), float(p["largest_const"])
+        c_max = float(p["largest_const"])
         decrease, c_factor = float(p["decrease_factor"]), float(p["const_factor"])
-        min_tau = 1.0 / 256
         beta1, beta2, adam_eps = 0.9, 0.999, 1e-8
+        steps = self.STEPS_PER_CALL
 
-        def program(x0, y, t, seed):
-            batch = tf.shape(x0)[0]
-            label = t if targeted else y
+        def advance(x0, label, active, tau, const, step, adam_t, start, mod, m, v, best):
             onehot = tf.one_hot(label, num_classes)
             axes = reduce_axes(x0)
-            per_image = tf.concat([[batch], tf.ones([tf.rank(x0) - 1], tf.int32)], axis=0)
+            per_image = tf.concat([tf.shape(tau), tf.ones([tf.rank(x0) - 1], tf.int32)], axis=0)
 
-            def to_tanh_space(x):
-                return tf.atanh((x * 2.0 - 1.0) * 0.999999)
-
-            def body(active, tau, const, step, adam_t, start, mod, m, v, best):
+            def body(i, active, tau, const, step, adam_t, start, mod, m, v, best):
                 with tf.GradientTape() as tape:
                     tape.watch(mod)
                     x_new = (tf.tanh(start + mod) + 1.0) * 0.5
-                    logits = model_fn(x_new)
+                    logits = call_model(model_ref(), x_new)
                     real = tf.reduce_sum(onehot * logits, axis=1)
                     other = tf.reduce_max(logits - onehot * 1e9, axis=1)
                     gap = other - real + conf if targeted else real - other + conf
@@ -258,7 +270,7 @@ class CarliniWagnerLinf(NativeMixin, Attack):
                 best = where_batch(works, x_new, best)
                 linf = tf.reduce_max(tf.abs(x_new - x0), axes)
                 tau = tf.where(works, tf.minimum(tau, linf) * decrease, tau)
-                start = where_batch(works, to_tanh_space(x_new), start)
+                start = where_batch(works, _to_tanh_space(x_new), start)
 
                 # otherwise one Adam step; after max_iterations steps, a larger c
                 adam_t = adam_t + 1.0
@@ -276,30 +288,55 @@ class CarliniWagnerLinf(NativeMixin, Attack):
                 m = where_batch(works, zeros, m_next)
                 v = where_batch(works, zeros, v_next)
                 adam_t = tf.where(works, 0.0, adam_t)
-                finished = tf.where(works, tau <= min_tau, const >= c_max)
+                finished = tf.where(works, tau <= self.SMALLEST_TAU, const >= c_max)
                 active = active & ~finished
-                return active, tau, const, step, adam_t, start, mod, m, v, best
+                return i + 1, active, tau, const, step, adam_t, start, mod, m, v, best
 
-            zeros = tf.zeros_like(x0)
             state = tf.while_loop(
-                lambda active, *_: tf.reduce_any(active),
+                lambda i, active, *_: (i < steps) & tf.reduce_any(active),
                 body,
-                (
-                    tf.ones([batch], tf.bool),
-                    tf.ones([batch]),
-                    tf.fill([batch], c0),
-                    tf.zeros([batch], tf.int32),
-                    tf.zeros([batch]),
-                    to_tanh_space(x0),
-                    zeros,
-                    zeros,
-                    zeros,
-                    x0,
-                ),
+                (tf.constant(0), active, tau, const, step, adam_t, start, mod, m, v, best),
             )
-            return state[-1]
+            return state[1:]
 
-        return program
+        images = tf.TensorSpec([None, *image_shape], tf.float32)
+        scalars = tf.TensorSpec([None], tf.float32)
+        signature = [images, tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.bool), scalars, scalars]
+        signature += [tf.TensorSpec([None], tf.int32), scalars] + [images] * 5
+        per_model[key] = tf.function(advance, input_signature=signature).get_concrete_function()
+        return per_model[key]
+
+    def _run_native(self, model, x, y, targets):
+        label = targets if self.targeted else y
+        advance = self._advance_program(model, x.shape[1:], num_classes_from(model, x))
+        out = x.copy()
+        for first in range(0, len(x), NATIVE_CHUNK):
+            ids = np.arange(first, min(first + NATIVE_CHUNK, len(x)))
+            x0 = tf.constant(x[ids])
+            n = len(ids)
+            zeros = tf.zeros_like(x0)
+            state = [
+                tf.ones([n], tf.bool),
+                tf.ones([n]),  # tau
+                tf.fill([n], float(self._params["initial_const"])),
+                tf.zeros([n], tf.int32),  # steps at this c
+                tf.zeros([n]),  # Adam's step count
+                _to_tanh_space(x0),
+                zeros,
+                zeros,
+                zeros,
+                x0,  # the last successful round's example
+            ]
+            lab = tf.constant(label[ids])
+            while len(ids):
+                state = list(advance(x0, lab, *state))
+                active = state[0].numpy()
+                out[ids[~active]] = state[-1].numpy()[~active]
+                if not active.all():  # drop the finished examples: later calls cost what the rest need
+                    keep = tf.constant(active)
+                    ids, x0, lab = ids[active], tf.boolean_mask(x0, keep), tf.boolean_mask(lab, keep)
+                    state = [tf.boolean_mask(s, keep) for s in state]
+        return out
 
     def _art_params(self):
         p = self._params
