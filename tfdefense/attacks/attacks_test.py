@@ -394,6 +394,7 @@ SLOW_CASES = [  # (name, backend, params, images, minimum success)
         20,
         0.9,
     ),
+    ("cw_linf", "native", {}, 10, 1.0),  # the reference code's defaults: ~20 s per image here
     # ART's C&W-L0 reruns its L2 attack per pixel-fixing round: ~45 s per image here
     (
         "cw_l0",
