@@ -34,6 +34,7 @@ CONTRACT_CASES = [
     ("cw_l2", "art", {"binary_search_steps": 1, "max_iterations": 5, "learning_rate": 0.1}, 10),
     ("cw_linf", "native", {"max_iterations": 10, "learning_rate": 0.05}, 10),
     ("cw_linf", "art", {"max_iterations": 1, "learning_rate": 0.1}, 2),
+    ("cw_l0", "native", {"max_iterations": 10, "learning_rate": 0.1, "largest_const": 100.0}, 4),
     ("cw_l0", "art", {"binary_search_steps": 1, "max_iterations": 3, "learning_rate": 0.1}, 4),
     ("deepfool", "native", {}, 100),
     ("deepfool", "art", {"max_iter": 3}, 10),
@@ -162,6 +163,26 @@ def test_cw_linf_native_finds_small_linf_examples(mnist_model_c, mnist_eval_batc
     targets = (y + 1) % 10
     targeted = get_attack("cw_linf", targeted=True, **params)(mnist_model_c, x, y, y_target=targets)
     assert success_rate(mnist_model_c, x, targeted, y, y_target=targets) >= 0.9
+
+
+def test_cw_l0_native_changes_few_pixels(mnist_model_c, mnist_eval_batch):
+    from tfdefense.attacks.carlini import _fix_pixels
+
+    x, y = mnist_eval_batch[0][:10], mnist_eval_batch[1][:10]
+    x_adv = get_attack("cw_l0", max_iterations=50, largest_const=1e4)(mnist_model_c, x, y)
+    changed = (np.abs(x_adv - x) > 1e-4).reshape(len(x), -1).sum(axis=1)
+    rate = success_rate(mnist_model_c, x, x_adv, y)
+    print(f"cw_l0 native success: {rate:.3f}, pixels changed: {changed.tolist()}")
+    assert rate >= 0.9
+    assert np.median(changed) <= 30  # of 784: the rounds fixed most pixels back to the input
+
+    # one round's selection: the lowest scores first, at most ceil(0.3 * sqrt(pixels moved)), none already fixed
+    change = np.zeros((1, 4, 4, 1), np.float32)
+    change[0, :, :, 0] = np.arange(16).reshape(4, 4) * 1e-3  # 15 pixels moved, scores grow with the index
+    allowed = np.ones((1, 4, 4, 1), np.float32)
+    allowed[0, 0, 1, 0] = 0.0
+    after = _fix_pixels(tf.constant(change), tf.ones_like(change), tf.constant(allowed)).numpy().ravel()
+    assert after[1] == 0 and list(np.flatnonzero(after == 0)) == [0, 1, 2]  # ceil(0.3 * sqrt(15)) = 2 more fixed
 
 
 def test_jsma_hits_its_target_80_percent(mnist_model_c, mnist_eval_batch):
@@ -395,6 +416,7 @@ SLOW_CASES = [  # (name, backend, params, images, minimum success)
         0.9,
     ),
     ("cw_linf", "native", {}, 10, 1.0),  # the reference code's defaults: ~20 s per image here
+    ("cw_l0", "native", {}, 3, 1.0),  # the reference code's defaults: ~70 s per image here
     # ART's C&W-L0 reruns its L2 attack per pixel-fixing round: ~45 s per image here
     (
         "cw_l0",

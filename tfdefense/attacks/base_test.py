@@ -53,7 +53,7 @@ def test_every_attack_is_registered_with_its_backends():
     for name in ("fgsm", "bim", "pgd", "cw_l2"):
         assert set(attack_backends(name)) == {"native", "cleverhans", "art"}
     assert "mifgsm" in list_attacks(backend="cleverhans") and "mifgsm" not in list_attacks(backend="art")
-    assert attack_backends("cw_l0") == ("art",)
+    assert attack_backends("cw_l0") == ("native", "art") and attack_backends("ead") == ("art",)
 
 
 def test_default_backend_and_params_are_jsonable():
@@ -73,7 +73,7 @@ def test_unknown_name_backend_and_parameter():
     _raises("backend", "'torch'", get_attack, "pgd", backend="torch")
     message = _raises("backend", "'art'", get_attack, "mifgsm", backend="art")
     assert "cleverhans" in message and "native" in message
-    _raises("backend", "'native'", get_attack, "cw_l0", backend="native")
+    _raises("backend", "'native'", get_attack, "ead", backend="native")
     _raises("epsilon", "0.3", get_attack, "pgd", epsilon=0.3)
 
 
@@ -98,6 +98,8 @@ def test_bad_values_name_the_argument():
     _raises("overshoot", "-0.1", get_attack, "deepfool", overshoot=-0.1)
     _raises("decrease_factor", "1.0", get_attack, "cw_linf", decrease_factor=1.0)  # tau would never shrink
     _raises("const_factor", "1", get_attack, "cw_linf", const_factor=1)
+    _raises("binary_search_steps", "3", get_attack, "cw_l0", binary_search_steps=3)  # ART's parameter
+    _raises("largest_const", "10.0", get_attack, "cw_l0", backend="art", largest_const=10.0)  # the reference's
     _raises("gamma", "2", get_attack, "jsma", gamma=2)
     _raises("variance", "0.01", get_attack, "gaussian_noise", sigma=0.1, variance=0.01)
     _raises("sigma", "-1", get_attack, "gaussian_noise", sigma=-1)

@@ -180,8 +180,93 @@ def _to_tanh_space(x):
     return tf.atanh((x * 2.0 - 1.0) * 0.999999)
 
 
+def _margin(logits, onehot, label, targeted, confidence):
+    """(hinge term before the max with 0, prediction changed / target reached) of the C&W loss."""
+    real = tf.reduce_sum(onehot * logits, axis=1)
+    other = tf.reduce_max(logits - onehot * 1e9, axis=1)
+    gap = other - real + confidence if targeted else real - other + confidence
+    adjusted = logits - confidence * onehot if targeted else logits + confidence * onehot
+    pred = tf.argmax(adjusted, axis=1, output_type=tf.int64)
+    return gap, tf.equal(pred, label) if targeted else tf.not_equal(pred, label)
+
+
+def _specs(image_shape):
+    """Batched TensorSpecs of per-example state: flags, counts, scalars, images."""
+    return (
+        tf.TensorSpec([None], tf.bool),
+        tf.TensorSpec([None], tf.int32),
+        tf.TensorSpec([None], tf.float32),
+        tf.TensorSpec([None, *image_shape], tf.float32),
+    )
+
+
+def _adam_step(lr, grad, m, v, adam_t, per_image):
+    """One Adam update of every example (its own step count adam_t, already incremented): (delta, m, v)."""
+    beta1, beta2 = 0.9, 0.999
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * tf.square(grad)
+    lr_t = lr * tf.sqrt(1 - tf.pow(beta2, adam_t)) / (1 - tf.pow(beta1, adam_t))
+    return -tf.reshape(lr_t, per_image) * m / (tf.sqrt(v) + 1e-8), m, v
+
+
+class _PerExampleSchedule:
+    """Native runner of the reference code's one-image-at-a-time attacks (C&W Linf and L0), batched.
+
+    Each example carries its own state (round, constant c, Adam moments);
+    `_iteration` advances all of them by one Adam step. A graph call runs
+    STEPS_PER_CALL iterations; finished examples (state[0] False) leave the
+    batch between calls, so stragglers do not cost a full batch. state[-1]
+    is the example returned.
+    """
+
+    STEPS_PER_CALL = 100
+
+    def _advance_program(self, model, image_shape, num_classes):
+        try:
+            per_model = self._programs.setdefault(model, {})
+        except TypeError:  # not weak-referenceable: no caching
+            per_model = {}
+        key = (tuple(image_shape), num_classes)
+        if key not in per_model:
+            model_ref = model_reference(model)
+            iteration = self._iteration(lambda x: call_model(model_ref(), x), num_classes)
+            steps = self.STEPS_PER_CALL
+
+            def advance(x0, label, *state):
+                onehot = tf.one_hot(label, num_classes)
+                out = tf.while_loop(
+                    lambda i, active, *_: (i < steps) & tf.reduce_any(active),
+                    lambda i, *state: (i + 1, *iteration(x0, label, onehot, *state)),
+                    (tf.constant(0), *state),
+                )
+                return out[1:]
+
+            images = tf.TensorSpec([None, *image_shape], tf.float32)
+            signature = [images, tf.TensorSpec([None], tf.int64)] + self._state_signature(image_shape)
+            per_model[key] = tf.function(advance, input_signature=signature).get_concrete_function()
+        return per_model[key]
+
+    def _run_native(self, model, x, y, targets):
+        label = targets if self.targeted else y
+        advance = self._advance_program(model, x.shape[1:], num_classes_from(model, x))
+        out = x.copy()
+        for first in range(0, len(x), NATIVE_CHUNK):
+            ids = np.arange(first, min(first + NATIVE_CHUNK, len(x)))
+            x0, lab = tf.constant(x[ids]), tf.constant(label[ids])
+            state = self._initial_state(x0)
+            while len(ids):
+                state = list(advance(x0, lab, *state))
+                active = state[0].numpy()
+                out[ids[~active]] = state[-1].numpy()[~active]
+                if not active.all():
+                    keep = tf.constant(active)
+                    ids, x0, lab = ids[active], tf.boolean_mask(x0, keep), tf.boolean_mask(lab, keep)
+                    state = [tf.boolean_mask(s, keep) for s in state]
+        return out
+
+
 @register_attack("cw_linf", backends=("native", "art"))
-class CarliniWagnerLinf(Attack):
+class CarliniWagnerLinf(_PerExampleSchedule, Attack):
     """Carlini & Wagner Linf: a shrinking Linf bound tau, Adam in tanh space, a growing constant c.
 
     Follows the reference code (nn_robust_attacks, li_attack.py), batched with
@@ -216,7 +301,6 @@ class CarliniWagnerLinf(Attack):
     }
     art_method = "CarliniLInfMethod"
     SMALLEST_TAU = 1.0 / 256  # the reference code stops shrinking tau here
-    STEPS_PER_CALL = 100  # iterations per graph call; finished examples leave the batch between calls
 
     def _check_params(self, p):
         p = _check_opt_params(dict(p))
@@ -226,117 +310,65 @@ class CarliniWagnerLinf(Attack):
         check_number("const_factor", p["const_factor"], above=1)
         return p
 
-    def _advance_program(self, model, image_shape, num_classes):
-        """A graph advancing every example's state by up to STEPS_PER_CALL iterations; compiled once per model/shape."""
-        try:
-            per_model = self._programs.setdefault(model, {})
-        except TypeError:  # not weak-referenceable: no caching
-            per_model = {}
-        key = ("advance", tuple(image_shape), num_classes)
-        if key in per_model:
-            return per_model[key]
-        model_ref = model_reference(model)
+    def _initial_state(self, x0):
+        n = tf.shape(x0)[0]
+        zeros = tf.zeros_like(x0)
+        c0 = float(self._params["initial_const"])
+        # active, tau, c, steps at this c, Adam's step count, start (tanh space), modifier, m, v, result
+        return [tf.ones([n], tf.bool), tf.ones([n]), tf.fill([n], c0), tf.zeros([n], tf.int32), tf.zeros([n])] + [
+            _to_tanh_space(x0),
+            zeros,
+            zeros,
+            zeros,
+            x0,
+        ]
+
+    def _state_signature(self, image_shape):
+        images = tf.TensorSpec([None, *image_shape], tf.float32)
+        scalars = tf.TensorSpec([None], tf.float32)
+        return [tf.TensorSpec([None], tf.bool), scalars, scalars, tf.TensorSpec([None], tf.int32), scalars] + [
+            images
+        ] * 5
+
+    def _iteration(self, model_fn, num_classes):
         p = self._params
-        targeted = p["targeted"]
-        conf = float(p["confidence"])
+        targeted, conf = p["targeted"], float(p["confidence"])
         lr, max_iter = float(p["learning_rate"]), int(p["max_iterations"])
         c_max = float(p["largest_const"])
         decrease, c_factor = float(p["decrease_factor"]), float(p["const_factor"])
-        beta1, beta2, adam_eps = 0.9, 0.999, 1e-8
-        steps = self.STEPS_PER_CALL
 
-        def advance(x0, label, active, tau, const, step, adam_t, start, mod, m, v, best):
-            onehot = tf.one_hot(label, num_classes)
+        def iteration(x0, label, onehot, active, tau, const, step, adam_t, start, mod, m, v, best):
             axes = reduce_axes(x0)
             per_image = tf.concat([tf.shape(tau), tf.ones([tf.rank(x0) - 1], tf.int32)], axis=0)
+            with tf.GradientTape() as tape:
+                tape.watch(mod)
+                x_new = (tf.tanh(start + mod) + 1.0) * 0.5
+                gap, changed = _margin(model_fn(x_new), onehot, label, targeted, conf)
+                outside = tf.maximum(tf.abs(x_new - x0) - tf.reshape(tau, per_image), 0.0)
+                loss = const * tf.maximum(gap, 0.0) + tf.reduce_sum(outside, axes)
+            grad = tape.gradient(loss, mod, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            works = active & changed & (loss < 1e-4 * const)
 
-            def body(i, active, tau, const, step, adam_t, start, mod, m, v, best):
-                with tf.GradientTape() as tape:
-                    tape.watch(mod)
-                    x_new = (tf.tanh(start + mod) + 1.0) * 0.5
-                    logits = call_model(model_ref(), x_new)
-                    real = tf.reduce_sum(onehot * logits, axis=1)
-                    other = tf.reduce_max(logits - onehot * 1e9, axis=1)
-                    gap = other - real + conf if targeted else real - other + conf
-                    outside = tf.maximum(tf.abs(x_new - x0) - tf.reshape(tau, per_image), 0.0)
-                    loss = const * tf.maximum(gap, 0.0) + tf.reduce_sum(outside, axes)
-                grad = tape.gradient(loss, mod, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                adjusted = logits - conf * onehot if targeted else logits + conf * onehot
-                pred = tf.argmax(adjusted, axis=1, output_type=tf.int64)
-                changed = tf.equal(pred, label) if targeted else tf.not_equal(pred, label)
-                works = active & changed & (loss < 1e-4 * const)
+            # a successful round: keep x_new, tighten tau, restart Adam from x_new
+            best = where_batch(works, x_new, best)
+            linf = tf.reduce_max(tf.abs(x_new - x0), axes)
+            tau = tf.where(works, tf.minimum(tau, linf) * decrease, tau)
+            start = where_batch(works, _to_tanh_space(x_new), start)
 
-                # a successful round: keep x_new, tighten tau, restart Adam from x_new
-                best = where_batch(works, x_new, best)
-                linf = tf.reduce_max(tf.abs(x_new - x0), axes)
-                tau = tf.where(works, tf.minimum(tau, linf) * decrease, tau)
-                start = where_batch(works, _to_tanh_space(x_new), start)
+            # otherwise one Adam step; after max_iterations steps at this c, a larger c
+            delta, m_next, v_next = _adam_step(lr, grad, m, v, adam_t + 1.0, per_image)
+            step = step + 1
+            bump = step >= max_iter
+            const = tf.where(bump & ~works, const * c_factor, const)
+            step = tf.where(bump | works, 0, step)
+            zeros = tf.zeros_like(mod)
+            mod = where_batch(works, zeros, mod + delta)
+            m, v = where_batch(works, zeros, m_next), where_batch(works, zeros, v_next)
+            adam_t = tf.where(works, 0.0, adam_t + 1.0)
+            active = active & ~tf.where(works, tau <= self.SMALLEST_TAU, const >= c_max)
+            return active, tau, const, step, adam_t, start, mod, m, v, best
 
-                # otherwise one Adam step; after max_iterations steps, a larger c
-                adam_t = adam_t + 1.0
-                m_next = beta1 * m + (1 - beta1) * grad
-                v_next = beta2 * v + (1 - beta2) * tf.square(grad)
-                lr_t = lr * tf.sqrt(1 - tf.pow(beta2, adam_t)) / (1 - tf.pow(beta1, adam_t))
-                mod_next = mod - tf.reshape(lr_t, per_image) * m_next / (tf.sqrt(v_next) + adam_eps)
-                step = step + 1
-                bump = step >= max_iter
-                const = tf.where(bump & ~works, const * c_factor, const)
-                step = tf.where(bump | works, 0, step)
-
-                zeros = tf.zeros_like(mod)
-                mod = where_batch(works, zeros, mod_next)
-                m = where_batch(works, zeros, m_next)
-                v = where_batch(works, zeros, v_next)
-                adam_t = tf.where(works, 0.0, adam_t)
-                finished = tf.where(works, tau <= self.SMALLEST_TAU, const >= c_max)
-                active = active & ~finished
-                return i + 1, active, tau, const, step, adam_t, start, mod, m, v, best
-
-            state = tf.while_loop(
-                lambda i, active, *_: (i < steps) & tf.reduce_any(active),
-                body,
-                (tf.constant(0), active, tau, const, step, adam_t, start, mod, m, v, best),
-            )
-            return state[1:]
-
-        images = tf.TensorSpec([None, *image_shape], tf.float32)
-        scalars = tf.TensorSpec([None], tf.float32)
-        signature = [images, tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.bool), scalars, scalars]
-        signature += [tf.TensorSpec([None], tf.int32), scalars] + [images] * 5
-        per_model[key] = tf.function(advance, input_signature=signature).get_concrete_function()
-        return per_model[key]
-
-    def _run_native(self, model, x, y, targets):
-        label = targets if self.targeted else y
-        advance = self._advance_program(model, x.shape[1:], num_classes_from(model, x))
-        out = x.copy()
-        for first in range(0, len(x), NATIVE_CHUNK):
-            ids = np.arange(first, min(first + NATIVE_CHUNK, len(x)))
-            x0 = tf.constant(x[ids])
-            n = len(ids)
-            zeros = tf.zeros_like(x0)
-            state = [
-                tf.ones([n], tf.bool),
-                tf.ones([n]),  # tau
-                tf.fill([n], float(self._params["initial_const"])),
-                tf.zeros([n], tf.int32),  # steps at this c
-                tf.zeros([n]),  # Adam's step count
-                _to_tanh_space(x0),
-                zeros,
-                zeros,
-                zeros,
-                x0,  # the last successful round's example
-            ]
-            lab = tf.constant(label[ids])
-            while len(ids):
-                state = list(advance(x0, lab, *state))
-                active = state[0].numpy()
-                out[ids[~active]] = state[-1].numpy()[~active]
-                if not active.all():  # drop the finished examples: later calls cost what the rest need
-                    keep = tf.constant(active)
-                    ids, x0, lab = ids[active], tf.boolean_mask(x0, keep), tf.boolean_mask(lab, keep)
-                    state = [tf.boolean_mask(s, keep) for s in state]
-        return out
+        return iteration
 
     def _art_params(self):
         p = self._params
@@ -348,33 +380,144 @@ class CarliniWagnerLinf(Attack):
         )
 
 
-@register_attack("cw_l0", backends=("art",))
-class CarliniWagnerL0(Attack):
-    """Carlini & Wagner L0 (ART's CarliniL0Method): repeated L2 attacks fixing unimportant pixels.
+@register_attack("cw_l0", backends=("native", "art"))
+class CarliniWagnerL0(_PerExampleSchedule, Attack):
+    """Carlini & Wagner L0: C&W-L2 rounds on the pixels still allowed to change, fixing the least useful ones.
 
-    Params: confidence (0), learning_rate (0.01), binary_search_steps (10),
-    max_iterations (10), initial_const (0.01), warm_start (True), targeted, target.
+    Follows the reference code (nn_robust_attacks, l0_attack.py), batched with
+    per-example state. Each round minimises, over the allowed pixels only,
+    c * max(z_y - max_{j!=y} z_j + 0.01 + confidence, 0) + ||x' - x||_2^2 with
+    Adam (tanh space) from the previous round's example; it succeeds at the
+    first iterate whose hinge term is below 1e-4. Then up to
+    ceil(0.3 * sqrt(pixels changed)) allowed pixels are fixed to the input, in
+    increasing order of |sum over channels of the change| * sum over channels
+    of |gradient|, stopping after the first whose score exceeds 0.01; the next
+    round starts. After max_iterations steps without success c is multiplied
+    by const_factor; once c reaches largest_const the example keeps its last
+    successful round (the input itself if none). Pixels, not channels, are the
+    unit (the reference's independent_channels=False).
+
+    Params (the reference code's defaults): learning_rate (1e-2),
+    max_iterations (1000 per value of c), initial_const (1e-3), largest_const
+    (2e6), const_factor (2), confidence (0), targeted, target. backend="art"
+    (ART's CarliniL0Method) takes binary_search_steps (10) and warm_start
+    (True) instead of largest_const and const_factor; ART's own defaults are
+    max_iterations=10, initial_const=0.01.
     """
 
     defaults = {
         "targeted": False,
         "target": None,
         "confidence": 0.0,
-        "learning_rate": 0.01,
+        "learning_rate": 1e-2,
+        "max_iterations": 1000,
+        "initial_const": 1e-3,
+        "largest_const": 2e6,
+        "const_factor": 2.0,
         "binary_search_steps": 10,
-        "max_iterations": 10,
-        "initial_const": 0.01,
         "warm_start": True,
     }
+    unsupported = {"native": ("binary_search_steps", "warm_start"), "art": ("largest_const", "const_factor")}
     art_method = "CarliniL0Method"
+    REFERENCE_MARGIN = 0.01  # the reference code's hinge offset (kappa)
 
     def _check_params(self, p):
         p = _check_opt_params(dict(p))
         p["warm_start"] = check_bool("warm_start", p["warm_start"])
+        check_number("initial_const", p["initial_const"], above=0)
+        check_number("largest_const", p["largest_const"], above=0)
+        check_number("const_factor", p["const_factor"], above=1)
         return p
 
+    def _initial_state(self, x0):
+        n = tf.shape(x0)[0]
+        zeros = tf.zeros_like(x0)
+        c0 = float(self._params["initial_const"])
+        # active, c, steps at this c, Adam's step count, allowed pixels, start (tanh space), modifier, m, v, result
+        return [tf.ones([n], tf.bool), tf.fill([n], c0), tf.zeros([n], tf.int32), tf.zeros([n])] + [
+            tf.ones_like(x0[..., :1]),
+            _to_tanh_space(x0),
+            zeros,
+            zeros,
+            zeros,
+            x0,
+        ]
+
+    def _state_signature(self, image_shape):
+        images = tf.TensorSpec([None, *image_shape], tf.float32)
+        scalars = tf.TensorSpec([None], tf.float32)
+        pixels = tf.TensorSpec([None, *image_shape[:-1], 1], tf.float32)
+        return [tf.TensorSpec([None], tf.bool), scalars, tf.TensorSpec([None], tf.int32), scalars, pixels] + [
+            images
+        ] * 5
+
+    def _iteration(self, model_fn, num_classes):
+        p = self._params
+        targeted, conf = p["targeted"], float(p["confidence"]) + self.REFERENCE_MARGIN
+        lr, max_iter = float(p["learning_rate"]), int(p["max_iterations"])
+        c_max, c_factor = float(p["largest_const"]), float(p["const_factor"])
+
+        def iteration(x0, label, onehot, active, const, step, adam_t, allowed, start, mod, m, v, best):
+            axes = reduce_axes(x0)
+            per_image = tf.concat([tf.shape(const), tf.ones([tf.rank(x0) - 1], tf.int32)], axis=0)
+            with tf.GradientTape() as tape:
+                tape.watch(mod)
+                x_new = (tf.tanh(start + mod) + 1.0) * 0.5 * allowed + (1.0 - allowed) * x0
+                gap, changed = _margin(model_fn(x_new), onehot, label, targeted, conf)
+                hinge = tf.maximum(gap, 0.0)
+                loss = const * hinge + tf.reduce_sum(tf.square(x_new - x0), axes)
+            grad = tape.gradient(loss, mod, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            works = active & changed & (hinge < 1e-4)
+
+            # a successful round: keep x_new, fix its least useful allowed pixels, restart Adam from x_new
+            best = where_batch(works, x_new, best)
+            allowed_next = _fix_pixels(x_new - x0, grad, allowed)
+            nothing_left = tf.reduce_sum(allowed, axes) == 0.0
+            allowed = where_batch(works, allowed_next, allowed)
+            start = where_batch(works, _to_tanh_space(x_new), start)
+
+            # otherwise one Adam step; after max_iterations steps at this c, a larger c
+            delta, m_next, v_next = _adam_step(lr, grad, m, v, adam_t + 1.0, per_image)
+            step = step + 1
+            bump = step >= max_iter
+            const = tf.where(bump & ~works, const * c_factor, const)
+            step = tf.where(bump | works, 0, step)
+            zeros = tf.zeros_like(mod)
+            mod = where_batch(works, zeros, mod + delta)
+            m, v = where_batch(works, zeros, m_next), where_batch(works, zeros, v_next)
+            adam_t = tf.where(works, 0.0, adam_t + 1.0)
+            active = active & ~tf.where(works, nothing_left, const >= c_max)
+            return active, const, step, adam_t, allowed, start, mod, m, v, best
+
+        return iteration
+
     def _art_params(self):
-        return dict(_art_optimizer_params(self._params), warm_start=self._params["warm_start"])
+        p = self._params
+        return dict(_art_optimizer_params(p), binary_search_steps=p["binary_search_steps"], warm_start=p["warm_start"])
+
+
+def _fix_pixels(change, grad, allowed):
+    """The reference L0 attack's pixel selection, per example: the allowed mask after one round.
+
+    Scores allowed pixels by |sum_c change| * sum_c |grad| and fixes them in
+    increasing order: at most max(1, ceil(0.3 * sqrt(pixels changed by more
+    than 1e-4))), stopping after the first whose score exceeds 0.01.
+    """
+    batch = tf.shape(change)[0]
+    score = tf.reshape(tf.abs(tf.reduce_sum(change, -1)) * tf.reduce_sum(tf.abs(grad), -1), [batch, -1])
+    free = tf.reshape(allowed, [batch, -1]) > 0.5
+    moved = tf.reduce_any(tf.abs(change) >= 1e-4, axis=-1)
+    equal_count = tf.reduce_sum(tf.cast(tf.reshape(moved, [batch, -1]), tf.float32), axis=1)
+    order = tf.argsort(tf.where(free, score, np.inf), axis=1, stable=True)
+    ranked = tf.gather(score, order, batch_dims=1)
+    n_free = tf.reduce_sum(tf.cast(free, tf.int32), axis=1)
+    large = tf.cast(ranked > 0.01, tf.int32)
+    first_large = tf.where(tf.reduce_any(ranked > 0.01, axis=1), tf.argmax(large, axis=1, output_type=tf.int32), n_free)
+    limit = tf.maximum(1, tf.cast(tf.math.ceil(0.3 * tf.sqrt(equal_count)), tf.int32))
+    n_fix = tf.minimum(tf.minimum(limit, first_large + 1), n_free)
+    rank = tf.argsort(order, axis=1, stable=True)
+    fixed = rank < n_fix[:, None]
+    return tf.reshape(tf.cast(free & ~fixed, tf.float32), tf.shape(allowed))
 
 
 @register_attack("ead", backends=("art",))

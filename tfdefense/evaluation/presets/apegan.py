@@ -111,14 +111,14 @@ SETTINGS = {
 BUDGETS = {  # iteration budgets of the optimisation attacks
     "tiny": dict(
         cw=dict(binary_search_steps=1, max_iterations=10, learning_rate=0.1, initial_const=1.0),
-        cw_l0=dict(binary_search_steps=1, max_iterations=5, learning_rate=0.1, initial_const=1.0),
+        cw_l0=dict(max_iterations=5, learning_rate=0.1, initial_const=1.0, largest_const=100.0),
         lbfgs=dict(binary_search_steps=1, max_iterations=20),
         deepfool=dict(max_iter=10),
         cw_linf=dict(max_iterations=5),
     ),
     "quick": dict(
         cw=dict(binary_search_steps=3, max_iterations=100, learning_rate=0.05, initial_const=1.0),
-        cw_l0=dict(binary_search_steps=2, max_iterations=20, learning_rate=0.1, initial_const=1.0),
+        cw_l0=dict(max_iterations=20, learning_rate=0.1, initial_const=1.0, largest_const=1000.0),
         lbfgs=dict(binary_search_steps=3, max_iterations=100),
         deepfool=dict(max_iter=50),
         cw_linf=dict(max_iterations=10),
