@@ -35,9 +35,7 @@ def check_choice(argument, value, choices):
     return value
 
 
-def check_number(
-    argument, value, minimum=None, maximum=None, integer=False, allow_none=False, above=None, below=None
-):
+def check_number(argument, value, minimum=None, maximum=None, integer=False, allow_none=False, above=None, below=None):
     """Checks a scalar parameter and its bounds (`minimum`/`maximum` inclusive, `above`/`below` exclusive)."""
     if value is None and allow_none:
         return value
