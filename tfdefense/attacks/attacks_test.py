@@ -147,6 +147,7 @@ def test_minimum_distortion_attack_native_succeeds_95_percent(name, params, mnis
     assert _l2(x, x_adv)[broken].mean() < 3.0
 
 
+@pytest.mark.slow
 def test_cw_linf_native_finds_small_linf_examples(mnist_model_c, mnist_eval_batch):
     x, y = mnist_eval_batch[0][:20], mnist_eval_batch[1][:20]
     params = dict(max_iterations=30, learning_rate=0.05)
@@ -165,6 +166,7 @@ def test_cw_linf_native_finds_small_linf_examples(mnist_model_c, mnist_eval_batc
     assert success_rate(mnist_model_c, x, targeted, y, y_target=targets) >= 0.9
 
 
+@pytest.mark.slow
 def test_cw_l0_native_changes_few_pixels(mnist_model_c, mnist_eval_batch):
     from tfdefense.attacks.carlini import _fix_pixels
 
