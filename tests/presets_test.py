@@ -208,7 +208,7 @@ def test_apegan_mnist_full_scale_trains_c_with_the_recipe():
 
 
 @pytest.mark.slow  # trains the tiny preset's C, B and APE-GAN: 1-4 minutes on two busy cores
-def test_apegan_stores_cw_l0_every_ten_images(tmp_path, monkeypatch):
+def test_apegan_stores_cw_l0_and_cw_linf_in_batches(tmp_path, monkeypatch):
     import tfdefense.attacks
 
     calls, generate = [], tfdefense.attacks.generate
@@ -218,6 +218,8 @@ def test_apegan_stores_cw_l0_every_ten_images(tmp_path, monkeypatch):
         return generate(attack, model, x, *args, **kwargs)
 
     monkeypatch.setattr(tfdefense.attacks, "generate", recording)
-    run_preset("apegan-mnist", tmp_path, scale="tiny", progress=False, settings={"cw_l0": 12}, attacks=["cw_l0"])
-    assert ("cw_l0", 12, 10) in calls  # two stored calls: 10 images, then 2
-    assert all(size is None for name, _, size in calls if name != "cw_l0")  # the others keep generate's default
+    settings = {"cw_l0": 27, "expensive": 3}  # C&W-Linf runs on the tiny scale's `expensive` images
+    run_preset("apegan-mnist", tmp_path, scale="tiny", progress=False, settings=settings, attacks=["cw_l0", "cw_linf"])
+    assert ("cw_l0", 27, 25) in calls  # two stored calls: 25 images, then 2
+    assert ("cw_linf", 3, 100) in calls
+    assert all(size is None for name, _, size in calls if name not in ("cw_l0", "cw_linf"))  # generate's default
