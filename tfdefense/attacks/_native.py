@@ -52,10 +52,7 @@ class NativeMixin:
     """Compiles `_build_native` once per model and image shape; runs it in chunks."""
 
     def _native_program(self, model, image_shape, num_classes):
-        try:
-            per_model = self._programs.setdefault(model, {})
-        except TypeError:  # not weak-referenceable: no caching
-            per_model = {}
+        per_model = programs_of(self, model)
         key = (tuple(image_shape), num_classes)
         if key not in per_model:
             model_ref = model_reference(model)
@@ -87,6 +84,14 @@ class NativeMixin:
             seed = tf.constant(self._next_seed(), tf.int64)
             out.append(program(tf.constant(x[sl]), tf.constant(y[sl]), tf.constant(t[sl]), seed).numpy())
         return np.concatenate(out)
+
+
+def programs_of(attack, model):
+    """The attack's dict of compiled programs for `model` (kept while the model lives; a fresh one if unhashable)."""
+    try:
+        return attack._programs.setdefault(model, {})
+    except TypeError:  # not weak-referenceable: no caching
+        return {}
 
 
 def num_classes_from(model, x):

@@ -17,6 +17,7 @@ from tfdefense.attacks._native import (
     NativeMixin,
     model_reference,
     num_classes_from,
+    programs_of,
     reduce_axes,
     where_batch,
 )
@@ -200,13 +201,32 @@ def _specs(image_shape):
     )
 
 
-def _adam_step(lr, grad, m, v, adam_t, per_image):
-    """One Adam update of every example (its own step count adam_t, already incremented): (delta, m, v)."""
+def _step_or_restart(works, grad, lr, max_iter, c_factor, const, step, adam_t, mod, m, v, per_image):
+    """The optimiser's move after one iteration, per example: (c, steps at c, Adam's step count, modifier, m, v).
+
+    Examples whose round succeeded (`works`) restart Adam from a zero modifier at the same c; the
+    others take one Adam step (lr, betas 0.9 / 0.999), and after max_iter steps at this c move to
+    c * c_factor.
+    """
     beta1, beta2 = 0.9, 0.999
-    m = beta1 * m + (1 - beta1) * grad
-    v = beta2 * v + (1 - beta2) * tf.square(grad)
+    adam_t = adam_t + 1.0
+    m_next = beta1 * m + (1 - beta1) * grad
+    v_next = beta2 * v + (1 - beta2) * tf.square(grad)
     lr_t = lr * tf.sqrt(1 - tf.pow(beta2, adam_t)) / (1 - tf.pow(beta1, adam_t))
-    return -tf.reshape(lr_t, per_image) * m / (tf.sqrt(v) + 1e-8), m, v
+    mod_next = mod - tf.reshape(lr_t, per_image) * m_next / (tf.sqrt(v_next) + 1e-8)
+    step = step + 1
+    bump = step >= max_iter
+    const = tf.where(bump & ~works, const * c_factor, const)
+    step = tf.where(bump | works, 0, step)
+    zeros = tf.zeros_like(mod)
+    return (
+        const,
+        step,
+        tf.where(works, 0.0, adam_t),
+        where_batch(works, zeros, mod_next),
+        where_batch(works, zeros, m_next),
+        where_batch(works, zeros, v_next),
+    )
 
 
 class _PerExampleSchedule:
@@ -221,11 +241,23 @@ class _PerExampleSchedule:
 
     STEPS_PER_CALL = 100
 
+    def _initial_state(self, x0):
+        """active, c, steps at this c, Adam's step count, the round's own state, start (tanh space), modifier,
+        Adam's m and v, the example returned."""
+        n = tf.shape(x0)[0]
+        zeros = tf.zeros_like(x0)
+        optimiser = [tf.ones([n], tf.bool), tf.fill([n], float(self._params["initial_const"]))]
+        optimiser += [tf.zeros([n], tf.int32), tf.zeros([n])]
+        return optimiser + [self._round_state(x0), _to_tanh_space(x0), zeros, zeros, zeros, x0]
+
+    def _state_signature(self, image_shape):
+        images = tf.TensorSpec([None, *image_shape], tf.float32)
+        scalars = tf.TensorSpec([None], tf.float32)
+        optimiser = [tf.TensorSpec([None], tf.bool), scalars, tf.TensorSpec([None], tf.int32), scalars]
+        return optimiser + [self._round_signature(image_shape)] + [images] * 5
+
     def _advance_program(self, model, image_shape, num_classes):
-        try:
-            per_model = self._programs.setdefault(model, {})
-        except TypeError:  # not weak-referenceable: no caching
-            per_model = {}
+        per_model = programs_of(self, model)
         key = (tuple(image_shape), num_classes)
         if key not in per_model:
             model_ref = model_reference(model)
@@ -302,6 +334,12 @@ class CarliniWagnerLinf(_PerExampleSchedule, Attack):
     art_method = "CarliniLInfMethod"
     SMALLEST_TAU = 1.0 / 256  # the reference code stops shrinking tau here
 
+    def _round_state(self, x0):  # tau
+        return tf.ones([tf.shape(x0)[0]])
+
+    def _round_signature(self, image_shape):
+        return tf.TensorSpec([None], tf.float32)
+
     def _check_params(self, p):
         p = _check_opt_params(dict(p))
         check_number("decrease_factor", p["decrease_factor"], above=0, below=1)
@@ -310,26 +348,6 @@ class CarliniWagnerLinf(_PerExampleSchedule, Attack):
         check_number("const_factor", p["const_factor"], above=1)
         return p
 
-    def _initial_state(self, x0):
-        n = tf.shape(x0)[0]
-        zeros = tf.zeros_like(x0)
-        c0 = float(self._params["initial_const"])
-        # active, tau, c, steps at this c, Adam's step count, start (tanh space), modifier, m, v, result
-        return [tf.ones([n], tf.bool), tf.ones([n]), tf.fill([n], c0), tf.zeros([n], tf.int32), tf.zeros([n])] + [
-            _to_tanh_space(x0),
-            zeros,
-            zeros,
-            zeros,
-            x0,
-        ]
-
-    def _state_signature(self, image_shape):
-        images = tf.TensorSpec([None, *image_shape], tf.float32)
-        scalars = tf.TensorSpec([None], tf.float32)
-        return [tf.TensorSpec([None], tf.bool), scalars, scalars, tf.TensorSpec([None], tf.int32), scalars] + [
-            images
-        ] * 5
-
     def _iteration(self, model_fn, num_classes):
         p = self._params
         targeted, conf = p["targeted"], float(p["confidence"])
@@ -337,7 +355,7 @@ class CarliniWagnerLinf(_PerExampleSchedule, Attack):
         c_max = float(p["largest_const"])
         decrease, c_factor = float(p["decrease_factor"]), float(p["const_factor"])
 
-        def iteration(x0, label, onehot, active, tau, const, step, adam_t, start, mod, m, v, best):
+        def iteration(x0, label, onehot, active, const, step, adam_t, tau, start, mod, m, v, best):
             axes = reduce_axes(x0)
             per_image = tf.concat([tf.shape(tau), tf.ones([tf.rank(x0) - 1], tf.int32)], axis=0)
             with tf.GradientTape() as tape:
@@ -355,18 +373,11 @@ class CarliniWagnerLinf(_PerExampleSchedule, Attack):
             tau = tf.where(works, tf.minimum(tau, linf) * decrease, tau)
             start = where_batch(works, _to_tanh_space(x_new), start)
 
-            # otherwise one Adam step; after max_iterations steps at this c, a larger c
-            delta, m_next, v_next = _adam_step(lr, grad, m, v, adam_t + 1.0, per_image)
-            step = step + 1
-            bump = step >= max_iter
-            const = tf.where(bump & ~works, const * c_factor, const)
-            step = tf.where(bump | works, 0, step)
-            zeros = tf.zeros_like(mod)
-            mod = where_batch(works, zeros, mod + delta)
-            m, v = where_batch(works, zeros, m_next), where_batch(works, zeros, v_next)
-            adam_t = tf.where(works, 0.0, adam_t + 1.0)
+            const, step, adam_t, mod, m, v = _step_or_restart(
+                works, grad, lr, max_iter, c_factor, const, step, adam_t, mod, m, v, per_image
+            )
             active = active & ~tf.where(works, tau <= self.SMALLEST_TAU, const >= c_max)
-            return active, tau, const, step, adam_t, start, mod, m, v, best
+            return active, const, step, adam_t, tau, start, mod, m, v, best
 
         return iteration
 
@@ -421,6 +432,12 @@ class CarliniWagnerL0(_PerExampleSchedule, Attack):
     art_method = "CarliniL0Method"
     REFERENCE_MARGIN = 0.01  # the reference code's hinge offset (kappa)
 
+    def _round_state(self, x0):  # the pixels still allowed to change
+        return tf.ones_like(x0[..., :1])
+
+    def _round_signature(self, image_shape):
+        return tf.TensorSpec([None, *image_shape[:-1], 1], tf.float32)
+
     def _check_params(self, p):
         p = _check_opt_params(dict(p))
         p["warm_start"] = check_bool("warm_start", p["warm_start"])
@@ -428,28 +445,6 @@ class CarliniWagnerL0(_PerExampleSchedule, Attack):
         check_number("largest_const", p["largest_const"], above=0)
         check_number("const_factor", p["const_factor"], above=1)
         return p
-
-    def _initial_state(self, x0):
-        n = tf.shape(x0)[0]
-        zeros = tf.zeros_like(x0)
-        c0 = float(self._params["initial_const"])
-        # active, c, steps at this c, Adam's step count, allowed pixels, start (tanh space), modifier, m, v, result
-        return [tf.ones([n], tf.bool), tf.fill([n], c0), tf.zeros([n], tf.int32), tf.zeros([n])] + [
-            tf.ones_like(x0[..., :1]),
-            _to_tanh_space(x0),
-            zeros,
-            zeros,
-            zeros,
-            x0,
-        ]
-
-    def _state_signature(self, image_shape):
-        images = tf.TensorSpec([None, *image_shape], tf.float32)
-        scalars = tf.TensorSpec([None], tf.float32)
-        pixels = tf.TensorSpec([None, *image_shape[:-1], 1], tf.float32)
-        return [tf.TensorSpec([None], tf.bool), scalars, tf.TensorSpec([None], tf.int32), scalars, pixels] + [
-            images
-        ] * 5
 
     def _iteration(self, model_fn, num_classes):
         p = self._params
@@ -476,16 +471,9 @@ class CarliniWagnerL0(_PerExampleSchedule, Attack):
             allowed = where_batch(works, allowed_next, allowed)
             start = where_batch(works, _to_tanh_space(x_new), start)
 
-            # otherwise one Adam step; after max_iterations steps at this c, a larger c
-            delta, m_next, v_next = _adam_step(lr, grad, m, v, adam_t + 1.0, per_image)
-            step = step + 1
-            bump = step >= max_iter
-            const = tf.where(bump & ~works, const * c_factor, const)
-            step = tf.where(bump | works, 0, step)
-            zeros = tf.zeros_like(mod)
-            mod = where_batch(works, zeros, mod + delta)
-            m, v = where_batch(works, zeros, m_next), where_batch(works, zeros, v_next)
-            adam_t = tf.where(works, 0.0, adam_t + 1.0)
+            const, step, adam_t, mod, m, v = _step_or_restart(
+                works, grad, lr, max_iter, c_factor, const, step, adam_t, mod, m, v, per_image
+            )
             active = active & ~tf.where(works, nothing_left, const >= c_max)
             return active, const, step, adam_t, allowed, start, mod, m, v, best
 
