@@ -417,8 +417,8 @@ SLOW_CASES = [  # (name, backend, params, images, minimum success)
         20,
         0.9,
     ),
-    ("cw_linf", "native", {}, 10, 1.0),  # the reference code's defaults: ~20 s per image here
-    ("cw_l0", "native", {}, 3, 1.0),  # the reference code's defaults: ~70 s per image here
+    ("cw_linf", "native", {}, 10, 1.0),  # the reference code's defaults
+    ("cw_l0", "native", {}, 3, 1.0),  # the reference code's defaults
     # ART's C&W-L0 reruns its L2 attack per pixel-fixing round: ~45 s per image here
     (
         "cw_l0",
