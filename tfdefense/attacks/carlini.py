@@ -251,10 +251,8 @@ class _PerExampleSchedule:
         return optimiser + [self._round_state(x0), _to_tanh_space(x0), zeros, zeros, zeros, x0]
 
     def _state_signature(self, image_shape):
-        images = tf.TensorSpec([None, *image_shape], tf.float32)
-        scalars = tf.TensorSpec([None], tf.float32)
-        optimiser = [tf.TensorSpec([None], tf.bool), scalars, tf.TensorSpec([None], tf.int32), scalars]
-        return optimiser + [self._round_signature(image_shape)] + [images] * 5
+        flags, counts, scalars, images = _specs(image_shape)
+        return [flags, scalars, counts, scalars, self._round_signature(image_shape)] + [images] * 5
 
     def _advance_program(self, model, image_shape, num_classes):
         per_model = programs_of(self, model)
