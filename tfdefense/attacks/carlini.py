@@ -98,12 +98,7 @@ class CarliniWagnerL2(NativeMixin, Attack):
             batch = tf.shape(x0)[0]
             label = t if targeted else y
             onehot = tf.one_hot(label, num_classes)
-            w0 = tf.atanh((x0 * 2.0 - 1.0) * 0.999999)
-
-            def succeeded(logits):
-                adjusted = logits - conf * onehot if targeted else logits + conf * onehot
-                pred = tf.argmax(adjusted, axis=1, output_type=tf.int64)
-                return tf.equal(pred, label) if targeted else tf.not_equal(pred, label)
+            w0 = _to_tanh_space(x0)
 
             def binary_step(step, const, lower, upper, best_l2, best_adv):
                 def inner(i, stop, prev, mod, m, v, step_ok, best_l2, best_adv):
@@ -112,9 +107,7 @@ class CarliniWagnerL2(NativeMixin, Attack):
                         x_new = (tf.tanh(w0 + mod) + 1.0) * 0.5
                         logits = model_fn(x_new)
                         l2 = tf.reduce_sum(tf.square(x_new - x0), reduce_axes(x0))
-                        real = tf.reduce_sum(onehot * logits, axis=1)
-                        other = tf.reduce_max(logits - onehot * 1e9, axis=1)
-                        gap = other - real + conf if targeted else real - other + conf
+                        gap, ok = _margin(logits, onehot, label, targeted, conf)
                         loss = tf.reduce_sum(l2 + const * tf.maximum(gap, 0.0))
                     grad = tape.gradient(loss, mod, unconnected_gradients=tf.UnconnectedGradients.ZERO)
                     m = beta1 * m + (1 - beta1) * grad
@@ -122,7 +115,6 @@ class CarliniWagnerL2(NativeMixin, Attack):
                     n = tf.cast(i + 1, tf.float32)
                     lr_t = lr * tf.sqrt(1 - tf.pow(beta2, n)) / (1 - tf.pow(beta1, n))
                     mod = mod - lr_t * m / (tf.sqrt(v) + adam_eps)
-                    ok = succeeded(logits)
                     better = tf.logical_and(ok, l2 < best_l2)
                     best_l2 = tf.where(better, l2, best_l2)
                     best_adv = where_batch(better, x_new, best_adv)
