@@ -444,3 +444,32 @@ def test_full_strength_attacks(mnist_model_c, mnist_eval_batch, name, backend, p
         f"{attack.last_run_info['seconds']:.0f} s"
     )
     assert rate >= minimum
+
+
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("cw_linf", dict(max_iterations=20, learning_rate=0.05)),
+        ("cw_l0", dict(max_iterations=20, learning_rate=0.1, largest_const=100.0)),
+    ],
+)
+def test_reference_schedules_attack_a_sequential_and_a_bare_tf_module_savedmodel(name, params, tmp_path):
+    rng = np.random.default_rng(0)
+    sequential = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+
+    class Bare(tf.Module):
+        def __init__(self, model):
+            self.model = model
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 1], tf.float32)])
+        def __call__(self, x):
+            return self.model(x)
+
+    tf.saved_model.save(Bare(sequential), str(tmp_path))
+    loaded = tf.saved_model.load(str(tmp_path))
+    x = rng.random((6, 8, 8, 1)).astype(np.float32)
+    y = predict_labels(sequential, x)
+    for model in (sequential, loaded):
+        x_adv = get_attack(name, **params)(model, x, y)
+        assert x_adv.dtype == np.float32 and x_adv.min() >= 0 and x_adv.max() <= 1
+        assert success_rate(sequential, x, x_adv, y) == 1.0
